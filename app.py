@@ -1,0 +1,84 @@
+"""Pose Studio: draw an anime character in a given pose.
+
+    python app.py                          # serve the web app on http://127.0.0.1:7860
+    python app.py pose INPUT... [--preview DIR]
+    python app.py generate --pose INPUT --seed N --out FILE.png [--steps N] [--guidance G] ...
+
+INPUT is a photo, a keypoint JSON (ours, COCO-17, OpenPose-18, the keypoint-LDM fork's) or a
+preset name (`python app.py pose --list-presets`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "weights"
+
+
+def _pose_command(args: argparse.Namespace) -> int:
+    from models.pose_input import main_pose
+    from models.presets import list_presets
+
+    if args.list_presets:
+        print("\n".join(list_presets()))
+        return 0
+    if not args.inputs:
+        print("pose: give at least one INPUT (a photo, a keypoint JSON or a preset name).", file=sys.stderr)
+        return 2
+    return main_pose(args.inputs, args.preview)
+
+
+def _generate_command(args: argparse.Namespace) -> int:
+    from models.generate_cli import main_generate
+
+    return main_generate(args)
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from ui.server import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: no sub-command serves the app; `pose` and `generate` run once and print JSON."""
+    parser = argparse.ArgumentParser(prog="app.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
+    parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or Hub id (default: the shipped weights/)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("pose", help="read poses from photos, keypoint JSON or presets; print one JSON line each")
+    p.add_argument("inputs", nargs="*", metavar="INPUT")
+    p.add_argument("--preview", metavar="DIR", help="write the OpenPose drawing (and the skeleton over photos) here")
+    p.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
+    p.set_defaults(func=_pose_command)
+
+    g = sub.add_parser("generate", help="draw a character in a pose; print one JSON line")
+    g.add_argument("--pose", required=True, metavar="INPUT", help="photo, keypoint JSON or preset name")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument("--out", required=True, metavar="FILE.png", help="where to write the image (K>1: FILE_1.png ...)")
+    g.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=2.0, help="pose guidance scale (default: %(default)s)")
+    g.add_argument("--sampler", default="dpmpp_2m", help="ddim, dpmpp_2m or euler_a (default: %(default)s)")
+    g.add_argument("--num-images", type=int, default=1, help="images to draw, 1 to 8 (default: %(default)s)")
+    g.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or Hub id (default: %(default)s)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    g.set_defaults(func=_generate_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run it."""
+    args = build_parser().parse_args(argv)
+    func = getattr(args, "func", _serve_command)
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
