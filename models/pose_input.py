@@ -1,0 +1,165 @@
+"""Turn what a user gives as a pose (a photo, a keypoint JSON file, a preset name) into a Pose.
+
+`main_pose` is the whole `python app.py pose INPUT... [--preview DIR]` command: one JSON line per
+input on stdout, `{"input", "format": "coco17", "width", "height", "keypoints"}` or `{"input",
+"error"}`, and exit code 1 when any input failed. Those lines are our own JSON, so each one (saved
+to a file) reads back as an input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from models.condition import openpose_drawing, skeleton_overlay
+from models.errors import InputError
+from models.image_io import IMAGE_SUFFIXES, load_image, looks_like_image
+from models.pose import FORK_NAMES, Pose, loads
+from models.presets import list_presets, load_preset
+
+MAX_JSON_BYTES = 5 * 1024 * 1024  # a keypoint file is a few kB; anything this big is not one
+PREVIEW_MAX_SIDE = 1024  # previews of large photos are drawn at most this big
+
+
+@dataclass(frozen=True)
+class PoseInput:
+    """A pose read from an input, the input's format, and the photo it came from (None otherwise)."""
+
+    pose: Pose
+    format: str  # "image", "preset", or a keypoint format: "coco17" (ours), "coco", "openpose18", "fork"
+    image: Image.Image | None = None
+
+
+def read_pose_input(spec: str) -> PoseInput:
+    """Read a pose from a photo path, a keypoint JSON path (any supported format) or a preset name."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError("The input is empty; give an image, a keypoint JSON file or a preset name.")
+    path = Path(spec)
+    if path.is_dir():
+        raise InputError(f"'{spec}' is a folder; give an image, a keypoint JSON file or a preset name.")
+    if path.is_file():
+        if looks_like_image(path):
+            # Imported here: it imports mediapipe (a second or more), which only photos need.
+            from models.extract import extract_pose
+
+            image = load_image(path)
+            return PoseInput(extract_pose(image), "image", image)
+        return _read_keypoint_file(path)
+    if spec.strip().lower().replace("-", "_").replace(" ", "_") in list_presets():
+        return PoseInput(load_preset(spec), "preset", None)
+    if path.suffix.lower() in (*IMAGE_SUFFIXES, ".json") or "/" in spec or "\\" in spec:
+        raise InputError(f"There is no file at '{spec}'.")
+    raise InputError(f"'{spec}' is neither a file nor a preset pose; the presets are: {', '.join(list_presets())}.")
+
+
+def keypoint_format(obj: Any) -> str:
+    """The name of the keypoint format of a parsed JSON object (as `models.pose.from_dict` reads it)."""
+    if isinstance(obj, dict):
+        if "people" in obj:
+            return "openpose18"
+        if "annotations" in obj:
+            return "coco"
+        kps = obj.get("keypoints")
+        if isinstance(kps, list) and kps and not isinstance(kps[0], (list, tuple)):
+            return "coco"
+        if "keypoints" in obj:
+            return "coco17"
+        if any(n in obj for n in FORK_NAMES):
+            return "fork"
+    return "coco17" if isinstance(obj, list) else "unknown"
+
+
+def pose_record(spec: str) -> dict[str, Any]:
+    """The CLI line for one input: the pose as our own JSON, or `{"input", "error": one sentence}`."""
+    return _record(spec)[0]
+
+
+def write_previews(pose: Pose, image: Image.Image | None, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write `<stem>_openpose.png` (and, for a photo, `<stem>_overlay.png`) into `out_dir`; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(pose.width, pose.height))
+    w, h = max(1, round(pose.width * scale)), max(1, round(pose.height * scale))
+    paths = [out / f"{stem}_openpose.png"]
+    openpose_drawing(pose, h, w).save(paths[0])
+    if image is not None:
+        if max(image.size) > PREVIEW_MAX_SIDE:
+            image = image.copy()
+            image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+        paths.append(out / f"{stem}_overlay.png")
+        skeleton_overlay(image, pose).save(paths[1])
+    return paths
+
+
+def main_pose(argv_inputs: list[str], preview: str | None = None) -> int:
+    """Run `app.py pose`: print one JSON line per input, write previews if asked; 1 if any input failed."""
+    if not argv_inputs:
+        print("Give at least one input: an image, a keypoint JSON file or a preset name.", file=sys.stderr)
+        return 2
+    failed = 0
+    stems: set[str] = set()
+    for spec in argv_inputs:
+        record, inp = _record(spec)
+        if inp is not None and preview:
+            try:
+                write_previews(inp.pose, inp.image, preview, _unique_stem(spec, stems))
+            except OSError as err:
+                record = {
+                    "input": spec,
+                    "error": f"The preview could not be written to '{preview}' ({err.strerror or err}).",
+                }
+        failed += "error" in record
+        print(json.dumps(record), flush=True)
+    return 1 if failed else 0
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _read_keypoint_file(path: Path) -> PoseInput:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(f"The keypoint file is over {MAX_JSON_BYTES // 2**20} MB, too big to be a pose.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"'{path.name}' is neither an image nor a UTF-8 keypoint JSON file.") from None
+    except OSError as err:
+        raise InputError(f"The keypoint file cannot be read ({err.strerror or err}).") from None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None  # `loads` below words the error
+    if isinstance(obj, dict) and "error" in obj and "keypoints" not in obj:
+        raise InputError(f"The file holds an error record, not a pose: {obj['error']}")
+    pose = loads(text)  # validates: broken JSON, NaN, missing names, wrong counts -> InputError
+    return PoseInput(pose, keypoint_format(obj), None)
+
+
+def _record(spec: str) -> tuple[dict[str, Any], PoseInput | None]:
+    try:
+        inp = read_pose_input(spec)
+    except InputError as err:
+        return {"input": spec, "error": _one_line(str(err))}, None
+    except Exception as err:  # noqa: BLE001 - the CLI promises one sentence per input, never a traceback
+        return {"input": spec, "error": f"Reading the input failed unexpectedly ({type(err).__name__})."}, None
+    record = {"input": spec, **inp.pose.to_dict()}
+    # float32 -> 6 decimals: a millionth of the frame, and lines people can read.
+    record["keypoints"] = [[round(c, 6) for c in point] for point in record["keypoints"]]
+    return record, inp
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "The input could not be read."
+
+
+def _unique_stem(spec: str, used: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem or spec).strip("._") or "pose"
+    candidate, n = stem, 2
+    while candidate in used:
+        candidate, n = f"{stem}_{n}", n + 1
+    used.add(candidate)
+    return candidate
