@@ -1,0 +1,90 @@
+"""The data set writer: layout, keypoint files, determinism across worker counts, --poses."""
+
+import json
+
+import numpy as np
+import pytest
+
+from models.errors import InputError
+from models.pose import load
+from training.skeleton import sample_pose
+from training.synth import SUBDIRS, main, read_poses
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_files(tmp_path):
+    assert main(["--out", str(tmp_path), "--n", "5", "--seed", "3", "--workers", "1"]) == 0
+    for sub, ext in zip(SUBDIRS, ("png", "json", "txt", "json")):
+        assert sorted(p.name for p in (tmp_path / sub).iterdir()) == [f"{i:06d}.{ext}" for i in range(5)]
+    obj = json.loads((tmp_path / "keypoints" / "000002.json").read_text())
+    assert obj["width"] == obj["height"] == 128 and len(obj["keypoints"]) == 51
+    assert set(obj["keypoints"][2::3]) <= {0, 1, 2}
+    pose = load(tmp_path / "keypoints" / "000002.json")
+    assert pose.width == 128 and pose.visible.sum() >= 8
+    lines = (tmp_path / "captions" / "000002.txt").read_text().splitlines()
+    attrs = json.loads((tmp_path / "attributes" / "000002.json").read_text())
+    assert len(lines) == 2 and lines[0].startswith("1")
+    assert f"{attrs['hair_color']} hair" in lines[0] and attrs["action"] and attrs["yaw"]
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    main(["--out", str(a), "--n", "6", "--seed", "4", "--workers", "1"])
+    main(["--out", str(b), "--n", "6", "--seed", "4", "--workers", "2"])
+    main(["--out", str(c), "--n", "6", "--seed", "5", "--workers", "1"])
+    assert _files(a) == _files(b)
+    assert _files(a)["images/000000.png"] != _files(c)["images/000000.png"]
+
+
+def test_poses_file(tmp_path):
+    rng = np.random.default_rng(0)
+    poses = [sample_pose(rng) for _ in range(3)]
+    f = tmp_path / "poses.jsonl"
+    f.write_text("\n".join(p.to_json() for p in poses) + "\n")
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--poses", str(f), "--workers", "1"]) == 0
+    assert len(list((out / "images").iterdir())) == 3
+    for i, p in enumerate(poses):
+        got = load(out / "keypoints" / f"{i:06d}.json")
+        assert np.allclose(got.xy, p.xy, atol=1e-3)
+        assert json.loads((out / "attributes" / f"{i:06d}.json").read_text())["action"] == "custom"
+
+
+def test_bad_poses_file(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"keypoints": [[0, 0, 1]]}\n')
+    with pytest.raises(InputError):
+        read_poses(f)
+    assert main(["--out", str(tmp_path / "o"), "--poses", str(f)]) == 2
+
+
+def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import models.extract
+    from models.pose import Pose
+    from training.prepare import main as prepare_main
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.new("RGB", (320, 240), (200, 100, 50)).save(src / "a.png")
+    Image.new("RGB", (200, 300), (10, 100, 50)).save(src / "b.jpg")
+    pose = sample_pose(np.random.default_rng(1))
+
+    def fake(im):
+        if im.size == (200, 300):
+            raise models.extract.NoPersonError("No person found in the image.")
+        return Pose(pose.keypoints * np.array([0.5, 0.8, 1], np.float32), *im.size)
+
+    monkeypatch.setattr(models.extract, "extract_pose", fake)
+    out = tmp_path / "out"
+    assert prepare_main(["--images", str(src), "--out", str(out), "--size", "64"]) == 0
+    assert [p.name for p in (out / "images").iterdir()] == ["000000.png"]
+    got = load(out / "keypoints" / "000000.json")
+    assert got.width == 64
+    x0, y0, x1, y1 = got.bbox()
+    assert 0 <= x0 and x1 <= 64 and 0 <= y0 and y1 <= 64 and max(x1 - x0, y1 - y0) > 40
+    assert Image.open(out / "images" / "000000.png").size == (64, 64)

@@ -1,0 +1,277 @@
+"""A 3D anime-proportioned skeleton posed by an action, seen from a camera yaw, projected to a Pose.
+
+`sample_rig(rng)` returns everything the renderer needs (2D points, depth per joint, head
+orientation, torso widths, action and yaw labels); `sample_pose(rng)` returns only the `Pose`.
+Units inside are head radii (the cranium is a unit sphere); the rig is fitted into a unit frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.pose import NUM_KEYPOINTS, Pose
+
+ACTIONS: tuple[str, ...] = (
+    "stand", "walk", "run", "jump", "sit", "kneel", "arms up", "wave", "point", "dance", "fight",
+    "hands on hips",
+)  # fmt: skip
+YAWS: tuple[str, ...] = ("front", "three-quarter", "side", "back")
+HIDDEN = 0.25  # visibility of a point that is placed but hidden (COCO flag 1)
+
+# Points on the unit head sphere (x = the character's left, y up, z forward), used both to place
+# the COCO face points and to draw the face, so the labels and the drawing agree exactly.
+FACE_POINTS = {
+    "nose": (0.0, -0.52, 0.86),
+    "left_eye": (0.36, -0.36, 0.86),
+    "right_eye": (-0.36, -0.36, 0.86),
+    "left_ear": (0.93, -0.3, -0.05),
+    "right_ear": (-0.93, -0.3, -0.05),
+}
+
+
+@dataclass
+class Rig:
+    """A posed, projected character skeleton in a unit frame (x right, y down), with depth."""
+
+    pose: Pose  # 17 points in [0, 1]; visibility from facing (the renderer adds overlap)
+    depth: np.ndarray = field(repr=False)  # (17,) nearer is larger, in frame units
+    head_center: np.ndarray = field(repr=False)  # (2,)
+    head_radius: float = 0.05  # in frame units
+    head_depth: float = 0.0
+    head_rot: np.ndarray = field(default_factory=lambda: np.eye(3), repr=False)  # head -> camera
+    body_rot: np.ndarray = field(default_factory=lambda: np.eye(3), repr=False)  # body -> camera
+    neck: np.ndarray = field(default_factory=lambda: np.zeros(2), repr=False)  # (2,) neck base
+    shoulder_hw: float = 0.05  # projected half width of the chest
+    hip_hw: float = 0.04  # projected half width of the hips
+    limb_radius: float = 0.012  # upper-arm radius in frame units
+    heads: float = 5.0  # body height in head heights (chibi ~3, adult ~7)
+    action: str = "stand"
+    yaw: str = "front"
+    yaw_deg: float = 0.0
+
+
+def _rx(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _ry(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rz(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _direction(elev: float, azim: float, side: float) -> np.ndarray:
+    """A limb direction: elevation from straight down (deg), azimuth from outward toward forward."""
+    e, a = math.radians(elev), math.radians(azim)
+    return np.array([side * math.sin(e) * math.cos(a), -math.cos(e), math.sin(e) * math.sin(a)])
+
+
+def _bend(u: np.ndarray, angle: float, hint: np.ndarray) -> np.ndarray:
+    """Rotate direction `u` by `angle` degrees toward `hint` (a joint bending in a plane)."""
+    h = hint - (hint @ u) * u
+    n = np.linalg.norm(h)
+    if n < 1e-6:  # hint along the limb: bend forward, or up if the limb points forward
+        h = np.array([0.0, 0.0, 1.0]) if abs(u[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        h = h - (h @ u) * u
+        n = np.linalg.norm(h)
+    a = math.radians(angle)
+    return math.cos(a) * u + math.sin(a) * h / n
+
+
+FWD, UP, BACK_DOWN = (0.0, 0.2, 1.0), (0.0, 1.0, 0.3), (0.0, -1.0, -1.0)
+
+
+def _action_params(action: str, rng: np.random.Generator) -> dict:
+    """Joint angles (degrees) for an action, jittered: arms/legs are (elev, azim, bend, hint)."""
+
+    def j(s: float) -> float:
+        return float(rng.uniform(-s, s))
+
+    hang = lambda: (10 + j(8), 40 + j(30), 12 + j(10), FWD)
+    leg = lambda: (4 + j(3), j(20), 3 + j(3), BACK_DOWN)
+    p = {"lean": j(4), "twist": j(8), "roll": j(3), "head_yaw": j(15), "head_pitch": j(8), "head_roll": j(8)}
+    arms = [hang(), hang()]
+    legs = [leg(), leg()]
+    if action == "walk":
+        s = rng.uniform(0.6, 1.0)
+        legs = [(25 * s + j(5), 90, 8 + j(5), BACK_DOWN), (20 * s + j(5), -90, 30 * s + j(8), BACK_DOWN)]
+        arms = [(25 * s + j(5), -90, 15 + j(8), FWD), (25 * s + j(5), 90, 30 + j(10), FWD)]
+    elif action == "run":
+        legs = [(60 + j(10), 90, 95 + j(15), BACK_DOWN), (35 + j(8), -90, 75 + j(15), BACK_DOWN)]
+        arms = [(45 + j(10), -90, 90 + j(10), FWD), (50 + j(10), 90, 100 + j(10), UP)]
+        p["lean"] = 14 + j(5)
+    elif action == "jump":
+        if rng.random() < 0.5:
+            legs = [(35 + j(10), 90, 80 + j(15), BACK_DOWN), (25 + j(10), 90, 90 + j(15), BACK_DOWN)]
+        else:
+            legs = [(25 + j(8), j(20), 10 + j(8), BACK_DOWN), (25 + j(8), j(20), 10 + j(8), BACK_DOWN)]
+        arms = [(150 + j(15), 10 + j(20), 20 + j(15), FWD), (150 + j(15), 10 + j(20), 20 + j(15), FWD)]
+    elif action == "sit":
+        a = 80 + j(10)
+        legs = [(90 + j(8), a, 90 + j(10), BACK_DOWN), (90 + j(8), a, 90 + j(10), BACK_DOWN)]
+        arms = [(20 + j(10), 60 + j(20), 55 + j(15), FWD), (20 + j(10), 60 + j(20), 55 + j(15), FWD)]
+    elif action == "kneel":
+        if rng.random() < 0.5:
+            legs = [(5 + j(5), 10 + j(10), 110 + j(10), BACK_DOWN), (5 + j(5), 10 + j(10), 110 + j(10), BACK_DOWN)]
+        else:
+            legs = [(90 + j(8), 85, 90 + j(8), BACK_DOWN), (8 + j(5), -80, 100 + j(10), BACK_DOWN)]
+        arms = [(15 + j(10), 60 + j(20), 40 + j(15), FWD), (15 + j(10), 60 + j(20), 40 + j(15), FWD)]
+    elif action == "arms up":
+        arms = [(165 + j(10), 20 + j(30), 15 + j(15), FWD), (165 + j(10), 20 + j(30), 15 + j(15), FWD)]
+    elif action == "wave":
+        arms[1] = (80 + j(15), 15 + j(20), 100 + j(20), UP)
+        p["head_roll"] = j(15)
+    elif action == "point":
+        arms[1] = (90 + j(15), 70 + j(25), 5 + j(5), FWD)
+        p["head_yaw"] = 15 + j(10)
+    elif action == "dance":
+        arms = [
+            (float(rng.uniform(30, 170)), float(rng.uniform(-30, 90)), float(rng.uniform(0, 110)), UP),
+            (float(rng.uniform(30, 170)), float(rng.uniform(-30, 90)), float(rng.uniform(0, 110)), FWD),
+        ]
+        legs[0] = (35 + j(15), float(rng.uniform(0, 90)), 30 + j(20), BACK_DOWN)
+        p["roll"] = j(10)
+        p["head_roll"] = j(20)
+    elif action == "fight":
+        arms = [(50 + j(10), 70 + j(15), 120 + j(15), UP), (40 + j(10), 80 + j(10), 125 + j(15), UP)]
+        legs = [(22 + j(5), 60 + j(20), 20 + j(10), BACK_DOWN), (20 + j(5), -40 + j(20), 15 + j(10), BACK_DOWN)]
+        p["twist"] = 25 + j(10)
+    elif action == "hands on hips":
+        hip = (-1.0, -0.6, 0.1)
+        arms = [(45 + j(8), -15 + j(10), 110 + j(10), hip), (45 + j(8), -15 + j(10), 110 + j(10), hip)]
+    p["arms"], p["legs"] = arms, legs
+    if rng.random() < 0.5:  # the same action with the other hand / foot leading
+        p["arms"], p["legs"] = arms[::-1], legs[::-1]
+        p["twist"], p["head_yaw"], p["roll"], p["head_roll"] = (
+            -p["twist"],
+            -p["head_yaw"],
+            -p["roll"],
+            -p["head_roll"],
+        )
+    return p
+
+
+def _sample_yaw(rng: np.random.Generator) -> tuple[str, float]:
+    label = YAWS[int(rng.choice(4, p=[0.4, 0.3, 0.15, 0.15]))]
+    sign = 1 if rng.random() < 0.5 else -1
+    lo, hi = {"front": (0, 20), "three-quarter": (25, 62), "side": (68, 105), "back": (150, 180)}[label]
+    return label, sign * float(rng.uniform(lo, hi))
+
+
+def sample_rig(
+    rng: np.random.Generator, action: str | None = None, yaw: str | None = None, heads: float | None = None
+) -> Rig:
+    """Sample body proportions, an action and a camera yaw; pose, project and fit into the frame."""
+    if action is None:
+        action = ACTIONS[int(rng.integers(len(ACTIONS)))]
+    if yaw is None:
+        yaw_label, yaw_deg = _sample_yaw(rng)
+    else:
+        yaw_label, yaw_deg = yaw, {"front": 0.0, "three-quarter": 45.0, "side": 90.0, "back": 180.0}[yaw]
+    if heads is None:
+        heads = float(np.clip(rng.normal(4.2, 0.85), 2.8, 6.6))
+    p = _action_params(action, rng)
+    k = heads - 3.0
+
+    # 1. Proportions in head radii (the head is 2.1 tall from crown to chin).
+    neck_len = 0.12 + 0.06 * k
+    rest = heads * 2.1 - 2.1 - neck_len
+    torso_len, leg_len = 0.44 * rest, 0.56 * rest
+    thigh, shin = 0.5 * leg_len, 0.47 * leg_len
+    arm_len = 0.82 * leg_len
+    upper, fore = 0.52 * arm_len, 0.48 * arm_len
+    sw, hw, chest = 0.62 + 0.11 * k, 0.45 + 0.07 * k, 0.42 + 0.06 * k
+    limb_r = 0.2 + 0.025 * k
+
+    # 2. Joints in the body frame (pelvis at the origin, x = character's left, y up, z forward).
+    rad = math.radians
+    torso_rot = _ry(rad(p["twist"])) @ _rz(rad(p["roll"])) @ _rx(rad(p["lean"]))
+    up = torso_rot @ np.array([0.0, 1.0, 0.0])
+    neck = torso_len * up
+    J = np.zeros((NUM_KEYPOINTS, 3))
+    for i, side in ((5, 1.0), (6, -1.0)):
+        J[i] = neck - 0.1 * torso_len * up + torso_rot @ np.array([side * sw, 0.0, 0.0])
+        e, a, b, hint = p["arms"][0 if side > 0 else 1]
+        u = torso_rot @ _direction(e, a, side)
+        h = torso_rot @ (np.array(hint) * np.array([side, 1.0, 1.0]))
+        J[i + 2] = J[i] + upper * u
+        J[i + 4] = J[i + 2] + fore * _bend(u, b, h)
+    for i, side in ((11, 1.0), (12, -1.0)):
+        J[i] = np.array([side * hw, 0.0, 0.0])
+        e, a, b, hint = p["legs"][0 if side > 0 else 1]
+        u = _direction(e, a, side)
+        J[i + 2] = J[i] + thigh * u
+        J[i + 4] = J[i + 2] + shin * _bend(u, b, np.array(hint))
+    head_rot = torso_rot @ _ry(rad(p["head_yaw"])) @ _rx(rad(-p["head_pitch"])) @ _rz(rad(p["head_roll"]))
+    head_c = neck + (neck_len + 0.9) * (head_rot @ np.array([0.0, 1.0, 0.12]))
+    for name, idx in (("nose", 0), ("left_eye", 1), ("right_eye", 2), ("left_ear", 3), ("right_ear", 4)):
+        J[idx] = head_c + head_rot @ np.array(FACE_POINTS[name])
+
+    # 3. Camera: yaw about the vertical, a slight pitch; orthographic (y flips to point down).
+    cam = _rx(rad(float(rng.uniform(-6, 6)))) @ _ry(rad(yaw_deg))
+    P = J @ cam.T
+    hc = cam @ head_c
+    nk = cam @ neck
+    body_rot = cam @ torso_rot
+    hrot = cam @ head_rot
+    vis = np.ones(NUM_KEYPOINTS)
+    # Facing: a point whose surface normal turns away from the camera is hidden.
+    for idx, name in enumerate(("nose", "left_eye", "right_eye", "left_ear", "right_ear")):
+        n = hrot @ np.array(FACE_POINTS[name])
+        limit = {"nose": -0.05, "left_eye": 0.22, "right_eye": 0.22}.get(name, -0.35)
+        if n[2] / np.linalg.norm(n) < limit:
+            vis[idx] = HIDDEN
+    for idx, side in ((5, 1), (6, -1), (11, 1), (12, -1)):
+        if (body_rot @ np.array([side, 0.0, 0.0]))[2] < -0.72:
+            vis[idx] = HIDDEN
+
+    # 4. Fit into the unit frame: the drawn extent (head with hair, limbs with thickness).
+    xy = np.stack([P[:, 0], -P[:, 1]], axis=1)
+    hxy = np.array([hc[0], -hc[1]])
+    pts = np.concatenate([xy - limb_r * 1.5, xy + limb_r * 1.5, [hxy - 1.25, hxy + 1.25]])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    ext = hi - lo
+    fill = float(rng.uniform(0.76, 0.92))
+    scale = min(fill / ext[1], 0.92 / ext[0])
+    size = ext * scale
+    room = np.maximum(1.0 - size - 0.04, 0.0)
+    off = (1.0 - size - room) / 2 + room * rng.uniform(0.0, 1.0, 2)
+
+    def tf(q: np.ndarray) -> np.ndarray:
+        return (q - lo) * scale + off
+
+    kp = np.concatenate([tf(xy), vis[:, None]], axis=1).astype(np.float32)
+    # The torso's cross-section is an ellipse (half width x half depth); its projected half width:
+    bx, fx = body_rot[0, 0], body_rot[0, 2]
+    shoulder_proj = math.hypot(sw * bx, chest * fx)
+    hip_proj = math.hypot(hw * bx, 0.9 * chest * fx)
+    return Rig(
+        pose=Pose(kp, 128, 128),
+        depth=(P[:, 2] * scale).astype(np.float32),
+        head_center=tf(hxy),
+        head_radius=float(scale),
+        head_depth=float(hc[2] * scale),
+        head_rot=hrot,
+        body_rot=body_rot,
+        neck=tf(np.array([nk[0], -nk[1]])),
+        shoulder_hw=float(shoulder_proj * scale),
+        hip_hw=float(hip_proj * scale),
+        limb_radius=float(limb_r * scale),
+        heads=heads,
+        action=action,
+        yaw=yaw_label,
+        yaw_deg=yaw_deg,
+    )
+
+
+def sample_pose(rng: np.random.Generator, action: str | None = None) -> Pose:
+    """A random pose (2D projection in a unit frame; visibility marks self-occlusion by facing)."""
+    return sample_rig(rng, action).pose
