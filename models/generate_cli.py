@@ -39,6 +39,14 @@ def output_paths(out: str, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}_{i + 1}{path.suffix}") for i in range(n)]
 
 
+def output_pose(state, image: Image.Image):
+    """The state's pose in the generated image's frame (the pipeline fits it to its square frame)."""
+    from models.pipeline import FRAME_MARGIN
+    from models.pose import fit_to_square
+
+    return fit_to_square(state.pose, image.width, FRAME_MARGIN)
+
+
 def main_generate(args: argparse.Namespace) -> int:
     """Run `generate`: print one JSON line (the record, or an error) and return the exit code."""
     from models.pipeline import PosePipeline
@@ -68,14 +76,14 @@ def main_generate(args: argparse.Namespace) -> int:
 
     outputs = []
     for path, image, state in zip(paths, images, states):
-        record = {"input": args.pose, **state.to_record()}
+        record = {"input": args.pose, **state.to_dict(), "output_pose": output_pose(state, image).to_dict()}
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, pnginfo=png_info(record))
         outputs.append(str(path))
-    first = states[0].to_record()
+    first = states[0].to_dict()
     line = {
         "input": args.pose,
-        "pose": first["pose"],
+        "pose": output_pose(states[0], images[0]).to_dict(),
         "seed": args.seed,
         "seeds": [s.seed for s in states],
         "settings": first["settings"],

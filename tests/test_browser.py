@@ -1,0 +1,176 @@
+"""The app in headless Chromium (Debian's /usr/bin/chromium through Playwright), fake pipeline.
+
+python -m pytest tests/test_browser.py
+python tests/test_browser.py --screenshots docs/screenshots   # the README's pictures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.getenv("CHROMIUM", "/usr/bin/chromium")
+PHOTO = Path(os.getenv("POSE_STUDIO_PHOTOS", "/work/shared/photos")) / "10_skier_standing.jpg"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app():
+    """The whole app with the fake pipeline on a free loopback port."""
+    from ui.fake import FakePipeline
+    from ui.server import build_demo, launch_kwargs
+
+    demo = build_demo(lambda: FakePipeline(size=128), model_status="")
+    demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs()
+    )
+    return demo
+
+
+@pytest.fixture(scope="module")
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    demo = launch_app()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(60_000)  # generous: the CPU is shared with training jobs
+        pg.goto(demo.local_url)
+        pg.wait_for_selector("#skeleton-editor circle.pe-pt", timeout=120_000)
+        yield pg
+        browser.close()
+    demo.close()
+
+
+def pose_json(page) -> dict:
+    """The JSON panel's text, parsed."""
+    text = page.locator("#pose-json .cm-content").inner_text()
+    return json.loads(text)
+
+
+def drag(page, index: int, dx: float, dy: float) -> None:
+    box = page.locator(f"#skeleton-editor circle[data-i='{index}']").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx / 2, y + dy / 2, steps=4)
+    page.mouse.move(x + dx, y + dy, steps=4)
+    page.mouse.up()
+
+
+def test_drag_a_joint_changes_the_pose_json(page):
+    before = pose_json(page)["keypoints"][9]
+    drag(page, 9, 60, -80)  # the left wrist, up and out
+    page.wait_for_function(
+        "(old) => { const t = document.querySelector('#pose-json .cm-content'); "
+        "return t && JSON.parse(t.innerText).keypoints[9][0] !== old; }",
+        arg=before[0],
+    )
+    after = pose_json(page)["keypoints"][9]
+    assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_double_click_hides_a_point_and_undo_brings_it_back(page):
+    page.locator("#skeleton-editor circle[data-i='0']").dblclick()
+    page.wait_for_function(
+        "() => JSON.parse(document.querySelector('#pose-json .cm-content').innerText).keypoints[0][2] === 0"
+    )
+    page.locator("#skeleton-editor .pe-undo").click()
+    page.wait_for_function(
+        "() => JSON.parse(document.querySelector('#pose-json .cm-content').innerText).keypoints[0][2] === 1"
+    )
+
+
+def keypoint(page, i: int) -> list:
+    return pose_json(page)["keypoints"][i]
+
+
+@pytest.mark.xfail(reason="known gap: Undo steps back over browser edits, not yet over Python-set poses", strict=False)
+def test_mirror_then_undo_restores_the_pose(page):
+    before = pose_json(page)["keypoints"]
+    js_keypoints = (
+        "() => JSON.stringify(JSON.parse(document.querySelector('#pose-json .cm-content').innerText).keypoints)"
+    )
+    page.get_by_role("button", name="Mirror").click()
+    page.wait_for_function(f"(old) => ({js_keypoints})() !== old", arg=json.dumps(before))
+    after = pose_json(page)["keypoints"]
+    assert abs(after[10][0] - (1 - before[9][0])) < 1e-3  # the left wrist became the right one, mirrored
+    page.locator("#skeleton-editor .pe-undo").click()  # Undo also steps back over Python's changes
+    page.wait_for_function(f"(old) => ({js_keypoints})() === old", arg=json.dumps(before))
+
+
+def test_generate_shows_an_image(page):
+    page.get_by_role("tab", name="Generate").click()
+    try:
+        page.locator("#generate-btn").click()
+        page.wait_for_selector("#results img")
+        page.wait_for_selector("#downloads a")
+    finally:
+        page.get_by_role("tab", name="Pose").click()
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason=f"no photo at {PHOTO}")
+def test_upload_a_photo_shows_the_skeleton(page):
+    page.locator("input[type=file]").first.set_input_files(str(PHOTO))
+    page.wait_for_selector("#skeleton-editor svg image", timeout=120_000)  # the photo behind the editor
+    pose = pose_json(page)
+    from PIL import Image
+
+    assert (pose["width"], pose["height"]) == Image.open(PHOTO).size
+
+
+def screenshots(folder: Path) -> None:
+    """pose.png and generate.png of the app (fake pipeline) into `folder`."""
+    from playwright.sync_api import sync_playwright
+
+    folder.mkdir(parents=True, exist_ok=True)
+    demo = launch_app()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            pg = browser.new_page(viewport={"width": 1400, "height": 950})
+            pg.set_default_timeout(180_000)
+            pg.goto(demo.local_url)
+            pg.wait_for_selector("#skeleton-editor circle.pe-pt")
+            if PHOTO.exists():
+                pg.locator("input[type=file]").first.set_input_files(str(PHOTO))
+                pg.wait_for_selector("#skeleton-editor svg image")
+                pg.wait_for_timeout(1500)
+            pg.screenshot(path=str(folder / "pose.png"), full_page=True)
+            pg.get_by_role("tab", name="Generate").click()
+            pg.locator("#generate-btn").click()
+            pg.wait_for_selector("#results img")
+            pg.wait_for_selector("#downloads a")
+            pg.wait_for_timeout(1000)
+            pg.screenshot(path=str(folder / "generate.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    out = (
+        Path(sys.argv[sys.argv.index("--screenshots") + 1]) if "--screenshots" in sys.argv else Path("docs/screenshots")
+    )
+    screenshots(out)
+    print(f"wrote {out}/pose.png and {out}/generate.png")

@@ -1,0 +1,113 @@
+"""The Generate tab: the current pose (from the Pose tab) + seed and sampler settings -> characters.
+The denoising row streams while the sampler runs; results come as PNGs whose text chunk holds the
+settings, plus a JSON that reproduces the run.
+
+    python -m ui.app_generate --model fake     # this tab alone (fake: no weights needed)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from ui import handlers, settings
+
+
+def build(pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status: str = "") -> gr.Image:
+    """Lay out the Generate tab in the current Blocks; the pose comes from `pose_state`; returns its pose image."""
+    if model_status:
+        gr.Markdown(model_status, elem_id="model-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=260):
+            current = gr.Image(
+                label="Pose (from the Pose tab)", format="png", interactive=False, height=240, elem_id="current-pose"
+            )
+            with gr.Row():
+                seed = gr.Number(
+                    label="Seed", value=0, precision=0, minimum=0, maximum=settings.MAX_SEED, min_width=100
+                )
+                randomize = gr.Checkbox(label="Random seed", value=True, min_width=100)
+            steps = gr.Slider(1, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1, label="Steps")
+            sampler = gr.Dropdown(list(settings.SAMPLERS), value=settings.SAMPLERS[0], label="Sampler")
+            guidance = gr.Slider(
+                settings.MIN_GUIDANCE,
+                settings.MAX_GUIDANCE,
+                value=settings.DEFAULT_GUIDANCE,
+                step=0.1,
+                label="Pose guidance",
+            )
+            num_images = gr.Slider(1, settings.MAX_NUM_IMAGES, value=1, step=1, label="Images")
+            run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+        with gr.Column(scale=2, min_width=360):
+            previews = gr.Gallery(
+                label="Denoising",
+                columns=handlers.MAX_PREVIEWS,
+                rows=1,
+                height=150,
+                allow_preview=False,
+                format="png",
+                object_fit="contain",
+                elem_id="denoising",
+            )
+            gallery = gr.Gallery(
+                label="Results",
+                columns=4,
+                height="auto",
+                preview=False,
+                format="png",
+                object_fit="contain",
+                elem_id="results",
+            )
+            files = gr.File(
+                label="Download: PNGs with their settings, and generation.json",
+                file_count="multiple",
+                elem_id="downloads",
+            )
+
+    fn = handlers.generate_handler(pipeline_loader)
+    inputs = [seed, randomize, steps, sampler, guidance, num_images]
+    outputs = [previews, gallery, files, seed]
+    run.click(
+        fn,
+        [pose_state, *inputs],
+        outputs,
+        api_visibility="private",
+        concurrency_id="generate",
+        concurrency_limit=settings.CONCURRENCY,
+    )
+
+    # The `generate` endpoint for API clients: pose JSON text instead of the shared state.
+    with gr.Group(visible=False):
+        pose_text = gr.Textbox(label="pose JSON")
+        preview = gr.Image(label="latest denoising preview", format="png")
+        api_button = gr.Button("generate")
+    api_fn = handlers.generate_handler(pipeline_loader, latest_preview_only=True)
+    api_button.click(
+        api_fn, [pose_text, *inputs], [preview, *outputs[1:]], api_name="generate", concurrency_id="generate"
+    )
+    return current
+
+
+def create_demo(pipeline_loader: Callable[[], Any], model_status: str = "") -> gr.Blocks:
+    """This tab as an app of its own, starting from the default pose."""
+    with gr.Blocks(title="Pose Studio: generate") as demo:
+        pose_state = gr.State(handlers.default_value())
+        current = build(pipeline_loader, pose_state, model_status)
+        demo.load(handlers.model_drawing, pose_state, current, api_visibility="private", queue=False)
+    return demo
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from ui.server import LazyPipeline
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="weights")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    loader = LazyPipeline(args.model, args.device)
+    demo = create_demo(loader, loader.status())
+    demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE).launch()

@@ -1,0 +1,151 @@
+"""Assemble the tabs into one app and serve it: `python app.py [--host H] [--port P] [--share] [--model M]`.
+
+The pipeline is loaded once per process, lazily on the first generation (`LazyPipeline`): the only
+global state of the UI. `--model fake` serves a drawing stand-in (no weights) for demos and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from models.errors import InputError
+from ui import app_generate, app_pose, handlers, settings
+
+log = logging.getLogger("pose_studio.ui")
+
+_PIPELINE: Any = None  # the one loaded pipeline of this process
+_LOCK = threading.Lock()
+
+CSS = """
+#skeleton-editor { min-height: 420px; }
+/* Gradio narrows a gallery's grid to its item count; keep the columns so one image is not blown up. */
+#results .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+#denoising .grid-container { grid-template-columns: repeat(8, minmax(0, 1fr)) !important; }
+footer { display: none !important; }
+"""
+
+
+class LazyPipeline:
+    """Loads `model` (a folder, a Hub id, or "fake") on first call and returns the same pipeline after."""
+
+    def __init__(self, model: str | Path, device: str | None = None) -> None:
+        self.model = str(model)
+        self.device = device
+        self.error: str | None = None
+
+    def status(self) -> str:
+        """One line for the Generate tab: empty when a model looks loadable, else why not."""
+        if self.model == "fake":
+            return "**Demo mode**: no model is loaded; the results are the pose drawings (`--model fake`)."
+        path = Path(self.model)
+        looks_local = path.is_absolute() or self.model.startswith(".") or path.exists() or self.model.count("/") != 1
+        if looks_local and (not path.is_dir() or not any(path.iterdir())):
+            return (
+                f"**No model is loaded**: the weights folder `{self.model}` is missing or empty, so Generate "
+                "cannot draw yet. The Pose tab works."
+            )
+        return ""
+
+    def __call__(self) -> Any:
+        """The process's pipeline, loading it on the first call."""
+        global _PIPELINE
+        with _LOCK:
+            if _PIPELINE is not None:
+                return _PIPELINE
+            if self.error:
+                raise InputError(self.error)
+            note = self.status()
+            if note and self.model != "fake":
+                self.error = "No model is loaded: the weights folder is missing or empty."
+                raise InputError(self.error)
+            started = time.perf_counter()
+            try:
+                if self.model == "fake":
+                    from ui.fake import FakePipeline
+
+                    _PIPELINE = FakePipeline()
+                else:
+                    from models.pipeline import PosePipeline
+
+                    _PIPELINE = PosePipeline.from_pretrained(self.model, device=self.device)
+            except InputError as err:
+                self.error = f"No model is loaded: {err}"
+                raise InputError(self.error) from None
+            except Exception as err:
+                log.exception("loading %s failed", self.model)
+                self.error = f"No model is loaded: loading '{self.model}' failed ({type(err).__name__})."
+                raise InputError(self.error) from None
+            log.info("loaded %s in %.1f s", self.model, time.perf_counter() - started)
+            return _PIPELINE
+
+
+def build_demo(pipeline_loader: Callable[[], Any], model_status: str | None = None) -> gr.Blocks:
+    """The whole app: Pose and Generate tabs sharing one pose, plus the `pose` and `generate` endpoints."""
+    if model_status is None:
+        status = getattr(pipeline_loader, "status", None)
+        model_status = status() if callable(status) else ""
+    with gr.Blocks(title="Pose Studio", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# Pose Studio\nDraw or upload a pose, then draw an anime character in it.")
+        pose_state = gr.State(handlers.default_value())
+        with gr.Tabs():
+            with gr.Tab("Pose", id="pose"):
+                pose_tab = app_pose.build()
+            with gr.Tab("Generate", id="generate"):
+                current = app_generate.build(pipeline_loader, pose_state, model_status)
+        app_pose.build_api()
+        demo.load(handlers.model_drawing, pose_state, current, api_visibility="private", queue=False)
+        # The Generate tab follows the editor (gr.State has no reliable change event of its own).
+        pose_tab.editor.change(
+            lambda v: (v, handlers.model_drawing(v)),
+            pose_tab.editor,
+            [pose_state, current],
+            api_visibility="private",
+            queue=False,
+        )
+    demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Keyword arguments for `launch` shared by serve and the tests."""
+    return {"max_file_size": f"{settings.MAX_UPLOAD_MB}mb", "css": CSS, "show_error": True}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Build and launch the app on args.host:args.port; returns the exit code when the server stops."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio polls itself at start; not news
+    loader = LazyPipeline(getattr(args, "model", "weights"), getattr(args, "device", None))
+    status = loader.status()
+    if status:
+        print(status.replace("**", ""), flush=True)
+    demo = build_demo(loader, status)
+    share = bool(getattr(args, "share", False))
+    try:
+        demo.launch(
+            server_name=args.host, server_port=args.port, share=share, prevent_thread_lock=True, **launch_kwargs()
+        )
+    except OSError as err:
+        print(f"Cannot serve on {args.host}:{args.port}: {err}", flush=True)
+        return 1
+    if share and not getattr(demo, "share_url", None):
+        print(
+            "No public share link could be made (no network, or sharing is off here, e.g. on a Space); "
+            f"the app is still served locally at {demo.local_url}.",
+            flush=True,
+        )
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+    return 0

@@ -1,0 +1,88 @@
+"""Limits of the web app, read once from the environment; every handler checks them again.
+
+MAX_STEPS=30 MAX_NUM_IMAGES=4 python app.py
+"""
+
+from __future__ import annotations
+
+import os
+
+from models.errors import InputError
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.getenv(name, str(default)))
+
+
+MAX_IMAGE_SIDE = _int("MAX_IMAGE_SIDE", 4096)  # longest side of an uploaded photo, pixels
+MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 10)  # uploads larger than this are refused (client and server)
+MAX_STEPS = _int("MAX_STEPS", 50)  # sampler steps
+MAX_NUM_IMAGES = _int("MAX_NUM_IMAGES", 8)  # images per generation
+MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 300)  # free text (a preset name, a style prompt)
+MAX_JSON_CHARS = _int("MAX_JSON_CHARS", 200_000)  # a pasted or uploaded keypoint JSON
+QUEUE_SIZE = _int("QUEUE_SIZE", 20)  # requests waiting beyond this are refused ("Queue is full")
+CONCURRENCY = _int("CONCURRENCY", 1)  # generations running at once (they share the CPU cores)
+MAX_SEED = 2**31 - 1
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
+DEFAULT_STEPS = min(20, MAX_STEPS)
+DEFAULT_GUIDANCE = 2.0
+
+
+def check_int(value: object, name: str, lo: int, hi: int) -> int:
+    """`value` as an int within [lo, hi], or an InputError naming `name` and the range."""
+    if value is None or isinstance(value, bool):
+        raise InputError(f"{name} must be a whole number between {lo} and {hi}.")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number between {lo} and {hi}.") from None
+    if not number.is_integer() or not lo <= number <= hi:
+        raise InputError(f"{name} must be a whole number between {lo} and {hi}; got {value}.")
+    return int(number)
+
+
+def check_float(value: object, name: str, lo: float, hi: float) -> float:
+    """`value` as a finite float within [lo, hi], or an InputError."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number between {lo:g} and {hi:g}.") from None
+    if not lo <= number <= hi:  # also false for NaN
+        raise InputError(f"{name} must be a number between {lo:g} and {hi:g}; got {value}.")
+    return number
+
+
+def check_generation(seed: object, steps: object, guidance: object, sampler: object, num_images: object) -> dict:
+    """All generation settings checked against the limits, as the pipeline's keyword arguments."""
+    if sampler not in SAMPLERS:
+        raise InputError(f"The sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
+    return {
+        "seed": check_int(seed, "The seed", 0, MAX_SEED),
+        "steps": check_int(steps, "Steps", 1, MAX_STEPS),
+        "guidance": check_float(guidance, "Guidance", MIN_GUIDANCE, MAX_GUIDANCE),
+        "sampler": str(sampler),
+        "num_images": check_int(num_images, "The number of images", 1, MAX_NUM_IMAGES),
+    }
+
+
+def check_text(text: str | None, name: str, limit: int = MAX_PROMPT_CHARS) -> str:
+    """Text within the length limit (None reads as empty)."""
+    text = text or ""
+    if len(text) > limit:
+        raise InputError(f"{name} is {len(text)} characters long; the limit is {limit}.")
+    return text
+
+
+def check_image_side(width: int, height: int) -> None:
+    """Refuse a photo whose longer side is over MAX_IMAGE_SIDE."""
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise InputError(
+            f"The image is {width} x {height} pixels; the largest side we take is {MAX_IMAGE_SIDE} pixels."
+        )
+
+
+def check_upload_bytes(size: int) -> None:
+    """Refuse a file larger than MAX_UPLOAD_MB."""
+    if size > MAX_UPLOAD_MB * 2**20:
+        raise InputError(f"The file is {size / 2**20:.1f} MB; the largest we take is {MAX_UPLOAD_MB} MB.")
