@@ -1,0 +1,314 @@
+"""`PosePipeline`: pose + seed (+ style code) -> anime character image, with the trained latent diffusion model.
+
+    pipe = PosePipeline.from_pretrained("weights")            # or a run's final/ folder, or a Hub id
+    images, states = pipe(pose, seed=0, steps=20, guidance=2.0, sampler="dpmpp_2m")
+    images2, _ = pipe.render(states[0].with_style(new_s))    # same noise and pose, another style
+
+A folder holds `autoencoder/` (AutoencoderKL), `unet/` (PoseUNet), `scheduler/` (the training
+DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`.
+
+Symbols: z_T the initial noise, s the style code (prior N(0, I)), c the condition map of the pose,
+g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022, Eq. 6):
+    out = out(z_t, t, 0, s) + g * (out(z_t, t, c, s) - out(z_t, t, 0, s))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler
+from PIL import Image
+
+from models.autoencoder import decode as ae_decode
+from models.errors import InputError
+from models.pose import Pose, fit_to_square
+from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop
+from models.state import GenerationState
+from models.unet import PoseUNet
+
+FRAME_MARGIN = 0.08  # margin of the square frame around the pose's box, as the renderer frames its data
+MAX_STEPS = 200
+MAX_GUIDANCE = 20.0
+MAX_IMAGES = 8
+MAX_SEED = 2**63 - 1 - MAX_IMAGES
+PREVIEW_EVERY = 5  # decode the z_0 estimate for the callback every this many steps
+
+# callback(step, total, preview_image or None): called after every sampler step; a preview every PREVIEW_EVERY.
+Callback = Callable[[int, int, "Image.Image | None"], None]
+
+
+def _to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Images in [-1, 1] `(B, 3, H, W)` -> PIL RGB images."""
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def resolve_folder(name_or_path: str | os.PathLike) -> Path:
+    """A local pipeline folder, or a Hub id downloaded by huggingface_hub (honours HF_HUB_OFFLINE)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
+        raise InputError(f"The model folder {name} does not exist.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name))
+    except Exception as err:  # noqa: BLE001 -- offline, unknown repo, no network: one sentence for the user
+        raise InputError(
+            f"The model {name} is neither a local folder nor a reachable Hub repository ({type(err).__name__})."
+        ) from None
+
+
+class PosePipeline:
+    """The pose-conditioned latent diffusion pipeline (autoencoder, PoseUNet, scheduler config)."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: PoseUNet,
+        scheduler: DDPMScheduler,
+        style_encoder: Any = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.dtype = dtype
+        # Cast only when needed: diffusers warns on any `.to(dtype)` of a loaded model.
+        cast = {"dtype": dtype} if dtype != torch.float32 else {}
+        self.vae = vae.to(self.device, **cast).eval().requires_grad_(False)
+        self.unet = unet.to(self.device, **cast).eval().requires_grad_(False)
+        self.style_encoder = style_encoder.eval() if style_encoder is not None else None
+        self.scheduler = scheduler
+        self.scheduler_config = scheduler.config
+        self.latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.native_size = unet.config.sample_size * self.latent_factor
+        # The UNet halves the latent len(block_out_channels) - 1 times: sizes must divide evenly.
+        self.size_multiple = self.latent_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+
+    # -- loading and saving ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> PosePipeline:
+        """Load from a folder with `autoencoder/`, `unet/`, `scheduler/` (or a Hub id with the same layout)."""
+        folder = resolve_folder(name_or_path)
+        missing = [s for s in ("autoencoder", "unet", "scheduler") if not (folder / s).is_dir()]
+        if missing:
+            raise InputError(f"The model folder {folder} lacks {', '.join(missing)}/.")
+        vae = AutoencoderKL.from_pretrained(folder / "autoencoder")
+        unet = PoseUNet.from_pretrained(folder / "unet")
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        style_encoder = None
+        if (folder / "style_encoder").is_dir():
+            from models.style_encoder import StyleEncoder
+
+            style_encoder = StyleEncoder.from_pretrained(folder / "style_encoder")
+        return cls(vae, unet, scheduler, style_encoder, device=device, dtype=dtype)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write the folder layout `from_pretrained` reads (safetensors)."""
+        folder = Path(folder)
+        self.vae.save_pretrained(folder / "autoencoder", safe_serialization=True)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        if self.style_encoder is not None:
+            self.style_encoder.save_pretrained(folder / "style_encoder", safe_serialization=True)
+
+    @property
+    def style_dim(self) -> int:
+        """Dimension of the style code s."""
+        return int(self.unet.config.style_dim)
+
+    # -- checks ------------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        pose: Pose,
+        seed: int,
+        steps: int,
+        guidance: float,
+        sampler: str,
+        style: Any,
+        eta: float,
+        num_images: int,
+        size: int,
+    ) -> None:
+        """Raise InputError with one sentence for any input the pipeline cannot honour."""
+        if not isinstance(pose, Pose):
+            raise InputError("The pose must be a models.pose.Pose.")
+        if not pose.visible.any():
+            raise InputError("The pose has no visible keypoint to draw.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+            raise InputError(f"The seed must be a whole number from 0 to {MAX_SEED}.")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"The number of steps must be a whole number from 1 to {MAX_STEPS}.")
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
+            raise InputError(f"The guidance scale must be a number from 0 to {MAX_GUIDANCE:g}.")
+        if sampler not in SAMPLER_NAMES:
+            raise InputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
+        if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
+            raise InputError("eta must be a number from 0 to 1.")
+        if (
+            isinstance(num_images, bool)
+            or not isinstance(num_images, (int, np.integer))
+            or not 1 <= num_images <= MAX_IMAGES
+        ):
+            raise InputError(f"The number of images must be from 1 to {MAX_IMAGES}.")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, (int, np.integer))
+            or size % self.size_multiple
+            or not self.size_multiple <= size <= 4 * self.native_size
+        ):
+            raise InputError(
+                f"The image size must be a multiple of {self.size_multiple} "
+                f"up to {4 * self.native_size} pixels (the model draws {self.native_size})."
+            )
+        if style is not None:
+            arr = np.asarray(style, dtype=np.float64)
+            if arr.shape != (self.style_dim,) or not np.isfinite(arr).all():
+                raise InputError(f"The style code must be {self.style_dim} finite numbers.")
+
+    # -- building blocks (also used by style edits and CLIP refinement) ----------------------------
+    def condition(self, pose: Pose, size: int) -> torch.Tensor:
+        """The condition map `(1, C, size, size)` of the pose fitted to the square frame."""
+        from models.condition import condition_map
+
+        fitted = fit_to_square(pose, size, FRAME_MARGIN)
+        return torch.from_numpy(condition_map(fitted, size, size))[None].to(self.device, self.dtype)
+
+    def _generator(
+        self, seed: int, latent_shape: tuple[int, ...]
+    ) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+        """A CPU generator seeded with `seed`, and its first draws: z_T, then s (in that fixed order)."""
+        g = torch.Generator("cpu").manual_seed(int(seed))
+        z_T = torch.randn(latent_shape, generator=g, dtype=torch.float32)
+        s = torch.randn((1, self.style_dim), generator=g, dtype=torch.float32)
+        return g, z_T, s
+
+    def prepare(
+        self,
+        pose: Pose,
+        seed: int,
+        steps: int = 20,
+        guidance: float = 2.0,
+        sampler: str = "dpmpp_2m",
+        style: Any = None,
+        eta: float = 0.0,
+        size: int | None = None,
+    ) -> GenerationState:
+        """The state of one image before sampling: z_T and s from `seed` (s given overrides the drawn one)."""
+        size = size or self.native_size
+        side = size // self.latent_factor
+        _, z_T, s = self._generator(seed, (1, self.vae.config.latent_channels, side, side))
+        s_np = np.asarray(style, dtype=np.float32).copy() if style is not None else s[0].numpy()
+        settings = {
+            "steps": int(steps),
+            "guidance": float(guidance),
+            "sampler": sampler,
+            "eta": float(eta),
+            "size": int(size),
+        }
+        return GenerationState(pose=pose, seed=int(seed), style=s_np, z_T=z_T, settings=settings)
+
+    def predict(
+        self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, guidance: float
+    ) -> torch.Tensor:
+        """The guided model output (module docstring); differentiable, one batched forward for both branches."""
+        if guidance == 1.0:
+            return self.unet(z_t, t, cond, s)
+        b = z_t.shape[0]
+        out = self.unet(torch.cat([z_t, z_t]), t, torch.cat([cond, torch.zeros_like(cond)]), torch.cat([s, s]))
+        c, u = out[:b], out[b:]
+        return u + guidance * (c - u)
+
+    @torch.no_grad()
+    def denoise(
+        self, state: GenerationState, callback: Callback | None = None, preview_every: int = PREVIEW_EVERY
+    ) -> GenerationState:
+        """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set."""
+        cfg = state.settings
+        size = cfg["size"]
+        g, _, _ = self._generator(state.seed, tuple(state.z_T.shape))  # advance past z_T and s
+        cond = self.condition(state.pose, size)
+        s = torch.as_tensor(np.asarray(state.style, dtype=np.float32))[None].to(self.device, self.dtype)
+        z_T = state.z_T.to(self.device, self.dtype)
+        scheduler = make_scheduler(cfg["sampler"], self.scheduler_config)
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.predict(x, t, cond, s, cfg["guidance"])
+
+        def on_step(step: int, total: int, z0: torch.Tensor) -> None:
+            preview = None
+            if step % max(preview_every, 1) == 0 and step < total:
+                preview = self.decode(z0)[0]
+            callback(step, total, preview)
+
+        z0 = sample_loop(
+            model_fn,
+            scheduler,
+            z_T,
+            cfg["steps"],
+            generator=g,
+            eta=cfg["eta"],
+            callback=on_step if callback is not None else None,
+        )
+        return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """Scaled latents `(B, C, h, w)` -> PIL images."""
+        return _to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
+
+    def render(
+        self, state: GenerationState, callback: Callback | None = None
+    ) -> tuple[list[Image.Image], GenerationState]:
+        """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels."""
+        done = self.denoise(state, callback)
+        return self.decode(done.z_0), done
+
+    # -- the one way to run it ---------------------------------------------------------------------
+    def __call__(
+        self,
+        pose: Pose,
+        seed: int,
+        steps: int = 20,
+        guidance: float = 2.0,
+        sampler: str = "dpmpp_2m",
+        style: Any = None,
+        eta: float = 0.0,
+        num_images: int = 1,
+        callback: Callback | None = None,
+        size: int | None = None,
+    ) -> tuple[list[Image.Image], list[GenerationState]]:
+        """Draw `num_images` characters in `pose`; image i uses seed `seed + i`. Returns images and states."""
+        # 1. Check inputs.
+        size = self.native_size if size is None else size
+        self.check_inputs(pose, seed, steps, guidance, sampler, style, eta, num_images, size)
+        images: list[Image.Image] = []
+        states: list[GenerationState] = []
+        for i in range(num_images):
+            # 2. Noise z_T and style s from the image's seed.
+            state = self.prepare(pose, int(seed) + i, steps, float(guidance), sampler, style, float(eta), size)
+            # 3. Denoising loop (the condition map is drawn inside), 4. decode.
+            cb = None
+            if callback is not None:
+
+                def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
+                    callback(i * total + step, num_images * total, preview)
+
+            image, done = self.render(state, cb)
+            images += image
+            states.append(done)
+        return images, states

@@ -1,0 +1,96 @@
+"""Samplers: a name -> diffusers scheduler table, and one denoising loop every sampler shares.
+
+Symbols (DDPM/DDIM notation; diffusers names in brackets):
+    alpha_bar_t  [alphas_cumprod[t]]      signal share of z_t = sqrt(alpha_bar_t) z_0 + sqrt(1 - alpha_bar_t) eps
+    v            [model_output]            sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z_0 (Salimans & Ho 2022, Sec. 4)
+    z_0 estimate [pred_original_sample]    f_theta(z_t, t): what the preview decodes
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal, get_args
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+SamplerName = Literal["ddim", "dpmpp_2m", "euler_a"]
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+
+# name -> factory from the training scheduler's config (beta schedule, prediction type, timestep spacing).
+SAMPLERS: dict[str, Callable[[Any], SchedulerMixin]] = {
+    # Song et al. 2021 (DDIM); eta = 0 is deterministic, eta = 1 is DDPM-like.
+    "ddim": lambda cfg: DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False),
+    # Lu et al. 2022 (DPM-Solver++(2M)): second-order multistep, good at 15-25 steps.
+    "dpmpp_2m": lambda cfg: DPMSolverMultistepScheduler.from_config(
+        cfg, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
+    ),
+    # Karras et al. 2022 Algorithm 2 with ancestral noise (k-diffusion's sample_euler_ancestral).
+    "euler_a": lambda cfg: EulerAncestralDiscreteScheduler.from_config(cfg),
+}
+
+
+def training_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The noise schedule the UNet is trained with (its config is saved as `scheduler/` and feeds every sampler)."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="scaled_linear",  # Stable Diffusion's schedule (latents of unit std)
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        timestep_spacing="trailing",  # the first sampling step starts at t = T - 1 (Lin et al. 2024, Sec. 3.3)
+    )
+
+
+def make_scheduler(name: str, config: Any) -> SchedulerMixin:
+    """A fresh sampler `name` configured like the training scheduler (`config`)."""
+    return SAMPLERS[name](config)
+
+
+def _x0_from_output(
+    scheduler: SchedulerMixin, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The z_0 estimate for schedulers that do not return one (DPM-Solver works on the DDPM z_t)."""
+    a = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+    if scheduler.config.prediction_type == "v_prediction":
+        return a.sqrt() * sample - (1 - a).sqrt() * model_output  # z_0 = sqrt(a) z_t - sqrt(1 - a) v
+    return (sample - (1 - a).sqrt() * model_output) / a.sqrt()  # z_0 = (z_t - sqrt(1 - a) eps) / sqrt(a)
+
+
+def sample_loop(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: SchedulerMixin,
+    z_T: torch.Tensor,
+    steps: int,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Run `steps` sampler steps from unit Gaussian noise `z_T`; returns z_0. `model_fn(z_t, t)` -> model output.
+
+    `callback(step, total, z0_estimate)` is called after every step; ancestral noise (euler_a, ddim
+    with eta > 0) is drawn from `generator`, so a seeded generator gives the same result every run.
+    """
+    scheduler.set_timesteps(steps, device=z_T.device)
+    params = inspect.signature(scheduler.step).parameters
+    extra: dict[str, Any] = {}
+    if "generator" in params:
+        extra["generator"] = generator
+    if "eta" in params:
+        extra["eta"] = eta
+    x = z_T * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(timesteps):
+        model_in = scheduler.scale_model_input(x, t)
+        out = model_fn(model_in, t)
+        res = scheduler.step(out, t, x, return_dict=True, **extra)
+        if callback is not None:
+            x0 = getattr(res, "pred_original_sample", None)
+            if x0 is None:
+                x0 = _x0_from_output(scheduler, out, x, t)
+            callback(i + 1, len(timesteps), x0)
+        x = res.prev_sample
+    return x

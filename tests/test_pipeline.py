@@ -1,0 +1,164 @@
+"""PosePipeline with a tiny random model built on the fly: save/load, determinism, samplers, input checks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.autoencoder import build_autoencoder
+from models.errors import InputError
+from models.pipeline import PosePipeline
+from models.pose import Pose
+from models.samplers import SAMPLER_NAMES, training_scheduler
+from models.state import GenerationState
+from models.unet import PoseUNet
+
+SIZE = 32  # the tiny model draws 32 px images (f2 autoencoder, 16 x 16 latent)
+STANDING = np.array([
+    [0.50, 0.15, 1], [0.47, 0.13, 1], [0.53, 0.13, 1], [0.44, 0.15, 1], [0.56, 0.15, 1],
+    [0.40, 0.28, 1], [0.60, 0.28, 1], [0.36, 0.42, 1], [0.64, 0.42, 1], [0.35, 0.55, 1],
+    [0.65, 0.55, 1], [0.44, 0.55, 1], [0.56, 0.55, 1], [0.44, 0.72, 1], [0.56, 0.72, 1],
+    [0.44, 0.90, 1], [0.56, 0.90, 0.2],
+], dtype=np.float32)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_pipeline(seed: int = 0) -> PosePipeline:
+    """A seeded random pipeline small enough to sample in milliseconds on a CPU."""
+    from models.condition import CONDITION_CHANNELS
+
+    torch.manual_seed(seed)
+    vae = build_autoencoder((8, 16), 1, 4, 4, sample_size=SIZE)
+    vae.register_to_config(scaling_factor=2.0, shift_factor=0.1)
+    unet = PoseUNet(
+        sample_size=SIZE // 2,
+        latent_channels=4,
+        cond_channels=CONDITION_CHANNELS,
+        hint_widths=(),
+        hint_channels=4,
+        style_dim=8,
+        block_out_channels=(8, 16),
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    return PosePipeline(vae, unet, training_scheduler(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pipe() -> PosePipeline:
+    return tiny_pipeline()
+
+
+@pytest.fixture
+def pose() -> Pose:
+    return Pose(STANDING, 512, 512)
+
+
+def _arrays(images) -> list[np.ndarray]:
+    return [np.asarray(im) for im in images]
+
+
+def test_output_shape_and_states(pipe, pose):
+    images, states = pipe(pose, seed=3, steps=3, num_images=2)
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 2 and images[0].mode == "RGB"
+    assert [s.seed for s in states] == [3, 4]
+    assert states[0].style.shape == (8,) and states[0].z_0.shape == (1, 4, SIZE // 2, SIZE // 2)
+    data = json.loads(states[0].to_json())
+    assert data["settings"] == {"steps": 3, "guidance": 2.0, "sampler": "dpmpp_2m", "eta": 0.0, "size": SIZE}
+    assert len(data["style"]) == 8 and data["pose"]["format"] == "coco17"
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(pipe, pose):
+    a, _ = pipe(pose, seed=7, steps=4, sampler="euler_a")
+    b, _ = pipe(pose, seed=7, steps=4, sampler="euler_a")
+    c, _ = pipe(pose, seed=8, steps=4, sampler="euler_a")
+    assert np.array_equal(_arrays(a)[0], _arrays(b)[0])
+    assert not np.array_equal(_arrays(a)[0], _arrays(c)[0])
+
+
+def test_image_i_equals_single_call_with_seed_plus_i(pipe, pose):
+    batch, _ = pipe(pose, seed=10, steps=3, num_images=2)
+    single, _ = pipe(pose, seed=11, steps=3)
+    assert np.array_equal(np.asarray(batch[1]), np.asarray(single[0]))
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_sampler_runs(pipe, pose, sampler):
+    images, states = pipe(pose, seed=1, steps=4, sampler=sampler, eta=0.5 if sampler == "ddim" else 0.0)
+    assert np.isfinite(states[0].z_0.numpy()).all() and images[0].size == (SIZE, SIZE)
+
+
+def test_rerender_with_style(pipe, pose):
+    _, (state,) = pipe(pose, seed=5, steps=3)
+    same, _ = pipe.render(state.with_style(state.style))
+    other, moved = pipe.render(state.with_style(state.style + 3.0))
+    first = pipe.decode(state.z_0)
+    assert np.array_equal(np.asarray(same[0]), np.asarray(first[0]))
+    assert not np.array_equal(np.asarray(other[0]), np.asarray(first[0]))
+    assert torch.equal(moved.z_T, state.z_T)
+
+
+def test_given_style_is_used(pipe, pose):
+    s = np.linspace(-1, 1, 8).astype(np.float32)
+    _, (state,) = pipe(pose, seed=5, steps=2, style=s)
+    assert np.array_equal(state.style, s)
+
+
+def test_callback_streams_previews(pipe, pose):
+    calls = []
+    pipe(pose, seed=0, steps=10, num_images=2, callback=lambda i, n, im: calls.append((i, n, im is not None)))
+    assert [c[0] for c in calls] == list(range(1, 21)) and all(c[1] == 20 for c in calls)
+    assert sum(c[2] for c in calls) >= 2
+
+
+def test_save_and_load_give_identical_output(pipe, pose, tmp_path):
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = PosePipeline.from_pretrained(tmp_path / "model", device="cpu")
+    a, _ = pipe(pose, seed=2, steps=3)
+    b, _ = loaded(pose, seed=2, steps=3)
+    assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    assert loaded.vae.config.scaling_factor == 2.0
+
+
+def test_missing_folder_is_an_input_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError):
+        PosePipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(InputError, match="lacks"):
+        PosePipeline.from_pretrained(tmp_path / "half")
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"steps": 0}, {"steps": 10**6}, {"steps": 2.5}, {"guidance": math.nan}, {"guidance": -1.0}, {"guidance": 1e9},
+    {"sampler": "plms"}, {"num_images": 0}, {"num_images": 9}, {"seed": -1}, {"eta": 2.0}, {"size": 33},
+    {"style": [0.0, 1.0]}, {"style": [math.inf] * 8},
+])  # fmt: skip
+def test_bad_inputs_raise_input_error(pipe, pose, kwargs):
+    with pytest.raises(InputError):
+        pipe(pose, **{"seed": 0, **kwargs})
+
+
+def test_pose_without_visible_point_is_rejected(pipe):
+    kp = STANDING.copy()
+    kp[:, 2] = 0.0
+    with pytest.raises(InputError, match="no visible"):
+        pipe(Pose(kp, 512, 512), seed=0)
+
+
+def test_state_is_plain_json(pipe, pose):
+    _, (state,) = pipe(pose, seed=0, steps=2)
+    assert isinstance(state, GenerationState)
+    json.dumps(state.to_dict())  # no tensors in the JSON part

@@ -1,0 +1,268 @@
+"""Training presets: typed dataclasses (`cpu` for 2 cores in about an hour, `gpu` larger, `tiny` for tests).
+
+Every field becomes a command-line option whose default is the chosen preset's value:
+`python -m training.train_ae --preset cpu --steps 500 --help` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass
+class AEPreset:
+    """Hyperparameters of the autoencoder run (`training/train_ae.py`)."""
+
+    image_size: int = 128  # images are read (and resized if needed) at this side
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)  # 4 levels = 3 downsamples = f8 (16x16 latent)
+    layers_per_block: int = 1  # resnet blocks per level
+    latent_channels: int = 8  # channels of the latent the UNet denoises
+    norm_num_groups: int = 32  # GroupNorm groups (must divide every block width)
+    mid_attention: bool = False  # self-attention in the mid block: ~2x slower on CPU for little gain at 128 px
+    crop: int = 64  # train on random crops of this side: the AE is fully convolutional, crops cost 4x less
+    batch_size: int = 16
+    steps: int = 2400  # at most this many steps (measured speed: docs/TRAINING_COMMANDS.md)
+    minutes: float = 38.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
+    lr: float = 4e-4  # AdamW learning rate (cosine decay to 10% after warm-up)
+    warmup: int = 100  # linear warm-up steps
+    kl_weight: float = 1e-6  # KL(q(z|x) || N(0, I)) per latent element: keeps the latent bounded, no more
+    grad_weight: float = 0.5  # L1 on image gradients (edge sharpness; LPIPS-free perceptual substitute)
+    multiscale_weight: float = 0.5  # L1 on 2x and 4x average-pooled images (colour blocks)
+    max_images: int = 0  # use at most this many images (0: all)
+    checkpoint_every: int = 400  # steps between resumable checkpoints
+    sample_every: int = 400  # steps between reconstruction grids (PNG)
+    log_every: int = 20  # steps between log lines
+    seed: int = 0
+    num_threads: int = 2  # torch CPU threads
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate's setting (GPU only)
+
+
+@dataclass
+class LDMPreset:
+    """Hyperparameters of the latent diffusion run (`training/train_ldm.py`)."""
+
+    image_size: int = 128  # must match the autoencoder's training images
+    block_out_channels: tuple[int, ...] = (
+        64,
+        128,
+        256,
+    )  # UNet widths (32, 16, 8 latent px for f4; ~9.4 GFLOP fwd+bwd a sample)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32  # channels per attention head (attention only at the lowest resolution)
+    hint_channels: int = 32  # channels of the encoded pose condition concatenated with the latent
+    style_dim: int = 64  # dimension of the style code s (prior N(0, I))
+    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"  # v is steadier at few steps
+    num_train_timesteps: int = 1000
+    batch_size: int = 16
+    steps: int = 6000  # at most this many steps (measured speed: docs/TRAINING_COMMANDS.md)
+    minutes: float = 60.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999  # EMA of the UNet + style encoder weights; the EMA is what ships
+    ema_warmup: int = 200  # the EMA copies the weights outright before this step
+    pose_dropout: float = 0.1  # share of steps with the condition map zeroed (classifier-free guidance)
+    style_kl_weight: float = 3e-3  # KL(q(s|x) || N(0, I)) per dimension (mean over dims)
+    min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
+    flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)
+    max_images: int = 8000  # use at most this many images (0: all); encoding costs ~2.3 GFLOP (~40 ms) each on CPU
+    checkpoint_every: int = 500
+    sample_every: int = 1000  # steps between sample grids (PNG, EMA weights, DDIM)
+    sample_steps: int = 20  # DDIM steps of the sample grids
+    log_every: int = 25
+    seed: int = 0
+    num_threads: int = 2
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    style_channels: tuple[int, ...] = (32, 64, 128, 128)  # style encoder CNN widths (128 -> 8 px)
+
+
+AE_PRESETS: dict[str, AEPreset] = {
+    "cpu": AEPreset(),
+    "gpu": AEPreset(
+        block_out_channels=(64, 128, 256, 256),
+        layers_per_block=2,
+        mid_attention=True,
+        crop=128,
+        batch_size=32,
+        steps=30000,
+        minutes=0,
+        lr=2e-4,
+        warmup=500,
+        checkpoint_every=2000,
+        sample_every=2000,
+        num_threads=8,
+        mixed_precision="bf16",
+    ),
+    "tiny": AEPreset(
+        image_size=32,
+        block_out_channels=(8, 8, 16),
+        norm_num_groups=4,
+        latent_channels=4,
+        crop=16,
+        batch_size=2,
+        steps=2,
+        minutes=0,
+        warmup=1,
+        checkpoint_every=1,
+        sample_every=1,
+        log_every=1,
+        num_threads=1,
+    ),
+}
+
+LDM_PRESETS: dict[str, LDMPreset] = {
+    "cpu": LDMPreset(),
+    "gpu": LDMPreset(
+        block_out_channels=(192, 384, 512),
+        layers_per_block=2,
+        attention_head_dim=64,
+        batch_size=128,
+        steps=100000,
+        minutes=0,
+        flip=True,
+        max_images=0,
+        lr=2e-4,
+        warmup=1000,
+        ema_decay=0.9999,
+        ema_warmup=2000,
+        checkpoint_every=5000,
+        sample_every=5000,
+        num_threads=8,
+        mixed_precision="bf16",
+        style_channels=(64, 128, 256, 256),
+    ),
+    "tiny": LDMPreset(
+        image_size=32,
+        block_out_channels=(8, 16),
+        attention_head_dim=4,
+        hint_channels=4,
+        style_dim=8,
+        batch_size=2,
+        steps=2,
+        minutes=0,
+        warmup=1,
+        ema_warmup=1,
+        checkpoint_every=1,
+        sample_every=1,
+        log_every=1,
+        style_channels=(8, 8),
+        sample_steps=2,
+        num_threads=1,
+    ),
+}
+
+
+def _parse_value(kind: Any, text: str) -> Any:
+    """Parse one command-line value for a field of type `kind` (as written in the dataclass)."""
+    kind = str(kind)
+    if kind.startswith("tuple"):
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    if kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    return text
+
+
+def parse_with_preset(
+    parser: argparse.ArgumentParser, presets: dict[str, Any], argv: list[str] | None = None
+) -> tuple[argparse.Namespace, Any]:
+    """Add `--preset` and one option per preset field (default = the chosen preset's value); parse."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(presets), default="cpu")
+    known, _ = pre.parse_known_args(argv)
+    base = presets[known.preset]
+    parser.add_argument("--preset", choices=sorted(presets), default="cpu", help="hyperparameter preset")
+    group = parser.add_argument_group(f"preset fields (defaults from --preset {known.preset})")
+    for f in dataclasses.fields(base):
+        default = getattr(base, f.name)
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        choices = None
+        if str(f.type).startswith("Literal"):
+            choices = [c.strip().strip("'\"") for c in str(f.type)[8:-1].split(",")]
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            metavar="V",
+            choices=choices,
+            type=lambda t, k=f.type: _parse_value(k, t),
+            help=f"(default: {shown})",
+        )
+    args = parser.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if hasattr(args, f.name)}
+    preset = dataclasses.replace(base, **overrides)
+    return args, preset
+
+
+def preset_dict(preset: Any) -> dict[str, Any]:
+    """The preset as a JSON-able dict (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(preset).items()}
+
+
+# -- run helpers shared by both training scripts ---------------------------------------------------
+def run_progress(step: int, total_steps: int, seconds: float, minutes: float) -> float:
+    """How far the run is, in [0, 1]: steps done or time used, whichever is further (`minutes` 0: steps only).
+
+    With a time budget the schedule anneals fully even when a shared CPU runs slower than measured.
+    """
+    progress = step / max(total_steps, 1)
+    if minutes > 0:
+        progress = max(progress, seconds / (60 * minutes))
+    return min(progress, 1.0)
+
+
+def lr_factor(step: int, warmup: int, progress: float, floor: float = 0.1) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `floor` of the peak rate as `progress` -> 1."""
+    import math
+
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def latest_checkpoint(out: Any) -> Any:
+    """The newest `OUT/checkpoints/step_NNNNNNN` folder that finished saving (has `step.json`), or None."""
+    from pathlib import Path
+
+    folders = sorted(Path(out, "checkpoints").glob("step_*"))
+    done = [f for f in folders if (f / "step.json").exists()]
+    return done[-1] if done else None
+
+
+def machine() -> str:
+    """A short description of the machine (for training_info.json)."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+class RunLog:
+    """Print a line and append it to `OUT/log.txt` (main process only)."""
+
+    def __init__(self, path: Any, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, text: str) -> None:
+        """Log one line with a timestamp."""
+        import time
+
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {text}"
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")

@@ -1,0 +1,387 @@
+"""Train the pose-conditioned latent diffusion model (PoseUNet + StyleEncoder) on a synth data folder.
+
+    python -m training.train_ldm --data DIR --ae runs/ae/final --out runs/ldm --preset cpu [--resume]
+
+1. The data set's latents (and those of the mirrored images) are encoded once with the trained
+   autoencoder and cached in `OUT/cache/`; condition maps are drawn per batch from the keypoints.
+2. Each step: s ~ q(s | x) from the style encoder, t ~ U{0..T-1}, z_t = sqrt(a_t) z_0 + sqrt(1-a_t) eps,
+   the pose map zeroed for `pose_dropout` of the batch (classifier-free guidance), and
+       L = w(t) |v_theta(z_t, t, pose, s) - v|^2 + style_kl_weight * KL(q(s|x) || N(0, I)),
+   w(t) = min(SNR, gamma) / (SNR + 1) (Min-SNR-gamma for v-prediction, Hang et al. 2023, Eq. 9).
+3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
+4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
+   `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/`
+   (EMA), `scheduler/`, `training_info.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, DDPMScheduler
+
+from models.autoencoder import decode, encode
+from models.samplers import make_scheduler, sample_loop, training_scheduler
+from models.style_encoder import StyleEncoder
+from models.unet import PoseUNet
+from training.data import condition_maps, list_items, load_images, load_keypoints, save_grid, to_tensor
+from training.presets import (
+    LDM_PRESETS,
+    LDMPreset,
+    RunLog,
+    latest_checkpoint,
+    lr_factor,
+    machine,
+    parse_with_preset,
+    preset_dict,
+    run_progress,
+)
+
+NUM_SAMPLES = 8  # poses in the sample grid
+
+
+def load_autoencoder(path: str | Path) -> AutoencoderKL:
+    """The trained autoencoder from `path` (a folder with config.json, or one holding `autoencoder/`)."""
+    path = Path(path)
+    if (path / "autoencoder" / "config.json").exists():
+        path = path / "autoencoder"
+    return AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def cache_latents(
+    vae: AutoencoderKL, images: np.ndarray, cache: Path, key: str, flip: bool, log: RunLog, batch_size: int = 64
+) -> torch.Tensor:
+    """Scaled latents `(N, 1 or 2, C, h, w)` of the images (and their mirrors), from `cache` when `key` matches."""
+    file, meta = cache / "latents.npy", cache / "latents.json"
+    if file.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == key:
+        log(f"latents from cache {file}")
+        return torch.from_numpy(np.load(file))
+    t0 = time.time()
+    out = []
+    device = vae.device
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i : i + batch_size]).to(device)
+        views = [x, x.flip(-1)] if flip else [x]
+        out.append(torch.stack([encode(vae, v).float().cpu() for v in views], dim=1))
+        if i // batch_size % 20 == 0:
+            log(f"encoding latents {i + len(x)}/{len(images)} ({time.time() - t0:.0f}s)")
+    latents = torch.cat(out)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(file, latents.numpy())
+    meta.write_text(json.dumps({"key": key, "shape": list(latents.shape)}))
+    log(f"encoded {len(images)} images in {time.time() - t0:.0f}s; latent std {latents.std():.3f}")
+    return latents
+
+
+class LDMLoss(torch.nn.Module):
+    """UNet + style encoder with the training loss (module docstring) as `forward`, so DDP syncs both."""
+
+    def __init__(self, unet: PoseUNet, style_encoder: StyleEncoder, noise_scheduler: DDPMScheduler, cfg: LDMPreset):
+        super().__init__()
+        self.unet, self.style_encoder, self.cfg = unet, style_encoder, cfg
+        self.register_buffer("alphas_cumprod", noise_scheduler.alphas_cumprod.clone(), persistent=False)
+        self.prediction_type = noise_scheduler.config.prediction_type
+
+    def forward(
+        self, z0: torch.Tensor, images: torch.Tensor, cond: torch.Tensor, keep_pose: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch and its parts for the log."""
+        b = z0.shape[0]
+        mu, logvar = self.style_encoder(images)
+        s = StyleEncoder.sample(mu, logvar)
+        kl = StyleEncoder.kl(mu, logvar)
+        t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
+        a = self.alphas_cumprod[t].view(b, 1, 1, 1)
+        eps = torch.randn_like(z0)
+        z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps  # DDPM forward process (Ho et al. 2020, Eq. 4)
+        cond = cond * keep_pose.view(b, 1, 1, 1).to(cond.dtype)  # pose dropout for classifier-free guidance
+        pred = self.unet(z_t, t, cond, s)
+        snr = a.view(b) / (1 - a.view(b))
+        if self.prediction_type == "v_prediction":
+            target = a.sqrt() * eps - (1 - a).sqrt() * z0  # v (Salimans & Ho 2022, Sec. 4)
+            weight = snr.clamp(max=self.cfg.min_snr_gamma) / (snr + 1) if self.cfg.min_snr_gamma > 0 else 1.0
+        else:
+            target = eps
+            weight = snr.clamp(max=self.cfg.min_snr_gamma) / snr if self.cfg.min_snr_gamma > 0 else 1.0
+        mse = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+        diffusion = (weight * mse).mean()
+        loss = diffusion + self.cfg.style_kl_weight * kl
+        parts = {
+            "loss": loss,
+            "diff": diffusion,
+            "kl": kl,
+            "mu_std": mu.std(dim=0).mean(),
+            "sigma": (0.5 * logvar).exp().mean(),
+        }
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+@torch.no_grad()
+def sample_grid(
+    unet: PoseUNet,
+    vae: AutoencoderKL,
+    scheduler_config,
+    cond: torch.Tensor,
+    style_dim: int,
+    steps: int = 20,
+    guidance: float = 2.0,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Images for the given condition maps with s ~ N(0, I) (seeded), DDIM, CFG over the pose."""
+    g = torch.Generator().manual_seed(seed)
+    b = cond.shape[0]
+    f = unet.downsample_factor
+    z_T = torch.randn(b, vae.config.latent_channels, cond.shape[-2] // f, cond.shape[-1] // f, generator=g)
+    s = torch.randn(b, style_dim, generator=g)
+    zeros = torch.zeros_like(cond)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = unet(torch.cat([x, x]), t, torch.cat([cond, zeros]), torch.cat([s, s]))
+        c, u = out.chunk(2)
+        return u + guidance * (c - u)
+
+    z0 = sample_loop(model_fn, make_scheduler("ddim", scheduler_config), z_T, steps, g)
+    return decode(vae, z0).clamp(-1, 1)
+
+
+def save_models(folder: Path, unet: PoseUNet, style_encoder: StyleEncoder) -> None:
+    """`folder/unet/` and `folder/style_encoder/` as safetensors."""
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    style_encoder.save_pretrained(folder / "style_encoder", safe_serialization=True)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train, checkpoint, sample and save `OUT/final/`; returns that folder."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--data", required=True, help="synth data folder (images/, keypoints/)")
+    parser.add_argument("--ae", required=True, help="trained autoencoder folder (runs/ae/final)")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    args, cfg = parse_with_preset(parser, LDM_PRESETS, argv)
+    cfg: LDMPreset
+
+    # 1. Set up: threads, accelerator, log.
+    torch.set_num_threads(cfg.num_threads)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    device = accelerator.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "log.txt", accelerator.is_main_process)
+    log(f"train_ldm preset={args.preset} {json.dumps(preset_dict(cfg))}")
+
+    # 2. Data: images, keypoints, and the cached latents.
+    t0 = time.time()
+    stems = list_items(args.data, cfg.max_images)
+    images = load_images(args.data, stems, cfg.image_size)
+    keypoints = load_keypoints(args.data, stems)
+    size = images.shape[1]
+    vae = load_autoencoder(args.ae).to(device)
+    ae_file = next(Path(args.ae).rglob("*.safetensors"), None)
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                str(Path(args.data).resolve()),
+                stems[0],
+                stems[-1],
+                len(stems),
+                cfg.flip,
+                str(ae_file),
+                ae_file.stat().st_mtime if ae_file else 0,
+            ]
+        ).encode()
+    ).hexdigest()
+    if accelerator.is_main_process:
+        latents = cache_latents(vae, images, out / "cache", key, cfg.flip, log)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        latents = cache_latents(vae, images, out / "cache", key, cfg.flip, log)
+    log(f"data: {len(stems)} images, latents {tuple(latents.shape)} ({time.time() - t0:.0f}s)")
+    latent_channels, latent_side = latents.shape[2], latents.shape[-1]
+    factor = size // latent_side
+
+    # 3. Models, EMA, optimiser (fresh, or from the latest checkpoint).
+    from models.condition import CONDITION_CHANNELS  # written by the pose front end; imported late
+
+    noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps)
+    step, elapsed, losses = 0, 0.0, {}
+    rng = np.random.default_rng(cfg.seed + accelerator.process_index)
+    torch.manual_seed(cfg.seed + accelerator.process_index)
+    ckpt = latest_checkpoint(out) if args.resume else None
+    if ckpt is not None:
+        unet = PoseUNet.from_pretrained(ckpt / "unet")
+        style_encoder = StyleEncoder.from_pretrained(ckpt / "style_encoder")
+        ema_unet = PoseUNet.from_pretrained(ckpt / "ema" / "unet")
+        ema_style = StyleEncoder.from_pretrained(ckpt / "ema" / "style_encoder")
+    else:
+        hint_levels = round(float(np.log2(factor)))
+        hint_widths = tuple(min(cfg.hint_channels * 2**i, 64) for i in range(hint_levels - 1))
+        unet = PoseUNet(
+            sample_size=latent_side,
+            latent_channels=latent_channels,
+            cond_channels=CONDITION_CHANNELS,
+            hint_widths=hint_widths,
+            hint_channels=cfg.hint_channels,
+            style_dim=cfg.style_dim,
+            block_out_channels=cfg.block_out_channels,
+            layers_per_block=cfg.layers_per_block,
+            attention_head_dim=cfg.attention_head_dim,
+            norm_num_groups=min(32, min(cfg.block_out_channels)),
+            prediction_type=cfg.prediction_type,
+        )
+        style_encoder = StyleEncoder(widths=cfg.style_channels, style_dim=cfg.style_dim)
+        ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
+    ema_unet.eval().requires_grad_(False).to(device)
+    ema_style.eval().requires_grad_(False).to(device)
+    params = list(unet.parameters()) + list(style_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    if ckpt is not None:
+        state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        meta = json.loads((ckpt / "step.json").read_text())
+        step, elapsed, losses = meta["step"], meta["elapsed"], meta["losses"]
+        rng.bit_generator.state = meta["rng"]
+        log(f"resumed from {ckpt} at step {step}")
+    train_module, optimizer = accelerator.prepare(LDMLoss(unet, style_encoder, noise_scheduler, cfg), optimizer)
+    log(
+        f"PoseUNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters "
+        f"(hint widths {unet.config.hint_widths}), style encoder "
+        f"{sum(p.numel() for p in style_encoder.parameters()) / 1e6:.2f}M; latent {latent_channels}x{latent_side}^2"
+    )
+
+    sample_idx = np.linspace(0, len(stems) - 1, NUM_SAMPLES).astype(int)
+    sample_cond = condition_maps(keypoints[sample_idx], size).to(device)
+    if accelerator.is_main_process:
+        save_grid(to_tensor(images[sample_idx]), out / "samples" / "real.png", nrow=NUM_SAMPLES)
+
+    def checkpoint(folder: Path) -> None:
+        save_models(folder, unet, style_encoder)
+        save_models(folder / "ema", ema_unet, ema_style)
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, folder / "optimizer.pt")
+        meta = {
+            "step": step,
+            "rng": rng.bit_generator.state,
+            "losses": losses,
+            "elapsed": elapsed + time.time() - t_start,
+        }
+        (folder / "step.json").write_text(json.dumps(meta))  # last: marks the checkpoint complete
+        for old in sorted((out / "checkpoints").glob("step_*"))[:-2]:
+            shutil.rmtree(old)
+
+    # 4. Training loop.
+    running: dict[str, float] = {}
+    t_start, t_window, start_step = time.time(), time.time(), step
+    progress = run_progress(step, cfg.steps, elapsed, cfg.minutes)
+    while progress < 1.0:
+        lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = rng.integers(0, len(stems), cfg.batch_size)
+        flip = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+        z0 = latents[idx, flip.astype(int)].to(device)
+        batch_images = to_tensor(images[idx])
+        batch_images[flip] = batch_images[flip].flip(-1)
+        cond = torch.cat([condition_maps(keypoints[i : i + 1], size, flip=bool(f)) for i, f in zip(idx, flip)])
+        keep_pose = torch.from_numpy(rng.random(cfg.batch_size) >= cfg.pose_dropout)
+        with accelerator.autocast():
+            loss, parts = train_module(z0, batch_images.to(device), cond.to(device), keep_pose.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(train_module.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        decay = 0.0 if step <= cfg.ema_warmup else min(cfg.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_style, style_encoder, decay)
+        progress = run_progress(step, cfg.steps, elapsed + time.time() - t_start, cfg.minutes)
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        if step % cfg.log_every == 0 or progress >= 1.0:
+            n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
+            losses = {k: v / n for k, v in running.items()}
+            running = {}
+            rate = n / (time.time() - t_window)
+            t_window = time.time()
+            log(
+                f"step {step}/{cfg.steps} "
+                + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+                + f" lr={lr:.2e} {rate:.3f} steps/s progress {100 * progress:.1f}%"
+            )
+        if accelerator.is_main_process and (step % cfg.sample_every == 0 or progress >= 1.0):
+            t_sample = time.time()
+            grid = sample_grid(ema_unet, vae, noise_scheduler.config, sample_cond, cfg.style_dim, cfg.sample_steps)
+            save_grid(grid.cpu(), out / "samples" / f"step_{step:07d}.png", nrow=NUM_SAMPLES)
+            log(f"step {step} sample grid in {time.time() - t_sample:.1f}s")
+        if accelerator.is_main_process and step % cfg.checkpoint_every == 0 and progress < 1.0:
+            checkpoint(out / "checkpoints" / f"step_{step:07d}")
+    seconds = elapsed + time.time() - t_start
+    accelerator.wait_for_everyone()
+
+    # 5. The final pipeline folder: EMA weights, the autoencoder, the scheduler.
+    final = out / "final"
+    if accelerator.is_main_process:
+        checkpoint(out / "checkpoints" / f"step_{step:07d}")
+        save_models(final, ema_unet, ema_style)
+        vae.save_pretrained(final / "autoencoder", safe_serialization=True)
+        noise_scheduler.save_pretrained(final / "scheduler")
+        with torch.no_grad():  # posterior statistics of s on some training images (should be ~N(0, I))
+            mu, logvar = ema_style(to_tensor(images[: min(len(images), 256)]).to(device))
+        info = {
+            "model": "pose-ldm",
+            "steps": step,
+            "seconds": round(seconds, 1),
+            "steps_per_second": round((step - start_step) / max(time.time() - t_start, 1e-9), 4),
+            "data": str(args.data),
+            "num_images": len(stems),
+            "machine": machine(),
+            "final_losses": losses,
+            "style_posterior": {
+                "mu_mean": float(mu.mean()),
+                "mu_std": float(mu.std()),
+                "sigma_mean": float((0.5 * logvar).exp().mean()),
+            },
+            "autoencoder": str(args.ae),
+            "preset": args.preset,
+            "config": preset_dict(cfg),
+        }
+        (final / "training_info.json").write_text(json.dumps(info, indent=2))
+        (final / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "PosePipeline",
+                    "autoencoder": ["diffusers", "AutoencoderKL"],
+                    "unet": ["models.unet", "PoseUNet"],
+                    "scheduler": ["diffusers", "DDPMScheduler"],
+                    "style_encoder": ["models.style_encoder", "StyleEncoder"],
+                },
+                indent=2,
+            )
+        )
+        log(
+            f"saved {final}: {step} steps in {seconds / 60:.1f} min, losses {losses}, s posterior "
+            f"{info['style_posterior']}"
+        )
+    return final
+
+
+if __name__ == "__main__":
+    main()
