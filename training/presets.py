@@ -17,17 +17,21 @@ class AEPreset:
     """Hyperparameters of the autoencoder run (`training/train_ae.py`)."""
 
     image_size: int = 128  # images are read (and resized if needed) at this side
-    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)  # 4 levels = 3 downsamples = f8 (16x16 latent)
+    # f4 (3 levels, 32x32x4 latent), chosen by measurement on 2 CPU cores: f8 (32, 64, 128, 128) x 8
+    # channels reached 17.7 dB in 34 min, f4 23.2 dB in 27 min (docs/TRAINING_COMMANDS.md).
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1  # resnet blocks per level
-    latent_channels: int = 8  # channels of the latent the UNet denoises
-    norm_num_groups: int = 32  # GroupNorm groups (must divide every block width)
+    latent_channels: int = 4  # channels of the latent the UNet denoises
+    # 8 groups, not 32: with 32 groups of 32 channels GroupNorm is per-channel and the f8 run
+    # lost almost all colour (grey reconstructions after 800 steps).
+    norm_num_groups: int = 8
     mid_attention: bool = False  # self-attention in the mid block: ~2x slower on CPU for little gain at 128 px
     crop: int = 64  # train on random crops of this side: the AE is fully convolutional, crops cost 4x less
     batch_size: int = 16
     steps: int = 2400  # at most this many steps (measured speed: docs/TRAINING_COMMANDS.md)
-    minutes: float = 38.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
-    lr: float = 4e-4  # AdamW learning rate (cosine decay to 10% after warm-up)
-    warmup: int = 100  # linear warm-up steps
+    minutes: float = 27.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
+    lr: float = 1e-3  # AdamW learning rate (cosine decay to 10% after warm-up)
+    warmup: int = 50  # linear warm-up steps
     kl_weight: float = 1e-6  # KL(q(z|x) || N(0, I)) per latent element: keeps the latent bounded, no more
     grad_weight: float = 0.5  # L1 on image gradients (edge sharpness; LPIPS-free perceptual substitute)
     multiscale_weight: float = 0.5  # L1 on 2x and 4x average-pooled images (colour blocks)
@@ -82,7 +86,8 @@ class LDMPreset:
 AE_PRESETS: dict[str, AEPreset] = {
     "cpu": AEPreset(),
     "gpu": AEPreset(
-        block_out_channels=(64, 128, 256, 256),
+        block_out_channels=(64, 128, 256),
+        norm_num_groups=32,
         layers_per_block=2,
         mid_attention=True,
         crop=128,
