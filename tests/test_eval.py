@@ -186,8 +186,10 @@ def test_evaluate_with_an_ideal_fake_generator(tmp_path, monkeypatch):
 
 
 def test_output_frame_pose_fits_the_given_pose_to_the_square_frame(monkeypatch):
-    fake_module = types.SimpleNamespace(FRAME_MARGIN=0.1)
-    monkeypatch.setitem(sys.modules, "models.pipeline", fake_module)
+    import models.pipeline
+
+    # Patch the real module: once imported, `import models.pipeline as m` reads the package attribute.
+    monkeypatch.setattr(models.pipeline, "FRAME_MARGIN", 0.1)
     given = grid_pose(frame=400)  # a 100 px box in a 400 frame
     got = ev.output_frame_pose(object(), FakeState(given), Image.new("RGB", (128, 128)))
     assert (got.width, got.height) == (128, 128)
