@@ -34,12 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app():
-    """The whole app with the fake pipeline on a free loopback port."""
+def launch_app(model: str | None = None):
+    """The whole app on a free loopback port, with the fake pipeline or (for screenshots) a real model folder."""
     from ui.fake import FakePipeline
-    from ui.server import build_demo, launch_kwargs
+    from ui.server import LazyPipeline, build_demo, launch_kwargs
 
-    demo = build_demo(lambda: FakePipeline(size=128), model_status="")
+    loader = LazyPipeline(model) if model else (lambda: FakePipeline(size=128))
+    demo = build_demo(loader, model_status="")
     demo.launch(
         server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs()
     )
@@ -138,12 +139,12 @@ def test_upload_a_photo_shows_the_skeleton(page):
     assert (pose["width"], pose["height"]) == Image.open(PHOTO).size
 
 
-def screenshots(folder: Path) -> None:
-    """pose.png and generate.png of the app (fake pipeline) into `folder`."""
+def screenshots(folder: Path, model: str | None = None) -> None:
+    """pose.png and generate.png of the app (fake pipeline unless `model` names a folder) into `folder`."""
     from playwright.sync_api import sync_playwright
 
     folder.mkdir(parents=True, exist_ok=True)
-    demo = launch_app()
+    demo = launch_app(model)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -172,5 +173,5 @@ if __name__ == "__main__":
     out = (
         Path(sys.argv[sys.argv.index("--screenshots") + 1]) if "--screenshots" in sys.argv else Path("docs/screenshots")
     )
-    screenshots(out)
+    screenshots(out, sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else None)
     print(f"wrote {out}/pose.png and {out}/generate.png")
