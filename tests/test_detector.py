@@ -183,14 +183,13 @@ def test_train_smoke_and_resume(tmp_path):
     info = json.loads((out / "training_info.json").read_text())
     assert info["steps"] == 2 and 0 <= info["pck@0.1_heldout"] <= 1
     assert (out / "final" / "config.json").is_file()
-    assert main([*common, "--steps", "3", "--resume"]) == 0
+    shipped = tmp_path / "weights" / "detector"
+    assert main([*common, "--steps", "3", "--resume", "--publish", str(shipped)]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "resume" and r["step"] == 2 for r in log)
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
-    from training.train_detector import publish
-
-    shipped = publish(out, tmp_path / "weights" / "detector")
     assert "PCK@0.1 on held-out renders" in (shipped / "README.md").read_text()
+    assert json.loads((shipped / "training_info.json").read_text())["steps"] == 3
     assert KeypointDetector.from_pretrained(str(shipped)).config.channels is not None
 
 

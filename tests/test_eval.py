@@ -180,6 +180,7 @@ def test_evaluate_with_an_ideal_fake_generator(tmp_path, monkeypatch):
     assert result["fd"] == pytest.approx(result["fd_ref"], rel=1e-6)
     assert result["n"] == 4 and result["steps"] == 3 and result["sampler"] == "fake"
     assert result["seconds_per_image"] >= 0
+    assert result["pck_reconstructions"] is None  # the fake pipeline has no autoencoder
     assert "detector" in result["fd_features"]
     with pytest.raises(InputError):
         ev.evaluate(model="fake", detector=tmp_path / "det", n=1)

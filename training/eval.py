@@ -18,6 +18,8 @@ Reported (one JSON object with `--json`):
   over the points that pose marks visible; the distance
   threshold is 0.1 of the longer side of the visible points' bounding box.
 * `pck_renders`: the same detector on the ground-truth renders of the same poses (its own ceiling).
+* `pck_reconstructions`: the same on those renders passed through the pipeline's autoencoder only
+  (encode, decode): the share of the gap to `pck_renders` due to decoding, not to the denoiser.
 * `fd`: Frechet distance (Heusel et al. 2017, Eq. 6) between generated images and the second half
   of the held-out renders; `fd_ref`: the same between the two halves of the held-out renders
   (the floor `fd` should approach). Features: the detector's pooled bottleneck (`fd_features`).
@@ -185,6 +187,10 @@ def evaluate(
     pred_ren = det.detect([r.image for r in first])
     hits, total = pck_counts(pred_gen, targets)
     hits_r, total_r = pck_counts(pred_ren, [r.pose for r in first])
+    # The same renders through the autoencoder alone: tells "the detector cannot read decoded
+    # images" apart from "the denoiser does not follow the pose".
+    recon = autoencoder_round_trip(pipe, [r.image for r in first])
+    pck_recon = pck(det.detect(recon), [r.pose for r in first]) if recon else None
 
     # 6. Image statistics: FD in the detector's feature space
     f_gen = det.embed(images)
@@ -199,6 +205,7 @@ def evaluate(
         "pck": hits / total if total else float("nan"),
         "pck_points": total,
         "pck_renders": hits_r / total_r if total_r else float("nan"),
+        "pck_reconstructions": pck_recon,
         "fd": frechet_distance(f_gen, f_second),
         "fd_ref": frechet_distance(f_first, f_second),
         "fd_features": f"detector pooled bottleneck ({det.feature_dim} dims, {Path(detector).name})",
@@ -207,6 +214,23 @@ def evaluate(
         "model": str(model),
         "detector": str(detector),
     }
+
+
+def autoencoder_round_trip(pipe: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
+    """The images encoded (posterior mean) and decoded by the pipeline's autoencoder; [] without one."""
+    if not hasattr(pipe, "vae") or not hasattr(pipe, "decode"):
+        return []
+    import torch
+
+    from models.autoencoder import encode
+
+    out: list[Image.Image] = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images[i : i + batch]])
+            x = torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+            out += pipe.decode(encode(pipe.vae, x.to(pipe.device, pipe.dtype)))
+    return out
 
 
 def output_frame_pose(pipe: Any, state: Any, image: Image.Image) -> Pose:

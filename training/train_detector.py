@@ -448,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": dict(model.config),
     }
     (out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
+    if args.publish:
+        publish(out, args.publish)
     log_line(
         out,
         {
@@ -477,8 +479,8 @@ it has seen only `training.render` characters, never photos.
 | augmentation | mirroring (labels swapped), small affine moves, blur, down-up resampling, JPEG, colour jitter, noise (so it reads generated images) |
 | training | {steps} steps of batch {batch}, AdamW, lr {lr} cosine; `python -m training.train_detector --data data/det --out runs/detector` |
 | time | {wall_min:.1f} min wall, {cpu_min:.1f} min CPU, 1 thread |
-| machine | {machine} (2-core CPU, shared with other training jobs) |
-| **PCK@0.1 on held-out renders** | **{pck:.4f}** ({validation}) |
+| machine | {machine}, shared with other training jobs |
+| **PCK@0.1 on held-out renders** | **{pck:.4f}** on {validation} |
 | PCK@0.05 on held-out renders | {pck05:.4f} |
 | visibility accuracy (v >= 0.5) | {vis_acc:.4f} |
 
@@ -500,6 +502,10 @@ def publish(run: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "diffusion_pytorch_model.safetensors"):
         shutil.copy2(run / "final" / name, dest / name)
+        (dest / name).chmod(0o644)  # save_pretrained may write 0600; shipped files are for everyone
+    config = json.loads((dest / "config.json").read_text())
+    config.pop("_name_or_path", None)  # a path on the training machine (set when a run was resumed)
+    (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     cfg = info["config"]
     grid = cfg["image_size"] // cfg["heatmap_stride"]
     card = MODEL_CARD.format(
