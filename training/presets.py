@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -271,3 +272,28 @@ class RunLog:
         print(line, flush=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+class LossWindow:
+    """Running means of the loss parts since the last log line, and the steps per second over it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.t0 = time.time()
+
+    def add(self, parts: dict[str, float]) -> None:
+        """Count one step's loss parts."""
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def flush(self, step: int, total: int, lr: float, progress: float) -> tuple[dict[str, float], str]:
+        """The window's mean losses and its log line; starts a new window."""
+        n = max(self.count, 1)
+        losses = {k: v / n for k, v in self.sums.items()}
+        rate = n / max(time.time() - self.t0, 1e-9)
+        line = (f"step {step}/{total} " + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+                + f" lr={lr:.2e} {rate:.3f} steps/s progress {100 * progress:.1f}%")
+        self.__init__()
+        return losses, line

@@ -37,6 +37,7 @@ from training.data import condition_maps, list_items, load_images, load_keypoint
 from training.presets import (
     LDM_PRESETS,
     LDMPreset,
+    LossWindow,
     RunLog,
     latest_checkpoint,
     lr_factor,
@@ -288,8 +289,8 @@ def main(argv: list[str] | None = None) -> Path:
             shutil.rmtree(old)
 
     # 4. Training loop.
-    running: dict[str, float] = {}
-    t_start, t_window, start_step = time.time(), time.time(), step
+    window = LossWindow()
+    t_start, start_step = time.time(), step
     progress = run_progress(step, cfg.steps, elapsed, cfg.minutes)
     while progress < 1.0:
         lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
@@ -313,19 +314,10 @@ def main(argv: list[str] | None = None) -> Path:
         ema_update(ema_unet, unet, decay)
         ema_update(ema_style, style_encoder, decay)
         progress = run_progress(step, cfg.steps, elapsed + time.time() - t_start, cfg.minutes)
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
+        window.add(parts)
         if step % cfg.log_every == 0 or progress >= 1.0:
-            n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            losses = {k: v / n for k, v in running.items()}
-            running = {}
-            rate = n / (time.time() - t_window)
-            t_window = time.time()
-            log(
-                f"step {step}/{cfg.steps} "
-                + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-                + f" lr={lr:.2e} {rate:.3f} steps/s progress {100 * progress:.1f}%"
-            )
+            losses, line = window.flush(step, cfg.steps, lr, progress)
+            log(line)
         if accelerator.is_main_process and (step % cfg.sample_every == 0 or progress >= 1.0):
             t_sample = time.time()
             grid = sample_grid(ema_unet, vae, noise_scheduler.config, sample_cond, cfg.style_dim, cfg.sample_steps)
