@@ -32,7 +32,12 @@ from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop
 from models.state import GenerationState
 from models.unet import PoseUNet
 
-FRAME_MARGIN = 0.08  # margin of the square frame around the pose's box, as the renderer frames its data
+# Where a pose goes in the square frame: as the renderer frames its training data, whose visible
+# keypoints' box spans a median 0.67 of the side (so a margin of 0.17) centred at y = 0.55 (the hair
+# above the eyes and the feet below the ankles also need room). Measured on 3000 training renders.
+FRAME_MARGIN = 0.17
+FRAME_CENTRE = (0.5, 0.55)
+DEFAULT_STEPS = 10  # DPM-Solver++ 2M at 10 steps: ~0.8 s an image on 2 CPU cores (benchmarks/generate_speed.py)
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
 MAX_IMAGES = 8
@@ -41,6 +46,11 @@ PREVIEW_EVERY = 5  # decode the z_0 estimate for the callback every this many st
 
 # callback(step, total, preview_image or None): called after every sampler step; a preview every PREVIEW_EVERY.
 Callback = Callable[[int, int, "Image.Image | None"], None]
+
+
+def frame_pose(pose: Pose, size: int) -> Pose:
+    """The pose as the model draws it: fitted to its `size` square frame (the output image's frame)."""
+    return fit_to_square(pose, size, FRAME_MARGIN, FRAME_CENTRE)
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -185,7 +195,7 @@ class PosePipeline:
         """The condition map `(1, C, size, size)` of the pose fitted to the square frame."""
         from models.condition import condition_map
 
-        fitted = fit_to_square(pose, size, FRAME_MARGIN)
+        fitted = frame_pose(pose, size)
         return torch.from_numpy(condition_map(fitted, size, size))[None].to(self.device, self.dtype)
 
     def _generator(
@@ -201,7 +211,7 @@ class PosePipeline:
         self,
         pose: Pose,
         seed: int,
-        steps: int = 20,
+        steps: int = DEFAULT_STEPS,
         guidance: float = 2.0,
         sampler: str = "dpmpp_2m",
         style: Any = None,
@@ -235,9 +245,16 @@ class PosePipeline:
 
     @torch.no_grad()
     def denoise(
-        self, state: GenerationState, callback: Callback | None = None, preview_every: int = PREVIEW_EVERY
+        self,
+        state: GenerationState,
+        callback: Callback | None = None,
+        preview_every: int = PREVIEW_EVERY,
+        style_at: Callable[[int], np.ndarray] | None = None,
     ) -> GenerationState:
-        """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set."""
+        """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set.
+
+        `style_at(step)` (0-based sampler step), when given, is the s used at that step instead of the
+        state's (style edits over a range of steps, `models.editing`)."""
         cfg = state.settings
         size = cfg["size"]
         g, _, _ = self._generator(state.seed, tuple(state.z_T.shape))  # advance past z_T and s
@@ -248,6 +265,14 @@ class PosePipeline:
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.predict(x, t, cond, s, cfg["guidance"])
+
+        if style_at is not None:
+            calls = [0]  # sample_loop calls model_fn once per step: the count is the step index
+
+            def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                s_i = torch.as_tensor(np.asarray(style_at(calls[0]), dtype=np.float32))[None]
+                calls[0] += 1
+                return self.predict(x, t, cond, s_i.to(self.device, self.dtype), cfg["guidance"])
 
         def on_step(step: int, total: int, z0: torch.Tensor) -> None:
             preview = None
@@ -272,10 +297,13 @@ class PosePipeline:
         return _to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
 
     def render(
-        self, state: GenerationState, callback: Callback | None = None
+        self,
+        state: GenerationState,
+        callback: Callback | None = None,
+        style_at: Callable[[int], np.ndarray] | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
         """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels."""
-        done = self.denoise(state, callback)
+        done = self.denoise(state, callback, style_at=style_at)
         return self.decode(done.z_0), done
 
     # -- the one way to run it ---------------------------------------------------------------------
@@ -283,7 +311,7 @@ class PosePipeline:
         self,
         pose: Pose,
         seed: int,
-        steps: int = 20,
+        steps: int = DEFAULT_STEPS,
         guidance: float = 2.0,
         sampler: str = "dpmpp_2m",
         style: Any = None,

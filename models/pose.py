@@ -48,9 +48,7 @@ MEDIAPIPE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23,
 OPENPOSE18_TO_COCO: tuple[int, ...] = (0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
 
 # The keypoint-LDM fork's names ("eye_left") for each COCO point.
-FORK_NAMES: tuple[str, ...] = tuple(
-    "_".join(reversed(n.split("_"))) if "_" in n else n for n in COCO_NAMES
-)
+FORK_NAMES: tuple[str, ...] = tuple("_".join(reversed(n.split("_"))) if "_" in n else n for n in COCO_NAMES)
 FORK_FRAME = 512  # the fork's files are in a 512 x 512 frame, as [y, x]
 
 # A sane bound for coordinates: a point may leave the frame, but not by more than a frame.
@@ -148,16 +146,16 @@ def mirror(pose: Pose) -> Pose:
     return Pose(kp, pose.width, pose.height)
 
 
-def fit_to_square(pose: Pose, size: int = 512, margin: float = 0.1) -> Pose:
-    """Centre the visible points' box in a `size` square frame, its longer side spanning `1 - 2 margin`."""
+def fit_to_square(pose: Pose, size: int = 512, margin: float = 0.1, centre: tuple[float, float] = (0.5, 0.5)) -> Pose:
+    """Put the visible points' box at `centre` of a `size` square frame, its longer side spanning `1 - 2 margin`."""
     if not 0 <= margin < 0.5:
         raise InputError("The margin must lie in [0, 0.5).")
     x0, y0, x1, y1 = pose.bbox()
     extent = max(x1 - x0, y1 - y0)
     scale = (1 - 2 * margin) / extent if extent > 1e-6 else 1.0 / max(pose.width, pose.height)
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], dtype=np.float64)
+    box_centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], dtype=np.float64)
     px = pose.pixels().astype(np.float64)
-    xy = (px - centre) * scale + 0.5
+    xy = (px - box_centre) * scale + np.asarray(centre, dtype=np.float64)
     kp = np.concatenate([xy, pose.visibility[:, None]], axis=1)
     # Far-off hidden points could leave the sane range after scaling; they carry no information.
     hidden_far = ~pose.visible & ((xy < _COORD_RANGE[0]) | (xy > _COORD_RANGE[1])).any(axis=1)
@@ -274,18 +272,17 @@ def from_fork(obj: dict[str, Any]) -> Pose:
 
 def to_fork(pose: Pose) -> dict[str, list[float]]:
     """To the fork's `{"nose": [y, x], ...}` in a 512 frame (the fork has no visibility)."""
-    return {
-        name: [float(y * FORK_FRAME), float(x * FORK_FRAME)]
-        for name, (x, y) in zip(FORK_NAMES, pose.xy)
-    }
+    return {name: [float(y * FORK_FRAME), float(x * FORK_FRAME)] for name, (x, y) in zip(FORK_NAMES, pose.xy)}
 
 
 def from_dict(obj: Any) -> Pose:
     """From any JSON object we read: ours, COCO (annotation or flat list), OpenPose, or the fork's."""
     if isinstance(obj, list):
         if len(obj) == 51:
-            raise InputError("A bare list of 51 COCO numbers needs a frame size: wrap it as "
-                             '{"keypoints": [...], "width": W, "height": H}.')
+            raise InputError(
+                "A bare list of 51 COCO numbers needs a frame size: wrap it as "
+                '{"keypoints": [...], "width": W, "height": H}.'
+            )
         if len(obj) == 17 and all(isinstance(p, (list, tuple)) for p in obj):
             obj = {"keypoints": obj}
         else:

@@ -171,7 +171,9 @@ def test_evaluate_with_an_ideal_fake_generator(tmp_path, monkeypatch):
 
     tiny_detector(image_size=128).save_pretrained(tmp_path / "det")
     monkeypatch.setattr(ev, "heldout_render", fake_render)
-    fake_module = types.SimpleNamespace(PosePipeline=FakePipeline, FRAME_MARGIN=FAKE_MARGIN)
+    fake_module = types.SimpleNamespace(
+        PosePipeline=FakePipeline, frame_pose=lambda pose, size: fit_to_square(pose, size, FAKE_MARGIN)
+    )
     monkeypatch.setitem(sys.modules, "models.pipeline", fake_module)
     torch.manual_seed(0)
     result = ev.evaluate(model="fake", detector=tmp_path / "det", n=4, steps=3)

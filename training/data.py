@@ -6,6 +6,8 @@ Layout: `DIR/images/000000.png`, `DIR/keypoints/000000.json` (COCO flat keypoint
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from PIL import Image
 
 from models.errors import InputError
-from models.pose import Pose, load, mirror
+from models.pose import FLIP_INDEX, LIMBS, VISIBLE, Pose, load, mirror
 
 
 def list_items(root: str | Path, max_images: int = 0) -> list[str]:
@@ -37,18 +39,38 @@ def read_image(path: str | Path, size: int = 128) -> np.ndarray:
         return np.array(im, dtype=np.uint8)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 `(..., H, W, 3)` -> float32 `(..., 3, H, W)` in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 `(..., H, W, 3)` (array, or tensor on any device) -> float32 `(..., 3, H, W)` in [-1, 1]."""
+    t = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+    t = t.float().div_(127.5).sub_(1.0)
     return t.movedim(-1, -3)
 
 
-def load_images(root: str | Path, stems: list[str], size: int = 128) -> np.ndarray:
-    """All images as one uint8 array `(N, size, size, 3)` (a 20k set is ~1 GB; the AE and LDM scripts hold it)."""
+def _read_chunk(paths: list[Path], size: int) -> np.ndarray:
+    """Images of one chunk of paths, stacked (a worker's share of `load_images`)."""
+    return np.stack([read_image(p, size) for p in paths])
+
+
+def load_images(root: str | Path, stems: list[str], size: int = 128, workers: int = 1) -> np.ndarray:
+    """All images as one uint8 array `(N, size, size, 3)` (a 20k set is ~1 GB; the AE and LDM scripts hold it).
+
+    `workers > 1` decodes in that many processes (PNG decoding holds the GIL); 0 means one per CPU.
+    """
     root = Path(root)
+    paths = [root / "images" / f"{stem}.png" for stem in stems]
+    workers = os.cpu_count() or 1 if workers <= 0 else workers
     out = np.empty((len(stems), size, size, 3), dtype=np.uint8)
-    for i, stem in enumerate(stems):
-        out[i] = read_image(root / "images" / f"{stem}.png", size)
+    if workers == 1 or len(paths) < 256:
+        for i, path in enumerate(paths):
+            out[i] = read_image(path, size)
+        return out
+    chunk = 256
+    starts = range(0, len(paths), chunk)
+    with ProcessPoolExecutor(workers) as pool:
+        for start, arr in zip(
+            starts, pool.map(_read_chunk, [paths[i : i + chunk] for i in starts], [size] * len(starts))
+        ):
+            out[start : start + len(arr)] = arr
     return out
 
 
@@ -71,6 +93,53 @@ def condition_maps(keypoints: np.ndarray, size: int = 128, flip: bool = False) -
         pose = Pose(kp, size, size)
         maps.append(condition_map(mirror(pose) if flip else pose, size, size))
     return torch.from_numpy(np.stack(maps))
+
+
+_LIMB_A = torch.tensor([a for a, _ in LIMBS])
+_LIMB_B = torch.tensor([b for _, b in LIMBS])
+
+
+def condition_maps_torch(keypoints: torch.Tensor, size: int = 128, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """`condition_maps` for a `(B, 17, 3)` tensor on its own device (a GPU draws a batch in microseconds).
+
+    The same maps as `models.condition.condition_map` to float32 rounding: keypoint Gaussians, then
+    limb Gaussians of the distance to each segment, cut to the segment's box grown by 4 sigma.
+    """
+    from models.condition import default_sigma
+
+    kp = keypoints.float()
+    if flip is not None:  # models.pose.mirror: x -> 1 - x, left and right labels swapped
+        mirrored = kp[:, list(FLIP_INDEX)].clone()
+        mirrored[..., 0] = 1.0 - mirrored[..., 0]
+        kp = torch.where(flip.to(kp.device).view(-1, 1, 1), mirrored, kp)
+    device = kp.device
+    s = default_sigma(size, size)
+    inv = -0.5 / (s * s)
+    pts = kp[..., :2] * size  # (B, 17, 2) pixels
+    vis = kp[..., 2] >= VISIBLE
+    grid = torch.arange(size, device=device, dtype=torch.float32) + 0.5  # pixel centres
+    gx = torch.exp(inv * (grid - pts[..., 0:1]) ** 2)  # (B, 17, W)
+    gy = torch.exp(inv * (grid - pts[..., 1:2]) ** 2)  # (B, 17, H)
+    points = gy[..., :, None] * gx[..., None, :] * vis[..., None, None]
+
+    a, b = pts[:, _LIMB_A.to(device)], pts[:, _LIMB_B.to(device)]  # (B, L, 2)
+    on = vis[:, _LIMB_A.to(device)] & vis[:, _LIMB_B.to(device)]
+    ab = b - a
+    inv_len2 = 1.0 / (ab * ab).sum(-1).clamp(min=1e-6)
+    dx = grid.view(1, 1, 1, -1) - a[..., 0, None, None]  # (B, L, 1, W)
+    dy = grid.view(1, 1, -1, 1) - a[..., 1, None, None]  # (B, L, H, 1)
+    abx, aby = ab[..., 0, None, None], ab[..., 1, None, None]
+    t = ((dx * abx + dy * aby) * inv_len2[..., None, None]).clamp(0.0, 1.0)
+    ex, ey = dx - t * abx, dy - t * aby
+    limbs = torch.exp(inv * (ex * ex + ey * ey))
+    reach = 4.0 * s
+    lo = torch.floor(torch.minimum(a, b) - reach).clamp(0, size)
+    hi = (torch.ceil(torch.maximum(a, b) + reach) + 1).clamp(0, size)
+    index = torch.arange(size, device=device, dtype=torch.float32)
+    in_x = (index >= lo[..., 0, None]) & (index < hi[..., 0, None])  # (B, L, W)
+    in_y = (index >= lo[..., 1, None]) & (index < hi[..., 1, None])  # (B, L, H)
+    limbs = limbs * (in_y[..., :, None] & in_x[..., None, :] & on[..., None, None])
+    return torch.cat([points, limbs], dim=1)
 
 
 class PoseDataset(torch.utils.data.Dataset):

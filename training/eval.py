@@ -1,7 +1,8 @@
 """Evaluate the pose-conditioned generator on poses it never saw, and read poses out of images.
 
-    python -m training.eval [--json] [--model weights] [--detector weights/detector] [--n 64] [--steps 20]
+    python -m training.eval [--json] [--model weights] [--detector weights/detector] [--n 64] [--steps 10]
     python -m training.eval detect IMAGE... [--detector weights/detector]
+    python -m training.eval clip|refine|directions --json     # the domain CLIP, refinement, directions
 
 The held-out split is fixed. Sample `i` of data set `seed` is what `training.synth` writes as
 image `i` of `--seed seed` (`training.synth.make_sample`: `np.random.default_rng([seed, i])` draws
@@ -41,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from models.errors import InputError
-from models.pose import Pose, fit_to_square
+from models.pose import Pose
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "weights"
@@ -139,7 +140,7 @@ def evaluate(
     model: str | Path = DEFAULT_MODEL,
     detector: str | Path = DEFAULT_DETECTOR,
     n: int = 64,
-    steps: int = 20,
+    steps: int = 10,
     sampler: str | None = None,
     guidance: float | None = None,
     save: str | Path | None = None,
@@ -235,14 +236,14 @@ def autoencoder_round_trip(pipe: Any, images: list[Image.Image], batch: int = 16
 
 def output_frame_pose(pipe: Any, state: Any, image: Image.Image) -> Pose:
     """The pose in the generated image's frame: the pipeline draws the state's pose (as given) fitted
-    to its square frame (`models.pipeline.FRAME_MARGIN`); a pipeline's own `frame_pose(pose, size)`,
+    to its square frame (`models.pipeline.frame_pose`); a pipeline's own `frame_pose(pose, size)`,
     when it has one, is the authority."""
     size = image.width
     if hasattr(pipe, "frame_pose"):
         return pipe.frame_pose(state.pose, size)
     import models.pipeline as pipeline_module
 
-    return fit_to_square(state.pose, size, getattr(pipeline_module, "FRAME_MARGIN", 0.08))
+    return pipeline_module.frame_pose(state.pose, size)
 
 
 def _settings_of(state: Any) -> dict[str, Any]:
@@ -290,7 +291,7 @@ def main_eval(argv: list[str]) -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder (default: %(default)s)")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector folder (default: %(default)s)")
     parser.add_argument("--n", type=int, default=64, help="held-out poses to generate (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps (default: %(default)s)")
     parser.add_argument("--sampler", default=None, help="sampler name (default: the pipeline's)")
     parser.add_argument("--guidance", type=float, default=None, help="pose guidance scale (default: the pipeline's)")
     parser.add_argument("--save", metavar="DIR", help="also write the generated images here")
@@ -322,11 +323,20 @@ def main_eval(argv: list[str]) -> int:
     return 0
 
 
+# Sub-commands evaluated by their own modules: `python -m training.eval clip --json` runs
+# `training.eval_clip.main(["--json"])`.
+SUBCOMMANDS = {"clip": "training.eval_clip", "refine": "training.eval_refine", "directions": "training.eval_directions"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch: `detect ...` or the model evaluation (the default)."""
+    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, or the model evaluation (the default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "detect":
         return main_detect(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]) or 0)
     if argv and argv[0] == "model":  # the default, also reachable by name
         argv = argv[1:]
     return main_eval(argv)

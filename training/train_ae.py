@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data", required=True, help="synth data folder (images/, keypoints/)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--init", help="start from this trained autoencoder (a folder, or one holding autoencoder/)")
+    parser.add_argument("--workers", type=int, default=0, help="processes decoding the images (0: one per CPU)")
     args, cfg = parse_with_preset(parser, AE_PRESETS, argv)
     cfg: AEPreset
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
     # 2. Data: every image in memory as uint8; the last NUM_VAL held out for the PSNR.
     stems = list_items(args.data, cfg.max_images)
     t0 = time.time()
-    images = load_images(args.data, stems, cfg.image_size)
+    images = load_images(args.data, stems, cfg.image_size, args.workers)
     num_val = min(NUM_VAL, max(len(stems) // 10, 1)) if len(stems) > 1 else 0
     train_images, val_images = images[: len(images) - num_val], images[len(images) - num_val :]
     val = to_tensor(val_images) if num_val else to_tensor(images[:1])
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt = latest_checkpoint(out) if args.resume else None
     if ckpt is not None:
         vae = AutoencoderKL.from_pretrained(ckpt / "autoencoder")
+    elif args.init:  # fine-tune: the architecture comes from the given model, not the preset
+        init = Path(args.init) / "autoencoder" if (Path(args.init) / "autoencoder").is_dir() else Path(args.init)
+        vae = AutoencoderKL.from_pretrained(init)
+        log(f"initialised from {init}")
     else:
         vae = build_autoencoder(
             cfg.block_out_channels, cfg.layers_per_block, cfg.latent_channels, cfg.norm_num_groups, cfg.mid_attention

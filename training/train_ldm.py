@@ -33,7 +33,7 @@ from models.autoencoder import decode, encode
 from models.samplers import make_scheduler, sample_loop, training_scheduler
 from models.style_encoder import StyleEncoder
 from models.unet import PoseUNet
-from training.data import condition_maps, list_items, load_images, load_keypoints, save_grid, to_tensor
+from training.data import condition_maps_torch, list_items, load_images, load_keypoints, save_grid, to_tensor
 from training.presets import (
     LDM_PRESETS,
     LDMPreset,
@@ -130,8 +130,7 @@ class LDMLoss(torch.nn.Module):
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 @torch.no_grad()
@@ -151,6 +150,7 @@ def sample_grid(
     f = unet.downsample_factor
     z_T = torch.randn(b, vae.config.latent_channels, cond.shape[-2] // f, cond.shape[-1] // f, generator=g)
     s = torch.randn(b, style_dim, generator=g)
+    z_T, s = z_T.to(cond.device), s.to(cond.device)  # drawn on the CPU: the same grid on every device
     zeros = torch.zeros_like(cond)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--ae", required=True, help="trained autoencoder folder (runs/ae/final)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--workers", type=int, default=0, help="processes decoding the images (0: one per CPU)")
     args, cfg = parse_with_preset(parser, LDM_PRESETS, argv)
     cfg: LDMPreset
 
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> Path:
     # 2. Data: images, keypoints, and the cached latents.
     t0 = time.time()
     stems = list_items(args.data, cfg.max_images)
-    images = load_images(args.data, stems, cfg.image_size)
+    images = load_images(args.data, stems, cfg.image_size, args.workers)
     keypoints = load_keypoints(args.data, stems)
     size = images.shape[1]
     vae = load_autoencoder(args.ae).to(device)
@@ -269,8 +270,12 @@ def main(argv: list[str] | None = None) -> Path:
         f"{sum(p.numel() for p in style_encoder.parameters()) / 1e6:.2f}M; latent {latent_channels}x{latent_side}^2"
     )
 
+    # Everything a step reads lives on the device: a GPU then never waits for the CPU.
+    latents = latents.to(device)
+    images_t = torch.from_numpy(images).to(device)  # uint8 (N, H, W, 3)
+    keypoints_t = torch.from_numpy(keypoints).to(device)
     sample_idx = np.linspace(0, len(stems) - 1, NUM_SAMPLES).astype(int)
-    sample_cond = condition_maps(keypoints[sample_idx], size).to(device)
+    sample_cond = condition_maps_torch(keypoints_t[torch.from_numpy(sample_idx).to(device)], size)
     if accelerator.is_main_process:
         save_grid(to_tensor(images[sample_idx]), out / "samples" / "real.png", nrow=NUM_SAMPLES)
 
@@ -296,15 +301,16 @@ def main(argv: list[str] | None = None) -> Path:
         lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = rng.integers(0, len(stems), cfg.batch_size)
-        flip = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
-        z0 = latents[idx, flip.astype(int)].to(device)
-        batch_images = to_tensor(images[idx])
-        batch_images[flip] = batch_images[flip].flip(-1)
-        cond = torch.cat([condition_maps(keypoints[i : i + 1], size, flip=bool(f)) for i, f in zip(idx, flip)])
-        keep_pose = torch.from_numpy(rng.random(cfg.batch_size) >= cfg.pose_dropout)
+        idx = torch.from_numpy(rng.integers(0, len(stems), cfg.batch_size)).to(device)
+        flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+        flip = torch.from_numpy(flip_np).to(device)
+        z0 = latents[idx, flip.long()]
+        batch_images = to_tensor(images_t[idx])
+        batch_images = torch.where(flip.view(-1, 1, 1, 1), batch_images.flip(-1), batch_images)
+        cond = condition_maps_torch(keypoints_t[idx], size, flip)
+        keep_pose = torch.from_numpy(rng.random(cfg.batch_size) >= cfg.pose_dropout).to(device)
         with accelerator.autocast():
-            loss, parts = train_module(z0, batch_images.to(device), cond.to(device), keep_pose.to(device))
+            loss, parts = train_module(z0, batch_images, cond, keep_pose)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(train_module.parameters(), 1.0)
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> Path:
         vae.save_pretrained(final / "autoencoder", safe_serialization=True)
         noise_scheduler.save_pretrained(final / "scheduler")
         with torch.no_grad():  # posterior statistics of s on some training images (should be ~N(0, I))
-            mu, logvar = ema_style(to_tensor(images[: min(len(images), 256)]).to(device))
+            mu, logvar = ema_style(to_tensor(images_t[: min(len(images), 256)]))
         info = {
             "model": "pose-ldm",
             "steps": step,
