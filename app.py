@@ -16,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "weights"
+# --model also takes the keypoint LDM's .ckpt/.safetensors file, or a Stable Diffusion 1.x folder or Hub id plus:
+CONTROLNET_HELP = "OpenPose ControlNet (diffusers folder or Hub id) for a Stable Diffusion --model"
 
 
 def _pose_command(args: argparse.Namespace) -> int:
@@ -49,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or Hub id (default: the shipped weights/)")
+    parser.add_argument(
+        "--model",
+        default=str(DEFAULT_MODEL),
+        help="model folder, Hub id or keypoint-LDM .ckpt (default: the shipped weights/)",
+    )
+    parser.add_argument("--controlnet", default=None, metavar="FOLDER_OR_ID", help=CONTROLNET_HELP)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument("--clip", default=None, metavar="SPEC", help="CLIP for prompts (default: weights/clip)")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("pose", help="read poses from photos, keypoint JSON or presets; print one JSON line each")
@@ -63,11 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pose", required=True, metavar="INPUT", help="photo, keypoint JSON or preset name")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     g.add_argument("--out", required=True, metavar="FILE.png", help="where to write the image (K>1: FILE_1.png ...)")
-    g.add_argument("--steps", type=int, default=20, help="sampler steps (default: %(default)s)")
-    g.add_argument("--guidance", type=float, default=2.0, help="pose guidance scale (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=10, help="sampler steps (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's: 2 ours, 7.5 SD)")
     g.add_argument("--sampler", default="dpmpp_2m", help="ddim, dpmpp_2m or euler_a (default: %(default)s)")
     g.add_argument("--num-images", type=int, default=1, help="images to draw, 1 to 8 (default: %(default)s)")
-    g.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or Hub id (default: %(default)s)")
+    g.add_argument(
+        "--edit",
+        action="append",
+        metavar="METHOD:INDEX=AMOUNT",
+        help="move the style code along a direction by AMOUNT sigma (sefa or ganspace, index 0-9), e.g. "
+        "sefa:0=2.0; repeatable",
+    )
+    g.add_argument("--prompt", default=None, help="refine the character towards this text with CLIP ('a:1 | b:-0.5')")
+    g.add_argument("--negative-prompt", default=None, help="text to move away from (with --prompt)")
+    g.add_argument(
+        "--refine-mode", default="style", choices=("style", "latent", "both"),
+        help="what CLIP refinement moves: the style code, the final latent, or both (default: %(default)s)",
+    )  # fmt: skip
+    g.add_argument("--refine-steps", type=int, default=None, help="refinement steps (default: the mode's)")
+    g.add_argument("--clip", default=None, metavar="SPEC", help="CLIP folder or NAME:TAG (default: weights/clip)")
+    g.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="model folder, Hub id or keypoint-LDM .ckpt (default: %(default)s)"
+    )
+    g.add_argument("--controlnet", default=None, metavar="FOLDER_OR_ID", help=CONTROLNET_HELP)
     g.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     g.set_defaults(func=_generate_command)
     return parser

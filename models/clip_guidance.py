@@ -1,0 +1,176 @@
+"""CLIP-guided sampling for the keypoint LDM and SD + ControlNet: a conditioning wrapper around the denoiser.
+
+    images, states = clip_guided(backend, state, clip, "red hair", negative_prompt="", scale=200)
+
+k-diffusion's `make_cond_model_fn` (Crowson): with x the noisy sample and D(x) the denoised estimate,
+    D'(x) = D(x) + sigma^2 * grad_x log p(prompt | x).
+Our samplers work in the DDPM parametrisation, z_t = sqrt(a) z_0 + sqrt(1 - a) eps (a = alpha_bar_t), where
+k-diffusion's x is z_t / sqrt(a) and sigma^2 = (1 - a) / a, so the same correction reads
+    z_0' = z_0 + (1 - a) / sqrt(a) * grad_{z_t} log p,   i.e. eps' = eps - sqrt(1 - a) grad_{z_t} log p
+(Dhariwal & Nichol 2021, Eq. 14). The wrapper returns the model output (eps or v) that z_0' implies, so every
+sampler runs unchanged and never sees CLIP. log p(prompt | x) is -scale times the spherical distance of
+CLIP's embeddings of cutouts of the decoded z_0 estimate to the prompts (positive terms attract, negative
+ones repel), differentiated through the decoder and the UNet, as CLIP-guided diffusion does.
+
+`clip` is any object with `encode_image(images in [-1, 1]) -> unit embeddings`, `encode_text(list[str])`
+and `image_size` (models.clip.ClipScorer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from models.errors import InputError
+from models.state import GenerationState
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# cond_fn(z_t, t, denoised) -> grad_{z_t} log p(prompt | z_t), the shape of z_t.
+CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEFAULT_SCALE = 100.0
+MAX_SCALE = 10000.0
+DEFAULT_CUTOUTS = 4
+MAX_CUTOUTS = 32
+
+
+def x0_from_output(out: torch.Tensor, z_t: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The z_0 estimate from an eps or v prediction (Salimans & Ho 2022, Sec. 4, for v)."""
+    if prediction_type == "v_prediction":
+        return a.sqrt() * z_t - (1 - a).sqrt() * out
+    return (z_t - (1 - a).sqrt() * out) / a.sqrt()
+
+
+def output_from_x0(z0: torch.Tensor, z_t: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The eps or v prediction that yields `z0` at `z_t` (the inverse of `x0_from_output`)."""
+    eps = (z_t - a.sqrt() * z0) / (1 - a).sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * eps - (1 - a).sqrt() * z0
+    return eps
+
+
+def make_cond_model_fn(
+    model_fn: ModelFn, cond_fn: CondFn, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"
+) -> ModelFn:
+    """Wrap `model_fn(z_t, t)` so its z_0 estimate moves by (1 - a) / sqrt(a) * cond_fn (module docstring)."""
+
+    def cond_model_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = alphas_cumprod[round(float(t))].to(z_t.device, torch.float32)
+        with torch.enable_grad():
+            x = z_t.detach().float().requires_grad_()
+            out = model_fn(x.to(z_t.dtype), t).float()
+            denoised = x0_from_output(out, x, a, prediction_type)
+            grad = cond_fn(x, t, denoised).detach()
+        cond_denoised = denoised.detach() + grad * (1 - a) / a.sqrt()
+        return output_from_x0(cond_denoised, z_t.float(), a, prediction_type).to(z_t.dtype)
+
+    return cond_model_fn
+
+
+def clip_cond_fn(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    clip: Any,
+    terms: list[tuple[str, float]],
+    scale: float = DEFAULT_SCALE,
+    cutouts: int = DEFAULT_CUTOUTS,
+    generator: torch.Generator | None = None,
+) -> CondFn:
+    """grad_{z_t} of -scale * sum_i w_i d(CLIP(cutouts of decode(z_0)), CLIP(text_i)) for prompt terms (text, w)."""
+    from models.refine import make_cutouts, prompt_loss
+
+    with torch.no_grad():
+        text = clip.encode_text([t for t, _ in terms]).float()
+    weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text.device)
+    generator = generator or torch.Generator().manual_seed(0)
+
+    def cond_fn(z_t: torch.Tensor, t: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        image = decode(denoised).float()
+        views = make_cutouts(image, cutouts, int(clip.image_size), generator)
+        loss = prompt_loss(clip.encode_image(views).float(), text.to(views.device), weights.to(views.device))
+        return -scale * torch.autograd.grad(loss, z_t)[0]
+
+    return cond_fn
+
+
+def check_guidance_inputs(backend: Any, prompt: str, scale: float, cutouts: int) -> None:
+    """Raise InputError for a back end without CLIP guidance or settings out of range."""
+    from models.backends import capabilities
+
+    if "clip_guidance" not in capabilities(backend):
+        raise InputError("This model offers no CLIP-guided sampling; its prompts go through refinement instead.")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("CLIP guidance needs a prompt.")
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 <= scale <= MAX_SCALE:
+        raise InputError(f"The CLIP guidance scale must be a number from 0 to {MAX_SCALE:g}.")
+    if isinstance(cutouts, bool) or not isinstance(cutouts, int) or not 1 <= cutouts <= MAX_CUTOUTS:
+        raise InputError(f"The number of CLIP cutouts must be from 1 to {MAX_CUTOUTS}.")
+
+
+def guidance_wrap(
+    backend: Any,
+    clip: Any,
+    prompt: str,
+    negative_prompt: str | None = None,
+    scale: float = DEFAULT_SCALE,
+    cutouts: int = DEFAULT_CUTOUTS,
+) -> Callable[[GenerationState, ModelFn], ModelFn]:
+    """`wrap(state, model_fn)` for a back end's `__call__`/`render`: CLIP guidance towards the prompt terms."""
+    from diffusers import DDPMScheduler
+
+    from models.prompts import prompt_terms
+
+    check_guidance_inputs(backend, prompt, scale, cutouts)
+    terms = prompt_terms(prompt, negative_prompt)  # the refinement's syntax: 'a:1 | b:-0.5'
+    if not terms:
+        raise InputError("The prompt has no term with a weight to guide towards.")
+    schedule = DDPMScheduler.from_config(backend.scheduler_config)
+
+    def wrap(state: GenerationState, model_fn: ModelFn) -> ModelFn:
+        generator = torch.Generator().manual_seed(state.seed)  # seeded cutouts: the same state gives the same pixels
+        cond_fn = clip_cond_fn(backend.decode_tensor, clip, terms, float(scale), int(cutouts), generator)
+        return make_cond_model_fn(model_fn, cond_fn, schedule.alphas_cumprod, schedule.config.prediction_type)
+
+    return wrap
+
+
+def _record(state: GenerationState, prompt: str, negative_prompt: str | None, scale: float, cutouts: int):
+    """The state with its CLIP guidance settings written into `settings["clip_guidance"]`."""
+    entry = {"prompt": prompt, "negative_prompt": negative_prompt or "", "scale": float(scale), "cutouts": int(cutouts)}
+    return GenerationState(state.pose, state.seed, state.style, state.z_T, {**state.settings, "clip_guidance": entry},
+                           state.z_0)  # fmt: skip
+
+
+def clip_guided(
+    backend: Any,
+    state: GenerationState,
+    clip: Any,
+    prompt: str,
+    negative_prompt: str | None = None,
+    scale: float = DEFAULT_SCALE,
+    cutouts: int = DEFAULT_CUTOUTS,
+    callback: Callable[[int, int, Any], None] | None = None,
+) -> tuple[list[Any], GenerationState]:
+    """Re-sample `state` (its noise, pose and settings) with CLIP guidance towards `prompt`; (images, state)."""
+    wrap = guidance_wrap(backend, clip, prompt, negative_prompt, scale, cutouts)
+    images, done = backend.render(state, callback, wrap)
+    return images, _record(done, prompt, negative_prompt, scale, cutouts)
+
+
+def generate_guided(
+    backend: Any,
+    pose: Any,
+    seed: int,
+    clip: Any,
+    prompt: str,
+    negative_prompt: str | None = None,
+    scale: float = DEFAULT_SCALE,
+    cutouts: int = DEFAULT_CUTOUTS,
+    **call: Any,
+) -> tuple[list[Any], list[GenerationState]]:
+    """`backend(pose, seed, **call)` with CLIP guidance: the back end checks its inputs, the wrapper steers."""
+    wrap = guidance_wrap(backend, clip, prompt, negative_prompt, scale, cutouts)
+    images, states = backend(pose, seed, wrap=wrap, **call)
+    return images, [_record(s, prompt, negative_prompt, scale, cutouts) for s in states]

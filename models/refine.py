@@ -1,0 +1,495 @@
+"""CLIP refinement of a generated character: change it to match a prompt while keeping its pose.
+
+    result = refine(pipe, state, "pink hair | sailor uniform:0.5", mode="style")
+    result.state          # a normal GenerationState (style mode: new s; latent mode: new z_0)
+    result.images         # the image after each optimisation step, then the final image
+    result.messages       # notes for the user (e.g. a prompt cut at the tokenizer's length)
+
+Two variables can move (ARCHITECTURE.md, "CLIP refinement"):
+* `style`: the style code s. Adam on s, the loss backpropagated through a few deterministic DDIM
+  steps from the state's z_T (Song et al. 2021, Eq. 12 with eta = 0) and the decoder; on a GPU every
+  UNet call is wrapped in `torch.utils.checkpoint` so memory stays flat in the number of steps (on a
+  CPU, where time binds and memory does not, it is off: `RefineSettings.checkpointing`). The result
+  is re-rendered with the state's own sampler and steps, so it is an ordinary state.
+* `latent`: the final latent z_0, as VQGAN-CLIP does (Crowson et al. 2022): Adam on z_0, the CLIP
+  loss averaged over random cutouts of the decoded image (random crops and resizes, flips, noise),
+  with a small L2 tether to the original z_0 that keeps it near what the decoder knows.
+* `both`: style first, then latent from the re-rendered z_0.
+
+The loss (VQGAN-CLIP's `Prompt` module, summed over the weighted prompts of `models.prompts`):
+    L = sum_i w_i * mean_cutouts d(E_img(cutout), E_txt(text_i))
+        + pose_weight * L_pose + tether terms
+    d(a, b) = 2 arcsin(|a - b| / 2)^2        (squared great-circle distance of unit vectors)
+with `L_pose` the keypoint detector's heatmap loss (`models.detector.heatmap_loss`: spatial-softmax
+cross-entropy) of the decoded image against Gaussians at the input pose fitted to the frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.checkpoint import checkpoint
+
+from models.autoencoder import decode as ae_decode
+from models.errors import InputError
+from models.prompts import Term, prompt_terms, truncation_messages
+from models.state import GenerationState
+
+RefineMode = Literal["style", "latent", "both"]
+REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DETECTOR = ROOT / "weights" / "detector"
+
+MAX_REFINE_STEPS = 100
+MAX_LR = 1.0
+MAX_POSE_WEIGHT = 100.0
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The knobs of one refinement stage; defaults are sized for about 10 s on 2 CPU cores (128 px)."""
+
+    steps: int  # Adam steps
+    lr: float  # Adam step size (s and z_0 both have unit prior scale)
+    pose_weight: float  # weight of the detector's heatmap loss against the input pose
+    cutouts: int  # CLIP views per step: the whole image, then random augmented crops
+    tether: float  # weight of mean((x - x_start)^2) on the optimised variable
+    ddim_steps: int = 4  # style mode: deterministic DDIM steps from z_T that the gradient flows through
+    # Style mode: recompute each UNet call in the backward pass (torch.utils.checkpoint). None: on a GPU,
+    # where memory binds, off on a CPU, where time binds (measured at 128 px, 4 DDIM steps, 1 thread:
+    # 2.75 s and +208 MB per Adam step with it, 1.40 s and +334 MB without; +45 MB per extra DDIM step).
+    checkpointing: bool | None = None
+    # Latent mode: None optimises z_0 itself (VQGAN-CLIP); a side k optimises a k x k offset, upsampled
+    # bilinearly onto z_0, which can only make smooth (colour-region) changes, not pixel-wise ones.
+    offset_grid: int | None = None
+
+
+# Measured with the shipped models on 2 CPU cores (see training/eval_refine.py and the issue note).
+DEFAULTS: dict[str, RefineSettings] = {
+    "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0),
+    "latent": RefineSettings(steps=12, lr=0.05, pose_weight=0.0, cutouts=4, tether=0.1),
+}
+# "both" runs each stage with fewer steps so the pair stays within the same time.
+BOTH_STEPS = {"style": 3, "latent": 6}
+
+# callback(step, total, image): after every optimisation step, with the image it produced.
+Callback = Callable[[int, int, Image.Image], None]
+
+
+@dataclass
+class RefineResult:
+    """What `refine` returns."""
+
+    state: GenerationState  # the refined state (z_0 set); the input state when nothing was refined
+    images: list[Image.Image] = field(default_factory=list)  # one per optimisation step, then the final image
+    messages: list[str] = field(default_factory=list)  # notes fit to show a person
+    seconds: float = 0.0  # wall time of the refinement
+    record: dict[str, Any] = field(default_factory=dict)  # prompt, mode, steps, messages as plain values
+    losses: list[dict[str, float]] = field(default_factory=list)  # the loss parts of every step
+
+
+# -- losses (pure) ----------------------------------------------------------------------------------
+def spherical_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance of unit vectors, `2 arcsin(|a - b| / 2)^2`, broadcast over leading dims."""
+    return (a - b).norm(dim=-1).div(2).clamp(max=1.0).arcsin().pow(2).mul(2)
+
+
+def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`sum_i w_i * mean_n d(image_n, text_i)` for unit image `(N, D)` and text `(T, D)` embeddings."""
+    dists = spherical_dist(image_embeds[:, None, :], text_embeds[None, :, :])  # (N, T)
+    return (dists.mean(dim=0) * weights).sum()
+
+
+def make_cutouts(
+    images: torch.Tensor, n: int, size: int, generator: torch.Generator, min_scale: float = 0.6, noise: float = 0.05
+) -> torch.Tensor:
+    """`n` views `(n, 3, size, size)` of one image: the whole image, then random square crops (a side of
+    `min_scale`..1 of the image), random horizontal flips and a little Gaussian noise (VQGAN-CLIP's MakeCutouts)."""
+    _, _, h, w = images.shape
+    side = min(h, w)
+    views = [F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
+    for _ in range(n - 1):
+        r = torch.rand(5, generator=generator).tolist()
+        crop = max(8, round(side * (min_scale + (1 - min_scale) * r[0])))
+        y = int(r[1] * (h - crop + 1))
+        x = int(r[2] * (w - crop + 1))
+        view = images[:, :, y : y + crop, x : x + crop]
+        view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if r[3] < 0.5:
+            view = view.flip(-1)
+        eps = torch.randn(view.shape, generator=generator).to(view.device, view.dtype)
+        views.append(view + noise * r[4] * eps)
+    return torch.cat(views)
+
+
+class PoseTerm:
+    """The detector's heatmap loss of an image `(1, 3, S, S)` in [-1, 1] against the fitted input pose."""
+
+    def __init__(self, detector: Any, pose: Any, size: int, device: torch.device):
+        from models.detector import gaussian_targets
+        from models.pipeline import FRAME_MARGIN
+        from models.pose import fit_to_square
+
+        self.detector = detector
+        fitted = fit_to_square(pose, size, FRAME_MARGIN)
+        xy = torch.from_numpy(fitted.xy.astype(np.float32))[None]
+        cfg = detector.config
+        self.target = gaussian_targets(xy, cfg.image_size // cfg.heatmap_stride, float(cfg.sigma)).to(device)
+        self.weight = torch.from_numpy(fitted.visible.astype(np.float32))[None].to(device)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """The heatmap loss (0 for a perfect match)."""
+        from models.detector import heatmap_loss
+
+        side = self.detector.config.image_size
+        if image.shape[-1] != side:
+            image = F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        logits = self.detector(image.to(self.detector.dtype)).heatmaps
+        return heatmap_loss(logits.float(), self.target, self.weight)
+
+
+# -- loading (cached: one CLIP and one detector per process) ----------------------------------------
+@functools.lru_cache(maxsize=2)
+def _load_clip_cached(spec: str) -> Any:
+    from models.clip import load_clip
+
+    return load_clip(spec)
+
+
+def resolve_clip(clip: Any) -> Any:
+    """A ClipScorer: the one given, or `models.clip.load_clip(spec)` (None: `models.clip.DEFAULT_CLIP`)."""
+    if clip is None or isinstance(clip, (str, Path)):
+        if clip is None:
+            from models.clip import DEFAULT_CLIP
+
+            clip = DEFAULT_CLIP
+        return _load_clip_cached(str(clip))
+    return clip
+
+
+@functools.lru_cache(maxsize=2)
+def _load_detector_cached(path: str) -> Any:
+    from models.detector import KeypointDetector
+
+    if not (Path(path) / "config.json").is_file():
+        raise InputError(f"No keypoint detector at {path}: the pose term needs one (or set pose_weight to 0).")
+    return KeypointDetector.from_pretrained(path).eval().requires_grad_(False)
+
+
+def resolve_detector(detector: Any) -> Any:
+    """A KeypointDetector in eval mode: the one given, or loaded from a folder (None: weights/detector)."""
+    if detector is None or isinstance(detector, (str, Path)):
+        return _load_detector_cached(str(detector or DEFAULT_DETECTOR))
+    return detector.eval().requires_grad_(False)
+
+
+# -- checks -----------------------------------------------------------------------------------------
+def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
+    """`value` as a float within `[lo, hi]` (`(lo, hi]` when `lo_open`), else InputError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        bracket = "(" if lo_open else "["
+        raise InputError(f"The refinement {name} must be a number in {bracket}{lo:g}, {hi:g}].")
+    return value
+
+
+def check_refine_inputs(mode: Any, steps: Any, lr: Any, pose_weight: Any) -> None:
+    """Raise InputError with one sentence for a refinement setting out of range."""
+    if mode not in REFINE_MODES:
+        raise InputError(f"Unknown refine mode {mode!r}; choose one of {', '.join(REFINE_MODES)}.")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_REFINE_STEPS
+    ):
+        raise InputError(f"The number of refine steps must be a whole number from 1 to {MAX_REFINE_STEPS}.")
+    if lr is not None:
+        _check_number("learning rate", lr, 0.0, MAX_LR, lo_open=True)
+    if pose_weight is not None:
+        _check_number("pose weight", pose_weight, 0.0, MAX_POSE_WEIGHT)
+
+
+def stage_settings(
+    mode: str, steps: int | None, lr: float | None, pose_weight: float | None
+) -> list[tuple[str, RefineSettings]]:
+    """The stages a mode runs ("both": style then latent), the given values overriding the defaults."""
+    stages = ["style", "latent"] if mode == "both" else [mode]
+    out = []
+    for stage in stages:
+        base = DEFAULTS[stage]
+        n = steps if steps is not None else (BOTH_STEPS[stage] if mode == "both" else base.steps)
+        given = {"steps": int(n), "lr": lr, "pose_weight": pose_weight}
+        out.append((stage, replace(base, **{k: v for k, v in given.items() if v is not None})))
+    return out
+
+
+# -- the differentiable sampler (style mode) ---------------------------------------------------------
+def ddim_timesteps(pipeline: Any, steps: int) -> list[tuple[int, int]]:
+    """`(t, t_prev)` of each step of the pipeline's own `ddim` sampler for `steps` steps: its timestep
+    spacing, and diffusers' `t_prev = t - T // steps` (-1: the final alpha_bar_0)."""
+    from models.samplers import make_scheduler
+
+    sched = make_scheduler("ddim", pipeline.scheduler_config)
+    sched.set_timesteps(steps)
+    ratio = sched.config.num_train_timesteps // steps
+    return [(int(t), int(t) - ratio) for t in sched.timesteps]
+
+
+def ddim_sample(
+    model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    z_T: torch.Tensor,
+    s: torch.Tensor,
+    timesteps: Sequence[tuple[int, int]],
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str = "v_prediction",
+    checkpointing: bool = True,
+) -> torch.Tensor:
+    """Deterministic DDIM (Song et al. 2021, Eq. 12, eta = 0) from z_T over `(t, t_prev)` pairs,
+    differentiable in `s`; `model_fn(z_t, t, s)`. A `t_prev < 0` lands on alpha_bar_0, as diffusers'
+    DDIM with `set_alpha_to_one=False`, so it reproduces the pipeline's `ddim` sampler."""
+    x = z_T
+    for t, t_prev in timesteps:
+        t_tensor = torch.tensor(t, device=x.device)
+        if checkpointing:
+            out = checkpoint(model_fn, x, t_tensor, s, use_reentrant=False)
+        else:
+            out = model_fn(x, t_tensor, s)
+        out = out.float()
+        a = alphas_cumprod[t]
+        if prediction_type == "v_prediction":
+            x0 = a.sqrt() * x - (1 - a).sqrt() * out  # z_0 = sqrt(a) z_t - sqrt(1 - a) v
+            eps = (1 - a).sqrt() * x + a.sqrt() * out  # eps = sqrt(1 - a) z_t + sqrt(a) v
+        else:
+            eps = out
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        a_prev = alphas_cumprod[max(t_prev, 0)]
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return x
+
+
+# -- the stages -------------------------------------------------------------------------------------
+@dataclass
+class _Objective:
+    """The CLIP + pose loss of a decoded image; shared by both stages."""
+
+    clip: Any
+    text_embeds: torch.Tensor  # (T, D) unit
+    weights: torch.Tensor  # (T,)
+    pose_term: PoseTerm | None
+    generator: torch.Generator  # cutout randomness, seeded by the state's seed
+
+    def __call__(self, image: torch.Tensor, cutouts: int, pose_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its parts for an image `(1, 3, H, W)` in [-1, 1]."""
+        size = int(self.clip.image_size)
+        views = make_cutouts(image.float(), max(cutouts, 1), size, self.generator)
+        emb = self.clip.encode_image(views.to(self.text_embeds.device)).float()
+        loss_clip = prompt_loss(emb, self.text_embeds, self.weights)
+        loss = loss_clip
+        parts = {"clip": float(loss_clip.detach())}
+        if self.pose_term is not None and pose_weight > 0:
+            loss_pose = self.pose_term(image.float())
+            loss = loss + pose_weight * loss_pose
+            parts["pose"] = float(loss_pose.detach())
+        return loss, parts
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """One image `(1, 3, H, W)` in [-1, 1] -> PIL."""
+    arr = ((image.detach().float().clamp(-1, 1)[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def _optimise(
+    param: torch.Tensor,
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    settings: RefineSettings,
+    on_step: Callable[[torch.Tensor], None],
+    messages: list[str],
+) -> torch.Tensor:
+    """Adam on `param` for `settings.steps` steps; `forward(param) -> (loss, image)`. Returns the value
+    after the last step (a non-finite loss stops early, keeping the last finite value, with a message)."""
+    start = param.detach().clone()
+    x = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=settings.lr)
+    for _ in range(settings.steps):
+        opt.zero_grad(set_to_none=True)
+        loss, image = forward(x)
+        if settings.tether > 0:
+            loss = loss + settings.tether * (x - start).pow(2).mean()
+        if not torch.isfinite(loss):
+            messages.append("The refinement loss stopped being a finite number; the last good result was kept.")
+            break
+        on_step(image)
+        last_good = x.detach().clone()
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(x).all():
+            messages.append("The refinement step gave non-finite values; the last good result was kept.")
+            return last_good
+    return x.detach().clone()
+
+
+def _style_stage(
+    pipeline: Any, state: GenerationState, objective: _Objective, settings: RefineSettings, on_image, messages, log
+) -> GenerationState:
+    """Optimise s through `ddim_steps` checkpointed DDIM steps and the decoder; re-render with the state's sampler."""
+    cfg = state.settings
+    device, dtype = pipeline.device, pipeline.dtype
+    cond = pipeline.condition(state.pose, cfg["size"])
+    z_T = state.z_T.to(device, torch.float32)
+    alphas = pipeline.scheduler.alphas_cumprod.to(device, torch.float32)
+    timesteps = ddim_timesteps(pipeline, settings.ddim_steps)
+    prediction = pipeline.scheduler_config.prediction_type
+    guidance = cfg["guidance"]
+    checkpointing = settings.checkpointing
+    if checkpointing is None:
+        checkpointing = torch.device(device).type != "cpu"
+
+    def model_fn(z_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return pipeline.predict(z_t.to(dtype), t, cond, s.to(dtype), guidance)
+
+    def forward(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z0 = ddim_sample(model_fn, z_T, s[None], timesteps, alphas, prediction, checkpointing)
+        image = ae_decode(pipeline.vae, z0.to(dtype)).float()
+        loss, parts = objective(image, settings.cutouts, settings.pose_weight)
+        log.append(parts)
+        return loss, image
+
+    s0 = torch.as_tensor(np.asarray(state.style, dtype=np.float32)).to(device)
+    s = _optimise(s0, forward, settings, on_image, messages)
+    _, done = pipeline.render(state.with_style(s.cpu().numpy()))
+    return done
+
+
+def _latent_stage(
+    pipeline: Any, state: GenerationState, objective: _Objective, settings: RefineSettings, on_image, messages, log
+) -> GenerationState:
+    """Optimise z_0 (or a smooth offset of it, `offset_grid`) with cutouts and the tether to the start."""
+    device, dtype = pipeline.device, pipeline.dtype
+    if state.z_0 is None:
+        state = pipeline.denoise(state)
+    z_start = state.z_0.to(device, torch.float32)
+    grid = settings.offset_grid
+
+    def latent(x: torch.Tensor) -> torch.Tensor:
+        if grid is None:
+            return x
+        return z_start + F.interpolate(x, size=z_start.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = ae_decode(pipeline.vae, latent(x).to(dtype)).float()
+        loss, parts = objective(image, settings.cutouts, settings.pose_weight)
+        log.append(parts)
+        return loss, image
+
+    start = z_start if grid is None else torch.zeros((*z_start.shape[:2], grid, grid), device=device)
+    x = _optimise(start, forward, settings, on_image, messages)
+    z = latent(x).detach()
+    return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(state.settings), z.float().cpu())
+
+
+# -- the entry point --------------------------------------------------------------------------------
+def refine(
+    pipeline: Any,
+    state: GenerationState,
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    mode: RefineMode = "style",
+    steps: int | None = None,
+    lr: float | None = None,
+    pose_weight: float | None = None,
+    clip: Any = None,
+    callback: Callback | None = None,
+    detector: Any = None,
+) -> RefineResult:
+    """Move the state's s ("style"), z_0 ("latent") or both so the image matches the weighted prompt,
+    keeping the pose; `steps`/`lr`/`pose_weight` None take the defaults (`DEFAULTS`). An empty prompt
+    returns the state unchanged. `clip`: a ClipScorer or a `models.clip.load_clip` spec."""
+    started = time.perf_counter()
+    # 1. Check inputs.
+    check_refine_inputs(mode, steps, lr, pose_weight)
+    if not isinstance(state, GenerationState):
+        raise InputError("refine needs the GenerationState of a generated image.")
+    caps = getattr(pipeline, "CAPABILITIES", None)  # other back ends (models.backends) say what they offer
+    missing = [m for m in ("style", "latent") if mode in (m, "both") and caps is not None and f"refine_{m}" not in caps]
+    if missing:
+        raise InputError(f"This model does not support CLIP refinement in {mode} mode.")
+    messages: list[str] = []
+    terms: list[Term] = prompt_terms(prompt, negative_prompt, messages)
+    stages = stage_settings(mode, steps, lr, pose_weight)
+    record: dict[str, Any] = {
+        "prompt": prompt or "",
+        "negative_prompt": negative_prompt or "",
+        "mode": mode,
+        "steps": [s.steps for _, s in stages] if mode == "both" else stages[0][1].steps,
+        "terms": [[t, w] for t, w in terms],
+    }
+    if not terms:
+        if not messages:
+            messages.append("The prompt is empty: nothing to refine.")
+        record["messages"] = messages
+        return RefineResult(state, [], messages, time.perf_counter() - started, record)
+
+    # 2. Text embeddings of the weighted prompts (cut at the tokenizer's length, said so).
+    scorer = resolve_clip(clip)
+    texts = [t for t, _ in terms]
+    _, truncated = scorer.tokenize(texts)
+    messages += truncation_messages(terms, truncated, int(scorer.context_length))
+    with torch.no_grad():
+        text_embeds = scorer.encode_text(texts).float()
+    weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
+
+    # 3. The pose term (only when weighted), and the cutout randomness from the state's seed.
+    pose_term = None
+    if any(s.pose_weight > 0 for _, s in stages):
+        det = resolve_detector(detector).to(pipeline.device)
+        pose_term = PoseTerm(det, state.pose, int(state.settings["size"]), pipeline.device)
+    generator = torch.Generator("cpu").manual_seed(int(state.seed) % 2**63)
+    objective = _Objective(scorer, text_embeds, weights, pose_term, generator)
+
+    # 4. The stages, streaming the image of every step.
+    images: list[Image.Image] = []
+    total = sum(s.steps for _, s in stages)
+    log: list[dict[str, float]] = []
+
+    def on_image(image: torch.Tensor) -> None:
+        images.append(_to_pil(image))
+        if callback is not None:
+            callback(len(images), total, images[-1])
+
+    current = state
+    with torch.enable_grad():
+        for stage, settings in stages:
+            run = _style_stage if stage == "style" else _latent_stage
+            current = run(pipeline, current, objective, settings, on_image, messages, log)
+
+    # 5. The final image of the refined state.
+    images.append(pipeline.decode(current.z_0)[0])
+    record["messages"] = messages
+    return RefineResult(current, images, messages, time.perf_counter() - started, record, log)
+
+
+__all__ = [
+    "DEFAULTS",
+    "REFINE_MODES",
+    "RefineMode",
+    "RefineResult",
+    "RefineSettings",
+    "check_refine_inputs",
+    "ddim_sample",
+    "make_cutouts",
+    "prompt_loss",
+    "refine",
+    "spherical_dist",
+]

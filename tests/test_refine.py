@@ -1,0 +1,227 @@
+"""CLIP refinement with a tiny random pipeline and a tiny random open_clip model: prompts, modes, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.errors import InputError
+from models.pose import Pose
+from models.prompts import MAX_TERMS, parse_prompts, prompt_terms
+from models.refine import (
+    DEFAULTS,
+    REFINE_MODES,
+    RefineSettings,
+    ddim_sample,
+    ddim_timesteps,
+    make_cutouts,
+    prompt_loss,
+    refine,
+    spherical_dist,
+)
+from tests.test_pipeline import STANDING, tiny_pipeline
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A tiny random open_clip model behind the ClipScorer interface."""
+    from models.clip import TINY_MODEL_CFG, build_clip
+
+    return build_clip(TINY_MODEL_CFG, seed=0).requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """A tiny random keypoint detector for the pose term."""
+    from models.detector import KeypointDetector
+
+    torch.manual_seed(0)
+    return KeypointDetector(image_size=32, channels=(4, 8, 8, 8), decoder_channels=8).eval()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def state(pipe):
+    _, (st,) = pipe(Pose(STANDING, 512, 512), seed=3, steps=3, sampler="ddim")
+    return st
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(result.images[-1])
+
+
+# -- prompts ----------------------------------------------------------------------------------------
+def test_parse_weighted_prompts():
+    assert parse_prompts("pink hair:1 | sailor uniform:0.5 | hat:-0.5") == [
+        ("pink hair", 1.0), ("sailor uniform", 0.5), ("hat", -0.5),
+    ]  # fmt: skip
+    assert parse_prompts("  blue   eyes ") == [("blue eyes", 1.0)]
+    assert parse_prompts("a || b |") == [("a", 1.0), ("b", 1.0)]
+    assert parse_prompts("cat ears 🐱 | xqzzyv") == [("cat ears 🐱", 1.0), ("xqzzyv", 1.0)]
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", None, " | | "])
+def test_empty_prompt_means_no_refinement(prompt):
+    assert parse_prompts(prompt) == [] and prompt_terms(prompt, "hat") == []
+
+
+def test_negative_prompt_terms_have_negated_weights():
+    assert prompt_terms("pink hair", "hat | glasses:0.5") == [("pink hair", 1.0), ("hat", -1.0), ("glasses", -0.5)]
+
+
+@pytest.mark.parametrize("prompt", ["pink hair:abc", "pink hair:", "a:nan", "a:inf", "a:1e9", ":0.5", 42])
+def test_bad_prompts_are_one_sentence_input_errors(prompt):
+    with pytest.raises(InputError) as err:
+        parse_prompts(prompt)
+    assert str(err.value).count(". ") == 0 and "\n" not in str(err.value)
+
+
+def test_too_many_terms_are_cut_with_a_message():
+    notes: list[str] = []
+    terms = parse_prompts(" | ".join(f"word{i}" for i in range(40)), notes)
+    assert len(terms) == MAX_TERMS and notes
+
+
+# -- losses and the differentiable sampler ------------------------------------------------------------
+def test_spherical_distance_and_weighted_loss():
+    a = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert torch.allclose(spherical_dist(a, a), torch.zeros(3), atol=1e-6)
+    assert math.isclose(float(spherical_dist(a[0], -a[0])), 2 * (math.pi / 2) ** 2, rel_tol=1e-3)
+    w = torch.tensor([1.0, -0.5])
+    loss = prompt_loss(a, a[:2], w)
+    expected = (spherical_dist(a[:, None], a[None, :2]).mean(0) * w).sum()
+    assert torch.allclose(loss, expected)
+
+
+def test_cutouts_are_seeded():
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    a = make_cutouts(img, 4, 16, torch.Generator().manual_seed(1))
+    b = make_cutouts(img, 4, 16, torch.Generator().manual_seed(1))
+    assert a.shape == (4, 3, 16, 16) and torch.equal(a, b)
+
+
+def test_ddim_path_matches_the_pipeline_sampler_and_checkpointing_keeps_gradients(pipe, state):
+    cond = pipe.condition(state.pose, state.settings["size"])
+    done = pipe.denoise(pipe.prepare(state.pose, state.seed, steps=3, sampler="ddim"))
+
+    def fn(z, t, s):
+        return pipe.predict(z, t, cond, s, state.settings["guidance"])
+
+    alphas = pipe.scheduler.alphas_cumprod.float()
+    grads = []
+    for ck in (False, True):
+        s = torch.as_tensor(state.style)[None].clone().requires_grad_(True)
+        with torch.enable_grad():
+            z0 = ddim_sample(fn, state.z_T, s, ddim_timesteps(pipe, 3), alphas, checkpointing=ck)
+            z0.square().mean().backward()
+        assert torch.allclose(z0.detach(), done.z_0, atol=1e-5)
+        grads.append(s.grad)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+# -- refine ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", REFINE_MODES)
+def test_each_mode_changes_the_state_and_streams_images(pipe, state, clip, mode):
+    seen = []
+    result = refine(pipe, state, "pink hair | hat:-0.5", mode=mode, steps=2, clip=clip,
+                    callback=lambda i, n, im: seen.append((i, n)))  # fmt: skip
+    stages = 2 if mode == "both" else 1
+    assert len(result.images) == 2 * stages + 1 and result.images[-1].size == (32, 32)
+    assert seen == [(i + 1, 2 * stages) for i in range(2 * stages)]
+    assert result.state.z_0 is not None and not torch.equal(result.state.z_0, state.z_0)
+    assert torch.equal(result.state.z_T, state.z_T) and result.state.seed == state.seed
+    moved_style = not np.array_equal(result.state.style, state.style)
+    assert moved_style == (mode != "latent")
+    assert result.record["mode"] == mode and result.record["prompt"] == "pink hair | hat:-0.5"
+    assert result.seconds > 0 and result.messages == []
+    if mode == "style":  # an ordinary state: re-rendering it gives the same pixels
+        assert np.array_equal(np.asarray(pipe.render(result.state)[0][0]), _pixels(result))
+
+
+def test_latent_offset_grid_moves_z0_smoothly(pipe, state, clip, monkeypatch):
+    monkeypatch.setitem(DEFAULTS, "latent", RefineSettings(steps=2, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.1,
+                                                           offset_grid=2))  # fmt: skip
+    result = refine(pipe, state, "pink hair", mode="latent", clip=clip)
+    delta = result.state.z_0 - state.z_0
+    assert delta.abs().max() > 0
+    # a 2 x 2 offset upsampled bilinearly: neighbouring latent pixels move almost alike
+    assert (delta[..., 1:, :] - delta[..., :-1, :]).abs().max() < 0.5 * delta.abs().max()
+
+
+def test_same_inputs_same_pixels(pipe, state, clip):
+    a = refine(pipe, state, "blue eyes", mode="both", steps=1, clip=clip)
+    b = refine(pipe, state, "blue eyes", mode="both", steps=1, clip=clip)
+    assert np.array_equal(_pixels(a), _pixels(b)) and np.array_equal(a.state.style, b.state.style)
+
+
+def test_empty_prompt_returns_the_state_unchanged(pipe, state, clip):
+    result = refine(pipe, state, "  ", negative_prompt="hat", clip=clip)
+    assert result.state is state and result.images == [] and result.messages
+
+
+def test_long_prompt_is_cut_and_said(pipe, state, clip):
+    result = refine(pipe, state, "pink hair " * 1000, mode="latent", steps=1, clip=clip)
+    assert any("cut" in m for m in result.messages) and result.state.z_0 is not None
+
+
+def test_gradient_reaches_s_and_the_pose_term_runs(pipe, state, clip, detector, monkeypatch):
+    monkeypatch.setitem(DEFAULTS, "style", RefineSettings(steps=1, lr=0.3, pose_weight=1.0, cutouts=2, tether=0.0))
+    seen = {}
+    real_adam = torch.optim.Adam
+
+    class SpyAdam(real_adam):
+        def step(self, closure=None):
+            seen["grad"] = self.param_groups[0]["params"][0].grad.clone()
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
+    result = refine(pipe, state, "red hair", mode="style", clip=clip, detector=detector)
+    assert seen["grad"].shape == (state.style.shape[0],) and seen["grad"].abs().sum() > 0
+    assert "pose" in result.losses[0] and math.isfinite(result.losses[0]["pose"])
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"mode": "pixels"}, {"steps": 0}, {"steps": 10**4}, {"steps": 2.5}, {"lr": 0.0}, {"lr": math.nan},
+    {"lr": 5.0}, {"pose_weight": -1.0}, {"pose_weight": math.inf}, {"pose_weight": "1"},
+])  # fmt: skip
+def test_bad_settings_are_input_errors(pipe, state, clip, kwargs):
+    with pytest.raises(InputError):
+        refine(pipe, state, "pink hair", clip=clip, **kwargs)
+
+
+def test_command_line_records_the_refinement(pipe, clip, tmp_path, capsys):
+    import json
+
+    import app
+    from models.generate_cli import read_png_record
+
+    pipe.save_pretrained(tmp_path / "model")
+    clip.save_pretrained(tmp_path / "clip")
+    out = tmp_path / "x.png"
+    argv = ["generate", "--pose", "waving", "--seed", "1", "--out", str(out), "--steps", "2", "--model",
+            str(tmp_path / "model"), "--device", "cpu", "--clip", str(tmp_path / "clip"), "--prompt",
+            "pink hair " * 50, "--refine-mode", "latent", "--refine-steps", "1"]  # fmt: skip
+    assert app.main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["refine"]["mode"] == "latent" and line["refine"]["steps"] == 1
+    assert any("cut" in m for m in line["refine"]["messages"])
+    record = read_png_record(out)
+    assert record["refine"]["prompt"].startswith("pink hair") and record["refine"]["messages"]
+    assert app.main(argv[:-4] + ["--refine-mode", "latent", "--refine-steps", "0"]) == 1
+    assert "refine steps" in json.loads(capsys.readouterr().out.strip())["error"]

@@ -1,0 +1,253 @@
+"""Evaluate CLIP refinement on held-out (pose, prompt) pairs: does the character change as asked, and
+does it keep its pose?
+
+    python -m training.eval_refine --json [--modes style,latent,both] [--n 24] [--threads 2] [--save DIR]
+
+Pairs: pose `i` is held-out sample `i` of `training.eval.EVAL_SEED` (the poses `training.eval` uses),
+generated with seed `EVAL_SEED + i`; its prompt asks for one colour attribute, cycling over hair colour
+(`"<c> hair"`), background colour (`"<c> background"`) and the outfit's main colour (`"<c> dress"`,
+`"<c> hoodie"`, ... naming the garment the unrefined image shows), in the captions' wording. The asked
+value is drawn (seeded by `i`) among the values the attribute classifier does *not* see in the unrefined
+image, so every pair asks for a change.
+
+Reported per mode (one row each, `--json`: one object with `rows`):
+* `success`: share of pairs where the attribute classifier (`models.attributes`, trained on renders,
+  never on CLIP: an independent judge) names the asked value after refinement; `success_by_attribute`.
+* `pck_before`, `pck_after`, `pck_drop`: PCK@0.1 of the keypoint detector (`training.eval`) on the image
+  before and after refinement against the input pose, pooled over points; drop = before - after.
+* `asked_prob_mean`: the classifier's mean probability of the asked value after refinement (finer than
+  `success` on a few pairs).
+* `seconds_median`, `seconds_max`: wall time of one `refine` call (default settings unless overridden);
+  `cpu_seconds_median`: its process CPU time (with `--threads 1`, the wall time an idle core would take).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.errors import InputError
+from training.eval import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MODEL,
+    EVAL_SEED,
+    heldout_renders,
+    load_detector,
+    output_frame_pose,
+    pck_counts,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = ROOT / "weights" / "clip"
+DEFAULT_ATTRIBUTES = ROOT / "weights" / "attributes"
+PROMPT_ATTRIBUTES = ("hair_color", "background_color", "outfit_color")
+# The garment the captions colour with the outfit's main colour (`training.captions.outfit_words`);
+# the sailor uniform's main colour has no words there, so its pairs ask for a hair colour instead.
+MAIN_GARMENT = {"dress": "dress", "blouse and skirt": "blouse", "shirt and trousers": "shirt",
+                "hoodie and shorts": "hoodie", "kimono": "kimono"}  # fmt: skip
+
+
+def colour_prompt(attribute: str, value: str, outfit: str | None = None) -> str:
+    """The caption phrase asking for `value` of a colour attribute ('pink hair', 'dark background', 'red dress')."""
+    if attribute == "hair_color":
+        return f"{value} hair"
+    if attribute == "background_color":
+        return f"{value} background"
+    if attribute == "outfit_color" and outfit in MAIN_GARMENT:
+        return f"{value} {MAIN_GARMENT[outfit]}"
+    raise InputError(f"No colour prompt for {attribute} (outfit {outfit}).")
+
+
+def choose_prompt(index: int, seen: dict[str, str], classes: dict[str, list[str]]) -> tuple[str, str, str]:
+    """(attribute, asked value, prompt) for pair `index`: the attribute cycles; the value is drawn, seeded by
+    the index, among the classes other than the one the classifier `seen` in the unrefined image."""
+    attribute = PROMPT_ATTRIBUTES[index % len(PROMPT_ATTRIBUTES)]
+    if attribute == "outfit_color" and seen.get("outfit") not in MAIN_GARMENT:
+        attribute = "hair_color"
+    rng = np.random.default_rng([EVAL_SEED, index])
+    options = [c for c in classes[attribute] if c != seen.get(attribute)]
+    value = options[int(rng.integers(len(options)))]
+    return attribute, value, colour_prompt(attribute, value, seen.get("outfit"))
+
+
+def _grid(rows: list[list[Image.Image]]) -> Image.Image:
+    """Images in a grid, one list per row."""
+    w, h = rows[0][0].size
+    cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (cols * w, len(rows) * h), "white")
+    for y, row in enumerate(rows):
+        for x, im in enumerate(row):
+            sheet.paste(im.convert("RGB").resize((w, h)), (x * w, y * h))
+    return sheet
+
+
+def make_pairs(pipe: Any, judge: Any, n: int, steps: int = 20, progress: bool = False) -> list[dict[str, Any]]:
+    """The `n` held-out (state, image, attribute, asked value, prompt) pairs, unrefined."""
+    pairs = []
+    for i, r in enumerate(heldout_renders(0, n)):
+        images, (state,) = pipe(r.pose, seed=EVAL_SEED + i, steps=steps)
+        attribute, value, prompt = choose_prompt(i, judge.top_labels(images)[0], judge.classes)
+        pairs.append({"state": state, "image": images[0], "attribute": attribute, "value": value, "prompt": prompt})
+        if progress:
+            print(f"generated {i + 1}/{n}: {prompt!r}", file=sys.stderr, flush=True)
+    return pairs
+
+
+def run_mode(
+    pipe: Any, pairs: list[dict[str, Any]], mode: str, scorer: Any, judge: Any, det: Any, progress: bool = False, **kw
+) -> tuple[dict[str, Any], list[Image.Image]]:
+    """Refine every pair in `mode` (`kw`: refine's steps, lr, pose_weight); the row of metrics and the images."""
+    from models.attributes import attribute_index
+    from models.refine import refine
+
+    targets = [output_frame_pose(pipe, p["state"], p["image"]) for p in pairs]
+    before = pck_counts(det.detect([p["image"] for p in pairs]), targets)
+    refined, seconds, cpu, probs, hits = [], [], [], [], {a: [] for a in PROMPT_ATTRIBUTES}
+    for i, p in enumerate(pairs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = refine(pipe, p["state"], p["prompt"], mode=mode, clip=scorer, detector=det, **kw)
+        seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        image = result.images[-1]
+        refined.append(image)
+        prob = judge.predict([image])[p["attribute"]][0]
+        shown = judge.classes[p["attribute"]][int(prob.argmax())]
+        probs.append(float(prob[attribute_index(p["attribute"], p["value"], judge.classes)]))
+        hits[p["attribute"]].append(shown == p["value"])
+        if progress:
+            print(f"{mode} {i + 1}/{len(pairs)}: {p['prompt']!r} -> {shown} ({seconds[-1]:.1f} s)", file=sys.stderr,
+                  flush=True)  # fmt: skip
+    after = pck_counts(det.detect(refined), targets)
+    all_hits = [h for v in hits.values() for h in v]
+    pck_b, pck_a = before[0] / max(before[1], 1), after[0] / max(after[1], 1)
+    row = {
+        "mode": mode,
+        "success": float(np.mean(all_hits)),
+        "success_by_attribute": {a: (float(np.mean(v)) if v else None) for a, v in hits.items()},
+        "pairs_by_attribute": {a: len(v) for a, v in hits.items()},
+        "asked_prob_mean": float(np.mean(probs)),  # the judge's probability of the asked value, after
+        "pck_before": pck_b,
+        "pck_after": pck_a,
+        "pck_drop": pck_b - pck_a,
+        "seconds_median": statistics.median(seconds),
+        "seconds_max": max(seconds),
+        "cpu_seconds_median": statistics.median(cpu),  # process CPU time: wall time without other processes' load
+    }
+    return row, refined
+
+
+def evaluate_refine(
+    modes: list[str],
+    n: int = 24,
+    model: str | Path = DEFAULT_MODEL,
+    clip: str | Path = DEFAULT_CLIP,
+    attributes: str | Path = DEFAULT_ATTRIBUTES,
+    detector: str | Path = DEFAULT_DETECTOR,
+    steps: int = 20,
+    refine_steps: int | None = None,
+    lr: float | None = None,
+    pose_weight: float | None = None,
+    device: str | None = None,
+    save: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate `n` held-out poses, refine each with its colour prompt in every mode, judge; the metrics dict."""
+    import torch
+
+    from models.attributes import load_attribute_classifier
+    from models.pipeline import PosePipeline
+    from models.refine import REFINE_MODES, check_refine_inputs, resolve_clip
+
+    # 1. Check inputs.
+    if n < 1:
+        raise InputError("--n must be at least 1.")
+    if not modes:
+        raise InputError(f"Give at least one mode of {', '.join(REFINE_MODES)}.")
+    for mode in modes:
+        check_refine_inputs(mode, refine_steps, lr, pose_weight)
+
+    # 2. Models (float32 everywhere, so a GPU run judges the same computation as a CPU one).
+    pipe = PosePipeline.from_pretrained(str(model), device=device, dtype=torch.float32)
+    scorer = resolve_clip(str(clip)).to(pipe.device)
+    judge = load_attribute_classifier(attributes, device=pipe.device)
+    det = load_detector(detector).to(pipe.device)
+
+    # 3. The unrefined images and their prompts; 4. every mode on every pair, judged.
+    pairs = make_pairs(pipe, judge, n, steps, progress)
+    kw = {"steps": refine_steps, "lr": lr, "pose_weight": pose_weight}
+    rows, columns = [], [[p["image"] for p in pairs]]
+    for mode in modes:
+        row, images = run_mode(pipe, pairs, mode, scorer, judge, det, progress, **kw)
+        rows.append(row)
+        columns.append(images)
+
+    if save:
+        Path(save).mkdir(parents=True, exist_ok=True)
+        _grid([list(r) for r in zip(*columns)]).save(Path(save) / "refine_sheet.png")
+        (Path(save) / "refine_pairs.json").write_text(
+            json.dumps([{k: p[k] for k in ("attribute", "value", "prompt")} for p in pairs], indent=1)
+        )
+    return {
+        "n": n,
+        "rows": rows,
+        "settings": {"steps": steps, **kw},
+        "device": str(pipe.device),
+        "threads": torch.get_num_threads(),
+        "split": f"synth data set seed {EVAL_SEED}, samples 0..{n - 1}, generation seeds {EVAL_SEED}+i",
+        "judge": f"attribute classifier {attributes}",
+        "model": str(model),
+        "clip": str(clip),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the per-mode table (one JSON object with --json)."""
+    parser = argparse.ArgumentParser(prog="python -m training.eval_refine", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--modes", default="style,latent,both", help="comma-separated modes (default: %(default)s)")
+    parser.add_argument("--n", type=int, default=24, help="held-out (pose, prompt) pairs (default: %(default)s)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder (default: %(default)s)")
+    parser.add_argument("--clip", default=str(DEFAULT_CLIP), help="CLIP to refine with (default: %(default)s)")
+    parser.add_argument("--attributes", default=str(DEFAULT_ATTRIBUTES), help="judge folder (default: %(default)s)")
+    parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector folder (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps of the generation (default: %(default)s)")
+    parser.add_argument("--refine-steps", type=int, default=None, help="refinement steps (default: the mode's)")
+    parser.add_argument("--lr", type=float, default=None, help="refinement learning rate (default: the mode's)")
+    parser.add_argument("--pose-weight", type=float, default=None, help="pose term weight (default: the mode's)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--save", metavar="DIR", help="write a sheet (before, then each mode) and the pairs here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        result = evaluate_refine(
+            [m.strip() for m in args.modes.split(",") if m.strip()],
+            args.n, args.model, args.clip, args.attributes, args.detector, args.steps,
+            args.refine_steps, args.lr, args.pose_weight, args.device, args.save, progress=not args.json,
+        )  # fmt: skip
+    except InputError as err:
+        print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{'mode':<8}{'success':>9}{'pck_before':>12}{'pck_after':>11}{'pck_drop':>10}{'s median':>10}")
+        for r in result["rows"]:
+            print(f"{r['mode']:<8}{r['success']:>9.3f}{r['pck_before']:>12.3f}{r['pck_after']:>11.3f}"
+                  f"{r['pck_drop']:>10.3f}{r['seconds_median']:>10.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

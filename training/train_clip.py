@@ -1,0 +1,542 @@
+"""Train the domain CLIP (open_clip `CLIP`, config `PoseStudio-CLIP`) on renders and their captions.
+
+    python -m training.train_clip --data data/train --data data/det --out runs/clip --minutes 6 \
+        [--synth SEED:N] [--device auto] [--batch-size 1024] [--loss multi|clip] [--resume] [--publish weights/clip]
+
+Contrastive loss on (image, text) pairs (CLIP, Radford et al. 2021). The text of an image is, at random, its
+sentence (caption line 2), its tag list (line 1, in order or shuffled) or a random subset of its tags in random
+order, so that short prompts ("pink hair") land where the images are. `--loss clip` is open_clip's `ClipLoss`
+(one positive per row); `--loss multi` (default) also counts as positives the other images of the batch that
+have every tag a text names, since "pink hair" describes all pink-haired images equally. Images:
+random horizontal flips (captions never say left or right) and a mild random crop; no colour jitter, since
+colours are what the prompts name. The schedule is by wall time: linear warm-up, then cosine to zero at
+`--minutes`. All images are decoded once (processes) into one uint8 tensor, kept on the GPU when there is one.
+Writes `OUT/last.pt` (resumable), `OUT/final/` (open_clip layout) and, with `--publish DIR`, DIR with a card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.errors import InputError
+
+KIND_TAGS = ("gradient background", "stripes background", "dots background", "checkered background")
+VAL_N = 512  # images held back (from the end of the last --data folder) for the zero-shot check while training
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def list_pairs(root: str | Path, max_images: int = 0) -> list[tuple[Path, Path]]:
+    """(image, caption) paths of a synth folder, sorted by name (at most `max_images`, 0 for all)."""
+    root = Path(root)
+    if not (root / "images").is_dir() or not (root / "captions").is_dir():
+        raise InputError(f"The data folder {root} needs images/ and captions/ (python -m training.synth --out {root}).")
+    pairs = [
+        (p, root / "captions" / f"{p.stem}.txt")
+        for p in sorted((root / "images").glob("*.png"))
+        if (root / "captions" / f"{p.stem}.txt").is_file()
+    ]
+    if not pairs:
+        raise InputError(f"The data folder {root} has no image with a caption.")
+    return pairs[:max_images] if max_images > 0 else pairs
+
+
+def split_tags(line: str) -> list[str]:
+    """The tag list of caption line 1, with 'plain background' added where no background kind is named."""
+    tags = [t.strip() for t in line.split(",") if t.strip()]
+    if any(t.endswith(" background") for t in tags) and not any(t in KIND_TAGS for t in tags):
+        tags.append("plain background")  # so that the zero-shot "plain background" prompt has something to match
+    return tags
+
+
+def _encode(tok, cache: dict, tag_line: str, sentence: str) -> tuple[list[list[int]], list[int]]:
+    """A caption as BPE ids: each tag (cached; tags repeat) and the sentence."""
+    tags = split_tags(tag_line)
+    for t in tags:
+        if t not in cache:
+            cache[t] = tok.encode(t)
+    return [cache[t] for t in tags], tok.encode(sentence.strip() or tag_line)
+
+
+def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
+    """Decode a chunk of (image, caption, attributes) files, or render samples of a synth seed: uint8 images
+    (n, size, size, 3), text rows (n, N_TEXTS, ctx) int32, their tag bit masks (n, N_TEXTS), tag lists, attributes."""
+    from PIL import Image
+
+    kind, items, size, ctx, seed = job
+    tok, cache = _tokenizer(), {}
+    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    texts = np.empty((len(items), N_TEXTS, ctx), dtype=np.int32)
+    masks = np.empty((len(items), N_TEXTS), dtype=np.int64)
+    attrs, tags = [], []
+    for i, item in enumerate(items):
+        if kind == "files":
+            img_path, cap_path, attr_path = item
+            with Image.open(img_path) as im:
+                im = im.convert("RGB")
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.BICUBIC)
+                images[i] = np.asarray(im)
+            lines = Path(cap_path).read_text().splitlines() + ["", ""]
+            attrs.append(json.loads(Path(attr_path).read_text()) if Path(attr_path).is_file() else {})
+            key = zlib.crc32(str(img_path).encode())
+        else:  # ("synth", [(seed, index), ...]): rendered here, never written to disk
+            from training.synth import make_sample
+
+            smp = make_sample(item[0], item[1], size)
+            images[i] = np.asarray(smp["render"].image.convert("RGB"))
+            lines = [smp["tags"], smp["sentence"]]
+            attrs.append(smp["attributes"])
+            key = item[0] * 1_000_003 + item[1]
+        tag_ids, sent_ids = _encode(tok, cache, lines[0], lines[1])
+        texts[i], masks[i] = text_variants(tag_ids, sent_ids, ctx, np.random.default_rng([seed, key]))
+        tags.append(split_tags(lines[0])[:MAX_TAGS])
+    return images, texts, masks, tags, attrs
+
+
+def parse_synth(spec: str) -> tuple[int, int]:
+    """'SEED:N' -> (seed, n)."""
+    try:
+        seed, n = (int(v) for v in spec.split(":"))
+    except ValueError:
+        raise InputError(f"--synth takes SEED:N (e.g. 0:40000), not {spec!r}.") from None
+    from training.eval import EVAL_SEED
+
+    if seed >= EVAL_SEED or seed < 0 or n <= 0:
+        raise InputError(f"--synth {spec}: the seed must be in [0, {EVAL_SEED}) (held-out seeds are not for training).")
+    return seed, n
+
+
+@dataclass
+class Data:
+    """The training set in memory."""
+
+    images: np.ndarray  # (N, size, size, 3) uint8
+    texts: np.ndarray  # (N, N_TEXTS, ctx) int32 token rows
+    masks: np.ndarray  # (N, N_TEXTS) int64: bit t set when the text names the image's tag t
+    tags: list[list[str]]  # each image's tags (caption line 1)
+    attrs: list[dict]  # attributes/*.json
+
+    def tag_table(self) -> tuple[np.ndarray, list[str]]:
+        """(N, MAX_TAGS) int64 vocabulary index of each image's tags (padding: len(vocab)), and the vocabulary."""
+        vocab = sorted({t for ts in self.tags for t in ts})
+        index = {t: i for i, t in enumerate(vocab)}
+        table = np.full((len(self.tags), MAX_TAGS), len(vocab), dtype=np.int64)
+        for i, ts in enumerate(self.tags):
+            table[i, : len(ts)] = [index[t] for t in ts]
+        return table, vocab
+
+
+def load_data(
+    folders: list[str],
+    synth: list[str] | None = None,
+    size: int = 128,
+    max_images: int = 0,
+    workers: int = 0,
+    context_length: int = 77,
+    seed: int = 0,
+) -> Data:
+    """All images, N_TEXTS token rows per image, their tag masks, tag lists and attribute dicts, from synth folders
+    and/or rendered in memory (`SEED:N`), in parallel processes."""
+    sources: list[tuple[str, list]] = []
+    for f in folders:
+        root = Path(f)
+        sources += [("files", [(str(a), str(b), str(root / "attributes" / f"{a.stem}.json"))
+                               for a, b in list_pairs(f, max_images)])]  # fmt: skip
+    for spec in synth or []:
+        sd, n = parse_synth(spec)
+        sources.append(("synth", [(sd, i) for i in range(min(n, max_images) if max_images else n)]))
+    workers = workers or max(1, min(16, os.cpu_count() or 1))
+    jobs = []
+    for kind, items in sources:
+        chunk = max(32, math.ceil(len(items) / (workers * 4)))
+        jobs += [(kind, items[i : i + chunk], size, context_length, seed) for i in range(0, len(items), chunk)]
+    if workers == 1 or len(jobs) == 1:
+        parts = [_load_chunk(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            parts = list(ex.map(_load_chunk, jobs))
+    images, texts, masks = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    return Data(images, texts, masks, [t for p in parts for t in p[3]], [a for p in parts for a in p[4]])
+
+
+# Each image gets N_TEXTS token rows, made once while loading (in the worker processes) and drawn from at random
+# on the device each step, so the loop does no text work on the CPU: the sentence (3 slots), all tags in
+# order (1) or shuffled (2), a random subset of 1-4 tags (5; short prompts like "pink hair") and of 1-all tags (5).
+N_TEXTS = 16
+MAX_TAGS = 62  # tags per image tracked in the int64 bit masks of the multi-positive loss
+
+
+def text_variants(
+    tag_ids: list[list[int]], sent_ids: list[int], ctx: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N_TEXTS, ctx) int32 token rows for one image (<start> ids <end>, cut at ctx with the end kept, 0-padded)
+    and, per row, the bit mask (int64) of which of the image's tags the text names (the sentence names all)."""
+    tok = _tokenizer()
+    sot, eot, comma = tok.sot_token_id, tok.eot_token_id, _comma_ids()
+    n = min(len(tag_ids), MAX_TAGS)
+    every = (1 << n) - 1
+
+    def join(order) -> tuple[list[int], int]:
+        out: list[int] = []
+        for k, j in enumerate(order):
+            out += (comma if k else []) + tag_ids[j]
+        return out, sum(1 << int(j) for j in order)
+
+    texts = [(sent_ids, every)] * 3 + [join(range(n))]
+    for _ in range(2):
+        texts.append(join(rng.permutation(n)))
+    for hi in [min(4, n)] * 5 + [n] * 5:
+        k = int(rng.integers(1, hi + 1)) if n else 0
+        texts.append(join(rng.permutation(n)[:k]))
+    rows = np.zeros((N_TEXTS, ctx), dtype=np.int32)
+    masks = np.zeros(N_TEXTS, dtype=np.int64)
+    for r, (ids, mask) in enumerate(texts):
+        ids = [sot] + ids[: ctx - 2] + [eot]
+        rows[r, : len(ids)] = ids
+        masks[r] = mask
+    return rows, masks
+
+
+_TOK = None
+
+
+def _tokenizer():
+    """open_clip's standard BPE tokenizer, built once per process."""
+    global _TOK
+    if _TOK is None:
+        from open_clip import SimpleTokenizer
+
+        _TOK = SimpleTokenizer()
+    return _TOK
+
+
+def _comma_ids() -> list[int]:
+    """The BPE ids of ', ' between tags (the tokenizer splits punctuation from words, so joining ids is exact)."""
+    return _tokenizer().encode(",")
+
+
+def augment(images_u8: torch.Tensor, out_size: int, gen: torch.Generator, min_scale: float = 0.8) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, S, S) in [-1, 1]: random flip and a random square crop (side >= min_scale);
+    `gen` is a generator on the images' device."""
+    x = images_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    b, dev = x.shape[0], x.device
+    # the whole image is shrunk with antialiasing first, so the crops sample at about the output's pixel size
+    x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
+    u = torch.rand(b, 4, generator=gen, device=dev)
+    scale = min_scale + (1 - min_scale) * u[:, 0]  # crop side / image side
+    flip = torch.where(u[:, 3] < 0.5, -1.0, 1.0)
+    zero = torch.zeros_like(scale)
+    theta = torch.stack(
+        [
+            torch.stack([scale * flip, zero, (1 - scale) * (2 * u[:, 1] - 1)], dim=-1),  # crop stays inside
+            torch.stack([zero, scale, (1 - scale) * (2 * u[:, 2] - 1)], dim=-1),
+        ],
+        dim=1,
+    )
+    grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class MultiPositiveClipLoss(torch.nn.Module):
+    """open_clip's ClipLoss with more than one positive per row: text j is a positive of image i when every tag it
+    names is one of image i's tags (so "red hair" matches every red-haired image in the batch, not just its own).
+    Targets are uniform over the positives (soft-target cross-entropy, as in UniCL, Yang et al. 2022, Eq. 3);
+    with only the diagonal positive it is exactly CLIP's symmetric InfoNCE (Radford et al. 2021, Fig. 3)."""
+
+    def forward(self, image_features, text_features, logit_scale, positives) -> torch.Tensor:
+        """positives: (B_images, B_texts) 0/1 float with a positive diagonal."""
+        logits = logit_scale * image_features @ text_features.T
+        t_img = positives / positives.sum(1, keepdim=True)
+        t_txt = positives.T / positives.T.sum(1, keepdim=True)
+        return (F.cross_entropy(logits, t_img) + F.cross_entropy(logits.T, t_txt)) / 2
+
+
+def batch_positives(tag_rows: torch.Tensor, text_masks: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, B) positives from each image's tag indices (B, MAX_TAGS; padding = vocab_size) and each text's bit mask
+    over its own image's tags (B,): P[i, j] = 1 when text j's tags are a subset of image i's."""
+    b, t = tag_rows.shape
+    bits = ((text_masks.unsqueeze(1) >> torch.arange(t, device=tag_rows.device)) & 1).float()
+    img = torch.zeros(b, vocab_size + 1, device=tag_rows.device).scatter_add_(1, tag_rows, torch.ones_like(bits))
+    txt = torch.zeros(b, vocab_size + 1, device=tag_rows.device).scatter_add_(1, tag_rows, bits)
+    img, txt = img[:, :vocab_size].clamp_(max=1), txt[:, :vocab_size].clamp_(max=1)
+    missing = txt @ (1.0 - img).T  # (B_texts, B_images): how many of text j's tags image i lacks
+    return (missing.T < 0.5).float()
+
+
+# -- optimisation -------------------------------------------------------------------------------------
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's split: no weight decay on gains, biases, embeddings and the logit scale."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n or "embedding" in n
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def lr_at(step: int, progress: float, base_lr: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay by the share of the time budget used."""
+    w = min(1.0, (step + 1) / max(1, warmup))
+    return base_lr * w * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when present, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is present.")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def val_zero_shot(scorer, images: torch.Tensor, attrs: list[dict]) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on held-back training-set images (a quick check; eval_clip is the measure)."""
+    from training.eval_clip import attribute_prompts, zero_shot_accuracy
+
+    was_training = scorer.model.training
+    scorer.model.eval()
+    x = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    embs = torch.cat([scorer.encode_image(x[i : i + 256]) for i in range(0, len(x), 256)])
+    out = zero_shot_accuracy(scorer, embs, attrs, attribute_prompts())
+    scorer.model.train(was_training)
+    return out
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train (resumable, time-budgeted), then save and optionally publish."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument("--data", action="append", default=[], help="synth folder (repeatable)")
+    ap.add_argument("--synth", action="append", default=[], help="SEED:N: render N training samples in memory")
+    ap.add_argument("--out", default="runs/clip")
+    ap.add_argument("--minutes", type=float, default=30.0, help="wall-time budget of the training loop")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: by time only)")
+    ap.add_argument("--model", default="PoseStudio-CLIP", help="config in models/clip_configs/ (-tiny for tests)")
+    ap.add_argument(
+        "--loss",
+        choices=("multi", "clip"),
+        default="multi",
+        help="multi: a text is a positive of every image that has all its tags; clip: open_clip's ClipLoss",
+    )
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=0, help="0: 1024 on cuda, 128 on cpu")
+    ap.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 x batch/1024 (at least 2e-4)")
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--warmup", type=int, default=0, help="warm-up steps (0: 150 on cuda, 50 on cpu)")
+    ap.add_argument("--max-images", type=int, default=0, help="per data folder, 0 for all")
+    ap.add_argument("--image-size", type=int, default=128, help="size the images are held at in memory")
+    ap.add_argument("--workers", type=int, default=0, help="decoding processes (0: up to 16)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=float, default=2.0, help="minutes between checkpoints")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--publish", default="", help="also write the final model with a card to this folder")
+    a = ap.parse_args(argv)
+    try:
+        return run(a)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace) -> int:
+    """The training run described by the parsed arguments."""
+    from open_clip import ClipLoss
+
+    from models.clip import CONFIG_DIR, DOMAIN_PREPROCESS_CFG, build_clip, save_clip
+
+    # 1. Check inputs and set up
+    if not a.data and not a.synth:
+        raise InputError("Give training data: --data FOLDER and/or --synth SEED:N.")
+    cfg_path = CONFIG_DIR / f"{a.model}.json"
+    if not cfg_path.is_file():
+        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        raise InputError(f"No CLIP config {a.model!r} in {CONFIG_DIR} (there: {names}).")
+    model_cfg = json.loads(cfg_path.read_text())
+    if a.minutes <= 0 and a.max_steps <= 0:
+        raise InputError("Give a positive --minutes or --max-steps.")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    cuda = device.type == "cuda"
+    bs = a.batch_size or (1024 if cuda else 128)
+    lr = a.lr or max(2e-4, 1e-3 * bs / 1024)
+    warmup = a.warmup or (150 if cuda else 50)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(a.seed)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # 2. Data: every image decoded once, held as one uint8 tensor (on the GPU when training there)
+    t0 = time.time()
+    ctx = int(model_cfg["text_cfg"]["context_length"])
+    data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed)
+    n_total = len(data.images)
+    n_val = min(VAL_N, n_total // 10) if n_total >= 50 else 0  # the last items (of the last source) are held back
+    val_attrs = data.attrs[n_total - n_val :]
+    n_train = n_total - n_val
+    tag_table, vocab = data.tag_table()
+    images_t = torch.from_numpy(data.images).to(device)
+    texts_t = torch.from_numpy(data.texts).to(device)
+    masks_t = torch.from_numpy(data.masks).to(device)
+    tags_t = torch.from_numpy(tag_table).to(device)
+    del data
+    print(f"data: {n_train} training + {n_val} held-back images from {a.data + a.synth} in {time.time() - t0:.1f} s, "
+          f"{(images_t.numel() + 4 * texts_t.numel()) / 2**20:.0f} MiB on {device}", flush=True)  # fmt: skip
+
+    # 3. Model, optimiser, loss
+    scorer = build_clip(model_cfg, DOMAIN_PREPROCESS_CFG, seed=a.seed)
+    model = scorer.model.to(device).train()
+    opt = torch.optim.AdamW(param_groups(model, a.weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = MultiPositiveClipLoss() if a.loss == "multi" else ClipLoss()
+    step, elapsed = 0, 0.0
+    ckpt = out / "last.pt"
+    if a.resume:
+        if not ckpt.is_file():
+            raise InputError(f"--resume: no checkpoint at {ckpt}.")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        print(f"resumed from {ckpt}: step {step}, {elapsed / 60:.1f} min done", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters, batch {bs}, lr {lr:.2e}, {a.minutes} min", flush=True)
+
+    gen = torch.Generator(device=device).manual_seed(a.seed * 1_000_003 + step)
+    budget = a.minutes * 60.0
+
+    def save() -> None:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "model_cfg": json.dumps(model_cfg)}, out / "last.tmp")  # fmt: skip
+        os.replace(out / "last.tmp", ckpt)
+
+    # 4. Training loop: by wall time, cosine schedule, bf16 autocast on cuda
+    t_start, last_save, losses, last_loss = time.time() - elapsed, time.time(), [], float("nan")
+    while True:
+        elapsed = time.time() - t_start
+        if (a.minutes > 0 and elapsed >= budget) or (a.max_steps and step >= a.max_steps):
+            break
+        progress = elapsed / budget if a.minutes > 0 else step / a.max_steps
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, progress, lr, warmup)
+        # the batch is drawn on the device: images, one of each image's N_TEXTS texts, the augmentation
+        idx = torch.randint(0, n_train, (bs,), device=device, generator=gen)
+        which = torch.randint(0, texts_t.shape[1], (bs,), device=device, generator=gen)
+        tokens = texts_t[idx, which].long()
+        x = augment(images_t[idx], scorer.image_size, gen)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+            img_f, txt_f, logit_scale = model(x, tokens)
+        # the logits and the loss in fp32, outside autocast (bf16 logits at scale 100 would be off by ~0.4)
+        img_f, txt_f, logit_scale = img_f.float(), txt_f.float(), logit_scale.float()
+        if a.loss == "multi":
+            loss = loss_fn(img_f, txt_f, logit_scale, batch_positives(tags_t[idx], masks_t[idx, which], len(vocab)))
+        else:
+            loss = loss_fn(img_f, txt_f, logit_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():  # CLIP's clamp of the learned temperature at 100 (Radford et al. 2021, Sec. 2.5)
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.detach())
+        step += 1
+        if step % a.log_every == 0:
+            mean = last_loss = torch.stack(losses).mean().item()  # one sync per log line, not per step
+            losses = []
+            print(f"step {step} loss {mean:.4f} lr {opt.param_groups[0]['lr']:.2e} scale {logit_scale.item():.1f} "
+                  f"{elapsed / 60:.2f} min", flush=True)  # fmt: skip
+        if time.time() - last_save > a.save_every * 60:
+            save()
+            last_save = time.time()
+    elapsed = time.time() - t_start
+    save()
+
+    # 5. Save in open_clip's layout, check zero-shot on the held-back images, publish
+    model.eval()
+    scorer.to("cpu")
+    final = save_clip(scorer.model, model_cfg, out / "final", preprocess_cfg=scorer.preprocess_cfg)
+    pp = scorer.preprocess_cfg
+    val = val_zero_shot(scorer, images_t[n_train:].cpu(), val_attrs) if n_val else {}
+    info = {
+        "model": a.model, "loss": a.loss, "val_images": n_val, "steps": step, "minutes": round(elapsed / 60, 2), "batch_size": bs, "lr": lr, "images": n_train,
+        "data": a.data + [f"synth {x}" for x in a.synth], "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__, "parameters": n_params, "val_zero_shot": val,
+        "final_loss": float(torch.stack(losses).mean().item()) if losses else last_loss,
+    }  # fmt: skip
+    (final / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    print("final:", json.dumps(info), flush=True)
+    if a.publish:
+        pub = Path(a.publish)
+        pub.mkdir(parents=True, exist_ok=True)
+        # fp16 on disk halves the size (12 MB); loading casts back to the model's fp32
+        save_clip(scorer.model, model_cfg, pub, preprocess_cfg=pp, dtype=torch.float16)
+        shutil.copy(final / "training_info.json", pub / "training_info.json")
+        (pub / "README.md").write_text(model_card(info, model_cfg))
+        print(f"published to {pub}", flush=True)
+    return 0
+
+
+def model_card(info: dict, model_cfg: dict) -> str:
+    """The README.md of the published CLIP: what it is, how it was trained, what it scores."""
+    val = info.get("val_zero_shot") or {}
+    rows = "\n".join(f"| {k} | {v:.3f} |" for k, v in val.items())
+    v, t = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    if isinstance(v["layers"], (list, tuple)):  # open_clip's ModifiedResNet (layers per stage)
+        tower = f"ModifiedResNet, stages {list(v['layers'])}, width {v['width']}"
+    else:
+        tower = f"ViT, patch {v['patch_size']}, width {v['width']}, {v['layers']} layers"
+    return f"""# Pose Studio domain CLIP
+
+A small CLIP (open_clip's `CLIP` class and its standard BPE tokenizer, config `{info.get("model", "PoseStudio-CLIP")}` in
+`models/clip_configs/`) trained contrastively on the renderer's images and captions. It scores how well a
+prompt ("pink hair, sailor uniform") matches one of our renders; it knows nothing beyond the renderer's
+vocabulary (`docs/ATTRIBUTES.md`).
+
+Load: `models.clip.load_clip("weights/clip")`, or with open_clip alone:
+`open_clip.create_model("local-dir:weights/clip")` + `open_clip.get_tokenizer("local-dir:weights/clip")`.
+Inputs: {v["image_size"]} px RGB, mean and std 0.5 (i.e. images in [-1, 1]); text context {t["context_length"]} tokens.
+
+* Image tower: {tower}; text tower: width
+  {t["width"]}, {t["layers"]} layers; embedding {model_cfg["embed_dim"]}; {info["parameters"] / 1e6:.2f} M parameters (stored in fp16, run in fp32).
+* Data: {info["images"]} renders from {", ".join(info["data"])} (`python -m training.synth`), 128 px held in memory,
+  shrunk to {v["image_size"]} px; text = the caption sentence, the tag list (shuffled or not) or a random tag subset.
+  Augmentation: horizontal flips and a mild random crop; no colour jitter.
+* Training: `python -m training.train_clip`, loss `{info.get("loss", "clip")}` (see its docstring), AdamW, batch {info["batch_size"]},
+  peak lr {info["lr"]:.1e}, cosine by wall time; {info["steps"]} steps in {info["minutes"]} min on {info["device"]}
+  (torch {info["torch"]}).
+
+Zero-shot accuracy after training, on {info["val_images"]} held-back images of the last data folder (prompts such as
+"red hair", "twintails", "blue eyes", "sailor uniform", "yellow background"):
+
+| attribute | accuracy |
+| --- | --- |
+{rows}
+
+The held-out measure (fresh renders of a seed never trained on) is `python -m training.eval_clip --json`.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
