@@ -119,8 +119,8 @@ def test_generate_streams_and_writes_png_with_settings(client):
     result = job.result()
     outputs = job.outputs()
     assert len(outputs) >= 2  # previews streamed before the results
-    _, gallery, files, seed = result
-    assert seed == 7 and len(gallery) == 2
+    _, gallery, files, seed, states = result
+    assert seed == 7 and len(gallery) == 2 and [s["seed"] for s in states] == [7, 8]
     pngs = [f for f in files if f.endswith(".png")]
     record = json.loads(Image.open(pngs[0]).info["pose_studio"])
     assert record["seed"] == 7 and record["steps"] == 4 and record["sampler"] == "ddim"
@@ -154,10 +154,60 @@ def test_generate_broken_pose_then_still_serving(client):
     with pytest.raises(Exception) as info:
         client.predict("{nope", 1, False, 2, "ddim", 2.0, 1, api_name="/generate")
     assert "not valid JSON" in str(info.value)
-    *_, seed = client.predict(pose_text(), 3, True, 2, "ddim", 2.0, 1, api_name="/generate")
+    *_, seed, _ = client.predict(pose_text(), 3, True, 2, "ddim", 2.0, 1, api_name="/generate")
     assert 0 <= seed < 2**31
 
 
 def test_only_named_endpoints_are_public(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/pose", "/generate"}
+    assert names == {"/pose", "/generate", "/refine", "/edit"}
+
+
+@pytest.fixture(scope="module")
+def state_text(client) -> str:
+    *_, states = client.predict(pose_text(), 11, False, 3, "ddim", 2.0, 1, api_name="/generate")
+    return json.dumps(states[0])
+
+
+def test_edit_rerenders_from_the_state_json(client, state_text):
+    image, files, state, notes = client.predict(state_text, "ganspace:0=2 sefa:1=-4", 0, 0, api_name="/edit")
+    assert [e["amount"] for e in state["settings"]["edit"]["edits"]] == [2.0, -3.0] and "clamped" in notes
+    again, *_ = client.predict(state_text, "ganspace:0=2 sefa:1=-4", 0, 0, api_name="/edit")
+    assert Image.open(image).tobytes() == Image.open(again).tobytes()  # deterministic: z_T comes from the seed
+    record = json.loads(Image.open(next(f for f in files if f.endswith(".png"))).info["pose_studio"])
+    assert record["seed"] == 11 and record["settings"]["edit"]["edits"][0]["label"] == "background red"
+
+
+def test_refine_streams_and_returns_the_refined_state(client, state_text):
+    job = client.submit(state_text, "pink hair | glasses:-0.5", "hat", "style", 3, 1.0, 0.0, api_name="/refine")
+    _, files, state, notes = job.result()
+    assert len(job.outputs()) >= 2 and state["seed"] == 11 and "Refined" in notes
+    assert state["style"] != json.loads(state_text)["style"]
+    assert any(f.endswith("refine.json") for f in files)
+
+
+@pytest.mark.parametrize(
+    "api, args, words",
+    [
+        ("/refine", ("x" * 10_000, "", "style", 3, 1.0, 0.0), "10000 characters"),
+        ("/refine", ("pink hair:xx", "", "style", 3, 1.0, 0.0), "not a number"),
+        ("/refine", ("pink hair:nan", "", "style", 3, 1.0, 0.0), "finite"),
+        ("/refine", ("pink hair", "", "style", 3, 99.0, 0.0), "maximum"),
+        ("/refine", ("pink hair", "", "style", 500, 1.0, 0.0), "maximum"),
+        ("/edit", ("sefa:0=nan", 0, 0), "finite"),
+        ("/edit", ("sefa:0=1", 2, 1), "start before"),
+        ("/edit", ("sefa:0=1", 0, 99), "between 0 and 3"),
+    ],
+)
+def test_refine_and_edit_bad_input_then_still_serving(client, state_text, api, args, words):
+    with pytest.raises(Exception) as info:
+        client.predict(state_text, *args, api_name=api)
+    assert words in str(info.value) and "Traceback" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("api", ["/refine", "/edit"])
+def test_no_state_is_one_sentence(client, api):
+    args = ("pink hair", "", "style", 3, 1.0, 0.0) if api == "/refine" else ("sefa:0=1", 0, 0)
+    with pytest.raises(Exception) as info:
+        client.predict("", *args, api_name=api)
+    assert "Give the state JSON" in str(info.value)

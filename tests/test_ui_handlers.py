@@ -140,16 +140,19 @@ def run_generate(**overrides):
 
 def test_generate_streams_then_writes_files():
     outs = run_generate()
-    assert len(outs) == 3 + 1  # one yield per step, then the results
-    previews, gallery, files, seed = outs[-1]
-    assert seed == 5 and len(gallery) == 2 and len(previews) == 3
+    assert len(outs) == 2 * 3 + 1  # one yield per step of each image, then the results
+    previews, gallery, files, seed, results, current = outs[-1]
+    assert seed == 5 and len(gallery) == 2 and len(previews) == 6
     record = json.loads(Image.open(files[0]).info[handlers.PNG_KEY])
-    assert record["seed"] == 5 and record["sampler"] == "ddim"
+    assert record["seed"] == 5 and record["sampler"] == "ddim" and len(record["style"]) == 8
     assert json.loads(Path(files[-1]).read_text())["images"][1]["seed"] == 6
+    # Each result keeps its state, aligned with the gallery; the first is the current one.
+    assert [r.state.seed for r in results] == [5, 6] and current is results[0]
+    assert all(o[4] == gr.skip() and o[5] == gr.skip() for o in outs[:-1])
 
 
 def test_generate_random_seed_is_reported():
-    *_, seed = run_generate(randomize=True, num_images=1)[-1]
+    *_, seed, _, _ = run_generate(randomize=True, num_images=1)[-1]
     assert 0 <= seed <= settings.MAX_SEED
 
 
@@ -222,7 +225,167 @@ def test_presets_when_present():
 
 
 def test_each_tab_builds_on_its_own():
-    from ui import app_generate, app_pose
+    from ui import app_explore, app_generate, app_pose, app_refine
 
     assert app_pose.create_demo() is not None
-    assert app_generate.create_demo(lambda: FakePipeline(size=32)) is not None
+    for app in (app_generate, app_refine, app_explore):
+        assert app.create_demo(lambda: FakePipeline(size=32)) is not None
+
+
+# -- results, Refine, Explore (fake model) ---------------------------------------------------------
+FAKE = FakePipeline(size=32)
+
+
+def fake_loader():
+    return FAKE
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_generate(num_images=1)[-1][-1]
+
+
+class Select:
+    def __init__(self, index):
+        self.index = index
+
+
+def test_gallery_click_picks_that_result():
+    *_, results, _ = run_generate()[-1]
+    assert handlers.select_result(results, Select(1)) is results[1]
+    assert handlers.select_result(results, Select(7)) == gr.skip()
+
+
+def refine_outs(current, prompt="pink hair | hat:-0.5", negative="", mode="style", steps=3, strength=1.0, pose=0.0):
+    return list(handlers.refine_handler(fake_loader)(current, prompt, negative, mode, steps, strength, pose))
+
+
+def test_refine_streams_steps_then_before_and_after(result):
+    outs = refine_outs(result, mode="both", steps=6)
+    assert len(outs) == 6 + 1
+    shown, after, files, refined, note = outs[-1]
+    assert len(shown) == 6 and after.size == (32, 32) and "Refined" in note
+    assert not np.array_equal(np.asarray(after), np.asarray(result.image))  # it moved
+    assert refined.state.seed == result.state.seed and refined.image is after
+    record = json.loads(Image.open(files[0]).info[handlers.PNG_KEY])
+    assert record["refine"]["prompt"] == "pink hair | hat:-0.5" and record["refine"]["source"]["seed"] == 5
+    assert [s["mode"] for s in json.loads(Path(files[1]).read_text())["refine"]["stages"]] == ["style", "latent"]
+    assert handlers.use_result(refined) is refined
+    before, after2, *_ = handlers.refine_show(refined)
+    assert before is refined.image and after2 is None
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"current": None}, "no current result"),
+        ({"prompt": "x" * 10_000}, "10000 characters"),
+        ({"prompt": "pink hair:xx"}, "not a number"),
+        ({"prompt": ""}, "prompt"),
+        ({"steps": settings.MAX_REFINE_STEPS + 1}, "Refine steps"),
+        ({"strength": float("nan")}, "strength"),
+        ({"pose": -1}, "pose weight"),
+        ({"mode": "warp"}, "mode"),
+    ],
+)
+def test_refine_bad_input_is_one_sentence(result, overrides, words):
+    args = {"current": result, **overrides}
+    with pytest.raises(gr.Error) as info:
+        refine_outs(**args)
+    assert words in info.value.message and info.value.message.endswith(".")
+
+
+def test_explore_setup_labels_sliders_and_step_range(result):
+    out = handlers.explore_setup_handler(fake_loader)(result, "ganspace")
+    status, method, *sliders = out[: 2 + settings.NUM_DIRECTIONS]
+    assert "GANSpace and SeFa" in status and method["value"] == "ganspace"
+    assert sliders[0]["label"] == "0: background red" and sliders[-1]["visible"] is False  # the fake has 8
+    _, end, original = out[2 + settings.NUM_DIRECTIONS : 5 + settings.NUM_DIRECTIONS]
+    assert end["maximum"] == 3 and original is result.image
+    assert "Generate an image first" in handlers.explore_setup_handler(fake_loader)(None, "sefa")[0]
+
+
+def test_explore_slider_rerenders_the_current_result(result):
+    render = handlers.explore_render_handler(fake_loader)
+    amounts = [2.0] + [0] * (settings.NUM_DIRECTIONS - 1)
+    image, _, edited, _ = render(result, "ganspace", 0, 3, *amounts)
+    assert edited.state.settings["edit"]["edits"][0]["label"] == "background red"
+    assert np.asarray(image)[0, 0, 0] > np.asarray(result.image)[0, 0, 0]  # more red background
+    again, *_ = render(result, "ganspace", 0, 3, *amounts)
+    assert np.array_equal(np.asarray(again), np.asarray(image))  # the same amounts: the same pixels
+    same, files, _, _ = render(result, "ganspace", 0, 3, *[0] * settings.NUM_DIRECTIONS)
+    assert same is result.image and files is None  # nothing moved: nothing re-rendered
+    for bad in ([float("nan")], [3.5]):
+        with pytest.raises(gr.Error):
+            render(result, "sefa", 0, 3, *bad, *[0] * (settings.NUM_DIRECTIONS - 1))
+    with pytest.raises(gr.Error, match="start before"):
+        render(result, "sefa", 2, 2, *amounts)
+    with pytest.raises(gr.Error, match="no current result"):
+        render(None, "sefa", 0, 3, *amounts)
+
+
+def test_state_json_round_trip_renders_the_same_pixels(result):
+    text = json.dumps(handlers.state_dict(result.state))
+    image, _, state, notes = handlers.edit_api_handler(fake_loader)(text, "ganspace:0=5, sefa:1=-1", 0, 0)
+    assert "clamped to 3" in notes and [e["amount"] for e in state["settings"]["edit"]["edits"]] == [3.0, -1.0]
+    rebuilt = handlers.state_from_json(FAKE, json.dumps(state))
+    assert np.array_equal(np.asarray(FAKE.render(rebuilt)[0][0]), np.asarray(image))
+
+
+@pytest.mark.parametrize(
+    "state, edits, words",
+    [
+        ("", "sefa:0=1", "Give the state JSON"),
+        ("{", "sefa:0=1", "not valid JSON"),
+        ('{"seed": 1}', "sefa:0=1", "pose, seed"),
+        (None, "sefa:0=nan", "finite"),
+        (None, "sefa:0=x", "not a number"),
+        (None, "warp:0=1", "Unknown direction method"),
+        ('{"pose": {"keypoints": [1]}, "seed": 1}', "sefa:0=1", "frame size"),
+    ],
+)
+def test_edit_api_bad_input_is_one_sentence(result, state, edits, words):
+    state = json.dumps(handlers.state_dict(result.state)) if state is None else state
+    with pytest.raises(gr.Error) as info:
+        handlers.edit_api_handler(fake_loader)(state, edits, 0, 0)
+    assert words in info.value.message, info.value.message
+
+
+def test_refine_api_takes_a_state_json(result):
+    text = json.dumps(handlers.state_dict(result.state))
+    outs = list(handlers.refine_api_handler(fake_loader)(text, "blue eyes", "", "style", 2, 1.0, 0.0))
+    image, _, state, _ = outs[-1]
+    assert (
+        image.size == (32, 32) and state["seed"] == 5 and state["style"] != handlers.state_dict(result.state)["style"]
+    )
+    assert all(o[1] == gr.skip() for o in outs[:-1])
+
+
+def test_clip_status_says_when_clip_is_missing(tmp_path):
+    assert "No CLIP model" in handlers.clip_status("weights", str(tmp_path / "none"))
+    assert "Demo mode" in handlers.clip_status("fake", None)
+    assert handlers.clip_status("weights", "ViT-B-32:laion2b_s34b_b79k") == ""
+
+
+def test_refine_and_explore_with_tiny_real_models():
+    """The real refine / edit / directions behind the same handlers (tiny random pipeline and CLIP)."""
+    import torch
+
+    from models.clip import TINY_MODEL_CFG, build_clip
+    from tests.test_pipeline import tiny_pipeline
+
+    torch.set_num_threads(1)
+    pipe = tiny_pipeline()
+    clip = build_clip(TINY_MODEL_CFG, seed=0).requires_grad_(False)
+    *_, current = list(handlers.generate_handler(lambda: pipe)(value(), 3, False, 2, "ddim", 2.0, 1))[-1]
+    setup = handlers.explore_setup_handler(lambda: pipe)(current, "sefa")
+    assert "GANSpace and SeFa" in setup[0]
+    amounts = [1.5] + [0] * (settings.NUM_DIRECTIONS - 1)
+    image, *_ = handlers.explore_render_handler(lambda: pipe)(current, "sefa", 0, 2, *amounts)
+    assert not np.array_equal(np.asarray(image), np.asarray(current.image))
+    # The API re-renders the same pixels from the state's JSON (z_T comes from the seed).
+    text = json.dumps(handlers.state_dict(current.state))
+    api_image, *_ = handlers.edit_api_handler(lambda: pipe)(text, "sefa:0=1.5", 0, 0)
+    assert np.array_equal(np.asarray(api_image), np.asarray(image))
+    outs = list(handlers.refine_handler(lambda: pipe, clip)(current, "pink hair", "", "style", 1, 1.0, 0.0))
+    assert outs[-1][3].state.seed == 3 and outs[-1][1].size == current.image.size

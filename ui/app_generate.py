@@ -15,8 +15,15 @@ import gradio as gr
 from ui import handlers, settings
 
 
-def build(pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status: str = "") -> gr.Image:
-    """Lay out the Generate tab in the current Blocks; the pose comes from `pose_state`; returns its pose image."""
+def build(
+    pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status: str = "", result: gr.State | None = None
+) -> gr.Image:
+    """Lay out the Generate tab in the current Blocks; the pose comes from `pose_state`; returns its pose image.
+
+    Each result keeps its state (`handlers.Result`); the first of a run, or the one clicked in the gallery,
+    becomes `result`, the current result that Refine and Explore start from."""
+    result = result if result is not None else gr.State(None)
+    results = gr.State([])  # handlers.Result per gallery image, in the gallery's order
     if model_status:
         gr.Markdown(model_status, elem_id="model-status")
     with gr.Row(equal_height=False):
@@ -52,7 +59,7 @@ def build(pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status
                 elem_id="denoising",
             )
             gallery = gr.Gallery(
-                label="Results",
+                label="Results (click one to refine or explore it)",
                 columns=4,
                 height="auto",
                 preview=False,
@@ -68,7 +75,7 @@ def build(pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status
 
     fn = handlers.generate_handler(pipeline_loader)
     inputs = [seed, randomize, steps, sampler, guidance, num_images]
-    outputs = [previews, gallery, files, seed]
+    outputs = [previews, gallery, files, seed, results, result]
     run.click(
         fn,
         [pose_state, *inputs],
@@ -77,15 +84,21 @@ def build(pipeline_loader: Callable[[], Any], pose_state: gr.State, model_status
         concurrency_id="generate",
         concurrency_limit=settings.CONCURRENCY,
     )
+    gallery.select(handlers.select_result, results, result, api_visibility="private", queue=False)
 
     # The `generate` endpoint for API clients: pose JSON text instead of the shared state.
     with gr.Group(visible=False):
         pose_text = gr.Textbox(label="pose JSON")
         preview = gr.Image(label="latest denoising preview", format="png")
+        states = gr.JSON(label="each image's state (the refine and edit endpoints take one back)")
         api_button = gr.Button("generate")
-    api_fn = handlers.generate_handler(pipeline_loader, latest_preview_only=True)
+    api_fn = handlers.generate_handler(pipeline_loader, api=True)
     api_button.click(
-        api_fn, [pose_text, *inputs], [preview, *outputs[1:]], api_name="generate", concurrency_id="generate"
+        api_fn,
+        [pose_text, *inputs],
+        [preview, gallery, files, seed, states],
+        api_name="generate",
+        concurrency_id="generate",
     )
     return current
 

@@ -1,4 +1,4 @@
-"""Assemble the tabs into one app and serve it: `python app.py [--host H] [--port P] [--share] [--model M]`.
+"""Assemble the tabs into one app and serve it: `python app.py [--host H] [--port P] [--share] [--model M] [--clip C]`.
 
 The pipeline is loaded once per process, lazily on the first generation (`LazyPipeline`): the only
 global state of the UI. `--model fake` serves a drawing stand-in (no weights) for demos and tests.
@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from models.errors import InputError
-from ui import app_generate, app_pose, handlers, settings
+from ui import app_explore, app_generate, app_pose, app_refine, handlers, settings
 
 log = logging.getLogger("pose_studio.ui")
 
@@ -28,17 +28,19 @@ CSS = """
 #skeleton-editor { min-height: 420px; }
 /* Gradio narrows a gallery's grid to its item count; keep the columns so one image is not blown up. */
 #results .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
-#denoising .grid-container { grid-template-columns: repeat(8, minmax(0, 1fr)) !important; }
+#denoising .grid-container, #refine-steps .grid-container { grid-template-columns: repeat(8, minmax(0, 1fr)) !important; }
 footer { display: none !important; }
 """
 
 
 class LazyPipeline:
-    """Loads `model` (a folder, a Hub id, or "fake") on first call and returns the same pipeline after."""
+    """Loads `model` (a folder, a Hub id, a keypoint-LDM checkpoint, or "fake"; `controlnet` for SD) on first call
+    through `models.backends.load_backend`, and returns the same back end after."""
 
-    def __init__(self, model: str | Path, device: str | None = None) -> None:
+    def __init__(self, model: str | Path, device: str | None = None, controlnet: str | None = None) -> None:
         self.model = str(model)
         self.device = device
+        self.controlnet = controlnet
         self.error: str | None = None
 
     def status(self) -> str:
@@ -47,7 +49,7 @@ class LazyPipeline:
             return "**Demo mode**: no model is loaded; the results are the pose drawings (`--model fake`)."
         path = Path(self.model)
         looks_local = path.is_absolute() or self.model.startswith(".") or path.exists() or self.model.count("/") != 1
-        if looks_local and (not path.is_dir() or not any(path.iterdir())):
+        if looks_local and not path.is_file() and (not path.is_dir() or not any(path.iterdir())):
             return (
                 f"**No model is loaded**: the weights folder `{self.model}` is missing or empty, so Generate "
                 "cannot draw yet. The Pose tab works."
@@ -73,9 +75,9 @@ class LazyPipeline:
 
                     _PIPELINE = FakePipeline()
                 else:
-                    from models.pipeline import PosePipeline
+                    from models.backends import load_backend
 
-                    _PIPELINE = PosePipeline.from_pretrained(self.model, device=self.device)
+                    _PIPELINE = load_backend(self.model, self.controlnet, device=self.device)
             except InputError as err:
                 self.error = f"No model is loaded: {err}"
                 raise InputError(self.error) from None
@@ -87,19 +89,32 @@ class LazyPipeline:
             return _PIPELINE
 
 
-def build_demo(pipeline_loader: Callable[[], Any], model_status: str | None = None) -> gr.Blocks:
-    """The whole app: Pose and Generate tabs sharing one pose, plus the `pose` and `generate` endpoints."""
+def build_demo(
+    pipeline_loader: Callable[[], Any],
+    model_status: str | None = None,
+    clip: str | None = None,
+    clip_status: str | None = None,
+) -> gr.Blocks:
+    """The whole app: Pose, Generate, Refine and Explore tabs sharing one pose and one current result,
+    plus the `pose`, `generate`, `refine` and `edit` endpoints. `clip`: the CLIP spec for Refine (None: weights/clip)."""
     if model_status is None:
         status = getattr(pipeline_loader, "status", None)
         model_status = status() if callable(status) else ""
+    if clip_status is None:
+        clip_status = handlers.clip_status(str(getattr(pipeline_loader, "model", "")), clip)
     with gr.Blocks(title="Pose Studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Pose Studio\nDraw or upload a pose, then draw an anime character in it.")
         pose_state = gr.State(handlers.default_value())
+        result = gr.State(None)  # the current result (handlers.Result) that Refine and Explore start from
         with gr.Tabs():
             with gr.Tab("Pose", id="pose"):
                 pose_tab = app_pose.build()
             with gr.Tab("Generate", id="generate"):
-                current = app_generate.build(pipeline_loader, pose_state, model_status)
+                current = app_generate.build(pipeline_loader, pose_state, model_status, result)
+            with gr.Tab("Refine", id="refine"):
+                app_refine.build(pipeline_loader, result, clip, clip_status)
+            with gr.Tab("Explore", id="explore"):
+                app_explore.build(pipeline_loader, result)
         app_pose.build_api()
         demo.load(handlers.model_drawing, pose_state, current, api_visibility="private", queue=False)
         # The Generate tab follows the editor (gr.State has no reliable change event of its own).
@@ -123,11 +138,16 @@ def serve(args: argparse.Namespace) -> int:
     """Build and launch the app on args.host:args.port; returns the exit code when the server stops."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio polls itself at start; not news
-    loader = LazyPipeline(getattr(args, "model", "weights"), getattr(args, "device", None))
-    status = loader.status()
-    if status:
-        print(status.replace("**", ""), flush=True)
-    demo = build_demo(loader, status)
+    started = time.perf_counter()
+    loader = LazyPipeline(
+        getattr(args, "model", "weights"), getattr(args, "device", None), getattr(args, "controlnet", None)
+    )
+    clip = getattr(args, "clip", None)
+    status, clip_note = loader.status(), handlers.clip_status(loader.model, clip)
+    for note in (status, clip_note):
+        if note:
+            print(note.replace("**", "").replace("`", ""), flush=True)
+    demo = build_demo(loader, status, clip, clip_note)
     share = bool(getattr(args, "share", False))
     try:
         demo.launch(
@@ -136,6 +156,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"Cannot serve on {args.host}:{args.port}: {err}", flush=True)
         return 1
+    log.info("serving at %s after %.1f s", demo.local_url, time.perf_counter() - started)
     if share and not getattr(demo, "share_url", None):
         print(
             "No public share link could be made (no network, or sharing is off here, e.g. on a Space); "

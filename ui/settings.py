@@ -14,6 +14,10 @@ def _int(name: str, default: int) -> int:
     return int(os.getenv(name, str(default)))
 
 
+def _float(name: str, default: float) -> float:
+    return float(os.getenv(name, str(default)))
+
+
 MAX_IMAGE_SIDE = _int("MAX_IMAGE_SIDE", 4096)  # longest side of an uploaded photo, pixels
 MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 10)  # uploads larger than this are refused (client and server)
 MAX_STEPS = _int("MAX_STEPS", 50)  # sampler steps
@@ -25,8 +29,16 @@ CONCURRENCY = _int("CONCURRENCY", 1)  # generations running at once (they share 
 MAX_SEED = 2**31 - 1
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
-DEFAULT_STEPS = min(20, MAX_STEPS)
+DEFAULT_STEPS = min(10, MAX_STEPS)  # the pipeline's default: ~0.8 s an image on 2 CPU cores
 DEFAULT_GUIDANCE = 2.0
+# Refine (CLIP) and Explore (style directions).
+MAX_REFINE_STEPS = _int("MAX_REFINE_STEPS", 30)  # optimisation steps (a style step is ~1.5 s on 2 CPU cores)
+MAX_REFINE_STRENGTH = _float("MAX_REFINE_STRENGTH", 3.0)  # multiplier on the mode's default step size
+MAX_POSE_WEIGHT = _float("MAX_POSE_WEIGHT", 10.0)  # weight of the keep-the-pose term
+REFINE_MODES = ("style", "latent", "both")
+NUM_DIRECTIONS = _int("NUM_DIRECTIONS", 10)  # sliders in the Explore tab
+MAX_SIGMA = 3.0  # slider amounts, standard deviations of s (models.directions clamps to the same)
+DIRECTION_METHODS = ("ganspace", "sefa")
 
 
 def check_int(value: object, name: str, lo: int, hi: int) -> int:
@@ -63,6 +75,18 @@ def check_generation(seed: object, steps: object, guidance: object, sampler: obj
         "guidance": check_float(guidance, "Guidance", MIN_GUIDANCE, MAX_GUIDANCE),
         "sampler": str(sampler),
         "num_images": check_int(num_images, "The number of images", 1, MAX_NUM_IMAGES),
+    }
+
+
+def check_refine(mode: object, steps: object, strength: object, pose_weight: object) -> dict:
+    """The Refine tab's settings checked against the limits."""
+    if mode not in REFINE_MODES:
+        raise InputError(f"The refine mode must be one of {', '.join(REFINE_MODES)}; got {mode!r}.")
+    return {
+        "mode": str(mode),
+        "steps": check_int(steps, "Refine steps", 1, MAX_REFINE_STEPS),
+        "strength": check_float(strength, "The strength", 0.01, MAX_REFINE_STRENGTH),
+        "pose_weight": check_float(pose_weight, "The pose weight", 0.0, MAX_POSE_WEIGHT),
     }
 
 
