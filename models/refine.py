@@ -72,6 +72,7 @@ class RefineSettings:
     # Latent mode: None optimises z_0 itself (VQGAN-CLIP); a side k optimises a k x k offset, upsampled
     # bilinearly onto z_0, which can only make smooth (colour-region) changes, not pixel-wise ones.
     offset_grid: int | None = None
+    optimizer: Literal["adam", "ngd"] = "adam"  # Adam, or normalised gradient descent (direction kept)
 
 
 # Measured with the shipped models on 2 CPU cores (see training/eval_refine.py and the issue note).
@@ -321,9 +322,9 @@ def _optimise(
     after the last step (a non-finite loss stops early, keeping the last finite value, with a message)."""
     start = param.detach().clone()
     x = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=settings.lr)
+    opt = torch.optim.Adam([x], lr=settings.lr) if settings.optimizer == "adam" else None
     for _ in range(settings.steps):
-        opt.zero_grad(set_to_none=True)
+        x.grad = None
         loss, image = forward(x)
         if settings.tether > 0:
             loss = loss + settings.tether * (x - start).pow(2).mean()
@@ -333,7 +334,14 @@ def _optimise(
         on_step(image)
         last_good = x.detach().clone()
         loss.backward()
-        opt.step()
+        if opt is not None:
+            opt.step()
+        else:
+            # Normalised gradient descent: the step keeps the gradient's direction (Adam's per-coordinate
+            # scaling is sign descent over a few steps), its RMS per coordinate is lr, as Adam's first step.
+            with torch.no_grad():
+                g = x.grad
+                x -= settings.lr * g * (g.numel() ** 0.5) / g.norm().clamp_min(1e-12)
         if not torch.isfinite(x).all():
             messages.append("The refinement step gave non-finite values; the last good result was kept.")
             return last_good
