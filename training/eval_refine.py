@@ -198,7 +198,7 @@ def evaluate_refine(
     return {
         "n": n,
         "rows": rows,
-        "settings": {"steps": steps, **kw},
+        "settings": {"steps": steps, "refine_steps": refine_steps, "lr": lr, "pose_weight": pose_weight},
         "device": str(pipe.device),
         "threads": torch.get_num_threads(),
         "split": f"synth data set seed {EVAL_SEED}, samples 0..{n - 1}, generation seeds {EVAL_SEED}+i",

@@ -1,7 +1,7 @@
 """Train the attribute classifier (`models/attributes.py`) on a synth data folder, on a CPU or a GPU.
 
-    nohup python -m training.train_attributes --data data/train --out runs/attributes --minutes 15 \\
-        --eval-data data/det --publish weights/attributes > runs/attributes.log 2>&1 &
+    nohup python -m training.train_attributes --data data/train --out runs/attributes --minutes 40 \\
+        --eval-data data/det --ae weights/autoencoder --publish weights/attributes > runs/attributes.log 2>&1 &
     python -m training.train_attributes --data data/train --out runs/attributes --resume   # after a stop
 
 Reads `images/*.png`, `attributes/*.json` and the eye points of `keypoints/*.json` (they supervise
@@ -529,7 +529,8 @@ It was trained on `training.render` characters only, never on CLIP outputs or ph
 {table}
 
 Held-out: {heldout_src}. {eval_src}{ae_src}Eye colour is scored only where the eyes are drawn
-(all views but the back). Chance is 1 / (number of classes).
+(all views but the back), the outfit's second colour not on dresses (there it is a 1 px belt line).
+Chance is 1 / (number of classes).
 
     from models.attributes import load_attribute_classifier
     clf = load_attribute_classifier("weights/attributes")
