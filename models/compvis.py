@@ -34,9 +34,10 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from PIL import Image
 
+from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import FORK_FRAME, NUM_KEYPOINTS, Pose, to_fork
-from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop
+from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 
 UNET_PREFIX = "model.diffusion_model."
@@ -60,8 +61,6 @@ FORK_GRID = 32  # the keypoints are cells of a 32 x 32 grid over the 512 frame (
 FORK_BETAS = (0.0015, 0.0195)  # linear_start, linear_end of the fork's config
 FORK_TIMESTEPS = 1000
 MAX_STEPS = 1000  # the fork's own sampler ran 500 DDIM steps (-c 500)
-MAX_IMAGES = 8
-MAX_SEED = 2**63 - 1 - MAX_IMAGES
 PREVIEW_EVERY = 5
 
 # callback(step, total, preview_image or None), as PosePipeline's.
@@ -455,11 +454,6 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
-def _whole(value: Any) -> bool:
-    """An int (numpy ints too), not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
 class ForkPipeline:
     """The keypoint-LDM fork (VQ-f4 + keypoint cross-attention UNet) with PosePipeline's call."""
 
@@ -534,27 +528,8 @@ class ForkPipeline:
         size: int,
     ) -> None:
         """Raise InputError with one sentence for any input the fork cannot honour."""
-        if not isinstance(pose, Pose):
-            raise InputError("The pose must be a models.pose.Pose.")
-        if not pose.visible.any():
-            raise InputError("The pose has no visible keypoint to draw.")
-        if not _whole(seed) or not 0 <= int(seed) <= MAX_SEED:
-            raise InputError(f"The seed must be a whole number from 0 to {MAX_SEED}.")
-        if not _whole(steps) or not 1 <= steps <= MAX_STEPS:
-            raise InputError(f"The number of steps must be a whole number from 1 to {MAX_STEPS}.")
-        if guidance is not None and (not isinstance(guidance, (int, float)) or not math.isfinite(guidance)):
-            raise InputError("The guidance scale must be a number.")
-        if sampler not in SAMPLER_NAMES:
-            raise InputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
-        if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
-            raise InputError("eta must be a number from 0 to 1.")
-        if not _whole(n) or not 1 <= n <= MAX_IMAGES:
-            raise InputError(f"The number of images must be from 1 to {MAX_IMAGES}.")
-        if not _whole(size) or size % self.size_multiple or not self.size_multiple <= size <= 4 * self.native_size:
-            raise InputError(
-                f"The image size must be a multiple of {self.size_multiple} "
-                f"up to {4 * self.native_size} pixels (the model draws {self.native_size})."
-            )
+        check_common(pose, seed, steps, guidance, sampler, eta, n, max_steps=MAX_STEPS, max_guidance=None)
+        check_size(size, self.size_multiple, self.native_size)
         if style is not None and np.asarray(style).size:
             raise InputError("The keypoint LDM has no style code; leave the style empty.")
 

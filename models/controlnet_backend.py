@@ -13,7 +13,6 @@ with the ControlNet's residuals added to both branches as diffusers' pipeline do
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import Pose
-from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop
+from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 
 DEFAULT_PROMPT = "1girl, solo, full body, anime style, best quality"
@@ -32,8 +32,6 @@ DEFAULT_NEGATIVE = "lowres, bad anatomy, bad hands, extra limbs, missing fingers
 DEFAULT_GUIDANCE = 7.5
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
-MAX_IMAGES = 8
-MAX_SEED = 2**63 - 1 - MAX_IMAGES
 MAX_PROMPT_CHARS = 2000
 PREVIEW_EVERY = 5
 # SD 1.x latent -> RGB, a linear fit (the common "cheap approximation" preview): no VAE pass per preview.
@@ -57,11 +55,6 @@ def latent_preview(latent: torch.Tensor, size: int) -> Image.Image:
     rgb = torch.einsum("chw,cr->rhw", latent[0].float().cpu(), torch.tensor(LATENT_RGB))
     arr = ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return Image.fromarray(arr).resize((size, size), Image.BILINEAR)
-
-
-def _whole(value: Any) -> bool:
-    """An int (numpy ints too), not a bool."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
 def _load(what: str, name: str, load: Callable[[], Any]) -> Any:
@@ -146,27 +139,8 @@ class ControlNetBackend:
         controlnet_scale: float,
     ) -> None:
         """Raise InputError with one sentence for any input the back end cannot honour."""
-        if not isinstance(pose, Pose):
-            raise InputError("The pose must be a models.pose.Pose.")
-        if not pose.visible.any():
-            raise InputError("The pose has no visible keypoint to draw.")
-        if not _whole(seed) or not 0 <= int(seed) <= MAX_SEED:
-            raise InputError(f"The seed must be a whole number from 0 to {MAX_SEED}.")
-        if not _whole(steps) or not 1 <= steps <= MAX_STEPS:
-            raise InputError(f"The number of steps must be a whole number from 1 to {MAX_STEPS}.")
-        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
-            raise InputError(f"The guidance scale must be a number from 0 to {MAX_GUIDANCE:g}.")
-        if sampler not in SAMPLER_NAMES:
-            raise InputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
-        if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
-            raise InputError("eta must be a number from 0 to 1.")
-        if not _whole(n) or not 1 <= n <= MAX_IMAGES:
-            raise InputError(f"The number of images must be from 1 to {MAX_IMAGES}.")
-        if not _whole(size) or size % self.size_multiple or not self.size_multiple <= size <= 4 * self.native_size:
-            raise InputError(
-                f"The image size must be a multiple of {self.size_multiple} "
-                f"up to {4 * self.native_size} pixels (the model draws {self.native_size})."
-            )
+        check_common(pose, seed, steps, guidance, sampler, eta, n, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE)
+        check_size(size, self.size_multiple, self.native_size)
         if style is not None and np.asarray(style).size:
             raise InputError("Stable Diffusion has no style code; describe the character in the prompt instead.")
         for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):

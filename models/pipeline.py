@@ -14,7 +14,6 @@ g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +25,10 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from PIL import Image
 
 from models.autoencoder import decode as ae_decode
+from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import Pose, fit_to_square
-from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop
+from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 from models.unet import PoseUNet
 
@@ -40,8 +40,6 @@ FRAME_CENTRE = (0.5, 0.55)
 DEFAULT_STEPS = 10  # DPM-Solver++ 2M at 10 steps: ~0.8 s an image on 2 CPU cores (benchmarks/generate_speed.py)
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
-MAX_IMAGES = 8
-MAX_SEED = 2**63 - 1 - MAX_IMAGES
 PREVIEW_EVERY = 5  # decode the z_0 estimate for the callback every this many steps
 
 # callback(step, total, preview_image or None): called after every sampler step; a preview every PREVIEW_EVERY.
@@ -155,36 +153,10 @@ class PosePipeline:
         size: int,
     ) -> None:
         """Raise InputError with one sentence for any input the pipeline cannot honour."""
-        if not isinstance(pose, Pose):
-            raise InputError("The pose must be a models.pose.Pose.")
-        if not pose.visible.any():
-            raise InputError("The pose has no visible keypoint to draw.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-            raise InputError(f"The seed must be a whole number from 0 to {MAX_SEED}.")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
-            raise InputError(f"The number of steps must be a whole number from 1 to {MAX_STEPS}.")
-        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
-            raise InputError(f"The guidance scale must be a number from 0 to {MAX_GUIDANCE:g}.")
-        if sampler not in SAMPLER_NAMES:
-            raise InputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
-        if not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 1:
-            raise InputError("eta must be a number from 0 to 1.")
-        if (
-            isinstance(num_images, bool)
-            or not isinstance(num_images, (int, np.integer))
-            or not 1 <= num_images <= MAX_IMAGES
-        ):
-            raise InputError(f"The number of images must be from 1 to {MAX_IMAGES}.")
-        if (
-            isinstance(size, bool)
-            or not isinstance(size, (int, np.integer))
-            or size % self.size_multiple
-            or not self.size_multiple <= size <= 4 * self.native_size
-        ):
-            raise InputError(
-                f"The image size must be a multiple of {self.size_multiple} "
-                f"up to {4 * self.native_size} pixels (the model draws {self.native_size})."
-            )
+        check_common(
+            pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
+        )
+        check_size(size, self.size_multiple, self.native_size)
         if style is not None:
             arr = np.asarray(style, dtype=np.float64)
             if arr.shape != (self.style_dim,) or not np.isfinite(arr).all():

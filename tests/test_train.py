@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -100,3 +101,25 @@ def test_train_ae_then_ldm_then_pipeline(data, tmp_path):
     kp = np.concatenate([np.random.default_rng(1).uniform(0.2, 0.8, (17, 2)), np.ones((17, 1))], axis=1)
     images, _ = pipe(Pose(kp.astype(np.float32), 64, 64), seed=0, steps=2)
     assert images[0].size == (32, 32)
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh(data, tmp_path):
+    first = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
+    tuned = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae2"), "--preset", "tiny",
+                           "--init", str(first), "--train-encoder", "false", "--steps", "2"])  # fmt: skip
+    from diffusers import AutoencoderKL
+
+    a = AutoencoderKL.from_pretrained(first / "autoencoder")
+    b = AutoencoderKL.from_pretrained(tuned / "autoencoder")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
+    assert a.config.scaling_factor == b.config.scaling_factor and a.config.shift_factor == b.config.shift_factor
+
+    args = ["--data", str(data), "--ae", str(first), "--preset", "tiny"]
+    ldm = train_ldm.main([*args, "--out", str(tmp_path / "ldm")])
+    again = train_ldm.main([*args, "--out", str(tmp_path / "ldm2"), "--init", str(tmp_path / "ldm" / "checkpoints" /
+                            "step_0000002"), "--style-lr-mult", "10"])  # fmt: skip
+    log = (tmp_path / "ldm2" / "log.txt").read_text()
+    assert "initialised from" in log and json.loads((again / "training_info.json").read_text())["steps"] == 2
+    assert ldm != again

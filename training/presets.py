@@ -34,6 +34,8 @@ class AEPreset:
     lr: float = 1e-3  # AdamW learning rate (cosine decay to 10% after warm-up)
     warmup: int = 50  # linear warm-up steps
     kl_weight: float = 1e-6  # KL(q(z|x) || N(0, I)) per latent element: keeps the latent bounded, no more
+    # False: fine-tune the decoder only, so the latent space (and any UNet trained on it) stays valid
+    train_encoder: bool = True
     grad_weight: float = 0.5  # L1 on image gradients (edge sharpness; LPIPS-free perceptual substitute)
     multiscale_weight: float = 0.5  # L1 on 2x and 4x average-pooled images (colour blocks)
     max_images: int = 0  # use at most this many images (0: all)
@@ -71,6 +73,7 @@ class LDMPreset:
     ema_warmup: int = 200  # the EMA copies the weights outright before this step
     pose_dropout: float = 0.1  # share of steps with the condition map zeroed (classifier-free guidance)
     style_kl_weight: float = 3e-3  # KL(q(s|x) || N(0, I)) per dimension (mean over dims)
+    style_lr_mult: float = 1.0  # lr multiplier of the style path (style encoder + `style_affine`); >1 fights collapse
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)
     max_images: int = 8000  # use at most this many images (0: all); encoding costs ~2.3 GFLOP (~40 ms) each on CPU

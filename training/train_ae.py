@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> Path:
         vae = build_autoencoder(
             cfg.block_out_channels, cfg.layers_per_block, cfg.latent_channels, cfg.norm_num_groups, cfg.mid_attention
         )
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if not cfg.train_encoder:
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
+        log("decoder only: the encoder (and so the latent space and its scaling) stays as it is")
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     if ckpt is not None:
         state = torch.load(ckpt / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -192,7 +198,8 @@ def main(argv: list[str] | None = None) -> Path:
         model.eval()
         batches = (to_tensor(train_images[i : i + 32]) for i in range(0, min(len(train_images), 1600), 32))
         mean, std = measure_latent_stats(model, batches)
-        model.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
+        if cfg.train_encoder:  # a frozen encoder keeps the scaling its UNet was trained with
+            model.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
         with torch.no_grad():
             val_psnr = psnr(model(val.to(accelerator.device)).sample.cpu(), val)
         model.save_pretrained(final / "autoencoder", safe_serialization=True)

@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--ae", required=True, help="trained autoencoder folder (runs/ae/final)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument(
+        "--init",
+        default="",
+        help="start from the (EMA) weights of this folder (a checkpoint or a final/ folder) with a fresh optimiser "
+        "and schedule; ignored when --resume finds a checkpoint",
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes decoding the images (0: one per CPU)")
     args, cfg = parse_with_preset(parser, LDM_PRESETS, argv)
     cfg: LDMPreset
@@ -233,6 +239,15 @@ def main(argv: list[str] | None = None) -> Path:
         style_encoder = StyleEncoder.from_pretrained(ckpt / "style_encoder")
         ema_unet = PoseUNet.from_pretrained(ckpt / "ema" / "unet")
         ema_style = StyleEncoder.from_pretrained(ckpt / "ema" / "style_encoder")
+    elif args.init:
+        init = Path(args.init)
+        src = init / "ema" if (init / "ema" / "unet").is_dir() else init  # the EMA weights are the better start
+        if not (src / "unet").is_dir() or not (src / "style_encoder").is_dir():
+            raise SystemExit(f"--init {init}: no unet/ and style_encoder/ folders there")
+        unet = PoseUNet.from_pretrained(src / "unet")
+        style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
+        ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
+        log(f"initialised from {src}")
     else:
         hint_levels = round(float(np.log2(factor)))
         hint_widths = tuple(min(cfg.hint_channels * 2**i, 64) for i in range(hint_levels - 1))
@@ -253,11 +268,21 @@ def main(argv: list[str] | None = None) -> Path:
         ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
     ema_unet.eval().requires_grad_(False).to(device)
     ema_style.eval().requires_grad_(False).to(device)
-    params = list(unet.parameters()) + list(style_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    # The style path gets its own lr: with the image noise and the pose doing most of the work, the UNet learns to
+    # ignore a weak s, and a weak s gets no gradient (the collapse seen at lr x 1).
+    style_params = list(style_encoder.parameters()) + list(unet.style_affine.parameters())
+    style_ids = {id(p) for p in style_params}
+    groups = [
+        {"params": [p for p in unet.parameters() if id(p) not in style_ids], "lr_mult": 1.0},
+        {"params": style_params, "lr_mult": cfg.style_lr_mult},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     if ckpt is not None:
         state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+        if len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # a checkpoint of the one-group optimiser: the weights resume, the moments start afresh
+            log("optimizer state of another layout: moments start afresh")
         torch.set_rng_state(state["torch_rng"])
         meta = json.loads((ckpt / "step.json").read_text())
         step, elapsed, losses = meta["step"], meta["elapsed"], meta["losses"]
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> Path:
     while progress < 1.0:
         lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         idx = torch.from_numpy(rng.integers(0, len(stems), cfg.batch_size)).to(device)
         flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
         flip = torch.from_numpy(flip_np).to(device)
