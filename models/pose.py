@@ -367,4 +367,4 @@ def _frame(obj: dict[str, Any], wkey: str, hkey: str, default: int | None) -> tu
         raise InputError(f"'{wkey}' and '{hkey}' must be numbers.")
     if not (math.isfinite(w) and math.isfinite(h) and 1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
         raise InputError(f"The frame size must be between 1 and {MAX_SIDE} pixels a side.")
-    return int(round(w)), int(round(h))
+    return int(round(w)), int(round(h))  # noqa: RUF046 (numpy floats round to floats)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from models.pipeline import PosePipeline
