@@ -58,4 +58,9 @@ class StyleEncoder(ModelMixin, ConfigMixin):
     @staticmethod
     def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """KL(N(mu, sigma^2) || N(0, I)), mean over dimensions and batch (Kingma & Welling 2014, App. B)."""
-        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        return StyleEncoder.kl_per_dim(mu, logvar).mean()
+
+    @staticmethod
+    def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """The KL of each dimension of s in nats, `(style_dim,)`, mean over the batch."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -119,7 +120,28 @@ def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh
     args = ["--data", str(data), "--ae", str(first), "--preset", "tiny"]
     ldm = train_ldm.main([*args, "--out", str(tmp_path / "ldm")])
     again = train_ldm.main([*args, "--out", str(tmp_path / "ldm2"), "--init", str(tmp_path / "ldm" / "checkpoints" /
-                            "step_0000002"), "--style-lr-mult", "10"])  # fmt: skip
+                            "step_0000002"), "--style-lr-mult", "10", "--style-kl-ramp", "100"])  # fmt: skip
     log = (tmp_path / "ldm2" / "log.txt").read_text()
     assert "initialised from" in log and json.loads((again / "training_info.json").read_text())["steps"] == 2
+    assert (
+        "active=" in log
+        and len(json.loads((again / "training_info.json").read_text())["style_posterior"]["kl_per_dim"]) > 0
+    )
     assert ldm != again
+
+
+def test_ordered_kl_weights_ramp_geometrically():
+    from diffusers import DDPMScheduler
+
+    from models.style_encoder import StyleEncoder
+    from models.unet import PoseUNet
+    from training.presets import LDM_PRESETS
+
+    unet = PoseUNet(sample_size=8, latent_channels=4, cond_channels=33, hint_widths=(), hint_channels=8,
+                    style_dim=5, block_out_channels=(8, 16), attention_head_dim=8, norm_num_groups=8)  # fmt: skip
+    cfg = dataclasses.replace(LDM_PRESETS["tiny"], style_kl_weight=1e-3, style_kl_ramp=100.0)
+    w = train_ldm.LDMLoss(unet, StyleEncoder(style_dim=5), DDPMScheduler(), cfg).kl_weights
+    assert torch.allclose(w, torch.tensor([1e-3, 1e-3 * 10**0.5, 1e-2, 1e-2 * 10**0.5, 1e-1]))
+    mu, logvar = torch.zeros(3, 5), torch.zeros(3, 5)
+    mu[:, 0] = 1.0
+    assert torch.allclose(StyleEncoder.kl_per_dim(mu, logvar), torch.tensor([0.5, 0, 0, 0, 0]))

@@ -73,6 +73,10 @@ class LDMPreset:
     ema_warmup: int = 200  # the EMA copies the weights outright before this step
     pose_dropout: float = 0.1  # share of steps with the condition map zeroed (classifier-free guidance)
     style_kl_weight: float = 3e-3  # KL(q(s|x) || N(0, I)) per dimension (mean over dims)
+    # KL weight of the last dimension over the first's, geometric in between (1: uniform). An ordered prior cost
+    # makes the code put the appearance the UNet needs most into the first, cheapest dimensions, as PCA would,
+    # instead of spreading it thinly over all 64 (where no single GANSpace / SeFa direction shows much).
+    style_kl_ramp: float = 1.0
     style_lr_mult: float = 1.0  # lr multiplier of the style path (style encoder + `style_affine`); >1 fights collapse
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)

@@ -6,8 +6,10 @@
    autoencoder and cached in `OUT/cache/`; condition maps are drawn per batch from the keypoints.
 2. Each step: s ~ q(s | x) from the style encoder, t ~ U{0..T-1}, z_t = sqrt(a_t) z_0 + sqrt(1-a_t) eps,
    the pose map zeroed for `pose_dropout` of the batch (classifier-free guidance), and
-       L = w(t) |v_theta(z_t, t, pose, s) - v|^2 + style_kl_weight * KL(q(s|x) || N(0, I)),
-   w(t) = min(SNR, gamma) / (SNR + 1) (Min-SNR-gamma for v-prediction, Hang et al. 2023, Eq. 9).
+       L = w(t) |v_theta(z_t, t, pose, s) - v|^2 + mean_i k_i KL(q(s_i|x) || N(0, 1)),
+   w(t) = min(SNR, gamma) / (SNR + 1) (Min-SNR-gamma for v-prediction, Hang et al. 2023, Eq. 9; gamma = 0:
+   w = 1, the plain v-loss, which keeps the high-noise steps where only s can tell the colours), and
+   k_i = style_kl_weight * style_kl_ramp^(i / (D - 1)), an ordered prior cost over the D dimensions of s.
 3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
 4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
    `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/`
@@ -91,6 +93,8 @@ class LDMLoss(torch.nn.Module):
         super().__init__()
         self.unet, self.style_encoder, self.cfg = unet, style_encoder, cfg
         self.register_buffer("alphas_cumprod", noise_scheduler.alphas_cumprod.clone(), persistent=False)
+        dims = torch.linspace(0.0, 1.0, unet.config.style_dim)
+        self.register_buffer("kl_weights", cfg.style_kl_weight * cfg.style_kl_ramp**dims, persistent=False)
         self.prediction_type = noise_scheduler.config.prediction_type
 
     def forward(
@@ -100,7 +104,7 @@ class LDMLoss(torch.nn.Module):
         b = z0.shape[0]
         mu, logvar = self.style_encoder(images)
         s = StyleEncoder.sample(mu, logvar)
-        kl = StyleEncoder.kl(mu, logvar)
+        kl_dims = StyleEncoder.kl_per_dim(mu, logvar)
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
         a = self.alphas_cumprod[t].view(b, 1, 1, 1)
         eps = torch.randn_like(z0)
@@ -116,11 +120,12 @@ class LDMLoss(torch.nn.Module):
             weight = snr.clamp(max=self.cfg.min_snr_gamma) / snr if self.cfg.min_snr_gamma > 0 else 1.0
         mse = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
         diffusion = (weight * mse).mean()
-        loss = diffusion + self.cfg.style_kl_weight * kl
+        loss = diffusion + (self.kl_weights * kl_dims).mean()
         parts = {
             "loss": loss,
             "diff": diffusion,
-            "kl": kl,
+            "kl": kl_dims.mean(),
+            "active": (kl_dims > 0.1).sum(),  # dimensions carrying more than 0.1 nat
             "mu_std": mu.std(dim=0).mean(),
             "sigma": (0.5 * logvar).exp().mean(),
         }
@@ -381,6 +386,7 @@ def main(argv: list[str] | None = None) -> Path:
                 "mu_mean": float(mu.mean()),
                 "mu_std": float(mu.std()),
                 "sigma_mean": float((0.5 * logvar).exp().mean()),
+                "kl_per_dim": [round(float(v), 4) for v in StyleEncoder.kl_per_dim(mu, logvar)],
             },
             "autoencoder": str(args.ae),
             "preset": args.preset,
