@@ -1,6 +1,6 @@
 """Wall time of generation by stage (noise, denoising loop, decoding) and of a whole call; prints JSON.
 
-    python -m benchmarks.generate_speed [--model weights] [--steps 10] [--sampler dpmpp_2m] [--repeats 3] [--threads 2]
+    python -m benchmarks.generate_speed [--model weights] [--steps 8] [--sampler dpmpp_2m] [--repeats 3] [--threads 2]
 
 Medians over `--repeats` runs after one warm-up, on held-out pose 0 of `training.eval`'s split (a
 fixed 128 px pose). CPU seconds of the process are reported next to wall seconds: on a shared
@@ -32,7 +32,7 @@ def main() -> None:
     """Time prepare, denoise and decode separately, then whole `pipe(...)` calls."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "weights"))
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=3)

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=20, help="how long the users keep asking (default: %(default)s)"
     )
     parser.add_argument("--model", default="fake", help="'fake' or a model folder (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=10, help="sampler steps per generation (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps per generation (default: %(default)s)")
     parser.add_argument(
         "--pose-share", type=float, default=0.5, help="share of requests to /pose (default: %(default)s)"
     )

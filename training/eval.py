@@ -291,7 +291,7 @@ def main_eval(argv: list[str]) -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder (default: %(default)s)")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector folder (default: %(default)s)")
     parser.add_argument("--n", type=int, default=64, help="held-out poses to generate (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=10, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps (default: %(default)s)")
     parser.add_argument("--sampler", default=None, help="sampler name (default: the pipeline's)")
     parser.add_argument("--guidance", type=float, default=None, help="pose guidance scale (default: the pipeline's)")
     parser.add_argument("--save", metavar="DIR", help="also write the generated images here")
