@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> Path:
         ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
     ema_unet.eval().requires_grad_(False).to(device)
     ema_style.eval().requires_grad_(False).to(device)
-    # The style path gets its own lr: with the image noise and the pose doing most of the work, the UNet learns to
-    # ignore a weak s, and a weak s gets no gradient (the collapse seen at lr x 1).
+    # The style path (encoder + `style_affine`) has its own lr multiplier: a UNet that ignores a weak s gives s no
+    # gradient. (What collapsed s here was Min-SNR weighting, not the lr: see the docstring and weights/README.md.)
     style_params = list(style_encoder.parameters()) + list(unet.style_affine.parameters())
     style_ids = {id(p) for p in style_params}
     groups = [
