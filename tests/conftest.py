@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTOS = SHARED / "photos"
@@ -34,3 +35,13 @@ def fork_files() -> list[Path]:
     if not files:
         pytest.skip("../shared/keypoint_formats is absent")
     return files
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (`pytest.mark.usefixtures`): tiny models gain nothing from two, and a shared
+    CPU makes two spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,14 +14,7 @@ from models.style_encoder import StyleEncoder
 from models.unet import HintEncoder, PoseUNet
 from training.presets import LDM_PRESETS, lr_factor, parse_with_preset, run_progress
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_unet() -> PoseUNet:

@@ -26,13 +26,7 @@ STANDING = np.array([
 ], dtype=np.float32)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_pipeline(seed: int = 0) -> PosePipeline:

@@ -32,13 +32,7 @@ FORK_SIZE = 128  # the tiny fork: f2 VQ first stage, a 64 x 64 latent (the fork'
 SD_SIZE = 64  # the tiny SD: f2 VAE, a 32 x 32 latent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture

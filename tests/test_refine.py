@@ -24,14 +24,7 @@ from models.refine import (
 )
 from tests.test_pipeline import STANDING, tiny_pipeline
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and a shared CPU makes two spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
