@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -289,6 +291,23 @@ def latest_checkpoint(out: Any) -> Any:
     folders = sorted(Path(out, "checkpoints").glob("step_*"))
     done = [f for f in folders if (f / "step.json").exists()]
     return done[-1] if done else None
+
+
+def save_trainer_checkpoint(out: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    """Write OUT/checkpoint atomically: the model (`save_pretrained`) and `trainer_state.pt` (optimiser + `state`)
+    go to a folder written aside, which is then renamed over the old one, so a kill never leaves half a checkpoint."""
+    import torch  # here, so that parsing presets stays free of torch
+
+    out = Path(out)
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), **state}, tmp / "trainer_state.pt")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def machine() -> str:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
+from training.presets import save_trainer_checkpoint
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
 DEFAULTS = {
@@ -236,21 +237,6 @@ def autoencoder_round_trip(
             y = decode(vae, encode(vae, to_tensor(images[i : i + batch], device))).clamp(-1, 1)
             out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-def save_checkpoint(out: Path, model: AttributeClassifier, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Write OUT/checkpoint atomically (a folder written aside, then renamed over the old one)."""
-    tmp = out / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save({"optimizer": opt.state_dict(), **state}, tmp / "trainer_state.pt")
-    final, old = out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -461,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 | {k: round(v, 4) for k, v in rep["accuracy"].items()},
             )
         if step % args.checkpoint_every == 0 or done:
-            save_checkpoint(out, model, opt, {"step": step, "elapsed": elapsed, "budget_s": spent})
+            save_trainer_checkpoint(out, model, opt, {"step": step, "elapsed": elapsed, "budget_s": spent})
 
     # 6. The final model, its accuracy and what it took
     model.eval()

@@ -39,6 +39,7 @@ from PIL import Image, ImageFilter
 from models.detector import KeypointDetector, gaussian_targets, heatmap_loss
 from models.pose import FLIP_INDEX, VISIBLE, Pose, load
 from training.eval import DETECTOR_VAL_SEED, heldout_renders, pck_counts
+from training.presets import save_trainer_checkpoint
 
 # Defaults sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or
 # the 22 CPU-minute budget (whichever comes first) is a ~22 minute run on a quiet core.
@@ -223,24 +224,6 @@ def validate(model: KeypointDetector, images: np.ndarray, keypoints: np.ndarray,
     return {"pck": hits / max(total, 1), "pck05": hits05 / max(total, 1), "vis_acc": vis_right / max(vis_total, 1)}
 
 
-# -- checkpoints ----------------------------------------------------------------------------------
-def save_checkpoint(
-    out: Path, model: KeypointDetector, opt: torch.optim.Optimizer, step: int, elapsed: float, cpu: float
-) -> None:
-    """Write OUT/checkpoint atomically (a folder written aside, then renamed over the old one)."""
-    tmp = out / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "cpu": cpu}, tmp / "trainer_state.pt")
-    final = out / "checkpoint"
-    old = out / "checkpoint.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # -- main -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the 1-thread CPU run)."""
@@ -419,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = validate(model, val_images, val_kp)
             log_line(out, {"step": step, "event": "val", **{k: round(v, 4) for k, v in metrics.items()}})
         if step % args.checkpoint_every == 0 or done:
-            save_checkpoint(out, model, opt, step, elapsed, cpu)
+            save_trainer_checkpoint(out, model, opt, {"step": step, "elapsed": elapsed, "cpu": cpu})
 
     # 5. The final model and what it took
     if not metrics:  # resumed at the end: measure once more
