@@ -322,21 +322,28 @@ def _optimise(
     on_step: Callable[[torch.Tensor], None],
     messages: list[str],
 ) -> torch.Tensor:
-    """Adam on `param` for `settings.steps` steps; `forward(param) -> (loss, image)`. Returns the value
-    after the last step (a non-finite loss stops early, keeping the last finite value, with a message)."""
+    """Adam or NGD on `param` for `settings.steps` steps; `forward(param) -> (loss, image)`. Returns the iterate
+    of the lowest loss among those after one step or more, the last included (a non-finite loss or value stops
+    early, with a message): on s the loss is not monotone in the steps, so the last iterate is not always the
+    best. The start itself is not returned unless nothing could be stepped: asked to refine, it moves."""
     start = param.detach().clone()
     x = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=settings.lr) if settings.optimizer == "adam" else None
-    for _ in range(settings.steps):
+    best, best_loss = start, math.inf
+
+    def total(loss: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return loss + settings.tether * (value - start).pow(2).mean() if settings.tether > 0 else loss
+
+    for i in range(settings.steps):
         x.grad = None
         loss, image = forward(x)
-        if settings.tether > 0:
-            loss = loss + settings.tether * (x - start).pow(2).mean()
+        loss = total(loss, x)
         if not torch.isfinite(loss):
             messages.append("The refinement loss stopped being a finite number; the last good result was kept.")
-            break
+            return best
         on_step(image)
-        last_good = x.detach().clone()
+        if i > 0 and float(loss.detach()) < best_loss:
+            best, best_loss = x.detach().clone(), float(loss.detach())
         loss.backward()
         if opt is not None:
             opt.step()
@@ -348,7 +355,13 @@ def _optimise(
                 x -= settings.lr * g * (g.numel() ** 0.5) / g.norm().clamp_min(1e-12)
         if not torch.isfinite(x).all():
             messages.append("The refinement step gave non-finite values; the last good result was kept.")
-            return last_good
+            return best
+    if settings.steps > 1:  # the last step's result, scored once without a gradient
+        with torch.no_grad():
+            loss, _image = forward(x)
+            loss = total(loss, x)
+        if not (torch.isfinite(loss) and float(loss.detach()) < best_loss):
+            return best
     return x.detach().clone()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from models.refine import (
     DEFAULTS,
     REFINE_MODES,
     RefineSettings,
+    _optimise,
     ddim_sample,
     ddim_timesteps,
     make_cutouts,
@@ -218,3 +220,14 @@ def test_command_line_records_the_refinement(pipe, clip, tmp_path, capsys):
     assert record["refine"]["prompt"].startswith("pink hair") and record["refine"]["messages"]
     assert app.main(argv[:-4] + ["--refine-mode", "latent", "--refine-steps", "0"]) == 1
     assert "refine steps" in json.loads(capsys.readouterr().out.strip())["error"]
+
+
+def test_optimise_returns_the_best_iterate_not_the_last():
+    # NGD with step 1 on (x - 0.8)^2 from 0 oscillates 0 -> 1 -> 0: the iterate after step 1 (loss 0.04)
+    # beats the last one (back at 0, loss 0.64); the start itself is never returned.
+    settings = RefineSettings(steps=2, lr=1.0, pose_weight=0.0, cutouts=1, tether=0.0, optimizer="ngd")
+    seen, messages = [], []
+    out = _optimise(torch.zeros(1), lambda x: ((x - 0.8).pow(2).sum(), x), settings, seen.append, messages)
+    assert torch.allclose(out, torch.ones(1)) and len(seen) == 2 and messages == []
+    one = _optimise(torch.zeros(1), lambda x: ((x - 0.8).pow(2).sum(), x), replace(settings, steps=1), seen.append, [])
+    assert torch.allclose(one, torch.ones(1))  # one step: moved, whatever its loss
