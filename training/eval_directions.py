@@ -166,7 +166,8 @@ def training_steps(model: str | Path) -> int | None:
     """The UNet's training steps from the model folder's `training_info_ldm.json` (None when absent)."""
     path = Path(model) / "training_info_ldm.json"
     try:
-        return int(json.loads(path.read_text())["steps"])
+        info = json.loads(path.read_text())
+        return int(info.get("total_steps", info["steps"]))  # total_steps: a warm-started run counts its stages
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
