@@ -16,7 +16,7 @@ from ui import handlers, settings
 
 MODE_CHOICES = [
     ("Style: the style code s (colours, hair, outfit)", "style"),
-    ("Latent: the final latent z_0 (details, as VQGAN-CLIP)", "latent"),
+    ("Latent: a smooth offset of the final latent z_0 (as VQGAN-CLIP)", "latent"),
     ("Both: style, then latent", "both"),
 ]
 # The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
