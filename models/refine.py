@@ -345,8 +345,9 @@ def _optimise(
             messages.append("The refinement loss stopped being a finite number; the last good result was kept.")
             return best
         on_step(image)
-        if i > 0 and float(loss.detach()) < best_loss:
-            best, best_loss = x.detach().clone(), float(loss.detach())
+        value = float(loss.detach())
+        if i > 0 and value < best_loss:
+            best, best_loss = x.detach().clone(), value
         loss.backward()
         if opt is not None:
             opt.step()
