@@ -57,6 +57,7 @@ DEFAULT_K = 10  # directions offered per method (sliders, --edit indices)
 MAX_SIGMA = 3.0  # amounts are clamped to +-MAX_SIGMA standard deviations
 GANSPACE_SAMPLES = 10_000  # codes sampled for GANSpace's PCA
 GANSPACE_TIMESTEPS = 10  # timesteps at which the "silu" feature is read (evenly spaced over training's T)
+GANSPACE_FEATURE: GanspaceFeature = "silu"  # the feature GANSpace's PCA reads (module docstring)
 LABELS_PATH = Path(__file__).resolve().parents[1] / "weights" / "directions.json"
 
 
@@ -190,7 +191,7 @@ def ganspace(
 
 
 # -- per model: computed once, memoised, labels attached ------------------------------------------
-_CACHE: dict[tuple[str, str, int], Directions] = {}
+_CACHE: dict[tuple[str, str, int, str], Directions] = {}
 _LABELS_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
@@ -231,27 +232,39 @@ def time_embeddings(unet: Any, n: int = GANSPACE_TIMESTEPS, num_train_timesteps:
     return emb.float().cpu().numpy()
 
 
-def compute_directions(model: Any, method: str, k: int = DEFAULT_K) -> Directions:
-    """The directions of a PoseUNet or pipeline (no cache, no labels)."""
+def compute_directions(
+    model: Any, method: str, k: int = DEFAULT_K, feature: GanspaceFeature | None = None
+) -> Directions:
+    """The directions of a PoseUNet or pipeline (no cache, no labels); `feature`: GANSpace's (default GANSPACE_FEATURE)."""
     unet = _unet_of(model)
     weight, bias = _affine(unet)
     if method == "sefa":
         return sefa(weight, k)
     if method == "ganspace":
+        if (feature or GANSPACE_FEATURE) == "affine":
+            return ganspace(weight, bias, k)
         config = getattr(model, "scheduler_config", None)
         total = int(getattr(config, "num_train_timesteps", None) or 1000)
         return ganspace(weight, bias, k, time_embeddings=time_embeddings(unet, num_train_timesteps=total))
     raise InputError(f"Unknown direction method {method!r}; choose one of {', '.join(METHODS)}.")
 
 
-def directions_for(model: Any, method: str, k: int = DEFAULT_K, labels_path: str | Path | None = None) -> Directions:
-    """The model's directions (memoised per weight hash, method and k), with labels when the cache matches."""
+def directions_for(
+    model: Any,
+    method: str,
+    k: int = DEFAULT_K,
+    labels_path: str | Path | None = None,
+    feature: GanspaceFeature | None = None,
+) -> Directions:
+    """The model's directions (memoised per weight hash, method, k and GANSpace feature), with labels when the
+    cache matches."""
     if method not in METHODS:
         raise InputError(f"Unknown direction method {method!r}; choose one of {', '.join(METHODS)}.")
     k = min(int(k), int(_unet_of(model).style_affine.in_features))  # a small style code has fewer directions
-    key = (model_hash(model), method, k)
+    feature = feature or GANSPACE_FEATURE
+    key = (model_hash(model), method, k, feature if method == "ganspace" else "")
     if key not in _CACHE:
-        _CACHE[key] = compute_directions(model, method, k)
+        _CACHE[key] = compute_directions(model, method, k, feature)
     dirs = _CACHE[key]
     labels = cached_labels(key[0], dirs, LABELS_PATH if labels_path is None else labels_path)
     return dirs.with_labels(labels) if labels else dirs

@@ -145,3 +145,30 @@ def test_ordered_kl_weights_ramp_geometrically():
     mu, logvar = torch.zeros(3, 5), torch.zeros(3, 5)
     mu[:, 0] = 1.0
     assert torch.allclose(StyleEncoder.kl_per_dim(mu, logvar), torch.tensor([0.5, 0, 0, 0, 0]))
+
+
+def test_guided_style_axes_train_and_record_their_layout(data, tmp_path):
+    import shutil
+
+    from models.attributes import ATTRIBUTES
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    (root / "attributes").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        record = {name: str(rng.choice(classes)) for name, classes in ATTRIBUTES.items()}
+        record["outfit_colors"] = [record.pop("outfit_color"), record.pop("outfit_color2")]
+        (root / "attributes" / f"{i:06d}.json").write_text(json.dumps(record))
+    ae = train_ae.main(["--data", str(root), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
+    args = ["--data", str(root), "--ae", str(ae), "--preset", "tiny", "--affine-reg-weight", "1"]
+    train_ldm.main([*args, "--out", str(tmp_path / "loss"), "--style-guide", "loss", "--style-guide-weight", "0.1"])
+    log = (tmp_path / "loss" / "log.txt").read_text()
+    assert "style guide: axes" in log and "guide=" in log and "guide_acc=" in log and "affine=" in log
+    final = train_ldm.main([*args, "--out", str(tmp_path / "labels"), "--style-guide", "labels"])
+    log = (tmp_path / "labels" / "log.txt").read_text()
+    assert "style guide: axes" in log and "guide=" not in log  # the axes come from the labels: no loss to log
+    layout = json.loads((final / "training_info.json").read_text())["style_guide"]
+    assert len(layout["names"]) == 8 == len(layout["centres"])  # the tiny preset's style_dim
+    assert layout["names"][:2] == ["background_color", "hair_color"]
+    assert all(len(c) == len(ATTRIBUTES[n]) for n, c in zip(layout["names"], layout["centres"], strict=True))

@@ -184,6 +184,7 @@ def evaluate_directions(
     amount: float = 2.0,
     poses: Sequence[Any] | None = None,
     progress: bool = False,
+    ganspace_feature: str | None = None,
 ) -> dict[str, Any]:
     """Render every direction at +-amount on held-out poses; return figures and labels (module docstring)."""
     # 1. Check inputs.
@@ -230,7 +231,7 @@ def evaluate_directions(
 
     # 4. Each direction at -amount and +amount.
     for method in methods:
-        dirs: Directions = directions_for(pipe, method, k)
+        dirs: Directions = directions_for(pipe, method, k, feature=ganspace_feature)
         rows = []
         for i in range(len(dirs)):
             sides: dict[str, list[Image.Image]] = {}
@@ -326,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="sampler steps (default: %(default)s)")
     parser.add_argument("--amount", type=float, default=2.0, help="edit size in sigma (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument(
+        "--ganspace-feature",
+        choices=["affine", "silu"],
+        default=None,
+        help="the feature GANSpace's PCA reads (default: models.directions.GANSPACE_FEATURE)",
+    )
     parser.add_argument("--device", default="cpu", help="device of the pipeline, float32 on any (default: %(default)s)")
     args = parser.parse_args(argv)
     import torch
@@ -354,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             args.steps,
             args.amount,
             progress=not args.json,
+            ganspace_feature=args.ganspace_feature,
         )
     except InputError as err:
         print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")

@@ -80,6 +80,13 @@ class LDMPreset:
     # instead of spreading it thinly over all 64 (where no single GANSpace / SeFa direction shows much).
     style_kl_ramp: float = 1.0
     style_lr_mult: float = 1.0  # lr multiplier of the style path (style encoder + `style_affine`); >1 fights collapse
+    # Guided axes (`training.style_guide`): "off" (a plain VAE code), "loss" (a 1-D classifier loss on the first
+    # axes of the encoder's s, weight `style_guide_weight`) or "labels" (the first axes set from the labels, each
+    # class a bin of N(0, 1)); and the weight of the penalty that keeps the style affine's columns orthogonal
+    # with decreasing norms (0: none).
+    style_guide: Literal["off", "loss", "labels"] = "off"
+    style_guide_weight: float = 0.0
+    affine_reg_weight: float = 0.0
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)
     max_images: int = 8000  # use at most this many images (0: all); encoding costs ~2.3 GFLOP (~40 ms) each on CPU
@@ -142,9 +149,17 @@ AE_PRESETS: dict[str, AEPreset] = {
     ),
 }
 
-# The loss settings of both GPU presets, as measured on the CPU runs and the H200 runs (weights/README.md): the
-# plain v-loss keeps s in use, the ordered KL ramp gathers the code in its first dimensions.
-GPU_STYLE_LOSS: dict[str, Any] = {"min_snr_gamma": 0.0, "style_kl_weight": 1e-3, "style_kl_ramp": 100.0}
+# The loss settings of both GPU presets, as measured on the CPU runs and the GPU runs (weights/README.md): the
+# plain v-loss keeps s in use, the ordered KL ramp gathers the code in its first dimensions, the guide gives
+# the first ten axes one attribute each and the affine penalty keeps them apart for SeFa and GANSpace.
+GPU_STYLE_LOSS: dict[str, Any] = {
+    "min_snr_gamma": 0.0,
+    "style_kl_weight": 1e-3,
+    "style_kl_ramp": 100.0,
+    "style_guide": "loss",
+    "style_guide_weight": 0.05,
+    "affine_reg_weight": 10.0,
+}
 
 LDM_PRESETS: dict[str, LDMPreset] = {
     "cpu": LDMPreset(),

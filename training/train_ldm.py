@@ -9,7 +9,11 @@
        L = w(t) |v_theta(z_t, t, pose, s) - v|^2 + mean_i k_i KL(q(s_i|x) || N(0, 1)),
    w(t) = min(SNR, gamma) / (SNR + 1) (Min-SNR-gamma for v-prediction, Hang et al. 2023, Eq. 9; gamma = 0:
    w = 1, the plain v-loss, which keeps the high-noise steps where only s can tell the colours), and
-   k_i = style_kl_weight * style_kl_ramp^(i / (D - 1)), an ordered prior cost over the D dimensions of s.
+   k_i = style_kl_weight * style_kl_ramp^(i / (D - 1)), an ordered prior cost over the D dimensions of s;
+   `style_guide` gives each of the first axes of s one attribute of the renderer: "loss" asks the encoder for
+   it (`training.style_guide.guide_loss`, weight `style_guide_weight`), "labels" sets those axes from the
+   labels (`sample_guided`); `affine_reg_weight` keeps the columns of the style affine orthogonal with
+   decreasing norms (`affine_penalty`), so that SeFa and GANSpace find those axes.
 3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
 4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
    `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/`
@@ -47,6 +51,17 @@ from training.presets import (
     parse_with_preset,
     preset_dict,
     run_progress,
+)
+from training.style_guide import (
+    GUIDE_ORDER,
+    GuideLayout,
+    affine_penalty,
+    guide_accuracy,
+    guide_loss,
+    make_layout,
+    read_labels,
+    sample_guided,
+    target_norms,
 )
 
 NUM_SAMPLES = 8  # poses in the sample grid
@@ -89,22 +104,43 @@ def cache_latents(
 class LDMLoss(torch.nn.Module):
     """UNet + style encoder with the training loss (module docstring) as `forward`, so DDP syncs both."""
 
-    def __init__(self, unet: PoseUNet, style_encoder: StyleEncoder, noise_scheduler: DDPMScheduler, cfg: LDMPreset):
+    def __init__(
+        self,
+        unet: PoseUNet,
+        style_encoder: StyleEncoder,
+        noise_scheduler: DDPMScheduler,
+        cfg: LDMPreset,
+        layout: GuideLayout | None = None,
+    ):
         super().__init__()
-        self.unet, self.style_encoder, self.cfg = unet, style_encoder, cfg
+        self.unet, self.style_encoder, self.cfg, self.layout = unet, style_encoder, cfg, layout
+        guided = len(layout.names) if layout is not None else 0
+        self.register_buffer("affine_norms", target_norms(unet.config.style_dim, guided), persistent=False)
         self.register_buffer("alphas_cumprod", noise_scheduler.alphas_cumprod.clone(), persistent=False)
         dims = torch.linspace(0.0, 1.0, unet.config.style_dim)
         self.register_buffer("kl_weights", cfg.style_kl_weight * cfg.style_kl_ramp**dims, persistent=False)
         self.prediction_type = noise_scheduler.config.prediction_type
 
     def forward(
-        self, z0: torch.Tensor, images: torch.Tensor, cond: torch.Tensor, keep_pose: torch.Tensor
+        self,
+        z0: torch.Tensor,
+        images: torch.Tensor,
+        cond: torch.Tensor,
+        keep_pose: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch and its parts for the log."""
         b = z0.shape[0]
         mu, logvar = self.style_encoder(images)
         s = StyleEncoder.sample(mu, logvar)
         kl_dims = StyleEncoder.kl_per_dim(mu, logvar)
+        guided = self.layout is not None and labels is not None and self.cfg.style_guide == "labels"
+        if guided:
+            # The guided axes come from the labels, not the encoder: they carry their attribute and nothing else
+            # (an encoded axis also packed other attributes into the position within its bin), and cost no KL.
+            g = len(self.layout.names)
+            s = torch.cat([sample_guided(labels, self.layout).to(s.dtype), s[:, g:]], dim=1)
+            kl_dims = torch.cat([torch.zeros_like(kl_dims[:g]), kl_dims[g:]])
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
         a = self.alphas_cumprod[t].view(b, 1, 1, 1)
         eps = torch.randn_like(z0)
@@ -121,7 +157,17 @@ class LDMLoss(torch.nn.Module):
         mse = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
         diffusion = (weight * mse).mean()
         loss = diffusion + (self.kl_weights * kl_dims).mean()
-        parts = {
+        parts = {}
+        if self.layout is not None and labels is not None and self.cfg.style_guide == "loss":
+            # On the sample s, not its mean: the axis must tell the class through the posterior noise the UNet
+            # sees (with mu alone, sigma stayed at 0.9 and the UNet could not read the bins).
+            parts["guide"] = guide_loss(s, labels, self.layout)
+            parts["guide_acc"] = guide_accuracy(s.detach(), labels, self.layout)
+            loss = loss + self.cfg.style_guide_weight * parts["guide"]
+        if self.cfg.affine_reg_weight > 0:
+            parts["affine"] = affine_penalty(self.unet.style_affine.weight, self.affine_norms)
+            loss = loss + self.cfg.affine_reg_weight * parts["affine"]
+        parts |= {
             "loss": loss,
             "diff": diffusion,
             "kl": kl_dims.mean(),
@@ -228,6 +274,15 @@ def main(argv: list[str] | None = None) -> Path:
     if not accelerator.is_main_process:
         latents = cache_latents(vae, images, out / "cache", key, cfg.flip, log)
     log(f"data: {len(stems)} images, latents {tuple(latents.shape)} ({time.time() - t0:.0f}s)")
+    layout, labels_t = None, None
+    if cfg.style_guide != "off":
+        from models.attributes import ATTRIBUTES
+
+        names = GUIDE_ORDER[: cfg.style_dim]
+        labels = read_labels(args.data, stems, names)
+        layout = make_layout(labels, ATTRIBUTES, names, cfg.style_dim)
+        labels_t = torch.from_numpy(labels).to(device)
+        log(f"style guide: axes {list(layout.names)}, {float((labels >= 0).mean()):.3f} of the labels seen")
     latent_channels, latent_side = latents.shape[2], latents.shape[-1]
     factor = size // latent_side
 
@@ -293,7 +348,7 @@ def main(argv: list[str] | None = None) -> Path:
         step, elapsed, losses = meta["step"], meta["elapsed"], meta["losses"]
         rng.bit_generator.state = meta["rng"]
         log(f"resumed from {ckpt} at step {step}")
-    train_module, optimizer = accelerator.prepare(LDMLoss(unet, style_encoder, noise_scheduler, cfg), optimizer)
+    train_module, optimizer = accelerator.prepare(LDMLoss(unet, style_encoder, noise_scheduler, cfg, layout), optimizer)
     log(
         f"PoseUNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters "
         f"(hint widths {unet.config.hint_widths}), style encoder "
@@ -340,7 +395,9 @@ def main(argv: list[str] | None = None) -> Path:
         cond = condition_maps_torch(keypoints_t[idx], size, flip)
         keep_pose = torch.from_numpy(rng.random(cfg.batch_size) >= cfg.pose_dropout).to(device)
         with accelerator.autocast():
-            loss, parts = train_module(z0, batch_images, cond, keep_pose)
+            loss, parts = train_module(
+                z0, batch_images, cond, keep_pose, labels_t[idx] if labels_t is not None else None
+            )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(train_module.parameters(), 1.0)
@@ -388,6 +445,7 @@ def main(argv: list[str] | None = None) -> Path:
                 "sigma_mean": float((0.5 * logvar).exp().mean()),
                 "kl_per_dim": [round(float(v), 4) for v in StyleEncoder.kl_per_dim(mu, logvar)],
             },
+            "style_guide": layout.to_json() if layout is not None else None,
             "autoencoder": str(args.ae),
             "preset": args.preset,
             "config": preset_dict(cfg),
