@@ -151,6 +151,11 @@ def test_train_clip_two_steps_and_publish(tmp_path):
     assert train_clip.main([*args[:-4], "--max-steps", "3", "--resume", "--device", "cpu"]) == 0
     assert json.loads((out / "final" / "training_info.json").read_text())["steps"] == 3
     assert train_clip.main(["--out", str(out), "--max-steps", "1"]) == 2  # no data: one-line error
+    # --init: a published folder's weights, a fresh run (step 0); a folder without weights is a one-line error
+    init_out = tmp_path / "init"
+    assert train_clip.main([*args[:3], str(init_out), *args[4:], "--init", str(pub)]) == 0
+    assert json.loads((init_out / "final" / "training_info.json").read_text())["steps"] == 2
+    assert train_clip.main([*args[:3], str(init_out), *args[4:], "--init", str(tmp_path)]) == 2
 
 
 def test_text_variants_and_zero_shot_accuracy(tiny):

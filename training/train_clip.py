@@ -350,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-every", type=float, default=2.0, help="minutes between checkpoints")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument(
+        "--init", default="", help="start from the weights of this CLIP folder (e.g. weights/clip), fresh schedule"
+    )
     ap.add_argument("--publish", default="", help="also write the final model with a card to this folder")
     a = ap.parse_args(argv)
     try:
@@ -421,6 +424,20 @@ def run(a: argparse.Namespace) -> int:
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         print(f"resumed from {ckpt}: step {step}, {elapsed / 60:.1f} min done", flush=True)
+    elif a.init:
+        from safetensors.torch import load_file
+
+        from models.clip import WEIGHTS_NAME
+
+        weights = Path(a.init) / WEIGHTS_NAME
+        if not weights.is_file():
+            raise InputError(f"--init: no {WEIGHTS_NAME} in {a.init}.")
+        state = {k: v.float() for k, v in load_file(str(weights)).items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise InputError(f"--init {a.init} does not fit the config {a.model!r}: {str(err)[:200]}") from err
+        print(f"initialised from {weights}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters, batch {bs}, lr {lr:.2e}, {a.minutes} min", flush=True)
 
