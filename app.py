@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", default=None, help="refine the character towards this text with CLIP ('a:1 | b:-0.5')")
     g.add_argument("--negative-prompt", default=None, help="text to move away from (with --prompt)")
     g.add_argument(
-        "--refine-mode", default="style", choices=("style", "latent", "both"),
+        "--refine-mode", default="latent", choices=("style", "latent", "both"),
         help="what CLIP refinement moves: the style code, the final latent, or both (default: %(default)s)",
     )  # fmt: skip
     g.add_argument("--refine-steps", type=int, default=None, help="refinement steps (default: the mode's)")

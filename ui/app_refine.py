@@ -21,6 +21,7 @@ MODE_CHOICES = [
 ]
 # The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
 DEFAULT_STEPS = {"style": 4, "latent": 12, "both": 9}
+DEFAULT_POSE_WEIGHT = {"style": 0.0, "latent": 1.0, "both": 1.0}  # as models.refine.DEFAULTS: pixels move in latent
 
 
 @dataclass
@@ -50,8 +51,8 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
                 placeholder="glasses",
                 elem_id="refine-negative",
             )
-            mode = gr.Radio(MODE_CHOICES, value="style", label="What moves")
-            steps = gr.Slider(1, settings.MAX_REFINE_STEPS, value=DEFAULT_STEPS["style"], step=1, label="Steps")
+            mode = gr.Radio(MODE_CHOICES, value="latent", label="What moves")
+            steps = gr.Slider(1, settings.MAX_REFINE_STEPS, value=DEFAULT_STEPS["latent"], step=1, label="Steps")
             strength = gr.Slider(
                 0.1,
                 settings.MAX_REFINE_STRENGTH,
@@ -63,7 +64,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
             pose_weight = gr.Slider(
                 0.0,
                 settings.MAX_POSE_WEIGHT,
-                value=0.0,
+                value=DEFAULT_POSE_WEIGHT["latent"],
                 step=0.5,
                 label="Keep the pose",
                 info="Weight of the keypoint detector's pose term (0: off, fastest).",
@@ -93,7 +94,13 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
             )
             use = gr.Button("Make the refined image the current result", size="md")
 
-    mode.change(lambda m: gr.update(value=DEFAULT_STEPS.get(m, 4)), mode, steps, api_visibility="private", queue=False)
+    mode.change(
+        lambda m: (gr.update(value=DEFAULT_STEPS.get(m, 4)), gr.update(value=DEFAULT_POSE_WEIGHT.get(m, 0.0))),
+        mode,
+        [steps, pose_weight],
+        api_visibility="private",
+        queue=False,
+    )
     run.click(
         handlers.refine_handler(pipeline_loader, clip),
         [current, prompt, negative, mode, steps, strength, pose_weight],
