@@ -178,6 +178,27 @@ def test_text_variants_and_zero_shot_accuracy(tiny):
             assert m == 1 << 1
 
 
+def test_focus_puts_a_weak_attribute_in_every_short_text(tiny):
+    import numpy as np
+
+    from models.errors import InputError
+    from training.train_clip import focus_tag_set, split_tags, text_variants
+
+    tags = split_tags("1girl, long hair, red hair, blue eyes, dress, smile, pink background")
+    focus = focus_tag_set(["eye_color", "hair_style"])
+    assert "blue eyes" in focus and "long hair" in focus and "red hair" not in focus
+    idx = [i for i, t in enumerate(tags) if t in focus]
+    tok = tiny.tokenizer
+    ids = [tok.encode(t) for t in tags]
+    _, masks = text_variants(ids, tok.encode("A girl."), 40, np.random.default_rng(1), idx)
+    focus_bits = sum(1 << i for i in idx)
+    assert all(int(m) & focus_bits for m in masks[6:11])  # the five short texts
+    _, plain = text_variants(ids, tok.encode("A girl."), 40, np.random.default_rng(1))
+    assert not all(int(m) & focus_bits for m in plain[6:16])  # without focus some texts skip them
+    with pytest.raises(InputError, match="unknown attribute"):
+        focus_tag_set(["shoe_size"])
+
+
 def test_batch_positives():
     from training.train_clip import MultiPositiveClipLoss, batch_positives
 

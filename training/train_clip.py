@@ -2,14 +2,16 @@
 
     python -m training.train_clip --data data/train --data data/det --out runs/clip --minutes 6 \
         [--synth SEED:N] [--device auto] [--batch-size 1024] [--loss multi|clip] [--resume] [--publish weights/clip]
+        [--init weights/clip] [--focus eye_color,hair_style]
 
 Contrastive loss on (image, text) pairs (CLIP, Radford et al. 2021). The text of an image is, at random, its
 sentence (caption line 2), its tag list (line 1, in order or shuffled) or a random subset of its tags in random
-order, so that short prompts ("pink hair") land where the images are. `--loss clip` is open_clip's `ClipLoss`
-(one positive per row); `--loss multi` (default) also counts as positives the other images of the batch that
-have every tag a text names, since "pink hair" describes all pink-haired images equally. Images:
-random horizontal flips (captions never say left or right) and a mild random crop; no colour jitter, since
-colours are what the prompts name. The schedule is by wall time: linear warm-up, then cosine to zero at
+order, so that short prompts ("pink hair") land where the images are; `--focus` makes every short text name
+one tag of the given attributes (the ones zero-shot reads worst), so that they get more of the gradient.
+`--loss clip` is open_clip's `ClipLoss` (one positive per row); `--loss multi` (default) also counts as
+positives the other images of the batch that have every tag a text names, since "pink hair" describes all
+pink-haired images equally. Images: random horizontal flips (captions never say left or right) and a mild
+random crop; no colour jitter, since colours are what the prompts name. The schedule is by wall time: linear warm-up, then cosine to zero at
 `--minutes`. All images are decoded once (processes) into one uint8 tensor, kept on the GPU when there is one.
 Writes `OUT/last.pt` (resumable), `OUT/final/` (open_clip layout) and, with `--publish DIR`, DIR with a card.
 """
@@ -25,6 +27,7 @@ import shutil
 import sys
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +80,7 @@ def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, l
     (n, size, size, 3), text rows (n, N_TEXTS, ctx) int32, their tag bit masks (n, N_TEXTS), tag lists, attributes."""
     from PIL import Image
 
-    kind, items, size, ctx, seed = job
+    kind, items, size, ctx, seed, focus_tags = job
     tok, cache = _tokenizer(), {}
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
     texts = np.empty((len(items), N_TEXTS, ctx), dtype=np.int32)
@@ -103,9 +106,22 @@ def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, l
             attrs.append(smp["attributes"])
             key = item[0] * 1_000_003 + item[1]
         tag_ids, sent_ids = _encode(tok, cache, lines[0], lines[1])
-        texts[i], masks[i] = text_variants(tag_ids, sent_ids, ctx, np.random.default_rng([seed, key]))
+        focus = [j for j, t in enumerate(split_tags(lines[0])) if t in focus_tags]
+        texts[i], masks[i] = text_variants(tag_ids, sent_ids, ctx, np.random.default_rng([seed, key]), focus)
         tags.append(split_tags(lines[0])[:MAX_TAGS])
     return images, texts, masks, tags, attrs
+
+
+def focus_tag_set(attributes: Sequence[str]) -> frozenset[str]:
+    """The caption tags of the named zero-shot attributes (`training.eval_clip.attribute_prompts`: 'eye_color' ->
+    'blue eyes', 'red eyes', ...)."""
+    from training.eval_clip import attribute_prompts
+
+    prompts = attribute_prompts()
+    unknown = [a for a in attributes if a not in prompts]
+    if unknown:
+        raise InputError(f"--focus: unknown attribute {unknown[0]!r} (known: {', '.join(prompts)}).")
+    return frozenset(t for a in attributes for t in prompts[a][2])
 
 
 def parse_synth(spec: str) -> tuple[int, int]:
@@ -149,9 +165,12 @@ def load_data(
     workers: int = 0,
     context_length: int = 77,
     seed: int = 0,
+    focus: Sequence[str] = (),
 ) -> Data:
     """All images, N_TEXTS token rows per image, their tag masks, tag lists and attribute dicts, from synth folders
-    and/or rendered in memory (`SEED:N`), in parallel processes."""
+    and/or rendered in memory (`SEED:N`), in parallel processes; `focus`: attributes whose tags (`focus_tag_set`)
+    every short text names."""
+    focus_tags = focus_tag_set(focus)
     sources: list[tuple[str, list]] = []
     for f in folders:
         root = Path(f)
@@ -164,7 +183,8 @@ def load_data(
     jobs = []
     for kind, items in sources:
         chunk = max(32, math.ceil(len(items) / (workers * 4)))
-        jobs += [(kind, items[i : i + chunk], size, context_length, seed) for i in range(0, len(items), chunk)]
+        jobs += [(kind, items[i : i + chunk], size, context_length, seed, focus_tags)
+                 for i in range(0, len(items), chunk)]  # fmt: skip
     if workers == 1 or len(jobs) == 1:
         parts = [_load_chunk(j) for j in jobs]
     else:
@@ -182,10 +202,11 @@ MAX_TAGS = 62  # tags per image tracked in the int64 bit masks of the multi-posi
 
 
 def text_variants(
-    tag_ids: list[list[int]], sent_ids: list[int], ctx: int, rng: np.random.Generator
+    tag_ids: list[list[int]], sent_ids: list[int], ctx: int, rng: np.random.Generator, focus: Sequence[int] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N_TEXTS, ctx) int32 token rows for one image (<start> ids <end>, cut at ctx with the end kept, 0-padded)
-    and, per row, the bit mask (int64) of which of the image's tags the text names (the sentence names all)."""
+    and, per row, the bit mask (int64) of which of the image's tags the text names (the sentence names all).
+    `focus`: indices of tags that every short (1-4 tag) text names, one drawn at random per text."""
     tok = _tokenizer()
     sot, eot, comma = tok.sot_token_id, tok.eot_token_id, _comma_ids()
     n = min(len(tag_ids), MAX_TAGS)
@@ -200,9 +221,15 @@ def text_variants(
     texts = [(sent_ids, every)] * 3 + [join(range(n))]
     for _ in range(2):
         texts.append(join(rng.permutation(n)))
-    for hi in [min(4, n)] * 5 + [n] * 5:
+    focus = [j for j in focus if j < n]
+    for r, hi in enumerate([min(4, n)] * 5 + [n] * 5):
         k = int(rng.integers(1, hi + 1)) if n else 0
-        texts.append(join(rng.permutation(n)[:k]))
+        if focus and r < 5:  # a short text: one focus tag and k - 1 others, in random order
+            f = int(focus[int(rng.integers(len(focus)))])
+            others = [j for j in rng.permutation(n) if j != f][: k - 1]
+            texts.append(join(rng.permutation([f, *others])))
+        else:
+            texts.append(join(rng.permutation(n)[:k]))
     rows = np.zeros((N_TEXTS, ctx), dtype=np.int32)
     masks = np.zeros(N_TEXTS, dtype=np.int64)
     for r, (ids, mask) in enumerate(texts):
@@ -353,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--init", default="", help="start from the weights of this CLIP folder (e.g. weights/clip), fresh schedule"
     )
+    ap.add_argument(
+        "--focus",
+        default="",
+        help="comma-separated attributes (eye_color, hair_style, ...) that every short text names (weak ones)",
+    )
     ap.add_argument("--publish", default="", help="also write the final model with a card to this folder")
     a = ap.parse_args(argv)
     try:
@@ -395,7 +427,8 @@ def run(a: argparse.Namespace) -> int:
     # 2. Data: every image decoded once, held as one uint8 tensor (on the GPU when training there)
     t0 = time.time()
     ctx = int(model_cfg["text_cfg"]["context_length"])
-    data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed)
+    focus = [f.strip() for f in a.focus.split(",") if f.strip()]
+    data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed, focus)
     n_total = len(data.images)
     n_val = min(VAL_N, n_total // 10) if n_total >= 50 else 0  # the last items (of the last source) are held back
     val_attrs = data.attrs[n_total - n_val :]
@@ -499,7 +532,7 @@ def run(a: argparse.Namespace) -> int:
     info = {
         "model": a.model, "loss": a.loss, "val_images": n_val, "steps": step, "minutes": round(elapsed / 60, 2), "batch_size": bs, "lr": lr, "images": n_train,
         "data": a.data + [f"synth {x}" for x in a.synth], "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__, "parameters": n_params, "val_zero_shot": val,
+        "torch": torch.__version__, "parameters": n_params, "val_zero_shot": val, "focus": focus,
         "final_loss": float(torch.stack(losses).mean().item()) if losses else last_loss,
     }  # fmt: skip
     (final / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
