@@ -15,6 +15,7 @@ says which.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from models.errors import InputError
@@ -99,6 +100,26 @@ def prompt_terms(
     return terms
 
 
+# Colour words a prompt can swap (the renderer's and CLIP's everyday vocabulary); the longer phrase wins
+# ("light blue" before "blue"). "gray" is read as "grey", the captions' spelling.
+COLOUR_WORDS: tuple[str, ...] = (
+    "light blue", "red", "orange", "yellow", "green", "blue", "navy", "purple", "pink", "brown", "black",
+    "white", "grey", "aqua", "teal", "blonde", "dark",
+)  # fmt: skip
+_COLOUR_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, (*COLOUR_WORDS, "gray")), key=len, reverse=True))
+                        + r")\b", re.IGNORECASE)  # fmt: skip
+
+
+def colour_alternatives(text: str) -> list[str]:
+    """`text` with its first colour word swapped for every other colour word ('pink hair' -> ['red hair', ...]);
+    `[]` when it names no colour. These are the classes a colour prompt competes with (`models.refine`)."""
+    m = _COLOUR_RE.search(text)
+    if m is None:
+        return []
+    found = "grey" if m.group(1).lower() == "gray" else m.group(1).lower()
+    return [text[: m.start()] + c + text[m.end() :] for c in COLOUR_WORDS if c != found]
+
+
 def truncation_messages(terms: Sequence[Term], truncated: Sequence[bool], context_length: int) -> list[str]:
     """One message per term the tokenizer cut at its context length."""
     return [
@@ -108,4 +129,13 @@ def truncation_messages(terms: Sequence[Term], truncated: Sequence[bool], contex
     ]
 
 
-__all__ = ["MAX_PROMPT_CHARS", "MAX_TERMS", "Term", "parse_prompts", "prompt_terms", "truncation_messages"]
+__all__ = [
+    "COLOUR_WORDS",
+    "MAX_PROMPT_CHARS",
+    "MAX_TERMS",
+    "Term",
+    "colour_alternatives",
+    "parse_prompts",
+    "prompt_terms",
+    "truncation_messages",
+]

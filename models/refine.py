@@ -13,15 +13,23 @@ Two variables can move (ARCHITECTURE.md, "CLIP refinement"):
   is re-rendered with the state's own sampler and steps, so it is an ordinary state.
 * `latent`: the final latent z_0, as VQGAN-CLIP does (Crowson et al. 2022): Adam on z_0, the CLIP
   loss averaged over random cutouts of the decoded image (random crops and resizes, flips, noise),
-  with a small L2 tether to the original z_0 that keeps it near what the decoder knows.
+  with a small L2 tether to the original z_0 that keeps it near what the decoder knows. By default
+  a prompt that names a part ("pink hair", "red dress", "teal background") moves only that part:
+  the pose and the image's colours give its region (`models.edit_regions`), and the region gets one
+  affine map of the latent's channels (z -> z + A z + b), a recolouring that cannot turn into the
+  dithered texture a free z_0 drifts to.
 * `both`: style first, then latent from the re-rendered z_0.
 
 The loss (VQGAN-CLIP's `Prompt` module, summed over the weighted prompts of `models.prompts`):
     L = sum_i w_i * mean_cutouts d(E_img(cutout), E_txt(text_i))
+        + contrast * sum_{i: w_i > 0, colour} w_i * mean_cutouts CE(softmax(scale * E_img . [text_i, others]), 0)
         + pose_weight * L_pose + tether terms
     d(a, b) = 2 arcsin(|a - b| / 2)^2        (squared great-circle distance of unit vectors)
 with `L_pose` the keypoint detector's heatmap loss (`models.detector.heatmap_loss`: spatial-softmax
-cross-entropy) of the decoded image against Gaussians at the input pose fitted to the frame.
+cross-entropy) of the decoded image against Gaussians at the input pose fitted to the frame. The
+contrast term reads a colour prompt as CLIP's zero-shot classifier over the same words in every other
+colour ("pink hair" against "red hair", "blue hair", ...): pulling towards pink alone also pulls
+towards what pink shares with its neighbours, the classifier only towards what sets pink apart.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.autoencoder import decode as ae_decode
 from models.errors import InputError
-from models.prompts import Term, prompt_terms, truncation_messages
+from models.prompts import Term, colour_alternatives, prompt_terms, truncation_messages
 from models.state import GenerationState
 
 RefineMode = Literal["style", "latent", "both"]
@@ -73,6 +81,18 @@ class RefineSettings:
     # bilinearly onto z_0, which can only make smooth (colour-region) changes, not pixel-wise ones.
     offset_grid: int | None = None
     optimizer: Literal["adam", "ngd"] = "adam"  # Adam, or normalised gradient descent (direction kept)
+    # Weight of the colour-contrast term: a colour prompt ("pink hair") as CLIP's zero-shot classifier against the
+    # same prompt in every other colour ("red hair", "blue hair", ...; `models.prompts.colour_alternatives`).
+    contrast: float = 0.0
+    # Latent mode: move only the regions of the frame the prompt names (hair, face, body, background), found from
+    # the pose and the image's colours (`models.edit_regions`), each region by its own offset on a
+    # `region_grid` x `region_grid` grid (1: one latent shift per region, a recolouring that cannot dither);
+    # a prompt that names no region moves anywhere, on `offset_grid`.
+    regions: bool = False
+    region_grid: int = 1
+    # With regions: each region's change is an affine map of z_0's channels (z -> z + A z + b), a colour
+    # transform on the latent that moves every shade of the hair alike, instead of one shift on the grid.
+    region_affine: bool = False
 
 
 # Chosen by `training/eval_refine.py` sweeps on held-out pairs with the shipped models (issue 5's note):
@@ -85,9 +105,25 @@ class RefineSettings:
 # pck_drop 0.038 against 0.050; an 8 x 8 offset gave 0.25 on 12 pairs (too coarse for hair), lr 0.5 0.17.
 # Latent is the default mode: with the guided style axes (weights/README.md) and the 11-minute CLIP, on the same
 # 24 pairs latent reached 0.375 and style 0.083 (an axis's class bins leave little gradient inside a bin).
+# Latent regions and contrast, with the CLIP's third run, on the same 24 pairs (issue 5's note): z_0's 16 x 16 offset
+# as before 0.25 (CLIP's 96-pixel view averages dithered blobs: "green hair" came out as yellow and blue); the
+# contrast term 0.42, still blotchy; one shift per pose region 0.29-0.33, clean but weak on hair; an affine map of
+# the latent channels per region (lr 0.3, 12 steps) 0.375, at lr 0.1 and 16 steps 0.42 with clean edits, the
+# default. The contrast term did nothing for style (0.08 on the first 12 pairs).
 DEFAULTS: dict[str, RefineSettings] = {
     "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0, optimizer="ngd"),
-    "latent": RefineSettings(steps=12, lr=0.3, pose_weight=1.0, cutouts=4, tether=0.1, offset_grid=16, optimizer="ngd"),
+    "latent": RefineSettings(
+        steps=16,
+        lr=0.1,
+        pose_weight=1.0,
+        cutouts=4,
+        tether=0.1,
+        offset_grid=16,
+        optimizer="ngd",
+        contrast=3.0,
+        regions=True,
+        region_affine=True,
+    ),
 }
 # "both" runs each stage with fewer steps so the pair stays within the same time.
 BOTH_STEPS = {"style": 3, "latent": 6}
@@ -118,6 +154,13 @@ def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: 
     """`sum_i w_i * mean_n d(image_n, text_i)` for unit image `(N, D)` and text `(T, D)` embeddings."""
     dists = spherical_dist(image_embeds[:, None, :], text_embeds[None, :, :])  # (N, T)
     return (dists.mean(dim=0) * weights).sum()
+
+
+def contrast_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, scale: float) -> torch.Tensor:
+    """Cross-entropy of class 0 under CLIP's zero-shot softmax (Radford et al. 2021) of unit image `(N, D)`
+    against unit class `(K, D)` embeddings at logit `scale`, averaged over the N views."""
+    logits = scale * image_embeds @ class_embeds.T
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
 def make_cutouts(
@@ -298,8 +341,12 @@ class _Objective:
     weights: torch.Tensor  # (T,)
     pose_term: PoseTerm | None
     generator: torch.Generator  # cutout randomness, seeded by the state's seed
+    # (weight, (K, D) unit embeddings: a positive colour term, then its other colours), for the contrast term
+    contrasts: list[tuple[float, torch.Tensor]] = field(default_factory=list)
 
-    def __call__(self, image: torch.Tensor, cutouts: int, pose_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, image: torch.Tensor, cutouts: int, pose_weight: float, contrast: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts for an image `(1, 3, H, W)` in [-1, 1]."""
         size = int(self.clip.image_size)
         views = make_cutouts(image.float(), max(cutouts, 1), size, self.generator)
@@ -307,6 +354,11 @@ class _Objective:
         loss_clip = prompt_loss(emb, self.text_embeds, self.weights)
         loss = loss_clip
         parts = {"clip": float(loss_clip.detach())}
+        if contrast > 0 and self.contrasts:
+            scale = self.clip.logit_scale
+            loss_contrast = sum(w * contrast_loss(emb, classes, scale) for w, classes in self.contrasts)
+            loss = loss + contrast * loss_contrast
+            parts["contrast"] = float(loss_contrast.detach())
         if self.pose_term is not None and pose_weight > 0:
             loss_pose = self.pose_term(image.float())
             loss = loss + pose_weight * loss_pose
@@ -393,7 +445,7 @@ def _style_stage(
     def forward(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z0 = ddim_sample(model_fn, z_T, s[None], timesteps, alphas, prediction, checkpointing)
         image = ae_decode(pipeline.vae, z0.to(dtype)).float()
-        loss, parts = objective(image, settings.cutouts, settings.pose_weight)
+        loss, parts = objective(image, settings.cutouts, settings.pose_weight, settings.contrast)
         log.append(parts)
         return loss, image
 
@@ -403,28 +455,83 @@ def _style_stage(
     return done
 
 
+def latent_region_masks(
+    state: GenerationState, terms: Sequence[Term], image: Image.Image, latent_size: int
+) -> torch.Tensor | None:
+    """`(R, 1, h, w)` masks on the latent grid, one per region the positive terms name, without the backdrop's
+    colours in the state's `image` (`models.edit_regions.colour_keyed_mask`); None when a term names no region."""
+    from models.edit_regions import REGIONS, colour_keyed_mask, prompt_regions
+    from models.pipeline import FRAME_MARGIN
+    from models.pose import fit_to_square
+
+    regions: set[str] = set()
+    for text, weight in terms:
+        if weight > 0:
+            named = prompt_regions(text)
+            if named is None:
+                return None
+            regions |= named
+    if not regions:
+        return None
+    pixels = np.asarray(image.convert("RGB"))
+    size = pixels.shape[0]
+    pose = fit_to_square(state.pose, size, FRAME_MARGIN)
+    masks = [colour_keyed_mask(pixels, pose, {r}, soften=size / 64) for r in REGIONS if r in regions]
+    if any(m.min() >= 1.0 for m in masks):
+        return None  # a region the pose cannot place (a face seen from behind): anywhere, as with no region
+    masks_t = torch.from_numpy(np.stack(masks))[:, None]
+    return F.interpolate(masks_t, size=(latent_size, latent_size), mode="area")
+
+
 def _latent_stage(
-    pipeline: Any, state: GenerationState, objective: _Objective, settings: RefineSettings, on_image, messages, log
+    pipeline: Any,
+    state: GenerationState,
+    objective: _Objective,
+    settings: RefineSettings,
+    on_image,
+    messages,
+    log,
+    terms: Sequence[Term] = (),
 ) -> GenerationState:
-    """Optimise z_0 (or a smooth offset of it, `offset_grid`) with cutouts and the tether to the start."""
+    """Optimise z_0 (or a smooth offset of it, `offset_grid`) with cutouts and the tether to the start; with
+    `settings.regions`, one change per region the `terms` name (an affine map of the channels, or an offset on
+    `region_grid`), each moving only its region (`latent_region_masks`)."""
     device, dtype = pipeline.device, pipeline.dtype
     if state.z_0 is None:
         state = pipeline.denoise(state)
     z_start = state.z_0.to(device, torch.float32)
     grid = settings.offset_grid
+    masks = None
+    if settings.regions and terms:
+        masks = latent_region_masks(state, terms, pipeline.decode(z_start)[0], int(z_start.shape[-1]))
+    if masks is not None:
+        masks, grid = masks.to(device), settings.region_grid
+
+    affine = masks is not None and settings.region_affine
+    channels = z_start.shape[1]
 
     def latent(x: torch.Tensor) -> torch.Tensor:
+        if affine:  # x: (R, C, C + 1), each region's [A | b]
+            moved = torch.einsum("rij,bjhw->rihw", x[..., :channels], z_start) + x[..., channels:, None]
+            return z_start + (masks * moved).sum(dim=0, keepdim=True)
         if grid is None:
             return x
-        return z_start + F.interpolate(x, size=z_start.shape[-2:], mode="bilinear", align_corners=False)
+        offset = F.interpolate(x, size=z_start.shape[-2:], mode="bilinear", align_corners=False)
+        return z_start + (offset if masks is None else (masks * offset).sum(dim=0, keepdim=True))
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = ae_decode(pipeline.vae, latent(x).to(dtype)).float()
-        loss, parts = objective(image, settings.cutouts, settings.pose_weight)
+        loss, parts = objective(image, settings.cutouts, settings.pose_weight, settings.contrast)
         log.append(parts)
         return loss, image
 
-    start = z_start if grid is None else torch.zeros((*z_start.shape[:2], grid, grid), device=device)
+    count = 1 if masks is None else len(masks)
+    if affine:
+        start = torch.zeros((count, channels, channels + 1), device=device)
+    elif grid is None:
+        start = z_start
+    else:
+        start = torch.zeros((count, channels, grid, grid), device=device)
     x = _optimise(start, forward, settings, on_image, messages)
     z = latent(x).detach()
     return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(state.settings), z.float().cpu())
@@ -480,6 +587,13 @@ def refine(
     with torch.no_grad():
         text_embeds = scorer.encode_text(texts).float()
     weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
+    contrasts = []
+    if any(s.contrast > 0 for _, s in stages):
+        with torch.no_grad():
+            for (text, w), emb in zip(terms, text_embeds):
+                others = colour_alternatives(text) if w > 0 else []
+                if others:
+                    contrasts.append((w, torch.cat([emb[None], scorer.encode_text(others).float()])))
 
     # 3. The pose term (only when weighted), and the cutout randomness from the state's seed.
     pose_term = None
@@ -487,7 +601,7 @@ def refine(
         det = resolve_detector(detector).to(pipeline.device)
         pose_term = PoseTerm(det, state.pose, int(state.settings["size"]), pipeline.device)
     generator = torch.Generator("cpu").manual_seed(int(state.seed) % 2**63)
-    objective = _Objective(scorer, text_embeds, weights, pose_term, generator)
+    objective = _Objective(scorer, text_embeds, weights, pose_term, generator, contrasts)
 
     # 4. The stages, streaming the image of every step.
     images: list[Image.Image] = []
@@ -502,8 +616,10 @@ def refine(
     current = state
     with torch.enable_grad():
         for stage, settings in stages:
-            run = _style_stage if stage == "style" else _latent_stage
-            current = run(pipeline, current, objective, settings, on_image, messages, log)
+            if stage == "style":
+                current = _style_stage(pipeline, current, objective, settings, on_image, messages, log)
+            else:
+                current = _latent_stage(pipeline, current, objective, settings, on_image, messages, log, terms)
 
     # 5. The final image of the refined state.
     images.append(pipeline.decode(current.z_0)[0])
@@ -518,6 +634,7 @@ __all__ = [
     "RefineResult",
     "RefineSettings",
     "check_refine_inputs",
+    "contrast_loss",
     "ddim_sample",
     "make_cutouts",
     "prompt_loss",

@@ -16,11 +16,11 @@ from ui import handlers, settings
 
 MODE_CHOICES = [
     ("Style: the style code s (colours, hair, outfit)", "style"),
-    ("Latent: a smooth offset of the final latent z_0 (as VQGAN-CLIP)", "latent"),
+    ("Latent: the final latent z_0 (as VQGAN-CLIP), only in the part the prompt names", "latent"),
     ("Both: style, then latent", "both"),
 ]
 # The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
-DEFAULT_STEPS = {"style": 4, "latent": 12, "both": 9}
+DEFAULT_STEPS = {"style": 4, "latent": 16, "both": 9}
 DEFAULT_POSE_WEIGHT = {"style": 0.0, "latent": 1.0, "both": 1.0}  # as models.refine.DEFAULTS: pixels move in latent
 
 

@@ -25,7 +25,7 @@ from models.pose import Pose
 STYLE_DIM = 8
 CAPABILITIES = frozenset({"guidance", "style", "sefa", "ganspace", "refine_style", "refine_latent"})
 CHANNELS = ("red", "green", "blue")
-DEFAULT_LR = {"style": 0.3, "latent": 0.3}  # as models.refine's defaults
+DEFAULT_LR = {"style": 0.3, "latent": 0.1}  # as models.refine's defaults
 
 
 def _state_class() -> type:
