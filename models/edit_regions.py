@@ -28,12 +28,13 @@ import numpy as np
 from models.pose import LIMBS, Pose
 
 REGIONS: tuple[str, ...] = ("hair", "face", "body", "background")
-# Words that name a part, by region (singular; a trailing "s" is dropped before the lookup).
+# Words that name a part, by region: a word is looked up as it is, then without a trailing "s" ("eyes" -> "eye";
+# "shorts" is listed whole, so "short hair" names the hair alone).
 REGION_WORDS: dict[str, tuple[str, ...]] = {
     "hair": ("hair", "head", "ribbon", "hairclip", "beret", "hat", "bun", "twintail", "ponytail", "bob", "fringe",
              "bang"),
     "face": ("eye", "face", "ear", "glasses", "skin", "blush", "smile", "mouth", "cheek"),
-    "body": ("dress", "shirt", "blouse", "skirt", "trouser", "short", "hoodie", "kimono", "uniform", "outfit",
+    "body": ("dress", "shirt", "blouse", "skirt", "trouser", "shorts", "hoodie", "kimono", "uniform", "outfit",
              "clothes", "clothing", "jacket", "coat", "sleeve", "boot", "sneaker", "loafer", "shoe", "sock",
              "thighhigh", "kneehigh", "legwear", "top", "pant", "jean"),
     "background": ("background", "sky", "wall", "backdrop", "stripe", "dot", "checkered", "gradient"),
@@ -130,9 +131,15 @@ def part_masks(pose: Pose, size: int) -> dict[str, np.ndarray]:
 
 KEY_CLUSTERS = 6  # colour clusters of a 128-pixel character: background (1-2), hair, skin, outfit (1-2)
 BACKGROUND_SHARE = 0.6  # a cluster with at least this share of its pixels in the background is background
-MIN_KEPT = (
-    0.05  # a keyed region smaller than this share of its pose mask (hair the colour of the backdrop) falls back to it
-)
+# A keyed region smaller than this share of its pose mask (hair the colour of the backdrop) falls back to the mask.
+MIN_KEPT = 0.05
+
+
+def _check_regions(regions: set[str]) -> None:
+    """ValueError naming the first region that is not one of REGIONS."""
+    unknown = set(regions) - set(REGIONS)
+    if unknown:
+        raise ValueError(f"Unknown region {min(unknown)!r}; regions are {', '.join(REGIONS)}.")
 
 
 def colour_keyed_mask(image: np.ndarray, pose: Pose, regions: set[str] | None, soften: float = 1.0) -> np.ndarray:
@@ -141,6 +148,7 @@ def colour_keyed_mask(image: np.ndarray, pose: Pose, regions: set[str] | None, s
     size = image.shape[0]
     if not regions:
         return np.ones((size, size), np.float32)
+    _check_regions(regions)
     masks = part_masks(pose, size)
     lab = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's generator: seeded, the same image gives the same mask
@@ -166,9 +174,7 @@ def region_mask(pose: Pose, size: int, regions: set[str] | None, soften: float =
     all ones for `regions` None (or when the pose gives no region at all)."""
     if not regions:
         return np.ones((size, size), np.float32)
-    unknown = set(regions) - set(REGIONS)
-    if unknown:
-        raise ValueError(f"Unknown region {min(unknown)!r}; regions are {', '.join(REGIONS)}.")
+    _check_regions(regions)
     masks = part_masks(pose, size)
     mask = np.max([masks[r] for r in regions], axis=0)
     if not mask.any():

@@ -25,6 +25,9 @@ POSE = Pose(STANDING, 1, 1)
         ("sailor uniform, white boots", {"body"}),
         ("teal background", {"background"}),
         ("pink hair and a red dress", {"hair", "body"}),
+        ("short hair", {"hair"}),
+        ("black shorts", {"body"}),
+        ("round glasses", {"face"}),
         ("cute", None),
         ("", None),
     ],
@@ -59,6 +62,8 @@ def test_region_mask_unions_softens_and_falls_back_to_everywhere():
     assert (region_mask(hidden, 64, {"hair"}) == 1).all()  # no visible point: anywhere
     with pytest.raises(ValueError, match="Unknown region"):
         region_mask(POSE, 64, {"hat"})
+    with pytest.raises(ValueError, match="Unknown region"):
+        colour_keyed_mask(np.zeros((64, 64, 3), np.uint8), POSE, {"hat"})
 
 
 def test_colour_alternatives_swap_the_colour_word():
