@@ -142,13 +142,11 @@ def _check_regions(regions: set[str]) -> None:
         raise ValueError(f"Unknown region {min(unknown)!r}; regions are {', '.join(REGIONS)}.")
 
 
-def colour_keyed_mask(image: np.ndarray, pose: Pose, regions: set[str] | None, soften: float = 1.0) -> np.ndarray:
-    """`region_mask` of the figure's regions without the background's colours in `image` (H, W, 3) uint8, square,
-    with the pose fitted to it (the background region itself is kept as it is); all ones for `regions` None."""
-    size = image.shape[0]
-    if not regions:
-        return np.ones((size, size), np.float32)
+def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, np.ndarray]:
+    """Each named region's pose mask without the backdrop's colours in `image` (one k-means for all regions),
+    or the whole pose mask where that leaves too little of it; unsoftened, float32 in {0, 1}."""
     _check_regions(regions)
+    size = image.shape[0]
     masks = part_masks(pose, size)
     lab = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's generator: seeded, the same image gives the same mask
@@ -158,15 +156,34 @@ def colour_keyed_mask(image: np.ndarray, pose: Pose, regions: set[str] | None, s
     in_bg = np.bincount(labels[masks["background"] > 0], minlength=KEY_CLUSTERS)
     total = np.maximum(np.bincount(labels.ravel(), minlength=KEY_CLUSTERS), 1)
     backdrop = np.isin(labels, np.flatnonzero(in_bg / total >= BACKGROUND_SHARE))  # background-coloured pixels
-    keyed = np.zeros((size, size), np.float32)
+    out = {}
     for r in regions:
         part = masks[r] if r == "background" else masks[r] * ~backdrop
-        keyed = np.maximum(keyed, part if part.sum() >= MIN_KEPT * max(masks[r].sum(), 1.0) else masks[r])
-    if not keyed.any():
-        return np.ones((size, size), np.float32)
+        out[r] = part if part.sum() >= MIN_KEPT * max(masks[r].sum(), 1.0) else masks[r]
+    return out
+
+
+def _finish(mask: np.ndarray, soften: float) -> np.ndarray:
+    """All ones for an empty mask (the change may go anywhere), else the mask with edges blurred by `soften`."""
+    if not mask.any():
+        return np.ones(mask.shape, np.float32)
     if soften > 0:
-        keyed = cv2.GaussianBlur(keyed, (0, 0), soften)
-    return np.clip(keyed, 0.0, 1.0).astype(np.float32)
+        mask = cv2.GaussianBlur(mask, (0, 0), soften)
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)
+
+
+def colour_keyed_masks(image: np.ndarray, pose: Pose, regions: set[str], soften: float = 1.0) -> dict[str, np.ndarray]:
+    """`colour_keyed_mask` of each named region on its own (one colour clustering for all of them)."""
+    return {r: _finish(m, soften) for r, m in _keyed_parts(image, pose, regions).items()}
+
+
+def colour_keyed_mask(image: np.ndarray, pose: Pose, regions: set[str] | None, soften: float = 1.0) -> np.ndarray:
+    """`region_mask` of the figure's regions without the background's colours in `image` (H, W, 3) uint8, square,
+    with the pose fitted to it (the background region itself is kept as it is); all ones for `regions` None."""
+    size = image.shape[0]
+    if not regions:
+        return np.ones((size, size), np.float32)
+    return _finish(np.max(list(_keyed_parts(image, pose, regions).values()), axis=0), soften)
 
 
 def region_mask(pose: Pose, size: int, regions: set[str] | None, soften: float = 1.0) -> np.ndarray:
@@ -176,12 +193,15 @@ def region_mask(pose: Pose, size: int, regions: set[str] | None, soften: float =
         return np.ones((size, size), np.float32)
     _check_regions(regions)
     masks = part_masks(pose, size)
-    mask = np.max([masks[r] for r in regions], axis=0)
-    if not mask.any():
-        return np.ones((size, size), np.float32)
-    if soften > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), soften)
-    return np.clip(mask, 0.0, 1.0).astype(np.float32)
+    return _finish(np.max([masks[r] for r in regions], axis=0), soften)
 
 
-__all__ = ["REGIONS", "REGION_WORDS", "colour_keyed_mask", "part_masks", "prompt_regions", "region_mask"]
+__all__ = [
+    "REGIONS",
+    "REGION_WORDS",
+    "colour_keyed_mask",
+    "colour_keyed_masks",
+    "part_masks",
+    "prompt_regions",
+    "region_mask",
+]

@@ -459,8 +459,8 @@ def latent_region_masks(
     state: GenerationState, terms: Sequence[Term], image: Image.Image, latent_size: int
 ) -> torch.Tensor | None:
     """`(R, 1, h, w)` masks on the latent grid, one per region the positive terms name, without the backdrop's
-    colours in the state's `image` (`models.edit_regions.colour_keyed_mask`); None when a term names no region."""
-    from models.edit_regions import REGIONS, colour_keyed_mask, prompt_regions
+    colours in the state's `image` (`models.edit_regions.colour_keyed_masks`); None when a term names no region."""
+    from models.edit_regions import REGIONS, colour_keyed_masks, prompt_regions
     from models.pipeline import FRAME_MARGIN
     from models.pose import fit_to_square
 
@@ -476,7 +476,8 @@ def latent_region_masks(
     pixels = np.asarray(image.convert("RGB"))
     size = pixels.shape[0]
     pose = fit_to_square(state.pose, size, FRAME_MARGIN)
-    masks = [colour_keyed_mask(pixels, pose, {r}, soften=size / 64) for r in REGIONS if r in regions]
+    keyed = colour_keyed_masks(pixels, pose, regions, soften=size / 64)
+    masks = [keyed[r] for r in REGIONS if r in regions]
     if any(m.min() >= 1.0 for m in masks):
         return None  # a region the pose cannot place (a face seen from behind): anywhere, as with no region
     masks_t = torch.from_numpy(np.stack(masks))[:, None]
@@ -584,16 +585,18 @@ def refine(
     texts = [t for t, _ in terms]
     _, truncated = scorer.tokenize(texts)
     messages += truncation_messages(terms, truncated, int(scorer.context_length))
-    with torch.no_grad():
-        text_embeds = scorer.encode_text(texts).float()
+    # the colour contrast's classes: each positive colour term's text in the other colours
+    contrast = any(s.contrast > 0 for _, s in stages)
+    others = [colour_alternatives(t) if contrast and w > 0 else [] for t, w in terms]
+    with torch.no_grad():  # one text-tower forward for the terms and all their alternatives
+        embeds = scorer.encode_text(texts + [o for alts in others for o in alts]).float()
+    text_embeds = embeds[: len(texts)]
     weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
-    contrasts = []
-    if any(s.contrast > 0 for _, s in stages):
-        with torch.no_grad():
-            for (text, w), emb in zip(terms, text_embeds):
-                others = colour_alternatives(text) if w > 0 else []
-                if others:
-                    contrasts.append((w, torch.cat([emb[None], scorer.encode_text(others).float()])))
+    contrasts, at = [], len(texts)
+    for i, alts in enumerate(others):
+        if alts:
+            contrasts.append((terms[i][1], torch.cat([text_embeds[i : i + 1], embeds[at : at + len(alts)]])))
+            at += len(alts)
 
     # 3. The pose term (only when weighted), and the cutout randomness from the state's seed.
     pose_term = None
