@@ -8,14 +8,16 @@
 A small domain CLIP's gradient spreads over the whole frame: "red hair" also tints the clothes and the
 background. The pose says where the parts are. The head is a disc around the face points, stretched
 down over the shoulders for long hair; the face is a smaller disc on the nose and eyes, and the hair is
-the head without the face (so "pink hair" leaves the skin alone). The body is the torso polygon and the
-limbs drawn thick. The background is what none of them covers. With the image at hand
-(`colour_keyed_mask`), the figure's regions drop the background's colours: the image's pixels are
-clustered by colour (k-means in Lab), the clusters that lie mostly in the background region are the
-backdrop, and a hair edit leaves the backdrop around the head alone. Latent refinement moves only the
-regions its prompt names (as Blended Latent Diffusion, Avrahami et al. 2023, confines an edit to a
-mask; here the pose and the image give the mask, not the user). Sizes scale with the torso (mid-shoulder to mid-hip), since the renderer's
-characters keep their proportions.
+the head without the face and the body. The body is the torso polygon and the limbs drawn thick. The
+background is what none of them covers. With the image at hand (`colour_keyed_mask`), the image's pixels
+are clustered by colour (k-means in Lab); the clusters that lie largely in the background region are the
+backdrop, which the face and body drop. The hair is keyed by its own colours: those of the crown (the
+head just above the eyes), less the skin's (the cheek's), taken over the whole head, so a fringe over the
+forehead is hair and the backdrop round the head, the face and a hand raised beside it are not.
+
+Latent refinement moves only the regions its prompt names (as Blended Latent Diffusion, Avrahami et al.
+2023, confines an edit to a mask; here the pose and the image give the mask, not the user). Sizes scale
+with the torso (mid-shoulder to mid-hip), since the renderer's characters keep their proportions.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ FACE_POINTS = (0, 1, 2)  # nose, eyes: hidden in a back view, where the head is 
 HEAD_RADIUS = 0.85
 HEAD_LIFT = 0.15
 HAIR_FALL = 1.3
+# Where the hair's colour is read: the crown, the part of a disc of CROWN_RADIUS about the eyes (the head's centre
+# in a back view) above the eyes; and the skin's colour, a disc of CHEEK_RADIUS about the nose.
+CROWN_RADIUS = 0.5
+CHEEK_RADIUS = 0.15
 FACE_RADIUS = 0.42
 LIMB_HALF_WIDTH = 0.3
 
@@ -90,15 +96,17 @@ def _head_centre(xy: np.ndarray, vis: np.ndarray, torso: float) -> np.ndarray | 
     return None
 
 
-def part_masks(pose: Pose, size: int) -> dict[str, np.ndarray]:
-    """Masks `(size, size)` float32 in {0, 1} of the hair, face, body and background of a pose laid on a square
-    frame of `size` pixels (the pose already fitted to the frame, `models.pose.fit_to_square`)."""
+def _pose_parts(pose: Pose, size: int) -> dict[str, np.ndarray]:
+    """`part_masks`, plus (uint8) the whole head without the body, the crown above the eyes (CROWN_RADIUS), whose
+    figure colours are the hair's and the forehead's, and the cheek (CHEEK_RADIUS about the nose), whose are the skin's."""
     xy = pose.xy.astype(np.float64) * size
     vis = pose.visible
     torso = _torso_length(xy, vis)
     head = np.zeros((size, size), np.uint8)
     face = np.zeros((size, size), np.uint8)
     body = np.zeros((size, size), np.uint8)
+    above = np.zeros((size, size), np.uint8)
+    cheek = np.zeros((size, size), np.uint8)
     if torso > 0:
         centre = _head_centre(xy, vis, torso)
         if centre is not None:
@@ -109,6 +117,12 @@ def part_masks(pose: Pose, size: int) -> dict[str, np.ndarray]:
             drop = (_px(centre[0]), _px(centre[1] + HAIR_FALL * torso / 2))
             axes = (max(1, _px(0.9 * r)), max(1, _px(HAIR_FALL * torso / 2)))
             cv2.ellipse(head, drop, axes, 0, 0, 360, 1, -1)
+            eyes = [i for i in (1, 2) if vis[i]]
+            top = xy[eyes].mean(axis=0) if eyes else centre
+            cv2.circle(above, _pixel(top), max(1, _px(CROWN_RADIUS * torso)), 1, -1)
+            above[max(0, min(size, _px(top[1]))) :] = 0
+            if vis[0] and eyes:
+                cv2.circle(cheek, _pixel(xy[0]), max(1, _px(CHEEK_RADIUS * torso)), 1, -1)
         seen = [i for i in FACE_POINTS if vis[i]]
         if seen:
             c = _pixel(xy[seen].mean(axis=0))
@@ -124,15 +138,30 @@ def part_masks(pose: Pose, size: int) -> dict[str, np.ndarray]:
     figure = np.maximum(np.maximum(head, face), body)
     grow = max(1, _px(0.1 * torso)) * 2 + 1
     figure = cv2.dilate(figure, np.ones((grow, grow), np.uint8))
-    # where the long-hair ellipse overlaps the torso, a clothes prompt and a hair prompt both may move it
-    return {"hair": (head * (1 - face)).astype(np.float32), "face": face.astype(np.float32),
-            "body": body.astype(np.float32), "background": (1 - figure).astype(np.float32)}  # fmt: skip
+    # The renderer's long hair hangs behind the figure: where the hair's ellipse meets the torso or a limb (a hand
+    # raised beside the head), the pixels are the body's, so a hair prompt leaves them to a clothes prompt.
+    hair = head * (1 - face) * (1 - body)
+    return {"hair": hair.astype(np.float32), "face": face.astype(np.float32), "body": body.astype(np.float32),
+            "background": (1 - figure).astype(np.float32), "head": (np.maximum(head, face) * (1 - body)),
+            "crown": above * (1 - body), "cheek": cheek}  # fmt: skip
+
+
+def part_masks(pose: Pose, size: int) -> dict[str, np.ndarray]:
+    """Masks `(size, size)` float32 in {0, 1} of the hair, face, body and background of a pose laid on a square
+    frame of `size` pixels (the pose already fitted to the frame, `models.pose.fit_to_square`)."""
+    return {r: m for r, m in _pose_parts(pose, size).items() if r in REGIONS}
 
 
 KEY_CLUSTERS = 6  # colour clusters of a 128-pixel character: background (1-2), hair, skin, outfit (1-2)
-BACKGROUND_SHARE = 0.6  # a cluster with at least this share of its pixels in the background is background
+# A cluster with at least this share of its pixels in the background region is backdrop. Not a majority: the figure's
+# pose masks are generous, so a backdrop gradient that is lighter round the figure has much of it inside them.
+BACKGROUND_SHARE = 0.45
 # A keyed region smaller than this share of its pose mask (hair the colour of the backdrop) falls back to the mask.
 MIN_KEPT = 0.05
+# The hair's colours: a cluster with at least this share of the crown's figure (not backdrop) pixels; when under
+# MIN_FIGURE_CROWN of the crown is figure at all, the hair has the backdrop's colour and the crown's commonest is taken.
+HAIR_SHARE = 0.25
+MIN_FIGURE_CROWN = 0.05
 
 
 def _check_regions(regions: set[str]) -> None:
@@ -143,11 +172,12 @@ def _check_regions(regions: set[str]) -> None:
 
 
 def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, np.ndarray]:
-    """Each named region's pose mask without the backdrop's colours in `image` (one k-means for all regions),
-    or the whole pose mask where that leaves too little of it; unsoftened, float32 in {0, 1}."""
+    """Each named region's pose mask keyed by the colours of `image` (one k-means for all regions): the hair in the
+    crown's colours, the body and face without the backdrop's; the whole pose mask where that leaves too little of
+    it. Unsoftened, float32 in {0, 1}."""
     _check_regions(regions)
     size = image.shape[0]
-    masks = part_masks(pose, size)
+    masks = _pose_parts(pose, size)
     lab = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's generator: seeded, the same image gives the same mask
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
@@ -155,12 +185,35 @@ def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, 
     labels = labels.reshape(size, size)
     in_bg = np.bincount(labels[masks["background"] > 0], minlength=KEY_CLUSTERS)
     total = np.maximum(np.bincount(labels.ravel(), minlength=KEY_CLUSTERS), 1)
-    backdrop = np.isin(labels, np.flatnonzero(in_bg / total >= BACKGROUND_SHARE))  # background-coloured pixels
+    backdrop_ids = np.flatnonzero(in_bg / total >= BACKGROUND_SHARE)
+    backdrop = np.isin(labels, backdrop_ids)  # background-coloured pixels
     out = {}
     for r in regions:
-        part = masks[r] if r == "background" else masks[r] * ~backdrop
+        if r == "background":
+            part = masks[r]
+        elif r == "hair":  # the head's pixels in the hair's colours, a fringe over the face included
+            hair_ids = _hair_clusters(labels, masks["crown"] > 0, masks["cheek"] > 0, backdrop_ids)
+            part = (masks["head"] * np.isin(labels, hair_ids)).astype(np.float32)
+        else:  # keying the body by not-hair, not-skin colours too lost blue dresses under blue hair (issue 5's note)
+            part = masks[r] * ~backdrop
         out[r] = part if part.sum() >= MIN_KEPT * max(masks[r].sum(), 1.0) else masks[r]
     return out
+
+
+def _hair_clusters(labels: np.ndarray, crown: np.ndarray, cheek: np.ndarray, backdrop_ids: np.ndarray) -> np.ndarray:
+    """The colour clusters of the hair: those holding at least HAIR_SHARE of the crown's figure (not backdrop)
+    pixels, less the skin's (the cheek's commonest) unless it is the crown's commonest too (a fringe over a small
+    face); the crown's commonest when the crown is nearly all backdrop (white hair on a white wall)."""
+    counts = np.bincount(labels[crown], minlength=KEY_CLUSTERS).astype(np.float64)
+    figure = counts.copy()
+    figure[backdrop_ids] = 0
+    if cheek.any():
+        skin = np.bincount(labels[cheek], minlength=KEY_CLUSTERS).argmax()
+        if skin != figure.argmax():
+            figure[skin] = 0
+    if figure.sum() >= MIN_FIGURE_CROWN * max(counts.sum(), 1.0):
+        return np.flatnonzero(figure >= HAIR_SHARE * figure.sum())
+    return np.array([int(counts.argmax())]) if counts.any() else np.arange(KEY_CLUSTERS)
 
 
 def _finish(mask: np.ndarray, soften: float) -> np.ndarray:

@@ -85,23 +85,40 @@ def test_contrast_loss_is_the_zero_shot_cross_entropy():
     assert torch.allclose(contrast_loss(near, classes, 10.0), expected)
 
 
-def test_colour_keyed_mask_drops_the_backdrop_around_the_hair():
-    size = 64
+BACKDROP, HAIR, CLOTHES, SKIN = (250, 220, 230), (90, 120, 230), (220, 60, 70), (250, 225, 200)
+
+
+def draw_character(size: int) -> np.ndarray:
+    """A flat-coloured character on POSE: hair with a fringe over the forehead, clothes, skin below the eyes."""
     masks = part_masks(POSE, size)
     image = np.zeros((size, size, 3), np.uint8)
-    image[:] = (250, 220, 230)  # backdrop
+    image[:] = BACKDROP
+    eye_row = POSE.xy[[1, 2], 1].mean() * size
+    forehead = (masks["face"] > 0) & (np.arange(size)[:, None] < eye_row)
     figure = np.zeros((size, size), bool)
-    for name, colour in (("hair", (90, 120, 230)), ("body", (220, 60, 70)), ("face", (250, 225, 200))):
+    for name, colour in (("hair", HAIR), ("body", CLOTHES), ("face", SKIN)):
         # the figure is drawn thinner than the pose masks, so each mask also covers some backdrop
         inner = cv2.erode(masks[name], np.ones((5, 5), np.uint8)) > 0
+        if name == "hair":
+            inner |= forehead
         image[inner & ~figure] = colour
         figure |= inner
+    return image
+
+
+def test_colour_keyed_mask_keeps_the_hair_in_the_crowns_colours_without_the_backdrop():
+    size = 64
+    image = draw_character(size)
     keyed = colour_keyed_mask(image, POSE, {"hair"}, soften=0)
     coarse = region_mask(POSE, size, {"hair"}, soften=0)
-    backdrop = (image == (250, 220, 230)).all(-1)
-    hair = (image == (90, 120, 230)).all(-1)
+    backdrop = (image == BACKDROP).all(-1)
+    hair = (image == HAIR).all(-1)
     assert (coarse * backdrop).sum() > 0 and (keyed * backdrop).sum() == 0
-    assert keyed[hair & (coarse > 0)].min() == 1
+    assert keyed[hair].min() == 1  # the fringe over the face too, which the pose mask leaves out
+    assert (coarse[hair] == 0).any()
+    assert keyed[(image == SKIN).all(-1) | (image == CLOTHES).all(-1)].max() == 0
     assert np.array_equal(colour_keyed_mask(image, POSE, {"hair"}), colour_keyed_mask(image, POSE, {"hair"}))
     assert (colour_keyed_mask(image, POSE, None) == 1).all()
-    assert np.array_equal(colour_keyed_mask(image, POSE, {"background"}, soften=0), masks["background"])
+    assert np.array_equal(
+        colour_keyed_mask(image, POSE, {"background"}, soften=0), part_masks(POSE, size)["background"]
+    )

@@ -159,12 +159,13 @@ def test_latent_offset_grid_moves_z0_smoothly(pipe, state, clip, monkeypatch):
     assert (delta[..., 1:, :] - delta[..., :-1, :]).abs().max() < 0.5 * delta.abs().max()
 
 
-@pytest.mark.parametrize("affine", [False, True])
-def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, clip, monkeypatch, affine):
+@pytest.mark.parametrize(("affine", "search"), [(False, 0), (True, 0), (True, 2)])
+def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, clip, monkeypatch, affine, search):
     from models.refine import latent_region_masks
 
     settings = RefineSettings(steps=2, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.0, offset_grid=4,
-                              optimizer="ngd", contrast=3.0, regions=True, region_grid=1, region_affine=affine)  # fmt: skip
+                              optimizer="ngd", contrast=3.0, regions=True, region_grid=1, region_affine=affine,
+                              colour_search=search)  # fmt: skip
     monkeypatch.setitem(DEFAULTS, "latent", settings)
     image = pipe.decode(state.z_0)[0]
     masks = latent_region_masks(state, [("pink hair", 1.0), ("red dress", 1.0)], image, state.z_0.shape[-1])
