@@ -194,6 +194,8 @@ def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, 
         elif r == "hair":  # the head's pixels in the hair's colours, a fringe over the face included
             hair_ids = _hair_clusters(labels, masks["crown"] > 0, masks["cheek"] > 0, backdrop_ids)
             part = (masks["head"] * np.isin(labels, hair_ids)).astype(np.float32)
+            if part.sum() < MIN_KEPT * max(masks[r].sum(), 1.0):  # too few: the head's figure pixels, face and all
+                part = (masks["head"] * ~backdrop).astype(np.float32)
         else:  # keying the body by not-hair, not-skin colours too lost blue dresses under blue hair (issue 5's note)
             part = masks[r] * ~backdrop
         out[r] = part if part.sum() >= MIN_KEPT * max(masks[r].sum(), 1.0) else masks[r]

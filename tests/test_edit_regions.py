@@ -122,3 +122,19 @@ def test_colour_keyed_mask_keeps_the_hair_in_the_crowns_colours_without_the_back
     assert np.array_equal(
         colour_keyed_mask(image, POSE, {"background"}, soften=0), part_masks(POSE, size)["background"]
     )
+
+
+def test_a_small_head_keys_its_own_pixels_not_the_backdrop_round_it():
+    size = 64
+    masks = part_masks(POSE, size)
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:] = BACKDROP
+    head = cv2.erode(masks["face"], np.ones((3, 3), np.uint8)) > 0  # the whole head inside the face disc
+    face = head & (np.arange(size)[:, None] >= POSE.xy[[1, 2], 1].mean() * size)
+    image[face] = SKIN  # above the eyes: hair the backdrop's colour, but for a speck
+    top = np.argwhere(head)[0]
+    image[top[0] : top[0] + 2, top[1] - 1 : top[1] + 3] = HAIR  # the crown's only figure colour, but 8 pixels
+    image[cv2.erode(masks["body"], np.ones((5, 5), np.uint8)) > 0] = CLOTHES
+    keyed = colour_keyed_mask(image, POSE, {"hair"}, soften=0)
+    assert keyed[(image == BACKDROP).all(-1)].max() == 0  # not the pose's hair ring round the head: all backdrop
+    assert keyed[face].sum() > 0.5 * face.sum()  # the head's own figure pixels instead

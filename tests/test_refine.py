@@ -165,14 +165,14 @@ def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, cl
 
     settings = RefineSettings(steps=2, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.0, offset_grid=4,
                               optimizer="ngd", contrast=3.0, regions=True, region_grid=1, region_affine=affine,
-                              colour_search=search)  # fmt: skip
+                              colour_search=search, keep_outside=10.0)  # fmt: skip
     monkeypatch.setitem(DEFAULTS, "latent", settings)
     image = pipe.decode(state.z_0)[0]
     masks = latent_region_masks(state, [("pink hair", 1.0), ("red dress", 1.0)], image, state.z_0.shape[-1])
     assert masks.shape == (2, 1, *state.z_0.shape[-2:])  # hair, then body
     result = refine(pipe, state, "pink hair | red dress", mode="latent", clip=clip)
     delta = result.state.z_0 - state.z_0
-    assert delta.abs().max() > 0 and "contrast" in result.losses[0]
+    assert delta.abs().max() > 0 and "contrast" in result.losses[0] and "keep" in result.losses[0]
     outside = (masks.sum(dim=0) == 0).expand_as(delta[0])
     assert outside.any() and delta[0][outside].abs().max() == 0  # nothing moves outside the named regions
     # a prompt that names no region moves on the offset grid, everywhere
@@ -253,3 +253,20 @@ def test_optimise_returns_the_best_iterate_not_the_last():
     assert torch.allclose(out, torch.ones(1)) and len(seen) == 2 and messages == []
     one = _optimise(torch.zeros(1), lambda x: ((x - 0.8).pow(2).sum(), x), replace(settings, steps=1), seen.append, [])
     assert torch.allclose(one, torch.ones(1))  # one step: moved, whatever its loss
+
+
+def test_keep_outside_holds_the_pixels_outside_the_named_region(pipe, state, clip, monkeypatch):
+    from models.refine import region_pixel_masks
+
+    image = pipe.decode(state.z_0)[0]
+    keyed = region_pixel_masks(state, [("pink hair", 1.0)], image)
+    outside = (np.max(list(keyed.values()), axis=0) < 0.01)[..., None]
+    change = {}
+    for keep in (0.0, 1e4):
+        settings = RefineSettings(steps=3, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.0, optimizer="ngd",
+                                  contrast=3.0, regions=True, region_affine=True, keep_outside=keep)  # fmt: skip
+        monkeypatch.setitem(DEFAULTS, "latent", settings)
+        result = refine(pipe, state, "pink hair", mode="latent", clip=clip)
+        diff = np.abs(_pixels(result).astype(float) - np.asarray(image, dtype=float))
+        change[keep] = (diff * outside).sum() / outside.sum()
+    assert change[1e4] < change[0.0]

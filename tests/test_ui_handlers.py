@@ -389,3 +389,15 @@ def test_refine_and_explore_with_tiny_real_models():
     assert np.array_equal(np.asarray(api_image), np.asarray(image))
     outs = list(handlers.refine_handler(lambda: pipe, clip)(current, "pink hair", "", "style", 1, 1.0, 0.0))
     assert outs[-1][3].state.seed == 3 and outs[-1][1].size == current.image.size
+
+
+def test_the_refine_tabs_defaults_are_the_models():
+    """The Refine tab and the demo stand-in show the step counts, pose weights and step sizes models.refine runs."""
+    from models.refine import BOTH_STEPS, DEFAULTS
+    from ui import app_refine, fake
+
+    assert app_refine.DEFAULT_STEPS == {
+        "style": DEFAULTS["style"].steps, "latent": DEFAULTS["latent"].steps, "both": sum(BOTH_STEPS.values()),
+    }  # fmt: skip
+    assert {m: app_refine.DEFAULT_POSE_WEIGHT[m] for m in DEFAULTS} == {m: s.pose_weight for m, s in DEFAULTS.items()}
+    assert fake.DEFAULT_LR == {m: s.lr for m, s in DEFAULTS.items()}
