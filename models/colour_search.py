@@ -12,7 +12,8 @@ gradient steps, a cheap zeroth-order search (as CLIP reranking picks among candi
    `x + mask * (c - mean_mask(x))`. CLIP scores every candidate as a zero-shot classifier of the prompt against its
    other colours; no decoder runs for this, so ~100 colours cost one batch of CLIP's image tower.
 2. *Projection.* The `top` best are encoded (the encoder's mean) and put back into z_0 inside the region's latent
-   mask; these are decoded and scored again with z_0's own image, and the best is the start of the gradient steps.
+   mask; these are decoded and scored again with z_0's own image, over a few augmented views each (one pair more
+   of the 24 eval pairs than one whole-image view), and the best is the start of the gradient steps.
 
 The autoencoder trained on renders does not round-trip every colour (a flat pure green comes back navy), which is why
 the candidates come from the decoder's own gamut and why the projected candidates are scored again.
@@ -81,10 +82,14 @@ def colour_search(
     classes: torch.Tensor,
     gamut: tuple[torch.Tensor, torch.Tensor],
     top: int = 4,
+    views: int = 4,
 ) -> torch.Tensor:
     """The latent `z` `(1, C, h, w)` with its masked region recoloured to the gamut colour that CLIP, over `classes`
     (a colour prompt, then its other colours), scores best once decoded (module docstring); `image` is z decoded in
-    [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels."""
+    [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels. The decoded candidates are scored over `views`
+    augmented views each (`models.refine.make_cutouts`, seeded), as the gradient steps see them."""
+    from models.refine import make_cutouts
+
     _, colours = gamut
     candidates = shift_colour(image, mask, colours.to(image.device, image.dtype))
     best = zero_shot_prob(clip, candidates, classes).topk(min(top, len(colours))).indices
@@ -93,7 +98,10 @@ def colour_search(
     projected = z + latent_mask * (encoded - z)
     decoded = ae_decode(vae, projected.to(vae.dtype)).float().clamp(-1, 1)
     # the start competes too: when no projected colour scores better, the gradient steps start from z itself
-    scores = zero_shot_prob(clip, torch.cat([image, decoded]), classes)
+    generator = torch.Generator("cpu").manual_seed(0)
+    shown = torch.cat([image, decoded])
+    cutouts = torch.cat([make_cutouts(x[None], views, int(clip.image_size), generator) for x in shown])
+    scores = zero_shot_prob(clip, cutouts, classes).view(len(shown), views).mean(dim=1)
     best_index = int(scores.argmax())
     return z if best_index == 0 else projected[best_index - 1][None]
 

@@ -124,7 +124,7 @@ class RefineSettings:
 # norms carried a region's change over the whole picture ("pink hair | sailor uniform" turned a green backdrop
 # beige), so `keep_outside` 300 holds the pixels outside the named regions: 0.54 at 8 steps (100: 0.50), 0.625 at
 # 12 steps (contrast 6: 0.58), the default, since a part edit that repaints the backdrop is the smear the regions
-# exist to stop.
+# exist to stop. Scoring the search's decoded candidates over 4 augmented views instead of one: 0.667, 8.0 s.
 DEFAULTS: dict[str, RefineSettings] = {
     "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0, optimizer="ngd"),
     "latent": RefineSettings(

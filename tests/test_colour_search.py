@@ -17,6 +17,7 @@ class MeanColourClip:
     """A stand-in CLIP whose image embedding is the unit mean colour: its zero-shot classes are pure colours."""
 
     logit_scale = 20.0
+    image_size = 16
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit mean colour of each image in [-1, 1] (shifted to [0, 1])."""
@@ -69,7 +70,7 @@ def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
     moved = False
     for asked in range(3):
         classes = torch.cat([RGB[asked : asked + 1], RGB[[c for c in range(3) if c != asked]]])
-        out = colour_search(vae, clip, z, image, mask, classes, gamut, top=3)
+        out = colour_search(vae, clip, z, image, mask, classes, gamut, top=3, views=1)  # one view: the whole image
         assert out.shape == z.shape
         assert torch.equal(out[..., 4:, :], z[..., 4:, :])  # the latent rows outside the mask stay
         with torch.no_grad():
@@ -78,4 +79,7 @@ def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
         assert after >= before  # the start competes: the search never scores worse than where it began
         moved |= not torch.equal(out, z)
     assert moved  # at least one asked colour is reached by a recoloured candidate
-    assert torch.equal(colour_search(vae, clip, z, image, mask, classes, gamut, 3), out)  # deterministic
+    assert torch.equal(colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=1), out)
+    views = colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=4)  # augmented views: seeded
+    assert torch.equal(views, colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=4))
+    assert torch.equal(views[..., 4:, :], z[..., 4:, :])
