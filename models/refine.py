@@ -508,14 +508,6 @@ def latent_masks(keyed: dict[str, np.ndarray], latent_size: int) -> torch.Tensor
     return F.interpolate(stacked, size=(latent_size, latent_size), mode="area")
 
 
-def latent_region_masks(
-    state: GenerationState, terms: Sequence[Term], image: Image.Image, latent_size: int
-) -> torch.Tensor | None:
-    """`latent_masks` of `region_pixel_masks`, or None where the change may go anywhere."""
-    keyed = region_pixel_masks(state, terms, image)
-    return None if keyed is None else latent_masks(keyed, latent_size)
-
-
 def _searched_start(
     pipeline: Any, objective: _Objective, z: torch.Tensor, image: torch.Tensor, keyed: dict[str, np.ndarray], top: int
 ) -> torch.Tensor:

@@ -161,14 +161,16 @@ def test_latent_offset_grid_moves_z0_smoothly(pipe, state, clip, monkeypatch):
 
 @pytest.mark.parametrize(("affine", "search"), [(False, 0), (True, 0), (True, 2)])
 def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, clip, monkeypatch, affine, search):
-    from models.refine import latent_region_masks
+    from models.refine import latent_masks, region_pixel_masks
 
     settings = RefineSettings(steps=2, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.0, offset_grid=4,
                               optimizer="ngd", contrast=3.0, regions=True, region_grid=1, region_affine=affine,
                               colour_search=search, keep_outside=10.0)  # fmt: skip
     monkeypatch.setitem(DEFAULTS, "latent", settings)
     image = pipe.decode(state.z_0)[0]
-    masks = latent_region_masks(state, [("pink hair", 1.0), ("red dress", 1.0)], image, state.z_0.shape[-1])
+    masks = latent_masks(
+        region_pixel_masks(state, [("pink hair", 1.0), ("red dress", 1.0)], image), state.z_0.shape[-1]
+    )
     assert masks.shape == (2, 1, *state.z_0.shape[-2:])  # hair, then body
     result = refine(pipe, state, "pink hair | red dress", mode="latent", clip=clip)
     delta = result.state.z_0 - state.z_0
@@ -176,7 +178,7 @@ def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, cl
     outside = (masks.sum(dim=0) == 0).expand_as(delta[0])
     assert outside.any() and delta[0][outside].abs().max() == 0  # nothing moves outside the named regions
     # a prompt that names no region moves on the offset grid, everywhere
-    assert latent_region_masks(state, [("cute", 1.0)], image, state.z_0.shape[-1]) is None
+    assert region_pixel_masks(state, [("cute", 1.0)], image) is None
     free = refine(pipe, state, "cute", mode="latent", clip=clip)
     assert (free.state.z_0 - state.z_0).abs().flatten().gt(0).float().mean() > 0.9
 
