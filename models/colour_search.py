@@ -11,9 +11,12 @@ gradient steps, a cheap zeroth-order search (as CLIP reranking picks among candi
    (`decoder_gamut`: flat latents decoded once per autoencoder, one latent per colour bin), keeping its shading:
    `x + mask * (c - mean_mask(x))`. CLIP scores every candidate as a zero-shot classifier of the prompt against its
    other colours; no decoder runs for this, so ~100 colours cost one batch of CLIP's image tower.
-2. *Projection.* The `top` best are encoded (the encoder's mean) and put back into z_0 inside the region's latent
-   mask; these are decoded and scored again with z_0's own image, over a few augmented views each (one pair more
-   of the 24 eval pairs than one whole-image view), and the best is the start of the gradient steps.
+2. *Projection* (`project`). The `top` best are encoded (the encoder's mean) and put back into z_0 inside the
+   region's latent cells (every cell the region touches, and one more round it); a few Adam steps on the decoder's
+   pixel error then pull those cells to the candidate's pixels, since the encoder alone blurs a small region's
+   colour into its surroundings (brown hair came back black; a teal backdrop came back dark). The projected
+   latents are decoded and scored again with z_0's own image, over a few augmented views each (one pair more of
+   the 24 eval pairs than one whole-image view), and the best is the start of the gradient steps.
 
 The autoencoder trained on renders does not round-trip every colour (a flat pure green comes back navy), which is why
 the candidates come from the decoder's own gamut and why the projected candidates are scored again.
@@ -34,6 +37,8 @@ GAMUT_LEVELS = 6  # latent values per channel of the gamut's grid: 6^4 = 1,296 f
 GAMUT_RANGE = (-4.0, 4.0)  # in scaled latent units (about unit variance), per channel
 GAMUT_BINS = 8  # colours closer than one bin of 256/8 in R, G and B count as one
 PATCH = 4  # side of a flat latent patch; its centre pixels are free of the decoder's border padding
+PROJECT_STEPS = 4  # Adam steps of the decoder's pixel error in `project`
+PROJECT_LR = 0.1  # their step size, in scaled latent units (about unit variance)
 
 
 @functools.lru_cache(maxsize=2)
@@ -73,6 +78,43 @@ def shift_colour(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor)
 
 
 @torch.no_grad()
+def view_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor, views: int = 4) -> torch.Tensor:
+    """`(N,)`: `zero_shot_prob` of images `(N, 3, H, W)` averaged over `views` augmented views each
+    (`models.refine.make_cutouts`, the same seeded views every call, so two images' scores compare)."""
+    from models.refine import make_cutouts
+
+    generator = torch.Generator("cpu").manual_seed(0)
+    cutouts = torch.cat([make_cutouts(x[None].float(), views, int(clip.image_size), generator) for x in images])
+    return zero_shot_prob(clip, cutouts, classes).view(len(images), views).mean(dim=1)
+
+
+def region_cells(mask: torch.Tensor, side: int) -> torch.Tensor:
+    """`(1, 1, side, side)` binary: the latent cells a pixel mask `(1, 1, H, W)` touches, grown by one cell (the
+    decoder draws a cell's colour over its neighbours' pixels too)."""
+    touched = (F.interpolate(mask.float(), size=(side, side), mode="area") > 0.02).float()
+    return F.max_pool2d(touched, 3, stride=1, padding=1)
+
+
+def project(
+    vae: Any, z: torch.Tensor, targets: torch.Tensor, cells: torch.Tensor, steps: int = PROJECT_STEPS
+) -> torch.Tensor:
+    """`(N, C, h, w)`: z `(1, C, h, w)` with the `cells` `(1, 1, h, w)` set to latents that decode to `targets`
+    `(N, 3, H, W)` (images that equal z's own outside the region): the encoder's mean, then `steps` Adam steps of the
+    mean squared pixel error through the decoder; the cells outside stay z's."""
+    encoded = ae_encode(vae, targets.to(vae.dtype)).float()
+    inside = (z + cells * (encoded - z)).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([inside], lr=PROJECT_LR)
+    with torch.enable_grad():
+        for _ in range(steps):
+            decoded = ae_decode(vae, (z + cells * (inside - z)).to(vae.dtype)).float()
+            loss = (decoded - targets).pow(2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return (z + cells * (inside - z)).detach()
+
+
+@torch.no_grad()
 def colour_search(
     vae: Any,
     clip: Any,
@@ -80,30 +122,25 @@ def colour_search(
     image: torch.Tensor,
     mask: torch.Tensor,
     classes: torch.Tensor,
-    gamut: tuple[torch.Tensor, torch.Tensor],
+    gamut: tuple[torch.Tensor | None, torch.Tensor],
     top: int = 4,
     views: int = 4,
+    project_steps: int = PROJECT_STEPS,
 ) -> torch.Tensor:
-    """The latent `z` `(1, C, h, w)` with its masked region recoloured to the gamut colour that CLIP, over `classes`
+    """The latent `z` `(1, C, h, w)` with its masked region recoloured to the candidate colour (the second of `gamut`,
+    `decoder_gamut`'s or a `models.colour_palette` palette's, `(G, 3)` in [-1, 1]) that CLIP, over `classes`
     (a colour prompt, then its other colours), scores best once decoded (module docstring); `image` is z decoded in
     [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels. The decoded candidates are scored over `views`
-    augmented views each (`models.refine.make_cutouts`, seeded), as the gradient steps see them."""
-    from models.refine import make_cutouts
-
+    augmented views each (`models.refine.make_cutouts`, seeded), as the gradient steps see them; `project_steps` are
+    the decoder steps of the projection (`project`)."""
     _, colours = gamut
     candidates = shift_colour(image, mask, colours.to(image.device, image.dtype))
     best = zero_shot_prob(clip, candidates, classes).topk(min(top, len(colours))).indices
-    latent_mask = F.interpolate(mask, size=z.shape[-2:], mode="area").to(z.dtype)
-    encoded = ae_encode(vae, candidates[best].to(vae.dtype)).float()
-    projected = z + latent_mask * (encoded - z)
+    projected = project(vae, z, candidates[best], region_cells(mask, int(z.shape[-1])), project_steps)
     decoded = ae_decode(vae, projected.to(vae.dtype)).float().clamp(-1, 1)
     # the start competes too: when no projected colour scores better, the gradient steps start from z itself
-    generator = torch.Generator("cpu").manual_seed(0)
-    shown = torch.cat([image, decoded])
-    cutouts = torch.cat([make_cutouts(x[None], views, int(clip.image_size), generator) for x in shown])
-    scores = zero_shot_prob(clip, cutouts, classes).view(len(shown), views).mean(dim=1)
-    best_index = int(scores.argmax())
+    best_index = int(view_prob(clip, torch.cat([image, decoded]), classes, views).argmax())
     return z if best_index == 0 else projected[best_index - 1][None]
 
 
-__all__ = ["colour_search", "decoder_gamut", "shift_colour", "zero_shot_prob"]
+__all__ = ["colour_search", "decoder_gamut", "project", "region_cells", "shift_colour", "view_prob", "zero_shot_prob"]

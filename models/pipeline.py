@@ -26,6 +26,7 @@ from PIL import Image
 
 from models.autoencoder import decode as ae_decode
 from models.checks import check_common, check_size
+from models.colour_palette import PALETTE_FILE, load_palette, save_palette
 from models.errors import InputError
 from models.pose import Pose, fit_to_square
 from models.samplers import make_scheduler, sample_loop
@@ -86,6 +87,7 @@ class PosePipeline:
         style_encoder: Any = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        palette: dict[str, np.ndarray] | None = None,
     ):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,6 +100,9 @@ class PosePipeline:
         self.vae = vae.to(self.device, **cast).eval().requires_grad_(False)
         self.unet = unet.to(self.device, **cast).eval().requires_grad_(False)
         self.style_encoder = style_encoder.eval() if style_encoder is not None else None
+        # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
+        # (`models.colour_palette`); empty when the folder has no palette.json
+        self.palette = dict(palette or {})
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
         self.latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -123,7 +128,8 @@ class PosePipeline:
             from models.style_encoder import StyleEncoder
 
             style_encoder = StyleEncoder.from_pretrained(folder / "style_encoder")
-        return cls(vae, unet, scheduler, style_encoder, device=device, dtype=dtype)
+        palette = load_palette(folder / PALETTE_FILE)
+        return cls(vae, unet, scheduler, style_encoder, device=device, dtype=dtype, palette=palette)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the folder layout `from_pretrained` reads (safetensors)."""
@@ -133,6 +139,9 @@ class PosePipeline:
         self.scheduler.save_pretrained(folder / "scheduler")
         if self.style_encoder is not None:
             self.style_encoder.save_pretrained(folder / "style_encoder", safe_serialization=True)
+        if self.palette:
+            colours = {r: np.round((np.asarray(c) + 1.0) * 127.5) for r, c in self.palette.items()}
+            save_palette(colours, folder / PALETTE_FILE, source="saved with the pipeline")
 
     @property
     def style_dim(self) -> int:

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from models.autoencoder import decode as ae_decode
-from models.colour_search import GAMUT_BINS, colour_search, decoder_gamut, shift_colour, zero_shot_prob
+from models.colour_search import (
+    GAMUT_BINS,
+    colour_search,
+    decoder_gamut,
+    project,
+    region_cells,
+    shift_colour,
+    view_prob,
+    zero_shot_prob,
+)
 from tests.test_pipeline import tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -22,6 +31,14 @@ class MeanColourClip:
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit mean colour of each image in [-1, 1] (shifted to [0, 1])."""
         return torch.nn.functional.normalize((images + 1).mean(dim=(2, 3)) / 2 + 1e-6, dim=-1)
+
+
+def latent_and_image(vae, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random 8 x 8 latent and its decoded image in [-1, 1]."""
+    torch.manual_seed(seed)
+    z = torch.randn(1, vae.config.latent_channels, 8, 8)
+    with torch.no_grad():
+        return z, ae_decode(vae, z).float().clamp(-1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +76,7 @@ def test_shift_colour_moves_the_masked_mean_and_nothing_else():
 
 def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
     clip = MeanColourClip()
-    torch.manual_seed(1)
-    z = torch.randn(1, vae.config.latent_channels, 8, 8)
-    with torch.no_grad():
-        image = ae_decode(vae, z).float().clamp(-1, 1)
+    z, image = latent_and_image(vae, seed=1)
     side = image.shape[-1]
     mask = torch.zeros(1, 1, side, side)
     mask[..., : side // 2, :] = 1  # the top half, 4 latent rows
@@ -72,7 +86,7 @@ def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
         classes = torch.cat([RGB[asked : asked + 1], RGB[[c for c in range(3) if c != asked]]])
         out = colour_search(vae, clip, z, image, mask, classes, gamut, top=3, views=1)  # one view: the whole image
         assert out.shape == z.shape
-        assert torch.equal(out[..., 4:, :], z[..., 4:, :])  # the latent rows outside the mask stay
+        assert torch.equal(out[..., 5:, :], z[..., 5:, :])  # the rows beyond the mask's cells, grown by one, stay
         with torch.no_grad():
             before = zero_shot_prob(clip, image, classes)
             after = zero_shot_prob(clip, ae_decode(vae, out).float().clamp(-1, 1), classes)
@@ -82,4 +96,51 @@ def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
     assert torch.equal(colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=1), out)
     views = colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=4)  # augmented views: seeded
     assert torch.equal(views, colour_search(vae, clip, z, image, mask, classes, gamut, 3, views=4))
-    assert torch.equal(views[..., 4:, :], z[..., 4:, :])
+    assert torch.equal(views[..., 5:, :], z[..., 5:, :])
+
+
+def test_region_cells_are_the_touched_cells_grown_by_one():
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 12:16, 12:16] = 1  # latent cell (3, 3) of an 8 x 8 grid
+    cells = region_cells(mask, 8)
+    assert cells.shape == (1, 1, 8, 8)
+    assert torch.equal(
+        torch.nonzero(cells[0, 0]).unique(dim=0), torch.cartesian_prod(torch.arange(2, 5), torch.arange(2, 5))
+    )
+
+
+def test_projection_pulls_the_region_towards_the_target_and_keeps_the_rest(vae):
+    z, image = latent_and_image(vae, seed=2)
+    side = image.shape[-1]
+    mask = torch.zeros(1, 1, side, side)
+    mask[..., : side // 2, : side // 2] = 1
+    target = shift_colour(image, mask, torch.tensor([[0.8, -0.6, 0.2]]))
+    cells = region_cells(mask, 8)
+    encoded_only = project(vae, z, target, cells, steps=0)
+    stepped = project(vae, z, target, cells, steps=4)
+    outside = (cells == 0).expand_as(z)
+    assert torch.equal(stepped[outside], z[outside]) and torch.equal(encoded_only[outside], z[outside])
+    with torch.no_grad():
+        error = [float((ae_decode(vae, x).float() - target).pow(2).mean()) for x in (encoded_only, stepped)]
+    assert error[1] < error[0]  # the decoder steps bring the pixels closer than the encoder alone
+
+
+def test_view_prob_is_deterministic_and_ranks_the_asked_colour_first():
+    clip = MeanColourClip()
+    images = torch.stack([torch.full((3, 16, 16), -1.0) for _ in range(3)])
+    for c in range(3):
+        images[c, c] = 1.0  # pure red, green, blue
+    probs = view_prob(clip, images, RGB, views=3)
+    assert probs.shape == (3,) and int(probs.argmax()) == 0
+    assert torch.equal(probs, view_prob(clip, images, RGB, views=3))
+
+
+def test_colour_search_takes_any_candidate_colours(vae):
+    clip = MeanColourClip()
+    z, image = latent_and_image(vae, seed=1)
+    mask = torch.ones(1, 1, *image.shape[-2:])
+    palette = (None, torch.tensor([[0.9, -0.9, -0.9], [-0.9, -0.9, 0.9]]))  # a palette: colours, no latents
+    out = colour_search(vae, clip, z, image, mask, RGB, palette, top=2, views=1)
+    with torch.no_grad():
+        after = zero_shot_prob(clip, ae_decode(vae, out).float().clamp(-1, 1), RGB)
+    assert after >= zero_shot_prob(clip, image, RGB)

@@ -124,6 +124,15 @@ def test_save_and_load_give_identical_output(pipe, pose, tmp_path):
     b, _ = loaded(pose, seed=2, steps=3)
     assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
     assert loaded.vae.config.scaling_factor == 2.0
+    assert loaded.palette == {} and not (tmp_path / "model" / "palette.json").exists()
+
+
+def test_palette_travels_with_the_pipeline_folder(pipe, tmp_path, monkeypatch):
+    colours = np.float32([[1.0, -1.0, -1.0], [0.0, 0.2, 1.0]])
+    monkeypatch.setattr(pipe, "palette", {"body": colours})
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = PosePipeline.from_pretrained(tmp_path / "model", device="cpu")
+    assert set(loaded.palette) == {"body"} and np.allclose(loaded.palette["body"], colours, atol=1 / 127.5)
 
 
 def test_missing_folder_is_an_input_error(tmp_path, monkeypatch):

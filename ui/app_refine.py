@@ -20,7 +20,7 @@ MODE_CHOICES = [
     ("Both: style, then latent", "both"),
 ]
 # The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
-DEFAULT_STEPS = {"style": 4, "latent": 12, "both": 9}
+DEFAULT_STEPS = {"style": 4, "latent": 8, "both": 9}
 DEFAULT_POSE_WEIGHT = {"style": 0.0, "latent": 1.0, "both": 1.0}  # as models.refine.DEFAULTS: pixels move in latent
 
 
