@@ -32,8 +32,11 @@ SAMPLERS: dict[str, Callable[[Any], SchedulerMixin]] = {
 }
 
 
-def training_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """The noise schedule the UNet is trained with (its config is saved as `scheduler/` and feeds every sampler)."""
+def training_scheduler(
+    prediction_type: str = "v_prediction", num_train_timesteps: int = 1000, zero_snr: bool = False
+) -> DDPMScheduler:
+    """The noise schedule the UNet is trained with (its config is saved as `scheduler/` and feeds every sampler);
+    `zero_snr` rescales it to zero terminal SNR (Lin et al. 2024; every sampler here reads that from the config)."""
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule="scaled_linear",  # Stable Diffusion's schedule (latents of unit std)
@@ -42,6 +45,7 @@ def training_scheduler(prediction_type: str = "v_prediction", num_train_timestep
         prediction_type=prediction_type,
         clip_sample=False,
         timestep_spacing="trailing",  # the first sampling step starts at t = T - 1 (Lin et al. 2024, Sec. 3.3)
+        rescale_betas_zero_snr=zero_snr,
     )
 
 

@@ -128,6 +128,17 @@ def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh
         and len(json.loads((again / "training_info.json").read_text())["style_posterior"]["kl_per_dim"]) > 0
     )
     assert ldm != again
+    # a warm start on the zero-terminal-SNR schedule: saved with the pipeline, read by every sampler
+    with pytest.raises(SystemExit, match="min-snr-gamma 0"):
+        train_ldm.main([*args, "--out", str(tmp_path / "bad"), "--zero-snr", "true"])
+    zero = train_ldm.main([*args, "--out", str(tmp_path / "zero"), "--init", str(ldm), "--zero-snr", "true",
+                           "--min-snr-gamma", "0"])  # fmt: skip
+    pipe = PosePipeline.from_pretrained(zero, device="cpu")
+    assert pipe.scheduler.config.rescale_betas_zero_snr and float(pipe.scheduler.alphas_cumprod[-1]) < 1e-6
+    kp = np.concatenate([np.random.default_rng(1).uniform(0.2, 0.8, (17, 2)), np.ones((17, 1))], axis=1)
+    for sampler in ("ddim", "dpmpp_2m", "euler_a"):
+        images, _ = pipe(Pose(kp.astype(np.float32), 64, 64), seed=0, steps=3, sampler=sampler)
+        assert np.isfinite(np.asarray(images[0], dtype=np.float32)).all() and np.asarray(images[0]).std() > 0
 
 
 def test_ordered_kl_weights_ramp_geometrically():

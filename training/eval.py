@@ -325,11 +325,16 @@ def main_eval(argv: list[str]) -> int:
 
 # Sub-commands evaluated by their own modules: `python -m training.eval clip --json` runs
 # `training.eval_clip.main(["--json"])`.
-SUBCOMMANDS = {"clip": "training.eval_clip", "refine": "training.eval_refine", "directions": "training.eval_directions"}
+SUBCOMMANDS = {
+    "clip": "training.eval_clip",
+    "refine": "training.eval_refine",
+    "directions": "training.eval_directions",
+    "style": "training.eval_style",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, or the model evaluation (the default)."""
+    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, `style`, or the model evaluation (the default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "detect":
         return main_detect(argv[1:])

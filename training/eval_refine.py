@@ -103,14 +103,15 @@ def make_pairs(pipe: Any, judge: Any, n: int, steps: int = 20, progress: bool = 
 
 def run_mode(
     pipe: Any, pairs: list[dict[str, Any]], mode: str, scorer: Any, judge: Any, det: Any, progress: bool = False, **kw
-) -> tuple[dict[str, Any], list[Image.Image]]:
-    """Refine every pair in `mode` (`kw`: refine's steps, lr, pose_weight); the row of metrics and the images."""
+) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """Refine every pair in `mode` (`kw`: refine's steps, lr, pose_weight); the row of metrics, the images and the
+    class the judge sees in each."""
     from models.attributes import attribute_index
     from models.refine import refine
 
     targets = [output_frame_pose(pipe, p["state"], p["image"]) for p in pairs]
     before = pck_counts(det.detect([p["image"] for p in pairs]), targets)
-    refined, seconds, cpu, probs, hits = [], [], [], [], {a: [] for a in PROMPT_ATTRIBUTES}
+    refined, seconds, cpu, probs, shown_all, hits = [], [], [], [], [], {a: [] for a in PROMPT_ATTRIBUTES}
     for i, p in enumerate(pairs):
         t0, c0 = time.perf_counter(), time.process_time()
         result = refine(pipe, p["state"], p["prompt"], mode=mode, clip=scorer, detector=det, **kw)
@@ -120,6 +121,7 @@ def run_mode(
         refined.append(image)
         prob = judge.predict([image])[p["attribute"]][0]
         shown = judge.classes[p["attribute"]][int(prob.argmax())]
+        shown_all.append(shown)
         probs.append(float(prob[attribute_index(p["attribute"], p["value"], judge.classes)]))
         hits[p["attribute"]].append(shown == p["value"])
         if progress:
@@ -141,7 +143,7 @@ def run_mode(
         "seconds_max": max(seconds),
         "cpu_seconds_median": statistics.median(cpu),  # process CPU time: wall time without other processes' load
     }
-    return row, refined
+    return row, refined, shown_all
 
 
 def evaluate_refine(
@@ -183,9 +185,9 @@ def evaluate_refine(
     # 3. The unrefined images and their prompts; 4. every mode on every pair, judged.
     pairs = make_pairs(pipe, judge, n, steps, progress)
     kw = {"steps": refine_steps, "lr": lr, "pose_weight": pose_weight}
-    rows, columns = [], [[p["image"] for p in pairs]]
+    rows, columns, shown = [], [[p["image"] for p in pairs]], {}
     for mode in modes:
-        row, images = run_mode(pipe, pairs, mode, scorer, judge, det, progress, **kw)
+        row, images, shown[mode] = run_mode(pipe, pairs, mode, scorer, judge, det, progress, **kw)
         rows.append(row)
         columns.append(images)
 
@@ -193,7 +195,16 @@ def evaluate_refine(
         Path(save).mkdir(parents=True, exist_ok=True)
         _grid([list(r) for r in zip(*columns)]).save(Path(save) / "refine_sheet.png")
         (Path(save) / "refine_pairs.json").write_text(
-            json.dumps([{k: p[k] for k in ("attribute", "value", "prompt")} for p in pairs], indent=1)
+            json.dumps(
+                [
+                    {
+                        **{k: p[k] for k in ("attribute", "value", "prompt")},
+                        "shown": {m: v[i] for m, v in shown.items()},
+                    }
+                    for i, p in enumerate(pairs)
+                ],
+                indent=1,
+            )
         )
     return {
         "n": n,

@@ -88,6 +88,11 @@ class LDMPreset:
     style_guide_weight: float = 0.0
     affine_reg_weight: float = 0.0
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
+    # Rescale the noise schedule to zero terminal SNR (Lin et al. 2024, Sec. 3.1): at t = T the model then sees no
+    # trace of the image, whose low frequencies (the colours) the standard schedule leaves readable at SNR 0.005, so
+    # the colours must come from the pose and s instead of the starting noise (issue 6's note). v-prediction and the
+    # plain v-loss only (Min-SNR gives the terminal step, SNR 0, no weight).
+    zero_snr: bool = False
     flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)
     max_images: int = 8000  # use at most this many images (0: all); encoding costs ~2.3 GFLOP (~40 ms) each on CPU
     checkpoint_every: int = 500

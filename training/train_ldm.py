@@ -289,7 +289,10 @@ def main(argv: list[str] | None = None) -> Path:
     # 3. Models, EMA, optimiser (fresh, or from the latest checkpoint).
     from models.condition import CONDITION_CHANNELS  # written by the pose front end; imported late
 
-    noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps)
+    if cfg.zero_snr and (cfg.prediction_type != "v_prediction" or cfg.min_snr_gamma > 0):
+        raise SystemExit("--zero-snr needs --prediction-type v_prediction and --min-snr-gamma 0 (at SNR 0 an epsilon "
+                         "model's image estimate divides by zero, and Min-SNR weighs the terminal step by zero).")  # fmt: skip
+    noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps, cfg.zero_snr)
     step, elapsed, losses = 0, 0.0, {}
     rng = np.random.default_rng(cfg.seed + accelerator.process_index)
     torch.manual_seed(cfg.seed + accelerator.process_index)

@@ -1,0 +1,66 @@
+"""The style-reading evaluation: does the UNet take a render's look from s or from the noise (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.pipeline import PosePipeline
+from models.pose import Pose
+from models.style_encoder import StyleEncoder
+from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
+from training.eval_style import main, style_of, style_reading
+
+
+class MeanBrightness:
+    """Judges one attribute, light or dark, from a PIL image's mean."""
+
+    classes: ClassVar[dict[str, list[str]]] = {"background_color": ["dark", "light"]}
+
+    def predict(self, images):
+        means = torch.tensor([float(np.asarray(im, dtype=np.float32).mean()) for im in images])
+        light = (means > float(np.median(means.numpy()))).float()
+        return {"background_color": torch.stack([1 - light, light], dim=1)}
+
+
+@pytest.fixture(scope="module")
+def pipe() -> PosePipeline:
+    p = tiny_pipeline()
+    torch.manual_seed(0)
+    p.style_encoder = StyleEncoder(widths=(4,), style_dim=p.style_dim, norm_num_groups=2).eval()
+    return p
+
+
+def test_style_reading_judges_both_arms_from_the_same_noise(pipe):
+    images = [Image.new("RGB", (SIZE, SIZE), (v, v, v)) for v in (20, 230, 40, 210)]
+    poses = [Pose(STANDING, SIZE, SIZE)] * 4
+    labels = [{"background_color": c} for c in ("dark", "light", "dark", "light")]
+    rows = style_reading(pipe, MeanBrightness(), MeanBrightness.classes, images, poses, labels, steps=2)
+    row = rows["background_color"]
+    assert row["n"] == 4 and 0 <= row["from_s"] <= 1 and 0 <= row["random_s"] <= 1
+    assert row["gain"] == pytest.approx(row["from_s"] - row["random_s"])
+    assert style_reading(pipe, MeanBrightness(), MeanBrightness.classes, images, poses, labels, steps=2) == rows
+    assert style_of(pipe, images[:2]).shape == (2, pipe.style_dim)
+    # an unlabelled attribute is left out, a missing label skips that image
+    labels[0] = {"background_color": None}
+    assert (
+        style_reading(pipe, MeanBrightness(), MeanBrightness.classes, images, poses, labels, 2)["background_color"]["n"]
+        == 3
+    )
+
+
+def test_bad_inputs_are_clear_messages(pipe, capsys):
+    from models.errors import InputError
+
+    with pytest.raises(InputError, match="as many poses"):
+        style_reading(pipe, MeanBrightness(), MeanBrightness.classes, [], [], [])
+    bare = tiny_pipeline()
+    with pytest.raises(InputError, match="no style_encoder"):
+        style_of(bare, [Image.new("RGB", (SIZE, SIZE))])
+    assert main(["--json", "--n", "0"]) == 1
+    assert "at least 1" in json.loads(capsys.readouterr().out)["error"]

@@ -1,0 +1,147 @@
+"""How much of a character's look the UNet takes from the style code s, and how much from the starting noise.
+
+    python -m training.eval style --json [--n 32] [--steps 8]
+
+For `--n` held-out renders (data set seed STYLE_EVAL_SEED, never trained on), the style encoder reads s off the
+render (its posterior mean), and the pipeline draws the render's pose twice from the same noise z_T: once with that
+s and once with an s drawn from the prior. The attribute classifier (`models.attributes`, not the CLIP) judges both
+against the render's own labels. Per attribute: `from_s` is the share of images that show the render's class with
+its s, `random_s` the share with a random one (chance, as far as s goes), and `gain` the difference.
+
+Why: the SeFa and GANSpace directions act on s alone (issue 6). When the UNet takes a hair colour from z_T and
+not from s, no direction of s can move it. A model whose s carries the look has `from_s` near the classifier's own
+accuracy on renders and `gain` well above 0; the shipped model's figures are in issue 6's note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.errors import InputError
+from training.eval import DEFAULT_MODEL, EVAL_SEED
+
+STYLE_EVAL_SEED = EVAL_SEED + 3  # data set seed of this evaluation's renders (+1: detector, +2: CLIP)
+COLOUR_ATTRIBUTES = ("hair_color", "background_color", "outfit_color", "eye_color", "skin")
+
+
+def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
+    """`(N, style_dim)`: the style encoder's posterior mean of s for each PIL image."""
+    import torch
+
+    if pipe.style_encoder is None:
+        raise InputError("This model folder has no style_encoder/: s cannot be read off an image.")
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
+    with torch.no_grad():
+        mu, _ = pipe.style_encoder(torch.from_numpy(arr).permute(0, 3, 1, 2))
+    return mu.float().numpy()
+
+
+def style_reading(
+    pipe: Any,
+    classifier: Any,
+    classes: Mapping[str, Sequence[str]],
+    images: Sequence[Any],
+    poses: Sequence[Any],
+    labels: Sequence[Mapping[str, str | None]],
+    steps: int = 8,
+    seed: int = STYLE_EVAL_SEED,
+) -> dict[str, dict[str, float]]:
+    """Per attribute the classifier knows and the labels name: `from_s`, `random_s`, `gain` and `n` (module
+    docstring); image i is drawn with seed `seed + i` (its z_T) in both arms."""
+    if not len(images) or not (len(images) == len(poses) == len(labels)):
+        raise InputError("The style evaluation needs as many poses and labels as images, and at least one.")
+    styles = style_of(pipe, images)
+    rng = np.random.default_rng(seed)
+    drawn = {"from_s": [], "random_s": []}
+    for i, pose in enumerate(poses):
+        for arm, style in (("from_s", styles[i]), ("random_s", rng.standard_normal(styles.shape[1]))):
+            state = pipe.prepare(pose, seed + i, steps=steps, style=style.astype(np.float32))
+            drawn[arm] += pipe.render(state)[0]
+    judged = {
+        arm: {k: v.numpy().argmax(axis=1) for k, v in classifier.predict(ims).items()} for arm, ims in drawn.items()
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, names in classes.items():
+        asked = [(i, list(names).index(lab[name])) for i, lab in enumerate(labels) if lab.get(name) in names]
+        if not asked or name not in judged["from_s"]:
+            continue
+        index, target = np.array([a for a, _ in asked]), np.array([t for _, t in asked])
+        row = {arm: float((judged[arm][name][index] == target).mean()) for arm in judged}
+        out[name] = {**row, "gain": row["from_s"] - row["random_s"], "n": len(asked)}
+    return out
+
+
+def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> dict[str, Any]:
+    """`style_reading` on `n` held-out renders of STYLE_EVAL_SEED with the shipped (or given) judge."""
+    from models.attributes import record_labels
+    from models.pipeline import PosePipeline
+    from training.eval_directions import load_attributes
+    from training.synth import make_sample
+
+    if n < 1 or steps < 1:
+        raise InputError("--n and --steps must be at least 1.")
+    judge = load_attributes(attributes)
+    if judge is None:
+        raise InputError("The style evaluation needs the attribute classifier (weights/attributes).")
+    started = time.perf_counter()
+    pipe = PosePipeline.from_pretrained(model)
+    samples = [make_sample(STYLE_EVAL_SEED, i, pipe.native_size) for i in range(n)]
+    rows = style_reading(
+        pipe,
+        judge[0],
+        judge[1],
+        [s["render"].image for s in samples],
+        [s["render"].pose for s in samples],
+        [record_labels(s["attributes"]) for s in samples],
+        steps,
+    )
+    colour = [rows[a] for a in COLOUR_ATTRIBUTES if a in rows]
+    return {
+        "n": n,
+        "steps": steps,
+        "split": f"synth data set seed {STYLE_EVAL_SEED}, samples 0..{n - 1}",
+        "model": str(model),
+        "attributes": rows,
+        "colour_from_s": float(np.mean([r["from_s"] for r in colour])) if colour else float("nan"),
+        "colour_random_s": float(np.mean([r["random_s"] for r in colour])) if colour else float("nan"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m training.eval style", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--n", type=int, default=32, help="held-out renders")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder")
+    parser.add_argument("--attributes", default=None, help="judge folder (default: weights/attributes)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        result = evaluate_style(args.model, args.attributes, args.n, args.steps)
+    except InputError as err:
+        print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
+        return 1
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for name, row in result["attributes"].items():
+        print(f"{name:>18}: from s {row['from_s']:.2f}  random s {row['random_s']:.2f}  (n={row['n']})")
+    print(f"{'colours':>18}: from s {result['colour_from_s']:.2f}  random s {result['colour_random_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
