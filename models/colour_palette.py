@@ -53,7 +53,8 @@ def data_palette(
     drawn: dict[str, list[np.ndarray]] = {r: [] for r in regions}
     for image, pose in zip(images, poses):
         masks = colour_keyed_masks(np.ascontiguousarray(image[..., :3]), pose, set(regions), soften=0)
-        for region, mask in masks.items():
+        for region in regions:  # in the given order (not the set's, which varies by process): the same draws
+            mask = masks[region]
             inside = image[mask > 0.5][:, :3]
             if len(inside) >= MIN_PIXELS and mask.min() < 1.0:  # an all-ones mask means the pose placed nothing
                 drawn[region].append(inside[rng.integers(0, len(inside), pixels)])

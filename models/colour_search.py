@@ -7,8 +7,9 @@ Gradient steps on a region's colour get stuck: from blue hair, CLIP's zero-shot 
 nearest minimum at purple, and the decoder cannot draw every colour an image edit could ask for. So before the
 gradient steps, a cheap zeroth-order search (as CLIP reranking picks among candidates):
 
-1. *Candidates in pixels.* The region of the decoded image is shifted to each colour of the decoder's gamut
-   (`decoder_gamut`: flat latents decoded once per autoencoder, one latent per colour bin), keeping its shading:
+1. *Candidates in pixels.* The region of the decoded image is shifted to each candidate colour, keeping its shading:
+   the colours the training images show in that part where the pipeline has them (`models.colour_palette`), else
+   the decoder's gamut (`decoder_gamut`: flat latents decoded once per autoencoder, one latent per colour bin):
    `x + mask * (c - mean_mask(x))`. CLIP scores every candidate as a zero-shot classifier of the prompt against its
    other colours; no decoder runs for this, so ~100 colours cost one batch of CLIP's image tower.
 2. *Projection* (`project`). The `top` best are encoded (the encoder's mean) and put back into z_0 inside the

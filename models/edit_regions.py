@@ -159,7 +159,7 @@ BACKGROUND_SHARE = 0.45
 # A keyed region smaller than this share of its pose mask (hair the colour of the backdrop) falls back to the mask.
 MIN_KEPT = 0.05
 # The hair's colours: a cluster with at least this share of the crown's figure (not backdrop) pixels; when under
-# MIN_FIGURE_CROWN of the crown is figure at all, the hair has the backdrop's colour and the crown's commonest is taken.
+# MIN_FIGURE_CROWN of the crown is figure at all, the hair has no colours of its own and the head's figure is keyed.
 HAIR_SHARE = 0.25
 MIN_FIGURE_CROWN = 0.05
 
@@ -196,6 +196,9 @@ def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, 
             part = (masks["head"] * np.isin(labels, hair_ids)).astype(np.float32)
             if part.sum() < MIN_KEPT * max(masks[r].sum(), 1.0):  # too few: the head's figure pixels, face and all
                 part = (masks["head"] * ~backdrop).astype(np.float32)
+            if part.any():  # however few: the pose's hair mask round a head drawn off the pose is all backdrop
+                out[r] = part
+                continue
         else:  # keying the body by not-hair, not-skin colours too lost blue dresses under blue hair (issue 5's note)
             part = masks[r] * ~backdrop
         out[r] = part if part.sum() >= MIN_KEPT * max(masks[r].sum(), 1.0) else masks[r]
@@ -205,7 +208,9 @@ def _keyed_parts(image: np.ndarray, pose: Pose, regions: set[str]) -> dict[str, 
 def _hair_clusters(labels: np.ndarray, crown: np.ndarray, cheek: np.ndarray, backdrop_ids: np.ndarray) -> np.ndarray:
     """The colour clusters of the hair: those holding at least HAIR_SHARE of the crown's figure (not backdrop)
     pixels, less the skin's (the cheek's commonest) unless it is the crown's commonest too (a fringe over a small
-    face); the crown's commonest when the crown is nearly all backdrop (white hair on a white wall)."""
+    face); none when the crown is nearly all backdrop. That is white hair on a white wall, or, as often, a crown
+    the pose puts over the backdrop (a small head drawn lower than the pose's): taking the backdrop's colour as the
+    hair's then repainted a halo of backdrop above the head, so the caller keys the head's figure pixels instead."""
     counts = np.bincount(labels[crown], minlength=KEY_CLUSTERS).astype(np.float64)
     figure = counts.copy()
     figure[backdrop_ids] = 0
@@ -215,7 +220,7 @@ def _hair_clusters(labels: np.ndarray, crown: np.ndarray, cheek: np.ndarray, bac
             figure[skin] = 0
     if figure.sum() >= MIN_FIGURE_CROWN * max(counts.sum(), 1.0):
         return np.flatnonzero(figure >= HAIR_SHARE * figure.sum())
-    return np.array([int(counts.argmax())]) if counts.any() else np.arange(KEY_CLUSTERS)
+    return np.array([], dtype=np.int64)
 
 
 def _finish(mask: np.ndarray, soften: float) -> np.ndarray:
