@@ -7,8 +7,9 @@
 The colour search (`models.colour_search`) recolours a part to candidate colours and lets CLIP pick. Over the
 decoder's whole gamut, CLIP's pick for "pink background" or "purple kimono" was often a colour no training image
 shows in that part (a dusky mauve, a dark navy), where neither CLIP nor any other judge has learnt what the colour
-word means. Restricted to the colours the training images show in that part, the pick was the asked colour for
-every background and outfit prompt of the 24 held-out eval pairs, judged on the recoloured pixels (issue 5's note).
+word means. Restricted to the renderer's own colours of that part (an oracle, tried for the diagnosis only), the
+pick was the asked colour for every background and outfit prompt of the 24 held-out eval pairs, judged on the
+recoloured pixels (issue 5's note). This palette approximates that set from the images alone.
 
 The palette is learnt without labels: each training image's part masks come from its pose and its colours
 (`models.edit_regions.colour_keyed_masks`, as refinement finds them), a few pixels are drawn from each mask, and
