@@ -156,7 +156,8 @@ KEY_CLUSTERS = 6  # colour clusters of a 128-pixel character: background (1-2), 
 # A cluster with at least this share of its pixels in the background region is backdrop. Not a majority: the figure's
 # pose masks are generous, so a backdrop gradient that is lighter round the figure has much of it inside them.
 BACKGROUND_SHARE = 0.45
-# A keyed region smaller than this share of its pose mask (hair the colour of the backdrop) falls back to the mask.
+# A keyed face or body smaller than this share of its pose mask (clothes the colour of the backdrop) falls back to
+# the mask; so does the hair, but only when the head has no figure pixel at all (`_keyed_parts`).
 MIN_KEPT = 0.05
 # The hair's colours: a cluster with at least this share of the crown's figure (not backdrop) pixels; when under
 # MIN_FIGURE_CROWN of the crown is figure at all, the hair has no colours of its own and the head's figure is keyed.
