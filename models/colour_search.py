@@ -64,11 +64,15 @@ def decoder_gamut(vae: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return grid[first], colour[first]
 
 
+def class_prob(clip: Any, embeds: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Probability of class 0 under CLIP's zero-shot softmax for image embeddings `(..., D)` against unit class
+    embeddings `(K, D)`; shape `(...)`."""
+    return (clip.logit_scale * embeds.float() @ classes.T.float()).softmax(dim=-1)[..., 0]
+
+
 def zero_shot_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Probability of class 0 under CLIP's zero-shot softmax for images `(N, 3, H, W)` in [-1, 1] against unit
-    class embeddings `(K, D)`."""
-    embeds = clip.encode_image(images).float()
-    return (clip.logit_scale * embeds @ classes.T.float()).softmax(dim=-1)[:, 0]
+    """`class_prob` of images `(N, 3, H, W)` in [-1, 1]: `(N,)`."""
+    return class_prob(clip, clip.encode_image(images), classes)
 
 
 def shift_colour(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
@@ -79,14 +83,19 @@ def shift_colour(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor)
 
 
 @torch.no_grad()
-def view_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor, views: int = 4) -> torch.Tensor:
-    """`(N,)`: `zero_shot_prob` of images `(N, 3, H, W)` averaged over `views` augmented views each
+def view_embeddings(clip: Any, images: torch.Tensor, views: int = 4) -> torch.Tensor:
+    """`(N, views, D)`: CLIP's embeddings of `views` augmented views of each image `(N, 3, H, W)`
     (`models.refine.make_cutouts`, the same seeded views every call, so two images' scores compare)."""
     from models.refine import make_cutouts
 
     generator = torch.Generator("cpu").manual_seed(0)
     cutouts = torch.cat([make_cutouts(x[None].float(), views, int(clip.image_size), generator) for x in images])
-    return zero_shot_prob(clip, cutouts, classes).view(len(images), views).mean(dim=1)
+    return clip.encode_image(cutouts).float().view(len(images), views, -1)
+
+
+def view_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor, views: int = 4) -> torch.Tensor:
+    """`(N,)`: `class_prob` of images `(N, 3, H, W)` averaged over their `view_embeddings`."""
+    return class_prob(clip, view_embeddings(clip, images, views), classes).mean(dim=1)
 
 
 def region_cells(mask: torch.Tensor, side: int) -> torch.Tensor:
@@ -123,18 +132,17 @@ def colour_search(
     image: torch.Tensor,
     mask: torch.Tensor,
     classes: torch.Tensor,
-    gamut: tuple[torch.Tensor | None, torch.Tensor],
+    colours: torch.Tensor,
     top: int = 4,
     views: int = 4,
     project_steps: int = PROJECT_STEPS,
 ) -> torch.Tensor:
-    """The latent `z` `(1, C, h, w)` with its masked region recoloured to the candidate colour (the second of `gamut`,
-    `decoder_gamut`'s or a `models.colour_palette` palette's, `(G, 3)` in [-1, 1]) that CLIP, over `classes`
+    """The latent `z` `(1, C, h, w)` with its masked region recoloured to the candidate colour (`colours` `(G, 3)` in
+    [-1, 1]: `decoder_gamut`'s, or a `models.colour_palette` palette's) that CLIP, over `classes`
     (a colour prompt, then its other colours), scores best once decoded (module docstring); `image` is z decoded in
     [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels. The decoded candidates are scored over `views`
     augmented views each (`models.refine.make_cutouts`, seeded), as the gradient steps see them; `project_steps` are
     the decoder steps of the projection (`project`)."""
-    _, colours = gamut
     candidates = shift_colour(image, mask, colours.to(image.device, image.dtype))
     best = zero_shot_prob(clip, candidates, classes).topk(min(top, len(colours))).indices
     projected = project(vae, z, candidates[best], region_cells(mask, int(z.shape[-1])), project_steps)
@@ -144,4 +152,14 @@ def colour_search(
     return z if best_index == 0 else projected[best_index - 1][None]
 
 
-__all__ = ["colour_search", "decoder_gamut", "project", "region_cells", "shift_colour", "view_prob", "zero_shot_prob"]
+__all__ = [
+    "class_prob",
+    "colour_search",
+    "decoder_gamut",
+    "project",
+    "region_cells",
+    "shift_colour",
+    "view_embeddings",
+    "view_prob",
+    "zero_shot_prob",
+]

@@ -531,7 +531,7 @@ def _searched_start(
     from models.colour_search import colour_search, decoder_gamut
     from models.edit_regions import prompt_regions
 
-    gamut = decoder_gamut(pipeline.vae)
+    palette = getattr(pipeline, "palette", {})
     shown = z  # the latent `image` shows
     for text, _weight, classes in objective.contrasts:
         regions = prompt_regions(text) or set()
@@ -542,23 +542,23 @@ def _searched_start(
             with torch.no_grad():
                 image = ae_decode(pipeline.vae, z.to(pipeline.dtype)).float().clamp(-1, 1)
             shown = z
-        candidates = gamut
-        palette = getattr(pipeline, "palette", {})
         if len(regions) == 1 and next(iter(regions)) in palette:  # the training data's colours of that part
-            candidates = (None, torch.as_tensor(palette[next(iter(regions))], dtype=torch.float32))
-        z = colour_search(pipeline.vae, objective.clip, z, image, mask, classes, candidates, top)
+            colours = torch.as_tensor(palette[next(iter(regions))], dtype=torch.float32)
+        else:  # built once per autoencoder, and only when a part has no palette
+            colours = decoder_gamut(pipeline.vae)[1]
+        z = colour_search(pipeline.vae, objective.clip, z, image, mask, classes, colours, top)
     return z
 
 
 def _search_score(objective: _Objective) -> Callable[[torch.Tensor], float]:
     """Minus the mean over the colour terms of CLIP's zero-shot probability (`models.colour_search.view_prob`): how
     the colour search ranks its candidates, and so how the gradient steps' iterates and its start are ranked."""
-    from models.colour_search import view_prob
+    from models.colour_search import class_prob, view_embeddings
 
     def score(image: torch.Tensor) -> float:
-        return -float(
-            np.mean([float(view_prob(objective.clip, image, classes)[0]) for _, _, classes in objective.contrasts])
-        )
+        embeds = view_embeddings(objective.clip, image)[0]  # one image-tower pass for every colour term
+        probs = [float(class_prob(objective.clip, embeds, classes).mean()) for _, _, classes in objective.contrasts]
+        return -float(np.mean(probs))
 
     return score
 

@@ -80,7 +80,7 @@ def test_colour_search_recolours_only_the_region_towards_the_asked_class(vae):
     side = image.shape[-1]
     mask = torch.zeros(1, 1, side, side)
     mask[..., : side // 2, :] = 1  # the top half, 4 latent rows
-    gamut = decoder_gamut(vae)
+    gamut = decoder_gamut(vae)[1]  # the candidate colours
     moved = False
     for asked in range(3):
         classes = torch.cat([RGB[asked : asked + 1], RGB[[c for c in range(3) if c != asked]]])
@@ -139,7 +139,7 @@ def test_colour_search_takes_any_candidate_colours(vae):
     clip = MeanColourClip()
     z, image = latent_and_image(vae, seed=1)
     mask = torch.ones(1, 1, *image.shape[-2:])
-    palette = (None, torch.tensor([[0.9, -0.9, -0.9], [-0.9, -0.9, 0.9]]))  # a palette: colours, no latents
+    palette = torch.tensor([[0.9, -0.9, -0.9], [-0.9, -0.9, 0.9]])  # a palette's colours
     out = colour_search(vae, clip, z, image, mask, RGB, palette, top=2, views=1)
     with torch.no_grad():
         after = zero_shot_prob(clip, ae_decode(vae, out).float().clamp(-1, 1), RGB)

@@ -296,9 +296,9 @@ def test_search_uses_the_pipeline_palette_for_its_part(pipe, state, clip, monkey
     seen = []
     real = colour_search_module.colour_search
 
-    def spy(vae, clip_model, z, image, mask, classes, gamut, top=4, **kw):
-        seen.append(gamut)
-        return real(vae, clip_model, z, image, mask, classes, gamut, top, **kw)
+    def spy(vae, clip_model, z, image, mask, classes, colours, top=4, **kw):
+        seen.append(colours)
+        return real(vae, clip_model, z, image, mask, classes, colours, top, **kw)
 
     monkeypatch.setattr(colour_search_module, "colour_search", spy)
     settings = replace(DEFAULTS["latent"], steps=1, colour_search=2)
@@ -307,9 +307,11 @@ def test_search_uses_the_pipeline_palette_for_its_part(pipe, state, clip, monkey
     monkeypatch.setattr(pipe, "palette", {"background": palette})
     refine(pipe, state, "red background | pink hair", mode="latent", clip=clip)
     assert len(seen) == 2
-    by_first = {g[0] is None: g for g in seen}
-    assert np.array_equal(by_first[True][1].numpy(), palette)  # the background's candidates: the palette
-    assert by_first[False][0] is not None  # the hair (no palette): the decoder's gamut
+    from models.colour_search import decoder_gamut
+
+    by_palette = {np.array_equal(c.numpy(), palette): c for c in seen}
+    assert set(by_palette) == {True, False}  # the background's candidates: the palette
+    assert torch.equal(by_palette[False], decoder_gamut(pipe.vae)[1])  # the hair (no palette): the decoder's gamut
 
 
 def test_a_refinement_no_step_improves_keeps_the_image_and_says_so(pipe, state, clip, monkeypatch):

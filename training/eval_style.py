@@ -35,11 +35,12 @@ def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
     """`(N, style_dim)`: the style encoder's posterior mean of s for each PIL image."""
     import torch
 
+    from training.eval_directions import to_unit
+
     if pipe.style_encoder is None:
         raise InputError("This model folder has no style_encoder/: s cannot be read off an image.")
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
     with torch.no_grad():
-        mu, _ = pipe.style_encoder(torch.from_numpy(arr).permute(0, 3, 1, 2))
+        mu, _ = pipe.style_encoder(to_unit(images))
     return mu.float().numpy()
 
 
