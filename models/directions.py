@@ -266,7 +266,7 @@ def directions_for(
     if key not in _CACHE:
         _CACHE[key] = compute_directions(model, method, k, feature)
     dirs = _CACHE[key]
-    labels = cached_labels(key[0], dirs, LABELS_PATH if labels_path is None else labels_path)
+    labels = cached_labels(key[0], dirs, LABELS_PATH if labels_path is None else labels_path, start_hash(model))
     return dirs.with_labels(labels) if labels else dirs
 
 
@@ -289,10 +289,23 @@ def read_label_cache(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def cached_labels(weight_hash: str, dirs: Directions, path: str | Path) -> list[str]:
-    """The labels stored for this weight hash and method options (the first len(dirs)), or []."""
+def start_hash(model: Any) -> str | None:
+    """SHA-256 of the mean latent's weights rounded to float16 (`models.mean_latent`, where sampling starts), or
+    None without one: the labels describe renders, and the start changes them while the directions stay."""
+    mean = getattr(model, "mean_latent", None)
+    if mean is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(mean.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().half().numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def cached_labels(weight_hash: str, dirs: Directions, path: str | Path, start: str | None = None) -> list[str]:
+    """The labels stored for this weight hash, start hash and method options (the first len(dirs)), or []."""
     data = read_label_cache(path)
-    if data.get("style_affine_sha256") != weight_hash:
+    if data.get("style_affine_sha256") != weight_hash or data.get("mean_latent_sha256") != start:
         return []
     entry = data.get("methods", {}).get(dirs.method, {})
     if entry.get("options") != dirs.options:

@@ -5,7 +5,8 @@
     images2, _ = pipe.render(states[0].with_style(new_s))    # same noise and pose, another style
 
 A folder holds `autoencoder/` (AutoencoderKL), `unet/` (PoseUNet), `scheduler/` (the training
-DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`.
+DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`, `mean_latent/`
+(E[z_0 | s, pose], where sampling starts: `models.mean_latent`), `parser/` and `palette.json`.
 
 Symbols: z_T the initial noise, s the style code (prior N(0, I)), c the condition map of the pose,
 g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022, Eq. 6):
@@ -88,6 +89,8 @@ class PosePipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         palette: dict[str, np.ndarray] | None = None,
+        parser: Any = None,
+        mean_latent: Any = None,
     ):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -103,6 +106,14 @@ class PosePipeline:
         # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
         # (`models.colour_palette`); empty when the folder has no palette.json
         self.palette = dict(palette or {})
+        # the part parser (`models.part_parser`) that tells refinement where the hair, clothes and backdrop are;
+        # None: refinement keys the pose's regions by the image's colours (`models.edit_regions`)
+        self.parser = parser.to(self.device).eval().requires_grad_(False) if parser is not None else None
+        # E[z_0 | s, pose] (`models.mean_latent`): sampling starts at z_T + sqrt(alpha_bar_T) of it, so the look follows
+        # s; None: from z_T alone (the model then takes its colours from the noise)
+        self.mean_latent = (
+            mean_latent.to(self.device, **cast).eval().requires_grad_(False) if mean_latent is not None else None
+        )
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
         self.latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -129,7 +140,27 @@ class PosePipeline:
 
             style_encoder = StyleEncoder.from_pretrained(folder / "style_encoder")
         palette = load_palette(folder / PALETTE_FILE)
-        return cls(vae, unet, scheduler, style_encoder, device=device, dtype=dtype, palette=palette)
+        parser = None
+        if (folder / "parser").is_dir():
+            from models.part_parser import PartParser
+
+            parser = PartParser.from_pretrained(folder / "parser")
+        mean_latent = None
+        if (folder / "mean_latent").is_dir():
+            from models.mean_latent import MeanLatent
+
+            mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
+        return cls(
+            vae,
+            unet,
+            scheduler,
+            style_encoder,
+            device=device,
+            dtype=dtype,
+            palette=palette,
+            parser=parser,
+            mean_latent=mean_latent,
+        )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the folder layout `from_pretrained` reads (safetensors)."""
@@ -142,6 +173,10 @@ class PosePipeline:
         if self.palette:
             colours = {r: np.round((np.asarray(c) + 1.0) * 127.5) for r, c in self.palette.items()}
             save_palette(colours, folder / PALETTE_FILE, source="saved with the pipeline")
+        if self.parser is not None:
+            self.parser.save_pretrained(folder / "parser", safe_serialization=True)
+        if self.mean_latent is not None:
+            self.mean_latent.save_pretrained(folder / "mean_latent", safe_serialization=True)
 
     @property
     def style_dim(self) -> int:
@@ -213,6 +248,13 @@ class PosePipeline:
         }
         return GenerationState(pose=pose, seed=int(seed), style=s_np, z_T=z_T, settings=settings)
 
+    def start_mean(self, cond: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+        """E[z_0 | s, pose] `(1, C, h, w)` for a condition map and style code (differentiable in s), or None when
+        the folder has no `mean_latent/`: where `models.samplers.start_sample` moves z_T."""
+        if self.mean_latent is None:
+            return None
+        return self.mean_latent(cond, s.to(self.dtype))
+
     def predict(
         self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, guidance: float
     ) -> torch.Tensor:
@@ -261,6 +303,8 @@ class PosePipeline:
                 preview = self.decode(z0)[0]
             callback(step, total, preview)
 
+        # the start follows the s of the first step (a style edit over later steps leaves the start as it was)
+        s_start = s if style_at is None else torch.as_tensor(np.asarray(style_at(0), dtype=np.float32))[None]
         z0 = sample_loop(
             model_fn,
             scheduler,
@@ -269,6 +313,7 @@ class PosePipeline:
             generator=g,
             eta=cfg["eta"],
             callback=on_step if callback is not None else None,
+            z_mean=self.start_mean(cond, s_start.to(self.device, self.dtype)),
         )
         return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
 

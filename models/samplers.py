@@ -64,6 +64,14 @@ def _x0_from_output(
     return (sample - (1 - a).sqrt() * model_output) / a.sqrt()  # z_0 = (z_t - sqrt(1 - a) eps) / sqrt(a)
 
 
+def start_sample(z_T: torch.Tensor, alpha_bar: torch.Tensor | float, z_mean: torch.Tensor | None) -> torch.Tensor:
+    """z_T + sqrt(alpha_bar_T) E[z_0]: unit noise moved to the mean of the training marginal q(z_T | E[z_0]) (in
+    DDPM units; `models.mean_latent` says why); `z_T` itself when no mean is given (or at zero terminal SNR)."""
+    if z_mean is None:
+        return z_T
+    return z_T + torch.as_tensor(alpha_bar, dtype=z_T.dtype, device=z_T.device).sqrt() * z_mean.to(z_T)
+
+
 def sample_loop(
     model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     scheduler: SchedulerMixin,
@@ -72,13 +80,19 @@ def sample_loop(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    z_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `steps` sampler steps from unit Gaussian noise `z_T`; returns z_0. `model_fn(z_t, t)` -> model output.
 
     `callback(step, total, z0_estimate)` is called after every step; ancestral noise (euler_a, ddim
     with eta > 0) is drawn from `generator`, so a seeded generator gives the same result every run.
+    `z_mean` (E[z_0 | s, pose], `models.mean_latent`), when given, moves the start to `start_sample`'s; a
+    sigma-space sampler (euler_a) scales the sum by its `init_noise_sigma`, sigma_T = sqrt((1 - a) / a), which puts
+    the mean at sqrt(1 - a) E[z_0], i.e. E[z_0] to 0.3%, where x = z_0 + sigma eps wants it.
     """
     scheduler.set_timesteps(steps, device=z_T.device)
+    if z_mean is not None:
+        z_T = start_sample(z_T, scheduler.alphas_cumprod[int(scheduler.timesteps[0])], z_mean)
     params = inspect.signature(scheduler.step).parameters
     extra: dict[str, Any] = {}
     if "generator" in params:

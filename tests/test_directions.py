@@ -19,6 +19,7 @@ from models.directions import (
     parse_edit,
     parse_edits,
     sefa,
+    start_hash,
 )
 from models.editing import edit, generate_edited, rerender
 from models.errors import InputError
@@ -107,6 +108,18 @@ def test_directions_for_memoises_and_attaches_matching_labels(pipe, tmp_path):
     assert directions_for(pipe, "ganspace", labels_path=path).labels == tuple(labels)
     path.write_text(json.dumps({"style_affine_sha256": "0" * 64, "methods": {"ganspace": entry}}))
     assert directions_for(pipe, "ganspace", labels_path=path).labels == ()  # stale: another model's labels
+    # labels describe renders: a pipeline that starts from a mean latent takes only labels made with that one
+    from models.pipeline import PosePipeline
+    from tests.test_mean_latent import tiny_mean
+
+    started = PosePipeline(pipe.vae, pipe.unet, pipe.scheduler, device="cpu", mean_latent=tiny_mean())
+    path.write_text(json.dumps({"style_affine_sha256": model_hash(pipe), "methods": {"ganspace": entry}}))
+    assert directions_for(started, "ganspace", labels_path=path).labels == ()
+    made = {"style_affine_sha256": model_hash(pipe), "mean_latent_sha256": start_hash(started)}
+    path.write_text(json.dumps({**made, "methods": {"ganspace": entry}}))
+    assert directions_for(started, "ganspace", labels_path=path).labels == tuple(labels)
+    other = PosePipeline(pipe.vae, pipe.unet, pipe.scheduler, device="cpu", mean_latent=tiny_mean(seed=1))
+    assert start_hash(pipe) is None and start_hash(started) != start_hash(other)
     with pytest.raises(InputError, match="Unknown direction method"):
         directions_for(pipe, "pca")
 

@@ -97,3 +97,18 @@ def test_label_set_axes_are_standard_normal_and_fall_in_their_class_bins():
     back = classes_of(torch.cat([s, torch.zeros(4000, 2)], dim=1), layout).numpy()
     seen = labels >= 0
     assert (back[seen] == labels[seen]).all()
+
+
+def test_read_layout_restores_a_saved_layout_and_old_files_without_shares(tmp_path):
+    from training.style_guide import read_layout
+
+    labels = np.array([[0, 1], [1, 1], [1, 0], [2, -1], [2, 1], [2, 1]])
+    layout = make_layout(labels, CLASSES, ("a", "b"), style_dim=4)
+    path = tmp_path / "training_info.json"
+    path.write_text(json.dumps({"style_guide": layout.to_json()}))
+    assert read_layout(path) == layout
+    old = {k: v for k, v in layout.to_json().items() if k != "shares"}  # written before the labels mode
+    path.write_text(json.dumps({"style_guide": old}))
+    np.testing.assert_allclose(np.concatenate(read_layout(path).shares), np.concatenate(layout.shares), atol=1e-4)
+    path.write_text(json.dumps({"style_guide": None}))
+    assert read_layout(path) is None and read_layout(tmp_path / "missing.json") is None

@@ -46,7 +46,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.directions import DEFAULT_K, LABELS_PATH, MAX_SIGMA, METHODS, Directions, directions_for, model_hash
+from models.directions import (
+    DEFAULT_K,
+    LABELS_PATH,
+    MAX_SIGMA,
+    METHODS,
+    Directions,
+    directions_for,
+    model_hash,
+    start_hash,
+)
 from models.editing import edit
 from models.errors import InputError
 from training.eval import (
@@ -215,6 +224,7 @@ def evaluate_directions(
              for st in states]  # fmt: skip
     result: dict[str, Any] = {
         "style_affine_sha256": model_hash(pipe),
+        "mean_latent_sha256": start_hash(pipe),
         "seeds": seeds,
         "steps": steps,
         "amount_sigma": amount,
@@ -287,6 +297,7 @@ def label_cache(result: dict[str, Any], model: str | Path) -> dict[str, Any]:
     """The label cache (`weights/directions.json`) from an evaluation with labels."""
     return {
         "style_affine_sha256": result["style_affine_sha256"],
+        "mean_latent_sha256": result.get("mean_latent_sha256"),
         "model": str(model),
         "unet_training_steps": training_steps(model),
         "made_by": "python -m training.eval_directions --label",

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -300,6 +301,53 @@ def lr_factor(step: int, warmup: int, progress: float, floor: float = 0.1) -> fl
     if step < warmup:
         return (step + 1) / max(warmup, 1)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def synth_range(text: str) -> tuple[int, int]:
+    """`--synth START:END` -> (START, END - START): samples of a `training.synth` data set, rendered in memory."""
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--synth takes START:END (e.g. 0:3000), not {text!r}.") from None
+    if b <= a:
+        raise SystemExit("--synth: END must be greater than START.")
+    return a, b - a
+
+
+def budget_loop(
+    model: Any,
+    optimizer: Any,
+    batch_loss: Callable[[], Any],
+    out: Any,
+    log: Callable[[str], None],
+    *,
+    lr: float,
+    steps: int,
+    minutes: float,
+    step: int = 0,
+    spent: float = 0.0,
+    checkpoint_every: int = 250,
+    report: Callable[[], Any] = lambda: "",
+) -> tuple[int, float]:
+    """Optimise `batch_loss()` until `steps` or `minutes` of wall time (0: no time budget), a 50-step warm-up then a
+    cosine rate over whichever ends first; a log line every 50 steps, `OUT/checkpoint` (`save_trainer_checkpoint`,
+    for `--resume` from `step` and `spent` seconds) and `report()` every `checkpoint_every`. Returns (step, seconds)."""
+    t_start = time.time() - spent
+    while step < steps and (not minutes or time.time() - t_start < minutes * 60):
+        progress = run_progress(step, steps, time.time() - t_start, minutes)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * lr_factor(step, 50, progress, floor=0.0)
+        loss = batch_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"step {step} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
+        if step % checkpoint_every == 0:
+            save_trainer_checkpoint(out, model, optimizer, {"step": step, "seconds": time.time() - t_start})
+            log(f"step {step} held-out {report()}")
+    return step, time.time() - t_start
 
 
 def latest_checkpoint(out: Any) -> Any:

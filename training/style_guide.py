@@ -67,6 +67,30 @@ class GuideLayout:
         return asdict(self)
 
 
+def read_layout(path: str | Path) -> GuideLayout | None:
+    """The layout a training run saved (`training_info.json`'s `style_guide`), or None when it has none."""
+    try:
+        data = json.loads(Path(path).read_text()).get("style_guide")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "shares" not in data:  # written before the labels mode: the bins follow from the centres (`make_layout`)
+        data = {**data, "shares": [_shares_of(c) for c in data["centres"]]}
+    nested = {k: tuple(tuple(v) for v in data[k]) for k in ("classes", "centres", "shares")}
+    return GuideLayout(tuple(data["names"]), taus=tuple(data["taus"]), **nested)
+
+
+def _shares_of(centres: Sequence[float]) -> tuple[float, ...]:
+    """Cumulative shares 0 ... 1 from bin centres: Phi(centre_k) is the middle of [c_k, c_k+1), so
+    c_k+1 = 2 Phi(centre_k) - c_k from c_0 = 0 (the last is rescaled to 1 against the centres' rounding)."""
+    normal = NormalDist()
+    cum = [0.0]
+    for c in centres:
+        cum.append(min(max(2 * normal.cdf(c) - cum[-1], cum[-1]), 1.0))
+    return tuple(round(v / cum[-1], 6) for v in cum)
+
+
 def make_layout(
     labels: np.ndarray, classes: Mapping[str, Sequence[str]], names: Sequence[str], style_dim: int
 ) -> GuideLayout:

@@ -1,0 +1,218 @@
+"""Train the part parser (`models/part_parser.py`) on renders whose every pixel's part is known, on the CPU.
+
+    python -m training.train_parser --synth 0:3000 --out runs/parser --minutes 15 --threads 1
+    python -m training.train_parser --synth 0:3000 --out runs/parser --resume        # after a stop
+
+Labels: each character is rendered three more times without its backdrop, with its hair, then its clothes, in
+another colour; the pixels that change are the hair's, then the clothes' (`part_labels`); the render's own figure
+mask gives the backdrop; the rest of the figure is skin. Inputs: the render passed through the autoencoder
+(`--ae`, default the shipped one), since the parser reads the generator's images, soft as the decoder draws them;
+horizontal flips. Cross-entropy, AdamW, a cosine rate that follows the time budget (`--minutes` of wall time, or
+`--steps`), a checkpoint every `--checkpoint-every` steps for `--resume`. Per-part IoU on held-out renders of
+`PARSER_VAL_SEED` (reconstructed the same way) is logged and saved in `OUT/training_info.json`; the weights in
+`OUT/final/` (`PartParser.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.part_parser import PARTS, PartParser
+from training.eval import EVAL_SEED
+from training.presets import RunLog, budget_loop, machine, synth_range
+
+PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
+CHANGED = 24  # a pixel whose R, G or B moves by more than this when a part's colour changes belongs to that part
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _far(colours: dict[str, tuple[int, int, int]], name: str) -> str:
+    """The colour of the table farthest from `name`'s (so every pixel drawn from it changes)."""
+    ref = np.array(colours[name], dtype=np.float64)
+    return max(colours, key=lambda k: float(np.abs(np.array(colours[k]) - ref).sum()))
+
+
+def part_labels(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `index` of data set `seed` as `training.synth` draws it: the image `(H, W, 3)` uint8 and its part
+    labels `(H, W)` uint8, indices into `PARTS`."""
+    from training import character as ch
+    from training.character import sample_character
+    from training.render import render
+    from training.skeleton import sample_rig
+
+    rng = np.random.default_rng([seed, index])
+    rig = sample_rig(rng)
+    c = sample_character(rng)
+    shown = render(rig.pose, c, size, rig=rig)
+
+    def bare(character: ch.Character) -> np.ndarray:
+        return np.asarray(render(rig.pose, character, size, background=False, rig=rig).image, dtype=np.int16)
+
+    plain = bare(c)
+    hair = bare(dataclasses.replace(c, hair_color=_far(ch.HAIR_COLORS, c.hair_color)))
+    outfit = tuple(_far(ch.CLOTH_COLORS, k) for k in c.outfit_colors)
+    clothes = bare(dataclasses.replace(c, outfit_colors=outfit))
+    labels = np.full((size, size), PARTS.index("skin"), np.uint8)
+    labels[np.abs(clothes - plain).max(axis=-1) > CHANGED] = PARTS.index("clothes")
+    labels[np.abs(hair - plain).max(axis=-1) > CHANGED] = PARTS.index("hair")
+    labels[~shown.mask] = PARTS.index("background")
+    return np.asarray(shown.image.convert("RGB")), labels
+
+
+def _job(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """`part_labels` for a worker process."""
+    return part_labels(*args)
+
+
+def make_set(seed: int, start: int, n: int, size: int = 128, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Images `(n, H, W, 3)` uint8 and labels `(n, H, W)` uint8 of samples `start .. start + n - 1`."""
+    jobs = [(seed, start + i, size) for i in range(n)]
+    if workers > 1:
+        with Pool(workers) as pool:
+            out = pool.map(_job, jobs, chunksize=16)
+    else:
+        out = [_job(j) for j in jobs]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+@torch.no_grad()
+def reconstruct(images: np.ndarray, ae: str | Path, batch: int = 32) -> np.ndarray:
+    """The images `(n, H, W, 3)` uint8 encoded and decoded by the autoencoder in folder `ae`."""
+    from diffusers import AutoencoderKL
+
+    from models.autoencoder import decode, encode
+
+    vae = AutoencoderKL.from_pretrained(str(ae)).eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = decode(vae, encode(vae, x)).clamp(-1, 1)
+        out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def iou(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Intersection over union of the argmax parts against the labels, per part."""
+    pred = logits.argmax(dim=1)
+    out = {}
+    for k, name in enumerate(PARTS):
+        inter = ((pred == k) & (labels == k)).sum().item()
+        union = ((pred == k) | (labels == k)).sum().item()
+        out[name] = round(inter / union, 4) if union else float("nan")
+    return out
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 `(n, H, W, 3)` -> float `(n, 3, H, W)` in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def evaluate(model: PartParser, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per-part IoU over a held-out set."""
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(_tensor(images[i : i + 64])) for i in range(0, len(images), 64)])
+    model.train()
+    return iou(logits, torch.from_numpy(labels).long())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--synth", default="0:3000", help="training samples START:END of data set --seed (default 0:3000)")
+    p.add_argument("--seed", type=int, default=0, help="data set seed of the training renders (default 0)")
+    p.add_argument("--val", type=int, default=200, help="held-out renders for the IoU (default 200)")
+    p.add_argument("--ae", default=str(ROOT / "weights" / "autoencoder"), help="autoencoder folder ('' : raw renders)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--channels", default="16,32,64,96")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "log.txt")
+
+    # 1. Data: renders, their part labels, and the autoencoder's reconstructions (cached for --resume).
+    cache = out / "data.npz"
+    if cache.is_file():
+        d = np.load(cache)
+        x, y, vx, vy = d["x"], d["y"], d["vx"], d["vy"]
+    else:
+        t0 = time.time()
+        start, n = synth_range(a.synth)
+        x, y = make_set(a.seed, start, n, workers=a.workers)
+        vx, vy = make_set(PARSER_VAL_SEED, 0, a.val, workers=a.workers)
+        log(f"rendered {n} + {a.val} labelled images in {time.time() - t0:.0f}s")
+        if a.ae:
+            x, vx = reconstruct(x, a.ae), reconstruct(vx, a.ae)
+            log(f"reconstructed them with {a.ae} ({time.time() - t0:.0f}s)")
+        np.savez(cache, x=x, y=y, vx=vx, vy=vy)
+    share = np.bincount(y.ravel(), minlength=len(PARTS)) / y.size
+    log("pixel shares " + ", ".join(f"{k} {v:.3f}" for k, v in zip(PARTS, share)))
+
+    # 2. Model, optimiser, and the checkpoint to resume.
+    model = PartParser(channels=tuple(int(c) for c in a.channels.split(",")), num_parts=len(PARTS))
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    step, spent = 0, 0.0
+    ckpt = out / "checkpoint"
+    if a.resume and (ckpt / "trainer_state.pt").is_file():
+        model = PartParser.from_pretrained(str(ckpt))
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+        st = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        opt.load_state_dict(st["optimizer"])
+        step, spent = st["step"], st["seconds"]
+        log(f"resumed at step {step} ({spent:.0f}s)")
+    model.train()
+    # rare parts weigh more: the hair is a few percent of the pixels and the point of the model
+    weight = torch.tensor(np.clip(share.mean() / np.maximum(share, 1e-6), 0.5, 8.0), dtype=torch.float32) ** 0.5
+
+    # 3. Training.
+    gen = np.random.default_rng(step)
+
+    def batch_loss() -> torch.Tensor:
+        idx = gen.integers(0, len(x), a.batch_size)
+        xb, yb = _tensor(x[idx]), torch.from_numpy(y[idx]).long()
+        flip = torch.from_numpy(gen.random(a.batch_size) < 0.5)
+        xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        return F.cross_entropy(model(xb), yb, weight=weight)
+
+    step, seconds = budget_loop(
+        model, opt, batch_loss, out, log, lr=a.lr, steps=a.steps, minutes=a.minutes, step=step, spent=spent,
+        checkpoint_every=a.checkpoint_every, report=lambda: f"IoU {evaluate(model, vx, vy)}",
+    )  # fmt: skip
+
+    # 4. Final weights and figures.
+    scores = evaluate(model, vx, vy)
+    model.eval().save_pretrained(out / "final")
+    info = {
+        "model": "part-parser",
+        "steps": step,
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "train": {"seed": a.seed, "samples": a.synth, "autoencoder": a.ae or None},
+        "val": {"seed": PARSER_VAL_SEED, "n": len(vx), "iou": scores},
+    }
+    (out / "training_info.json").write_text(json.dumps(info, indent=1))
+    log(f"done: {step} steps, val IoU {scores}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
