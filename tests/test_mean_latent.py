@@ -157,6 +157,8 @@ def test_training_command_fits_and_publishes(tmp_path):
     assert json.loads((out / "training_info.json").read_text())["steps"] == 6
     with pytest.raises(SystemExit):
         main(["--synth", "5:2", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="no style-guide layout"):  # the tiny pipeline was trained without a guide
+        main([*args[:7], str(tmp_path / "labels"), "--style-source", "labels"])
 
 
 def test_labels_set_the_guided_axes_and_the_posterior_the_rest():

@@ -5,13 +5,12 @@
 
 The pairs are the UNet's own training pairs: for each image (and its mirror) the autoencoder's latent z_0, the
 style encoder's posterior q(s | x) and the pose's condition map, as `training.train_ldm` draws them; each step
-draws s and fits the network by least squares, whose minimiser is E[z_0 | s, pose]. With `--style-source labels`
-(the default when the pipeline's training saved a style-guide layout) the guided axes of s are drawn from the
-image's attribute labels (`training.style_guide.sample_guided`: N(0, 1) truncated to the class's bin) and the
-others from the posterior, so that along guided axis i the mean latent changes attribute i and nothing else
-(the encoder's axes also pack other attributes into the position within a bin); `encoder` takes all of s from
-the posterior. Figures on
-held-out renders of MEAN_VAL_SEED (`OUT/training_info.json`): the mean squared error against z_0 of the
+draws s from the posterior (`--style-source encoder`, the default: s as the UNet was trained to read it) and fits
+the network by least squares, whose minimiser is E[z_0 | s, pose]. With `--style-source labels` (for a UNet trained
+in the style guide's `labels` mode) the guided axes of s are drawn from the image's attribute labels
+(`training.style_guide.sample_guided`: N(0, 1) truncated to the class's bin) and the others from the posterior, so
+that along guided axis i the mean latent changes attribute i and nothing else. Figures on held-out renders of
+MEAN_VAL_SEED (`OUT/training_info.json`): the mean squared error against z_0 of the
 network, of the data's mean latent and of zero (what the sampler started from before), on the full latent and on
 its 4x4-cell means (the low frequencies that outlast the noise at t = T). `--publish FOLDER` writes the weights to
 `FOLDER/mean_latent/`, where `PosePipeline.from_pretrained` finds them.
@@ -213,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--cell", type=int, default=0, help="pixels per working cell (0: two latent cells)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--steps", type=int, default=4000)
@@ -220,9 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--style-source", choices=["auto", "labels", "encoder"], default="auto",
-                   help="where the guided axes of s come from (module docstring; auto: labels when the pipeline "
-                   "saved a style-guide layout)")  # fmt: skip
+    p.add_argument("--style-source", choices=["encoder", "labels"], default="encoder",
+                   help="where the guided axes of s come from (module docstring; default: %(default)s)")  # fmt: skip
     p.add_argument("--publish", default=None, help="also copy the weights to FOLDER/mean_latent/")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     log = RunLog(out / "log.txt")
 
     size, factor = geometry(a.model)
-    layout = pipeline_layout(a.model) if a.style_source != "encoder" else None
+    layout = pipeline_layout(a.model) if a.style_source == "labels" else None
     if a.style_source == "labels" and layout is None:
         raise SystemExit(f"--style-source labels: {a.model} has no style-guide layout in its training_info.")
     # 1. Data: images and poses, then latents and style posteriors (cached for --resume).
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"encoded with {a.model} ({time.time() - t0:.0f}s)")
         np.savez(cache, kp=kp, lat=lat, sty=sty, lab=lab, vkp=vkp, vlat=vlat, vsty=vsty, vlab=vlab)
     data_mean = torch.from_numpy(lat.astype(np.float32).mean(axis=(0, 1), keepdims=False))[None]
-    cell = 2 * factor  # half the latent grid (module docstring of models.mean_latent)
+    cell = a.cell or 2 * factor  # default: half the latent grid (module docstring of models.mean_latent)
     maps = out / f"pooled_{cell}.npz"
     if maps.is_file():
         d = np.load(maps)
