@@ -481,11 +481,9 @@ def _style_stage(
     def model_fn(z_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return pipeline.predict(z_t.to(dtype), t, cond, s.to(dtype), guidance)
 
-    start_mean = getattr(pipeline, "start_mean", lambda _c, _s: None)
-
     def forward(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the start moves with s too (E[z_0 | s, pose], `models.mean_latent`), so the gradient reaches s both ways
-        z_start = start_sample(z_T, alphas[timesteps[0][0]], start_mean(cond, s[None].to(dtype)))
+        z_start = start_sample(z_T, alphas[timesteps[0][0]], pipeline.start_mean(cond, s[None].to(dtype)))
         z0 = ddim_sample(model_fn, z_start, s[None], timesteps, alphas, prediction, checkpointing)
         image = ae_decode(pipeline.vae, z0.to(dtype)).float()
         loss, parts = objective(image, settings.cutouts, settings.pose_weight, settings.contrast)

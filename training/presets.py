@@ -314,6 +314,16 @@ def synth_range(text: str) -> tuple[int, int]:
     return a, b - a
 
 
+def pool_map(fn: Callable[[Any], Any], jobs: list[Any], workers: int = 2, chunksize: int = 16) -> list[Any]:
+    """`[fn(j) for j in jobs]`, in `workers` processes when more than one (`fn` must be a module-level function)."""
+    if workers <= 1:
+        return [fn(j) for j in jobs]
+    from multiprocessing import Pool
+
+    with Pool(workers) as pool:
+        return pool.map(fn, jobs, chunksize=chunksize)
+
+
 def budget_loop(
     model: Any,
     optimizer: Any,

@@ -111,21 +111,23 @@ def make_layout(
     return GuideLayout(names, tuple(tuple(classes[n]) for n in names), tuple(centres), tuple(shares), tuple(taus))
 
 
-def read_labels(root: str | Path, stems: Sequence[str], names: Sequence[str]) -> np.ndarray:
-    """Integer class labels (N, len(names)) of a synth folder's `attributes/*.json`, -1 where unseen or missing."""
+def label_indices(record: Mapping, names: Sequence[str]) -> np.ndarray:
+    """Integer class labels `(len(names),)` of one attribute record (`models.attributes.record_labels`), -1 where
+    unseen."""
     from models.attributes import ATTRIBUTES, record_labels
 
+    values = record_labels(record)
+    return np.array([ATTRIBUTES[n].index(values[n]) if values.get(n) in ATTRIBUTES[n] else -1 for n in names])
+
+
+def read_labels(root: str | Path, stems: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Integer class labels (N, len(names)) of a synth folder's `attributes/*.json`, -1 where unseen or missing."""
     out = np.full((len(stems), len(names)), -1, dtype=np.int64)
     folder = Path(root) / "attributes"
     for i, stem in enumerate(stems):
         path = folder / f"{stem}.json"
-        if not path.exists():
-            continue
-        values = record_labels(json.loads(path.read_text()))
-        for j, name in enumerate(names):
-            value = values.get(name)
-            if value in ATTRIBUTES[name]:
-                out[i, j] = ATTRIBUTES[name].index(value)
+        if path.exists():
+            out[i] = label_indices(json.loads(path.read_text()), names)
     return out
 
 

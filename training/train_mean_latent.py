@@ -24,7 +24,6 @@ import math
 import shutil
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -33,40 +32,31 @@ import torch.nn.functional as F
 
 from models.mean_latent import MeanLatent
 from training.eval import EVAL_SEED
-from training.presets import RunLog, budget_loop, machine, synth_range
-from training.style_guide import GUIDE_ORDER, GuideLayout, read_layout, sample_guided
+from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
+from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
 
 MEAN_VAL_SEED = EVAL_SEED + 5  # data set seed of the held-out renders (+4: the part parser's)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _labels(record: dict) -> np.ndarray:
-    """Integer class labels `(len(GUIDE_ORDER),)` of one attribute record, -1 where unseen."""
-    from models.attributes import ATTRIBUTES, record_labels
-
-    values = record_labels(record)
-    return np.array([ATTRIBUTES[n].index(values[n]) if values.get(n) in ATTRIBUTES[n] else -1 for n in GUIDE_ORDER])
-
-
 def _render(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image `(H, W, 3)` uint8, keypoints `(17, 3)` and labels (`_labels`) of synth sample (seed, index)."""
+    """Image `(H, W, 3)` uint8, keypoints `(17, 3)` and the GUIDE_ORDER labels of synth sample (seed, index)."""
     from training.synth import make_sample
 
     sample = make_sample(*args)
     out = sample["render"]
-    return np.asarray(out.image.convert("RGB")), out.pose.keypoints.astype(np.float32), _labels(sample["attributes"])
+    return (
+        np.asarray(out.image.convert("RGB")),
+        out.pose.keypoints.astype(np.float32),
+        label_indices(sample["attributes"], GUIDE_ORDER),
+    )
 
 
 def render_set(
     seed: int, start: int, n: int, size: int = 128, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images `(n, H, W, 3)` uint8, keypoints `(n, 17, 3)` and labels `(n, G)` of synth samples `start ..`."""
-    jobs = [(seed, start + i, size) for i in range(n)]
-    if workers > 1:
-        with Pool(workers) as pool:
-            out = pool.map(_render, jobs, chunksize=64)
-    else:
-        out = [_render(j) for j in jobs]
+    out = pool_map(_render, [(seed, start + i, size) for i in range(n)], workers, chunksize=64)
     return tuple(np.stack([o[k] for o in out]) for k in range(3))
 
 
@@ -74,7 +64,6 @@ def folder_set(root: str | Path, size: int = 128, workers: int = 2) -> tuple[np.
     """Images, keypoints and labels (-1 where a folder has no attributes) of a data folder (`training.synth` or
     `training.prepare` layout)."""
     from training.data import list_items, load_images, load_keypoints
-    from training.style_guide import read_labels
 
     stems = list_items(root)
     return load_images(root, stems, size, workers), load_keypoints(root, stems), read_labels(root, stems, GUIDE_ORDER)
@@ -192,10 +181,10 @@ def evaluate(
         z0 = torch.from_numpy(latents[i : i + 64, 0].astype(np.float32))
         s = draw_style(styles[i : i + 64, 0], labels[i : i + 64], layout, gen)
         pred = model.from_pooled(torch.from_numpy(pooled[i : i + 64, 0].astype(np.float32)), s)
+        low_z0 = _lowpass(z0)
         for name, guess in (("model", pred), ("data_mean", mean.expand_as(z0)), ("zero", torch.zeros_like(z0))):
             sums[name] += F.mse_loss(guess, z0, reduction="sum").item() / z0[0].numel()
-            low, low_z0 = _lowpass(guess), _lowpass(z0)
-            sums[name + "_low"] += F.mse_loss(low, low_z0, reduction="sum").item() / low_z0[0].numel()
+            sums[name + "_low"] += F.mse_loss(_lowpass(guess), low_z0, reduction="sum").item() / low_z0[0].numel()
     model.train()
     return {k: round(v / n, 5) for k, v in sums.items()}
 

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from models.part_parser import PARTS, PartParser
 from training.eval import EVAL_SEED
-from training.presets import RunLog, budget_loop, machine, synth_range
+from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
 
 PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
 CHANGED = 24  # a pixel whose R, G or B moves by more than this when a part's colour changes belongs to that part
@@ -76,12 +75,7 @@ def _job(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 def make_set(seed: int, start: int, n: int, size: int = 128, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Images `(n, H, W, 3)` uint8 and labels `(n, H, W)` uint8 of samples `start .. start + n - 1`."""
-    jobs = [(seed, start + i, size) for i in range(n)]
-    if workers > 1:
-        with Pool(workers) as pool:
-            out = pool.map(_job, jobs, chunksize=16)
-    else:
-        out = [_job(j) for j in jobs]
+    out = pool_map(_job, [(seed, start + i, size) for i in range(n)], workers)
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
