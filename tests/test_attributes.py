@@ -144,6 +144,30 @@ def test_two_step_training_run_publishes_and_resumes(synth, tmp_path):
     assert json.loads((out / "training_info.json").read_text())["steps"] == 3
 
 
+def test_fine_tune_on_decoded_renders(synth, tmp_path):
+    """`--init` starts from a trained judge; `--train-decoded` trains on the autoencoder's decodings (cached)."""
+    from models.autoencoder import build_autoencoder
+    from training import train_attributes
+
+    torch.manual_seed(0)
+    vae = build_autoencoder((8, 16), 1, 4, 4, sample_size=64)
+    vae.save_pretrained(tmp_path / "ae")
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--data", str(synth), "--batch", "4", "--image-size", "32", "--holdout", "0.25", "--steps", "2"]
+    tiny = ["--channels", "4,8", "--depths", "0,1", "--pool-stages", "1", "--hidden", "8", "--attend", "eye_color=0+1"]
+    assert train_attributes.main([*common, *tiny, "--out", str(first)]) == 0
+    args = [*common, "--out", str(second), "--init", str(first / "final"), "--ae", str(tmp_path / "ae")]
+    assert train_attributes.main([*args, "--train-decoded", "0.5", "--decoded-n", "3"]) == 0
+    cache = np.load(second / "decoded.npz")
+    assert cache["train"].shape == (3, 32, 32, 3) and cache["val"].shape == (2, 32, 32, 3)
+    report = json.loads((second / "accuracy.json").read_text())
+    assert "heldout_autoencoder" in report
+    info = json.loads((second / "training_info.json").read_text())
+    assert info["config"]["hidden"] == 8 and info["args"]["init"] == str(first / "final")  # the init's architecture
+    with pytest.raises(SystemExit, match="needs --ae"):
+        train_attributes.main([*common, "--out", str(second), "--train-decoded", "0.5"])
+
+
 def test_augment_keeps_shape_range_and_is_seeded():
     from training.train_attributes import augment
 

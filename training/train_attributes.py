@@ -16,6 +16,15 @@ a GPU), and the cosine learning rate follows that progress, so it always ends an
 carries on (batch and augmentation of step `t` depend only on `--seed` and `t`). At the end:
 `OUT/final/`, `OUT/accuracy.json` (per-attribute accuracy on the held-out split, on `--eval-data`
 and, with `--ae`, on held-out renders passed through that autoencoder), `OUT/training_info.json`.
+
+The judge reads generated images, which are always the autoencoder's decodings: `--train-decoded P` (with `--ae`)
+draws that share of every batch from training renders passed through that autoencoder (`--decoded-n` of them,
+cached in `OUT/decoded.npz`), so the judge learns the decoder's colours instead of flipping on them (the renders'
+judge read background colour right in 0.49 of decoded held-out renders). `--init FOLDER` starts from a trained
+classifier (its architecture), e.g. to fine-tune the shipped one so:
+
+    python -m training.train_attributes --data data/train --out runs/attributes_dec --init weights/attributes \
+        --ae weights/autoencoder --train-decoded 0.7 --decoded-n 4000 --minutes 25 --lr 1e-3 --publish weights/attributes
 """
 
 from __future__ import annotations
@@ -239,6 +248,26 @@ def autoencoder_round_trip(
     return np.concatenate(out)
 
 
+def decoded_renders(
+    out: Path, images: np.ndarray, val_images: np.ndarray, args: argparse.Namespace, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first `--decoded-n` training images and all held-out ones through `--ae` (cached in OUT/decoded.npz,
+    which a run with other images or another autoencoder replaces)."""
+    n = min(args.decoded_n, len(images))
+    cache = out / "decoded.npz"
+    key = f"{Path(args.ae).resolve()}|{n}|{len(val_images)}"
+    if cache.is_file():
+        d = np.load(cache)
+        if str(d["key"]) == key:
+            return d["train"], d["val"]
+    train, val = (
+        autoencoder_round_trip(images[:n], args.ae, device),
+        autoencoder_round_trip(val_images, args.ae, device),
+    )
+    np.savez(cache, train=train, val=val, key=key)
+    return train, val
+
+
 # -- main -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the 1-thread CPU run)."""
@@ -251,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="a second synth folder (another seed) to report accuracy on, e.g. data/det")
     p.add_argument("--eval-n", type=int, default=d["eval_n"], help="images of --eval-data used (default: %(default)s)")
     p.add_argument("--ae", help="also report accuracy on held-out renders passed through this autoencoder folder")
+    p.add_argument(
+        "--train-decoded",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from training renders passed through --ae (module docstring; default 0)",
+    )
+    p.add_argument(
+        "--decoded-n", type=int, default=4000, help="training renders passed through --ae (default: %(default)s)"
+    )
+    p.add_argument("--init", metavar="FOLDER", help="start from this trained classifier (its architecture wins)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--holdout", type=float, default=d["holdout"], help="share held out, from the end (default: %(default)s)"
@@ -344,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Check inputs and set up
     if args.steps < 1 or args.batch < 1 or not 0 < args.holdout < 1:
         raise SystemExit("--steps and --batch must be at least 1 and --holdout between 0 and 1")
+    if not 0 <= args.train_decoded <= 1 or (args.train_decoded > 0 and not args.ae):
+        raise SystemExit("--train-decoded must be between 0 and 1, and above 0 it needs --ae (the autoencoder)")
     torch.set_num_threads(args.threads)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -356,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     step, elapsed_before, budget_before = 0, 0.0, 0.0
     if args.resume and (ckpt / "config.json").is_file():
         model = AttributeClassifier.from_pretrained(str(ckpt))
+    elif args.init:
+        model = AttributeClassifier.from_pretrained(str(args.init))
     else:
         torch.manual_seed(args.seed)
         model = AttributeClassifier(
@@ -379,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     val_images, val_labels = images[-k:], labels[-k:]
     images, labels, eyes = images[:-k], labels[:-k], eyes[:-k]
     held_out = f"{args.data} images {names[-k]}..{names[-1]} (last {k}, never trained on)"
+    decoded = decoded_renders(out, images, val_images, args, device) if args.train_decoded > 0 else None
     log_line(out, {"event": "data", "train": len(images), "val": k, "seconds": round(time.perf_counter() - t0, 1)})
 
     # 4. Optimiser (or the checkpoint's)
@@ -413,7 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     while not done:
         rng = np.random.default_rng([args.seed, step])  # batch + augmentation depend only on (seed, step)
         idx = rng.integers(0, len(images), args.batch)
-        x, eye_pts = augment(to_tensor(images[idx], device), rng, args.augment, torch.from_numpy(eyes[idx]).to(device))
+        batch = images[idx]
+        if decoded is not None:  # this share of the batch as the autoencoder decodes it (module docstring)
+            take = rng.random(args.batch) < args.train_decoded
+            idx[take] = rng.integers(0, len(decoded[0]), int(take.sum()))
+            batch = np.where(take[:, None, None, None], decoded[0][idx % len(decoded[0])], images[idx])
+        x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, torch.from_numpy(eyes[idx]).to(device))
         y = torch.from_numpy(labels[idx]).to(device)
         outputs = model.forward_with_maps(x)
         loss = classification_loss(outputs.logits, y, list(classes), loss_weights)
@@ -459,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         report["eval_data"] = accuracy_report(predict_indices(model, ev_images), ev_labels, classes)
         report["eval_data"]["source"] = f"{args.eval_data} (first {len(ev_images)} images)"
     if args.ae:
-        rt = autoencoder_round_trip(val_images, args.ae, device)
+        rt = decoded[1] if decoded is not None else autoencoder_round_trip(val_images, args.ae, device)
         report["heldout_autoencoder"] = accuracy_report(predict_indices(model, rt), val_labels, classes)
         report["heldout_autoencoder"]["source"] = f"the held-out split encoded and decoded by {args.ae}"
     (out / "accuracy.json").write_text(json.dumps(report, indent=2))
@@ -497,18 +546,18 @@ A small CNN (`models/attributes.py`, `AttributeClassifier`) that names what a re
 looks like: one softmax head per attribute of the renderer's vocabulary (`training/character.py`).
 It is the independent judge of the CLIP refinement (`success`: does the refined image show the
 asked attribute?) and names the GANSpace / SeFa directions (which attribute's score moves most).
-It was trained on `training.render` characters only, never on CLIP outputs or photos.
+It was trained on `training.render` characters{decoded_intro}, never on CLIP outputs or photos.
 
 | | |
 | --- | --- |
 | files | `config.json` (architecture and class names), `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {parameters:,} parameters) |
 | architecture | {patch}x{patch} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {pool} stages, a {hidden}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {size} px |
-| data | {train_images:,} renders of `{data}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out |
+| data | {train_images:,} renders of `{data}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
 | augmentation | mirroring, small zoom and shift, blur, down-up resampling, noise, small brightness and contrast changes; no hue or saturation change (colour is the label) |
 | training | {steps:,} steps of batch {batch}, AdamW lr {lr} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
 | time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{device}` |
 | machine | {machine} |
-| command | `python -m training.train_attributes --data {data} --out runs/attributes --minutes {budget_minutes:g} --eval-data data/det --publish weights/attributes` |
+| command | `{command}` |
 
 ## Accuracy
 
@@ -537,6 +586,23 @@ def accuracy_table(report: dict[str, Any], classes: dict[str, list[str]]) -> str
     return "\n".join(rows)
 
 
+def card_command(args: dict[str, Any]) -> str:
+    """The training command of a run, from its saved arguments (the options that shape the model card)."""
+    words = ["python -m training.train_attributes", f"--data {args['data']}", "--out runs/attributes"]
+    if args.get("init"):
+        words.append(f"--init {args['init']}")
+    if args.get("train_decoded"):
+        words += [
+            f"--ae {args['ae']}",
+            f"--train-decoded {args['train_decoded']:g}",
+            f"--decoded-n {args['decoded_n']}",
+        ]
+    words += [f"--minutes {args['minutes']:g}", f"--lr {args['lr']:g}"]
+    if args.get("eval_data"):
+        words.append(f"--eval-data {args['eval_data']}")
+    return " ".join([*words, "--publish weights/attributes"])
+
+
 def publish(run: str | Path, dest: str | Path) -> Path:
     """Copy `RUN/final/` to `dest` and write its model card (README.md) from `RUN/training_info.json`."""
     run, dest = Path(run), Path(dest)
@@ -548,7 +614,7 @@ def publish(run: str | Path, dest: str | Path) -> Path:
     config = json.loads((dest / "config.json").read_text())
     config.pop("_name_or_path", None)  # a path on the training machine (set when a run was resumed)
     (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    cfg, rep = info["config"], info["accuracy"]
+    cfg, rep, args = info["config"], info["accuracy"], info["args"]
     card = MODEL_CARD.format(
         weights_kb=info["weights_bytes"] / 1024,
         parameters=info["parameters"],
@@ -569,7 +635,16 @@ def publish(run: str | Path, dest: str | Path) -> Path:
         weights=info["args"]["loss_weights"] or "equally",
         minutes=info["train_seconds"] / 60,
         budget_min=info["budget_seconds"] / 60,
-        budget_minutes=info["budget_minutes"],
+        command=card_command(info["args"]),
+        decoded=(
+            f"; {args['train_decoded']:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of "
+            f"them encoded and decoded by `{args['ae']}`"
+            if args.get("train_decoded")
+            else ""
+        ),
+        decoded_intro=" and on those renders as its autoencoder decodes them (the look of every generated image)"
+        if args.get("train_decoded")
+        else "",
         clock=info["budget_clock"].upper() if info["budget_clock"] == "cpu" else "wall",
         device=info["device"],
         machine=info["machine"],
