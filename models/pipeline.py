@@ -273,11 +273,14 @@ class PosePipeline:
         callback: Callback | None = None,
         preview_every: int = PREVIEW_EVERY,
         style_at: Callable[[int], np.ndarray] | None = None,
+        start_style: np.ndarray | None = None,
     ) -> GenerationState:
         """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set.
 
         `style_at(step)` (0-based sampler step), when given, is the s used at that step instead of the
-        state's (style edits over a range of steps, `models.editing`)."""
+        state's (style edits over a range of steps, `models.editing`). `start_style`, when given, is the s the
+        start E[z_0 | s, pose] is computed from instead of the first step's (to tell the start's part of an edit
+        from the UNet's: `training.eval_directions --pathways`)."""
         cfg = state.settings
         size = cfg["size"]
         g, _, _ = self._generator(state.seed, tuple(state.z_T.shape))  # advance past z_T and s
@@ -305,6 +308,8 @@ class PosePipeline:
 
         # the start follows the s of the first step (a style edit over later steps leaves the start as it was)
         s_start = s if style_at is None else torch.as_tensor(np.asarray(style_at(0), dtype=np.float32))[None]
+        if start_style is not None:
+            s_start = torch.as_tensor(np.asarray(start_style, dtype=np.float32))[None]
         z0 = sample_loop(
             model_fn,
             scheduler,
@@ -327,9 +332,11 @@ class PosePipeline:
         state: GenerationState,
         callback: Callback | None = None,
         style_at: Callable[[int], np.ndarray] | None = None,
+        start_style: np.ndarray | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
-        """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels."""
-        done = self.denoise(state, callback, style_at=style_at)
+        """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels (`denoise`'s
+        `style_at` and `start_style`)."""
+        done = self.denoise(state, callback, style_at=style_at, start_style=start_style)
         return self.decode(done.z_0), done
 
     # -- the one way to run it ---------------------------------------------------------------------

@@ -257,6 +257,34 @@ def test_evaluation_and_label_cache_round_trip(pipe, pose, tmp_path):
     assert d.labels == tuple(r["label"] for r in result["methods"]["sefa"]["directions"])
 
 
+def test_pathways_split_an_edit_between_the_start_and_the_unet(pose):
+    """A start that ignores s leaves the start-only renders unchanged and gives the UNet-only renders the whole edit."""
+    from tests.test_mean_latent import tiny_mean, with_mean
+
+    attrs = (FakeClassifier(), FakeClassifier.classes)
+    mean = tiny_mean(scale=1.0)
+    result = ed.evaluate_directions(with_mean(mean), FakeDetector(), attrs, ["sefa"], k=2, seeds=2, steps=2,
+                                    poses=[pose, pose], pathways=True)  # fmt: skip
+    summary = result["methods"]["sefa"]["summary"]
+    assert {"start_only", "unet_only"} <= set(summary) and summary["start_only"]["visible"] <= 2
+    row = result["methods"]["sefa"]["directions"][0]
+    assert {"pixel_change", "visible", "label", "changes"} <= set(row["pathways"]["start"])
+    assert row["pathways"]["start"]["pixel_change"] > 0  # this start reads s
+
+    with torch.no_grad():  # now the start ignores s: only the UNet's path is left
+        mean.style_bias.weight.zero_()
+        for block in mean.blocks:
+            block.film.weight.zero_()
+    deaf = ed.evaluate_directions(with_mean(mean), FakeDetector(), attrs, ["sefa"], k=2, seeds=2, steps=2,
+                                  poses=[pose, pose], pathways=True)  # fmt: skip
+    for row in deaf["methods"]["sefa"]["directions"]:
+        assert row["pathways"]["start"]["pixel_change"] == 0.0 and row["pathways"]["start"]["label"] == ed.SUBTLE
+        assert row["pathways"]["unet"]["pixel_change"] == row["pixel_change"]
+    with pytest.raises(InputError, match="sampler start"):
+        ed.evaluate_directions(with_mean(None), FakeDetector(), attrs, ["sefa"], k=1, seeds=1, steps=2, poses=[pose],
+                               pathways=True)  # fmt: skip
+
+
 # -- command line ---------------------------------------------------------------------------------
 def test_cli_edit_records_edits_and_clamping(pipe, tmp_path, capsys):
     from app import main

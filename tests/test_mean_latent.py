@@ -175,3 +175,16 @@ def test_labels_set_the_guided_axes_and_the_posterior_the_rest():
     assert torch.equal(classes_of(s, layout), torch.from_numpy(labels))  # each guided axis in its label's bin
     np.testing.assert_allclose(s[:, 2:].numpy(), 0.7, atol=1e-3)
     np.testing.assert_allclose(draw_style(posterior, labels, None, torch.Generator()).numpy(), 0.7, atol=1e-3)
+
+
+def test_start_style_moves_the_start_alone():
+    """`start_style` is the s the start reads: the state's own s repeats the plain render, another one changes it,
+    and without a mean latent it changes nothing."""
+    pipe = with_mean(tiny_mean(scale=1.0))
+    state = pipe.prepare(Pose(STANDING, 512, 512), seed=5, steps=3)
+    plain = np.asarray(pipe.render(state)[0][0])
+    other = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+    assert np.array_equal(np.asarray(pipe.render(state, start_style=state.style)[0][0]), plain)
+    assert not np.array_equal(np.asarray(pipe.render(state, start_style=other)[0][0]), plain)
+    bare = with_mean(None)
+    assert np.array_equal(np.asarray(bare.render(state, start_style=other)[0][0]), np.asarray(bare.render(state)[0][0]))

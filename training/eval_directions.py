@@ -28,6 +28,12 @@ direction:
   none does, or when the edit is not `visible` (an uncertain classifier can flip on changes no one
   sees). A label is a clear single-attribute label when it names exactly one attribute.
 
+`--pathways` tells where an edit's changes come from: s reaches the image twice, through the UNet's style affine
+and through the sampler's start E[z_0 | s, pose] (`models.mean_latent`). Each direction is rendered once more with
+the edit given to the start alone (the UNet reads the unedited s) and once to the UNet alone (the start from the
+unedited s); `pathways.start` and `pathways.unet` hold those renders' `pixel_change`, `changes` (attribute: total
+variation) and `label`, so one sees which of the two mixes attributes.
+
 `--label` writes the labels to `--out` keyed by the SHA-256 of `style_affine.weight` and the method's
 options; `models.directions.directions_for` attaches them only when both match, so after retraining
 one run of this command re-does the labels and the figures.
@@ -52,6 +58,7 @@ from models.directions import (
     MAX_SIGMA,
     METHODS,
     Directions,
+    apply_amounts,
     directions_for,
     model_hash,
     start_hash,
@@ -181,6 +188,45 @@ def training_steps(model: str | Path) -> int | None:
         return None
 
 
+def pathway_renders(
+    pipe: Any, states: Sequence[Any], edit_key: tuple[str, int], amount: float, dirs: Directions, pathway: str
+) -> dict[str, list[Image.Image]]:
+    """The renders at -amount and +amount with the edit given to one pathway of s: "start" (the sampler's start
+    E[z_0 | s, pose] reads the edited s, the UNet the unedited one) or "unet" (the other way round)."""
+    sides: dict[str, list[Image.Image]] = {}
+    for sign, name in ((-1.0, "minus"), (1.0, "plus")):
+        images = []
+        for st in states:
+            base = np.asarray(st.style, dtype=np.float32)
+            moved = apply_amounts(base, {edit_key: sign * amount}, {edit_key[0]: dirs})
+            unet_s, start_s = (base, moved) if pathway == "start" else (moved, base)
+            images.append(pipe.render(st.with_style(unet_s), start_style=start_s)[0][0])
+        sides[name] = images
+    return sides
+
+
+def judged_row(
+    sides: dict[str, list[Image.Image]], base: list[Image.Image], clf: Any, classes: dict[str, Sequence[str]]
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """`pixel_change` (both sides), `visible`, and with a classifier the attribute `changes` and the `label` of one
+    edit's renders at -amount and +amount against the unedited `base`; and the classifier's penultimate features
+    of the minus then the plus renders (None without them)."""
+    minus, plus = pixel_change(sides["minus"], base), pixel_change(sides["plus"], base)
+    row: dict[str, Any] = {
+        "pixel_change": pixel_change(sides["minus"] + sides["plus"], base + base),
+        "pixel_change_minus": minus,
+        "pixel_change_plus": plus,
+        "visible": min(minus, plus) >= VISIBLE_PIXELS,
+    }
+    if clf is None:
+        return row, None
+    (p_minus, f_minus), (p_plus, f_plus) = (attribute_probs(clf, sides[n]) for n in ("minus", "plus"))
+    label, changed = label_from_changes(changes := attribute_changes(p_minus, p_plus, classes))
+    # A classifier can flip on changes no one sees (blurry, uncertain images): an edit that is not visible is subtle.
+    row.update(label=label if row["visible"] else SUBTLE, attributes_changed=len(changed), changes=changes)
+    return row, (np.concatenate([f_minus, f_plus]) if f_minus is not None else None)
+
+
 # -- the evaluation -------------------------------------------------------------------------------
 def evaluate_directions(
     pipe: Any,
@@ -194,8 +240,10 @@ def evaluate_directions(
     poses: Sequence[Any] | None = None,
     progress: bool = False,
     ganspace_feature: str | None = None,
+    pathways: bool = False,
 ) -> dict[str, Any]:
-    """Render every direction at +-amount on held-out poses; return figures and labels (module docstring)."""
+    """Render every direction at +-amount on held-out poses; return figures and labels (module docstring); with
+    `pathways`, also each direction's changes through the start alone and through the UNet alone."""
     # 1. Check inputs.
     if seeds < 1 or steps < 1 or k < 1:
         raise InputError("--seeds, --steps and --k must be at least 1.")
@@ -204,6 +252,8 @@ def evaluate_directions(
     started = time.perf_counter()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     clf, classes = attributes if attributes is not None else (None, {})
+    if pathways and getattr(pipe, "mean_latent", None) is None:
+        raise InputError("--pathways needs a model with a sampler start (mean_latent/): without one s has one path.")
 
     # 2. The unedited renders of held-out poses (seed EVAL_SEED + i), their target poses and features.
     if poses is None:
@@ -249,27 +299,21 @@ def evaluate_directions(
                 sides[name] = [edit(pipe, st, {(method, i): sign * amount}, {method: dirs})[0][0] for st in states]
             edited = sides["minus"] + sides["plus"]
             h, n = pck_counts(detector.detect(edited), targets + targets)
+            judged, feats = judged_row(sides, base, clf, classes)
             row: dict[str, Any] = {
                 "index": i,
                 "explained": float(dirs.explained[i]),
-                "pixel_change": pixel_change(edited, base + base),
-                "pixel_change_minus": pixel_change(sides["minus"], base),
-                "pixel_change_plus": pixel_change(sides["plus"], base),
                 "feature_distance": feature_distance(detector.embed(edited), np.concatenate([base_feats, base_feats])),
                 "pck": h / n if n else float("nan"),
+                **judged,
             }
-            row["visible"] = min(row["pixel_change_minus"], row["pixel_change_plus"]) >= VISIBLE_PIXELS
-            if clf is not None:
-                (p_minus, f_minus), (p_plus, f_plus) = (attribute_probs(clf, sides[n]) for n in ("minus", "plus"))
-                if base_attr_feats is not None and f_minus is not None:
-                    row["feature_distance_attributes"] = feature_distance(
-                        np.concatenate([f_minus, f_plus]), np.concatenate([base_attr_feats, base_attr_feats])
-                    )
-                changes = attribute_changes(p_minus, p_plus, classes)
-                label, changed = label_from_changes(changes)
-                if not row["visible"]:  # a classifier can flip on changes no one sees (blurry, uncertain images)
-                    label = SUBTLE
-                row.update(label=label, attributes_changed=len(changed), changes=changes)
+            if base_attr_feats is not None and feats is not None:
+                row["feature_distance_attributes"] = feature_distance(
+                    feats, np.concatenate([base_attr_feats, base_attr_feats])
+                )
+            if pathways:
+                arms = {arm: pathway_renders(pipe, states, (method, i), amount, dirs, arm) for arm in ("start", "unet")}
+                row["pathways"] = {arm: judged_row(renders, base, clf, classes)[0] for arm, renders in arms.items()}
             rows.append(row)
             say(f"{method} {i}: {row['pixel_change']:.2f} px, pck {row['pck']:.3f}, {row.get('label', '')}")
         result["methods"][method] = {"options": dirs.options, "summary": summarise(rows), "directions": rows}
@@ -288,9 +332,22 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_pixel_change": float(np.mean([r["pixel_change"] for r in rows])),
     }
     if rows and "label" in rows[0]:
-        out["single_attribute_labels"] = sum(r["label"] != SUBTLE and " + " not in r["label"] for r in rows)
+        out["single_attribute_labels"] = sum(_single(r) for r in rows)
         out["mean_attributes_changed"] = float(np.mean([r["attributes_changed"] for r in rows]))
+        if "pathways" in rows[0]:
+            for arm in ("start", "unet"):
+                arms = [r["pathways"][arm] for r in rows]
+                out[f"{arm}_only"] = {
+                    "visible": sum(a["visible"] for a in arms),
+                    "single_attribute_labels": sum(_single(a) for a in arms),
+                    "mean_attributes_changed": float(np.mean([a["attributes_changed"] for a in arms])),
+                }
     return out
+
+
+def _single(row: dict[str, Any]) -> bool:
+    """Whether a row's label names exactly one attribute."""
+    return row["label"] != SUBTLE and " + " not in row["label"]
 
 
 def label_cache(result: dict[str, Any], model: str | Path) -> dict[str, Any]:
@@ -344,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the feature GANSpace's PCA reads (default: models.directions.GANSPACE_FEATURE)",
     )
+    parser.add_argument("--pathways", action="store_true", help="also through the start alone and the UNet alone")
     parser.add_argument("--device", default="cpu", help="device of the pipeline, float32 on any (default: %(default)s)")
     args = parser.parse_args(argv)
     import torch
@@ -373,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             args.amount,
             progress=not args.json,
             ganspace_feature=args.ganspace_feature,
+            pathways=args.pathways,
         )
     except InputError as err:
         print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
@@ -396,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {d['index']:>2} px {d['pixel_change']:6.2f} feat {d['feature_distance']:.3f} "
                     f"pck {d['pck']:.3f} {d.get('label', '')}"
                 )
+                for arm, a in d.get("pathways", {}).items():
+                    print(f"       {arm} only: px {a['pixel_change']:6.2f} {a.get('label', '')}")
         print(f"noise floor {result['noise_floor_pixels']:.2f} px; {result['seconds']} s")
     return 0
 
