@@ -24,7 +24,7 @@ judge read background colour right in 0.49 of decoded held-out renders). `--init
 classifier (its architecture), e.g. to fine-tune the shipped one so:
 
     python -m training.train_attributes --data data/train --out runs/attributes_dec --init weights/attributes \
-        --ae weights/autoencoder --train-decoded 0.7 --decoded-n 4000 --minutes 25 --lr 1e-3 --publish weights/attributes
+        --ae weights/autoencoder --train-decoded 0.7 --decoded-n 3000 --minutes 25 --lr 1e-3 --publish weights/attributes
 """
 
 from __future__ import annotations
@@ -252,10 +252,10 @@ def decoded_renders(
     out: Path, images: np.ndarray, val_images: np.ndarray, args: argparse.Namespace, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first `--decoded-n` training images and all held-out ones through `--ae` (cached in OUT/decoded.npz,
-    which a run with other images or another autoencoder replaces)."""
+    which a run with another data folder, count or autoencoder replaces)."""
     n = min(args.decoded_n, len(images))
     cache = out / "decoded.npz"
-    key = f"{Path(args.ae).resolve()}|{n}|{len(val_images)}"
+    key = f"{Path(args.data).resolve()}|{Path(args.ae).resolve()}|{n}|{len(val_images)}"
     if cache.is_file():
         d = np.load(cache)
         if str(d["key"]) == key:
@@ -457,11 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     while not done:
         rng = np.random.default_rng([args.seed, step])  # batch + augmentation depend only on (seed, step)
         idx = rng.integers(0, len(images), args.batch)
-        batch = images[idx]
+        batch = images[idx]  # a copy (fancy indexing)
         if decoded is not None:  # this share of the batch as the autoencoder decodes it (module docstring)
             take = rng.random(args.batch) < args.train_decoded
-            idx[take] = rng.integers(0, len(decoded[0]), int(take.sum()))
-            batch = np.where(take[:, None, None, None], decoded[0][idx % len(decoded[0])], images[idx])
+            idx[take] = rng.integers(0, len(decoded[0]), int(take.sum()))  # decoded[0][j] is images[j] decoded
+            batch[take] = decoded[0][idx[take]]
         x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, torch.from_numpy(eyes[idx]).to(device))
         y = torch.from_numpy(labels[idx]).to(device)
         outputs = model.forward_with_maps(x)
@@ -635,7 +635,7 @@ def publish(run: str | Path, dest: str | Path) -> Path:
         weights=info["args"]["loss_weights"] or "equally",
         minutes=info["train_seconds"] / 60,
         budget_min=info["budget_seconds"] / 60,
-        command=card_command(info["args"]),
+        command=card_command(args),
         decoded=(
             f"; {args['train_decoded']:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of "
             f"them encoded and decoded by `{args['ae']}`"
