@@ -554,7 +554,7 @@ It was trained on `training.render` characters{decoded_intro}, never on CLIP out
 | architecture | {patch}x{patch} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {pool} stages, a {hidden}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {size} px |
 | data | {train_images:,} renders of `{data}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
 | augmentation | mirroring, small zoom and shift, blur, down-up resampling, noise, small brightness and contrast changes; no hue or saturation change (colour is the label) |
-| training | {steps:,} steps of batch {batch}, AdamW lr {lr} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
+| training | {steps:,} steps of batch {batch}{init}, AdamW lr {lr} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
 | time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{device}` |
 | machine | {machine} |
 | command | `{command}` |
@@ -636,6 +636,7 @@ def publish(run: str | Path, dest: str | Path) -> Path:
         minutes=info["train_seconds"] / 60,
         budget_min=info["budget_seconds"] / 60,
         command=card_command(args),
+        init=f", continuing the classifier then in `{args['init']}`" if args.get("init") else "",
         decoded=(
             f"; {args['train_decoded']:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of "
             f"them encoded and decoded by `{args['ae']}`"
