@@ -175,6 +175,11 @@ def test_labels_set_the_guided_axes_and_the_posterior_the_rest():
     assert torch.equal(classes_of(s, layout), torch.from_numpy(labels))  # each guided axis in its label's bin
     np.testing.assert_allclose(s[:, 2:].numpy(), 0.7, atol=1e-3)
     np.testing.assert_allclose(draw_style(posterior, labels, None, torch.Generator()).numpy(), 0.7, atol=1e-3)
+    # With `free_prior` (a UNet trained with free_style "prior") the other axes ignore the posterior: N(0, I).
+    many = np.repeat(posterior, 500, axis=0)
+    s = draw_style(many, np.tile(labels, (500, 1)), layout, torch.Generator().manual_seed(0), free_prior=True)
+    assert torch.equal(classes_of(s, layout), torch.from_numpy(np.tile(labels, (500, 1))))
+    assert abs(float(s[:, 2:].mean())) < 0.05 and abs(float(s[:, 2:].std()) - 1.0) < 0.05
 
 
 def test_start_style_moves_the_start_alone():

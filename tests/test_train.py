@@ -183,3 +183,11 @@ def test_guided_style_axes_train_and_record_their_layout(data, tmp_path):
     assert len(layout["names"]) == 8 == len(layout["centres"])  # the tiny preset's style_dim
     assert layout["names"][:2] == ["background_color", "hair_color"]
     assert all(len(c) == len(ATTRIBUTES[n]) for n, c in zip(layout["names"], layout["centres"], strict=True))
+    # The other axes from the prior, as the sampler draws them: no axis is read off the image, so no KL.
+    from training.train_mean_latent import pipeline_free_style
+
+    prior = train_ldm.main(
+        [*args, "--out", str(tmp_path / "prior"), "--style-guide", "labels", "--free-style", "prior"]
+    )
+    assert pipeline_free_style(prior) == "prior" and pipeline_free_style(final) == "posterior"
+    assert "kl=0.0000" in (tmp_path / "prior" / "log.txt").read_text()

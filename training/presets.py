@@ -88,6 +88,10 @@ class LDMPreset:
     style_guide: Literal["off", "loss", "labels"] = "off"
     style_guide_weight: float = 0.0
     affine_reg_weight: float = 0.0
+    # In "labels" mode, where the other axes of s come from: the encoder's posterior, or the prior N(0, I) as at
+    # sampling time. From the posterior they fill up with the guided attributes again, so a UNet trained on them
+    # meets guided and free axes that disagree when it samples (docs/TRAINING_COMMANDS.md, section 10).
+    free_style: Literal["posterior", "prior"] = "posterior"
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     # Rescale the noise schedule to zero terminal SNR (Lin et al. 2024, Sec. 3.1): at t = T the model then sees no
     # trace of the image, whose low frequencies (the colours) the standard schedule leaves readable at SNR 0.005, so

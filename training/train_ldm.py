@@ -12,7 +12,8 @@
    k_i = style_kl_weight * style_kl_ramp^(i / (D - 1)), an ordered prior cost over the D dimensions of s;
    `style_guide` gives each of the first axes of s one attribute of the renderer: "loss" asks the encoder for
    it (`training.style_guide.guide_loss`, weight `style_guide_weight`), "labels" sets those axes from the
-   labels (`sample_guided`); `affine_reg_weight` keeps the columns of the style affine orthogonal with
+   labels (`sample_guided`; with `free_style` "prior" the other axes are drawn from N(0, I) as the sampler
+   draws them, not from the encoder); `affine_reg_weight` keeps the columns of the style affine orthogonal with
    decreasing norms (`affine_penalty`), so that SeFa and GANSpace find those axes.
 3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
 4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
@@ -139,7 +140,10 @@ class LDMLoss(torch.nn.Module):
             # The guided axes come from the labels, not the encoder: they carry their attribute and nothing else
             # (an encoded axis also packed other attributes into the position within its bin), and cost no KL.
             g = len(self.layout.names)
-            s = torch.cat([sample_guided(labels, self.layout).to(s.dtype), s[:, g:]], dim=1)
+            free = s[:, g:]
+            if self.cfg.free_style == "prior":  # as the sampler draws them: independent of the image
+                free, kl_dims = torch.randn_like(free), torch.zeros_like(kl_dims)
+            s = torch.cat([sample_guided(labels, self.layout).to(s.dtype), free], dim=1)
             kl_dims = torch.cat([torch.zeros_like(kl_dims[:g]), kl_dims[g:]])
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
         a = self.alphas_cumprod[t].view(b, 1, 1, 1)

@@ -9,7 +9,8 @@ draws s from the posterior (`--style-source encoder`, the default: s as the UNet
 the network by least squares, whose minimiser is E[z_0 | s, pose]. With `--style-source labels` (for a UNet trained
 in the style guide's `labels` mode) the guided axes of s are drawn from the image's attribute labels
 (`training.style_guide.sample_guided`: N(0, 1) truncated to the class's bin) and the others from the posterior, so
-that along guided axis i the mean latent changes attribute i and nothing else. Figures on held-out renders of
+that along guided axis i the mean latent changes attribute i and nothing else; the others from N(0, I) instead when
+the UNet was trained so (`free_style` "prior" in its training_info's config). Figures on held-out renders of
 MEAN_VAL_SEED (`OUT/training_info.json`): the mean squared error against z_0 of the
 network, of the data's mean latent and of zero (what the sampler started from before), on the full latent and on
 its 4x4-cell means (the low frequencies that outlast the noise at t = T). `--publish FOLDER` writes the weights to
@@ -79,6 +80,19 @@ def pipeline_layout(pipeline_folder: str | Path) -> GuideLayout | None:
     return None
 
 
+def pipeline_free_style(pipeline_folder: str | Path) -> str:
+    """Where the pipeline's UNet drew the unguided axes of s in training (`free_style` of its training_info's
+    config): "posterior" (also for runs before the option) or "prior"."""
+    folder = Path(pipeline_folder)
+    for name in ("training_info_ldm.json", "training_info.json"):
+        try:
+            config = json.loads((folder / name).read_text()).get("config") or {}
+        except (OSError, ValueError):
+            continue
+        return str(config.get("free_style", "posterior"))
+    return "posterior"
+
+
 @torch.no_grad()
 def encode_pairs(pipeline_folder: str | Path, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Per image and its mirror: the scaled latent `(n, 2, C, h, w)` float16 and the style posterior's mean and
@@ -126,17 +140,19 @@ def pooled_maps(kp: np.ndarray, size: int, cell: int, views: int = 2, batch: int
 
 
 def draw_style(
-    styles: np.ndarray, labels: np.ndarray, layout: GuideLayout | None, gen: torch.Generator
+    styles: np.ndarray, labels: np.ndarray, layout: GuideLayout | None, gen: torch.Generator, free_prior: bool = False
 ) -> torch.Tensor:
     """s for rows of posteriors `(B, 2, D)` (mean, log-variance): drawn from the posterior, with the layout's
-    guided axes set from the labels `(B, G)` when a layout is given (module docstring)."""
+    guided axes set from the labels `(B, G)` when a layout is given (module docstring), and then with `free_prior`
+    the other axes drawn from N(0, I), as a UNet trained with `free_style` "prior" saw them."""
     mu, logvar = torch.from_numpy(styles[:, 0]), torch.from_numpy(styles[:, 1])
     s = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
     if layout is None:
         return s
     g = len(layout.names)
     guided = sample_guided(torch.from_numpy(labels[:, :g]).long(), layout, gen)
-    return torch.cat([guided.to(s.dtype), s[:, g:]], dim=1)
+    free = torch.randn(s[:, g:].shape, generator=gen) if free_prior else s[:, g:]
+    return torch.cat([guided.to(s.dtype), free.to(s.dtype)], dim=1)
 
 
 def _batch(
@@ -148,10 +164,11 @@ def _batch(
     idx: np.ndarray,
     flip: np.ndarray,
     gen: torch.Generator,
+    free_prior: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pooled condition maps, s (`draw_style`) and z_0 for the rows `idx` (mirrored where `flip`)."""
     view = flip.astype(np.int64)
-    s = draw_style(styles[idx, view], labels[idx], layout, gen)
+    s = draw_style(styles[idx, view], labels[idx], layout, gen, free_prior)
     cond = torch.from_numpy(pooled[idx, view].astype(np.float32))
     return cond, s, torch.from_numpy(latents[idx, view].astype(np.float32))
 
@@ -170,6 +187,7 @@ def evaluate(
     labels: np.ndarray,
     layout: GuideLayout | None,
     mean: torch.Tensor,
+    free_prior: bool = False,
 ) -> dict:
     """Held-out mean squared errors of the network (s drawn as in training, seeded), the data's mean latent and
     zero."""
@@ -179,7 +197,7 @@ def evaluate(
     n = len(pooled)
     for i in range(0, n, 64):
         z0 = torch.from_numpy(latents[i : i + 64, 0].astype(np.float32))
-        s = draw_style(styles[i : i + 64, 0], labels[i : i + 64], layout, gen)
+        s = draw_style(styles[i : i + 64, 0], labels[i : i + 64], layout, gen, free_prior)
         pred = model.from_pooled(torch.from_numpy(pooled[i : i + 64, 0].astype(np.float32)), s)
         low_z0 = _lowpass(z0)
         for name, guess in (("model", pred), ("data_mean", mean.expand_as(z0)), ("zero", torch.zeros_like(z0))):
@@ -222,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = pipeline_layout(a.model) if a.style_source == "labels" else None
     if a.style_source == "labels" and layout is None:
         raise SystemExit(f"--style-source labels: {a.model} has no style-guide layout in its training_info.")
+    free_prior = layout is not None and pipeline_free_style(a.model) == "prior"  # as the UNet saw the other axes
     # 1. Data: images and poses, then latents and style posteriors (cached for --resume).
     cache = out / "pairs.npz"
     if cache.is_file():
@@ -289,16 +308,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def batch_loss() -> torch.Tensor:
         idx = rng.integers(0, len(kp), a.batch_size)
-        cond, s, z0 = _batch(pooled, lat, sty, lab, layout, idx, rng.random(a.batch_size) < 0.5, gen)
+        cond, s, z0 = _batch(pooled, lat, sty, lab, layout, idx, rng.random(a.batch_size) < 0.5, gen, free_prior)
         return F.mse_loss(model.from_pooled(cond, s), z0)
 
     step, seconds = budget_loop(
         model, opt, batch_loss, out, log, lr=a.lr, steps=a.steps, minutes=a.minutes, step=step, spent=spent,
-        checkpoint_every=a.checkpoint_every, report=lambda: evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean),
+        checkpoint_every=a.checkpoint_every, report=lambda: evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean, free_prior),
     )  # fmt: skip
 
     # 4. Final weights and figures.
-    scores = evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean)
+    scores = evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean, free_prior)
     model.eval().save_pretrained(out / "final")
     info = {
         "model": "mean-latent",
@@ -307,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "pipeline": str(a.model),
         "style_source": "labels" if layout is not None else "encoder",
+        "free_style": "prior" if free_prior else "posterior",
         "train": {"data": a.data} if a.data else {"seed": a.seed, "samples": a.synth},
         "val": {"seed": MEAN_VAL_SEED, "n": len(vkp), "mse": scores},
     }
