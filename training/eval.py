@@ -2,7 +2,7 @@
 
     python -m training.eval [--json] [--model weights] [--detector weights/detector] [--n 64] [--steps 10]
     python -m training.eval detect IMAGE... [--detector weights/detector]
-    python -m training.eval clip|refine|directions --json     # the domain CLIP, refinement, directions
+    python -m training.eval clip|refine|directions|style|judge --json   # the CLIP, refinement, directions, ...
 
 The held-out split is fixed. Sample `i` of data set `seed` is what `training.synth` writes as
 image `i` of `--seed seed` (`training.synth.make_sample`: `np.random.default_rng([seed, i])` draws
@@ -330,11 +330,12 @@ SUBCOMMANDS = {
     "refine": "training.eval_refine",
     "directions": "training.eval_directions",
     "style": "training.eval_style",
+    "judge": "training.eval_judge",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, `style`, or the model evaluation (the default)."""
+    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, `style`, `judge`, or the model evaluation (the default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "detect":
         return main_detect(argv[1:])

@@ -1,0 +1,206 @@
+"""How far the attribute classifier's readings move when exactly one attribute of a character changes.
+
+    python -m training.eval judge --json [--n 40]
+
+For `--n` held-out characters (data set seed JUDGE_EVAL_SEED, never trained on) and each attribute the renderer can
+change alone, the character is drawn twice in the same pose: as sampled, and with that one attribute set to
+another class (`swap`). Both renders go through the autoencoder, since the judge only ever reads decodings. Then the
+judge's class probabilities are compared head by head with the figure `eval directions` uses: the mean total
+variation 0.5 sum_c |p(c) - q(c)|.
+
+Why: `eval directions` counts an attribute as changed at a total variation of CHANGE_TV and names a second one at
+SECOND_RATIO of the first. Each row of the matrix is one true change. Its diagonal says how surely the judge sees
+that change. The rest of the row is cross-talk: what a direction would show on attributes that did not change.
+Where the cross-talk stays under CHANGE_TV, and under SECOND_RATIO of the diagonal, a second attribute in a label is
+a change of the picture, not of the judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.errors import InputError
+from training import character as ch
+from training.eval import EVAL_SEED
+from training.eval_directions import CHANGE_TV, SECOND_RATIO
+
+JUDGE_EVAL_SEED = EVAL_SEED + 6  # data set seed of these characters (+5: the sampler start's held-out renders)
+# Outfits whose colours follow their own rule: a sailor uniform's top is always white, a dress shows its second
+# colour only as a 1 px belt (`models.attributes.record_labels`). Colour swaps skip them.
+_FIXED_COLOURS = ("sailor uniform", "dress")
+
+
+def _other(rng: np.random.Generator, pool: Sequence[str], *current: str) -> str:
+    """A class of `pool` other than the `current` ones, drawn by `rng`."""
+    left = [p for p in pool if p not in current]
+    return left[int(rng.integers(len(left)))]
+
+
+def _outfit_colour(slot: int) -> Callable[[ch.Character, np.random.Generator], ch.Character | None]:
+    """A swap of the outfit's main (0) or second (1) colour, keeping the two different."""
+
+    def swap_colour(c: ch.Character, rng: np.random.Generator) -> ch.Character | None:
+        if c.outfit in _FIXED_COLOURS:
+            return None
+        colours = list(c.outfit_colors)
+        colours[slot] = _other(rng, list(ch.CLOTH_COLORS), *colours)
+        return dataclasses.replace(c, outfit_colors=(colours[0], colours[1]))
+
+    return swap_colour
+
+
+def _outfit(c: ch.Character, rng: np.random.Generator) -> ch.Character | None:
+    """Another outfit the renderer gives this gender, among those that take any two colours."""
+    pool = ("shirt and trousers", "hoodie and shorts", "kimono") if c.gender == "boy" else ch.OUTFITS
+    pool = [o for o in pool if o not in _FIXED_COLOURS]
+    if c.outfit in _FIXED_COLOURS or len(pool) < 2:
+        return None
+    return dataclasses.replace(c, outfit=_other(rng, pool, c.outfit))
+
+
+def _hair_style(c: ch.Character, rng: np.random.Generator) -> ch.Character:
+    """Another hair style the renderer gives this gender."""
+    pool = ("short hair", "spiked hair", "ponytail") if c.gender == "boy" else ch.HAIR_STYLES
+    return dataclasses.replace(c, hair_style=_other(rng, pool, c.hair_style))
+
+
+# attribute (the judge's head name) -> the swap that changes it alone, or None where it does not apply
+SWAPS: dict[str, Callable[[ch.Character, np.random.Generator], ch.Character | None]] = {
+    "background_color": lambda c, r: dataclasses.replace(c, background_color=_other(r, list(ch.BACKGROUNDS), c.background_color)),
+    "background": lambda c, r: dataclasses.replace(c, background=_other(r, ch.BACKGROUND_KINDS, c.background)),
+    "hair_color": lambda c, r: dataclasses.replace(c, hair_color=_other(r, list(ch.HAIR_COLORS), c.hair_color)),
+    "hair_style": _hair_style,
+    "outfit": _outfit,
+    "outfit_color": _outfit_colour(0),
+    "outfit_color2": _outfit_colour(1),
+    "skin": lambda c, r: dataclasses.replace(c, skin=_other(r, list(ch.SKIN_TONES), c.skin)),
+    "eye_color": lambda c, r: dataclasses.replace(c, eye_color=_other(r, list(ch.EYE_COLORS), c.eye_color)),
+}  # fmt: skip
+
+
+def swap(character: ch.Character, attribute: str, rng: np.random.Generator) -> ch.Character | None:
+    """`character` with only `attribute` set to another class (drawn by `rng`); None where the swap does not apply."""
+    if attribute not in SWAPS:
+        raise InputError(f"Unknown attribute '{attribute}'; known: {', '.join(SWAPS)}.")
+    return SWAPS[attribute](character, rng)
+
+
+def pairs(attribute: str, n: int, seed: int = JUDGE_EVAL_SEED, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 `(m, size, size, 3)` renders of held-out characters and of the same ones with `attribute` swapped
+    (m <= n: characters the swap does not apply to are skipped)."""
+    from training.render import render
+    from training.skeleton import sample_rig
+
+    a, b = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        rig, c = sample_rig(rng), ch.sample_character(rng)
+        c2 = swap(c, attribute, rng)
+        if c2 is None:
+            continue
+        a.append(np.asarray(render(rig.pose, c, size, rig=rig).image.convert("RGB")))
+        b.append(np.asarray(render(rig.pose, c2, size, rig=rig).image.convert("RGB")))
+    empty = np.zeros((0, size, size, 3), np.uint8)
+    return (np.stack(a), np.stack(b)) if a else (empty, empty)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean over rows of 0.5 sum_c |p - q| for paired class probabilities `(N, C)`."""
+    return float((0.5 * np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum(axis=1)).mean())
+
+
+def crosstalk(
+    judge: Any,
+    classes: dict[str, Sequence[str]],
+    decode: Callable[[np.ndarray], np.ndarray] | None,
+    n: int = 40,
+    attributes: Sequence[str] | None = None,
+    seed: int = JUDGE_EVAL_SEED,
+) -> dict[str, Any]:
+    """Per swapped attribute: the judge's total variation on every head (`tv`), the number of pairs, the diagonal
+    (`self`) and the largest other head (`max_other`, `max_other_tv`); `decode` maps uint8 renders to what the judge
+    reads (the autoencoder's round trip; None: the renders themselves)."""
+    import torch
+
+    if n < 1:
+        raise InputError("--n must be at least 1.")
+    names = [a for a in (attributes or SWAPS) if a in classes]
+    if not names:
+        raise InputError(f"The judge has none of the attributes {', '.join(attributes or SWAPS)}.")
+    rows: dict[str, Any] = {}
+    for name in names:
+        a, b = pairs(name, n, seed)
+        if not len(a):
+            rows[name] = {"pairs": 0}
+            continue
+        if decode is not None:
+            a, b = decode(a), decode(b)
+        with torch.no_grad():
+            pa, pb = (judge.predict(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1) for x in (a, b))
+        tv = {h: total_variation(pa[h].float().numpy(), pb[h].float().numpy()) for h in classes}
+        others = {h: v for h, v in tv.items() if h != name}
+        worst = max(others, key=others.get)
+        rows[name] = {"pairs": len(a), "self": tv[name], "max_other": worst, "max_other_tv": others[worst], "tv": tv}
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    from training.eval import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--n", type=int, default=40, help="held-out characters per attribute (default: 40)")
+    p.add_argument("--attributes", default=None, help=f"comma-separated (default: {','.join(SWAPS)})")
+    p.add_argument("--judge", default=None, help="attribute classifier folder (default: its own)")
+    p.add_argument("--ae", default=str(DEFAULT_MODEL / "autoencoder"), help="autoencoder folder ('' = the renders)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    a = p.parse_args(argv)
+    import torch
+
+    from training.eval_directions import load_attributes
+    from training.train_attributes import autoencoder_round_trip
+
+    torch.set_num_threads(a.threads)
+    started = time.perf_counter()
+    try:
+        loaded = load_attributes(a.judge)
+        if loaded is None:
+            raise InputError("No attribute classifier found (weights/attributes).")
+        judge, classes = loaded
+        decode = (lambda x: autoencoder_round_trip(x, a.ae, torch.device("cpu"))) if a.ae else None
+        rows = crosstalk(judge, dict(classes), decode, a.n, a.attributes.split(",") if a.attributes else None)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = {
+        "n": a.n,
+        "seed": JUDGE_EVAL_SEED,
+        "through_autoencoder": a.ae or None,
+        "change_threshold_tv": CHANGE_TV,
+        "second_ratio": SECOND_RATIO,
+        "cross_talk_under_threshold": all(r.get("max_other_tv", 0.0) < CHANGE_TV for r in rows.values()),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if a.json:
+        print(json.dumps(result, indent=1))
+    else:
+        heads = list(classes)
+        print("swapped".ljust(17) + "pairs " + " ".join(h[:10].rjust(10) for h in heads))
+        for name, r in rows.items():
+            cells = " ".join(f"{r['tv'][h]:10.2f}" for h in heads) if r["pairs"] else "(no pairs)"
+            print(f"{name:<17}{r['pairs']:5d} {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
