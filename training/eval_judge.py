@@ -132,9 +132,12 @@ def crosstalk(
 
     if n < 1:
         raise InputError("--n must be at least 1.")
-    names = [a for a in (attributes or SWAPS) if a in classes]
-    if not names:
-        raise InputError(f"The judge has none of the attributes {', '.join(attributes or SWAPS)}.")
+    names = list(attributes or [a for a in SWAPS if a in classes])
+    unknown = [a for a in names if a not in SWAPS or a not in classes]
+    if unknown or not names:
+        raise InputError(
+            f"Unknown attribute(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(a for a in SWAPS if a in classes)}."
+        )
     rows: dict[str, Any] = {}
     for name in names:
         a, b = pairs(name, n, seed)
