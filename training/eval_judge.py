@@ -30,7 +30,7 @@ import numpy as np
 from models.errors import InputError
 from training import character as ch
 from training.eval import EVAL_SEED
-from training.eval_directions import CHANGE_TV, SECOND_RATIO
+from training.eval_directions import CHANGE_TV, SECOND_RATIO, attribute_changes
 
 JUDGE_EVAL_SEED = EVAL_SEED + 6  # data set seed of these characters (+5: the sampler start's held-out renders)
 # Outfits whose colours follow their own rule: a sailor uniform's top is always white, a dress shows its second
@@ -112,11 +112,6 @@ def pairs(attribute: str, n: int, seed: int = JUDGE_EVAL_SEED, size: int = 128) 
     return (np.stack(a), np.stack(b)) if a else (empty, empty)
 
 
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    """Mean over rows of 0.5 sum_c |p - q| for paired class probabilities `(N, C)`."""
-    return float((0.5 * np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum(axis=1)).mean())
-
-
 def crosstalk(
     judge: Any,
     classes: dict[str, Sequence[str]],
@@ -129,6 +124,8 @@ def crosstalk(
     (`self`) and the largest other head (`max_other`, `max_other_tv`); `decode` maps uint8 renders to what the judge
     reads (the autoencoder's round trip; None: the renders themselves)."""
     import torch
+
+    from training.train_attributes import to_tensor
 
     if n < 1:
         raise InputError("--n must be at least 1.")
@@ -147,8 +144,8 @@ def crosstalk(
         if decode is not None:
             a, b = decode(a), decode(b)
         with torch.no_grad():
-            pa, pb = (judge.predict(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1) for x in (a, b))
-        tv = {h: total_variation(pa[h].float().numpy(), pb[h].float().numpy()) for h in classes}
+            pa, pb = ({h: p.float().numpy() for h, p in judge.predict(to_tensor(x)).items()} for x in (a, b))
+        tv = {h: c["tv"] for h, c in attribute_changes(pa, pb, classes).items()}  # the figure the labels use
         others = {h: v for h, v in tv.items() if h != name}
         worst = max(others, key=others.get)
         rows[name] = {"pairs": len(a), "self": tv[name], "max_other": worst, "max_other_tv": others[worst], "tv": tv}
@@ -179,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         if loaded is None:
             raise InputError("No attribute classifier found (weights/attributes).")
         judge, classes = loaded
-        decode = (lambda x: autoencoder_round_trip(x, a.ae, torch.device("cpu"))) if a.ae else None
+        decode = None
+        if a.ae:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(a.ae)  # once, for every attribute's pairs
+            decode = lambda x: autoencoder_round_trip(x, vae, torch.device("cpu"))
         rows = crosstalk(judge, dict(classes), decode, a.n, a.attributes.split(",") if a.attributes else None)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

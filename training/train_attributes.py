@@ -231,15 +231,14 @@ def accuracy_report(preds: np.ndarray, labels: np.ndarray, classes: dict[str, li
     }
 
 
-def autoencoder_round_trip(
-    images: np.ndarray, ae_path: str | Path, device: torch.device, batch: int = 64
-) -> np.ndarray:
-    """uint8 images encoded (posterior mean) and decoded by the autoencoder in `ae_path`."""
+def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, batch: int = 64) -> np.ndarray:
+    """uint8 images encoded (posterior mean) and decoded by the autoencoder `ae`: a folder, or an `AutoencoderKL`
+    already loaded (callers that round-trip several sets load it once)."""
     from diffusers import AutoencoderKL
 
     from models.autoencoder import decode, encode
 
-    vae = AutoencoderKL.from_pretrained(str(ae_path)).to(device).eval()
+    vae = (AutoencoderKL.from_pretrained(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
@@ -260,10 +259,10 @@ def decoded_renders(
         d = np.load(cache)
         if str(d["key"]) == key:
             return d["train"], d["val"]
-    train, val = (
-        autoencoder_round_trip(images[:n], args.ae, device),
-        autoencoder_round_trip(val_images, args.ae, device),
-    )
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(args.ae))
+    train, val = autoencoder_round_trip(images[:n], vae, device), autoencoder_round_trip(val_images, vae, device)
     np.savez(cache, train=train, val=val, key=key)
     return train, val
 
