@@ -257,6 +257,22 @@ def test_evaluation_and_label_cache_round_trip(pipe, pose, tmp_path):
     assert d.labels == tuple(r["label"] for r in result["methods"]["sefa"]["directions"])
 
 
+def test_axes_diagnostic_moves_one_coordinate_of_s_and_stays_out_of_the_label_cache(pipe, pose):
+    attrs = (FakeClassifier(), FakeClassifier.classes)
+    result = ed.evaluate_directions(pipe, FakeDetector(), attrs, ["sefa"], k=1, seeds=1, steps=2, poses=[pose], axes=2)
+    assert list(result["methods"]) == ["sefa", "axes"] and result["methods"]["axes"]["summary"]["k"] == 2
+    dirs = ed.style_axes(pipe, 2)
+    assert dirs.vectors.shape == (2, pipe.unet.style_affine.in_features) and dirs.vectors[1, 1] == 1.0
+    st = pipe.prepare(pose, 0, steps=2)
+    moved = np.asarray(st.style, np.float32).copy()
+    moved[1] += 1.5
+    expected = pipe.render(st.with_style(moved))[0][0]
+    assert np.array_equal(np.asarray(ed.edited_render(pipe, st, ("axes", 1), 1.5, dirs)), np.asarray(expected))
+    assert set(ed.label_cache(result, "m")["methods"]) == {"sefa"}
+    with pytest.raises(InputError, match="--axes"):
+        ed.style_axes(pipe, 10_000)
+
+
 def test_pathways_split_an_edit_between_the_start_and_the_unet(pose):
     """A start that ignores s leaves the start-only renders unchanged and gives the UNet-only renders the whole edit."""
     from tests.test_mean_latent import tiny_mean, with_mean

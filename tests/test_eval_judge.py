@@ -10,7 +10,8 @@ import pytest
 from models.errors import InputError
 from training.character import sample_character
 from training.eval_directions import load_attributes
-from training.eval_judge import SWAPS, crosstalk, main, pairs, swap
+from training.eval_judge import crosstalk, main, pairs
+from training.swaps import SWAPS, swap
 
 # the Character fields each swap may touch
 FIELDS = {"outfit_color": {"outfit_colors"}, "outfit_color2": {"outfit_colors"}}

@@ -14,7 +14,7 @@ from models.pipeline import PosePipeline
 from models.pose import Pose
 from models.style_encoder import StyleEncoder
 from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
-from training.eval_style import main, style_of, style_reading
+from training.eval_style import main, style_from_labels, style_of, style_reading
 
 
 class MeanBrightness:
@@ -64,3 +64,31 @@ def test_bad_inputs_are_clear_messages(pipe, capsys):
         style_of(bare, [Image.new("RGB", (SIZE, SIZE))])
     assert main(["--json", "--n", "0"]) == 1
     assert "at least 1" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_a_labels_mode_model_gets_s_from_the_labels(pipe):
+    from training.style_guide import make_layout
+
+    classes = {"background_color": ("dark", "light")}
+    layout = make_layout(np.array([[0], [1]]), classes, ["background_color"], pipe.style_dim)
+    labels = [{"background_color": c} for c in ("dark", "light", None)]
+    free = np.full((3, pipe.style_dim), 7.0)
+    s = style_from_labels(labels, layout, free)
+    # the guided axis lies in the class's bin (dark below the median, light above, unseen anywhere); the rest is `free`
+    assert s.shape == (3, pipe.style_dim) and s[0, 0] < 0 < s[1, 0] and np.all(s[:, 1:] == 7.0)
+    assert np.array_equal(style_from_labels(labels, layout, free), s)
+    # no style encoder needed when the free axes come from the prior
+    bare = tiny_pipeline()
+    images = [Image.new("RGB", (SIZE, SIZE), (v, v, v)) for v in (20, 230)]
+    rows = style_reading(
+        bare,
+        MeanBrightness(),
+        MeanBrightness.classes,
+        images,
+        [Pose(STANDING, SIZE, SIZE)] * 2,
+        labels[:2],
+        2,
+        layout=layout,
+        free_prior=True,
+    )
+    assert rows["background_color"]["n"] == 2

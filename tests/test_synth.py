@@ -53,6 +53,40 @@ def test_poses_file(tmp_path):
         assert json.loads((out / "attributes" / f"{i:06d}.json").read_text())["action"] == "custom"
 
 
+def test_pairs_differ_in_the_swapped_attribute_alone_and_share_the_pose(tmp_path, capsys):
+    from training.data import count_pairs, list_items
+
+    assert main(["--out", str(tmp_path), "--n", "19", "--seed", "2", "--pairs", "--workers", "2"]) == 0
+    stems = list_items(tmp_path)
+    assert len(stems) == 18 and count_pairs(tmp_path, stems) == 9  # an odd --n drops the unpaired last
+    swapped = set()
+    for k in range(9):
+        a, b = (json.loads((tmp_path / "attributes" / f"{2 * k + j:06d}.json").read_text()) for j in (0, 1))
+        assert a["pair"] == b["pair"] == k and a["swapped"] == b["swapped"]
+        ignore = {"index", "outfit_colors"} if a["swapped"].startswith("outfit_color") else {"index"}
+        changed = {key for key in a if a[key] != b[key]} - ignore
+        assert changed == ({a["swapped"]} if a["swapped"] not in ("outfit_color", "outfit_color2") else set())
+        assert a["swapped"] not in ("outfit_color", "outfit_color2") or a["outfit_colors"] != b["outfit_colors"]
+        pa, pb = (load(tmp_path / "keypoints" / f"{2 * k + j:06d}.json") for j in (0, 1))
+        assert np.array_equal(pa.xy, pb.xy)
+        ia, ib = ((tmp_path / "images" / f"{2 * k + j:06d}.png").read_bytes() for j in (0, 1))
+        assert ia != ib
+        swapped.add(a["swapped"])
+    assert len(swapped) >= 5  # the attribute cycles with the pair
+    assert main(["--out", str(tmp_path / "x"), "--n", "1", "--pairs"]) == 2
+    assert "--pairs" in capsys.readouterr().err
+
+
+def test_count_pairs_refuses_a_folder_without_pairs(tmp_path):
+    from training.data import count_pairs, list_items
+
+    main(["--out", str(tmp_path), "--n", "4", "--seed", "1", "--workers", "1"])
+    with pytest.raises(InputError, match="not a pair"):
+        count_pairs(tmp_path, list_items(tmp_path))
+    with pytest.raises(InputError, match="even number"):
+        count_pairs(tmp_path, list_items(tmp_path)[:3])
+
+
 def test_bad_poses_file(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"keypoints": [[0, 0, 1]]}\n')

@@ -6,6 +6,7 @@ Layout: `DIR/images/000000.png`, `DIR/keypoints/000000.json` (COCO flat keypoint
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,6 +29,22 @@ def list_items(root: str | Path, max_images: int = 0) -> list[str]:
     if not stems:
         raise InputError(f"The data folder {root} has no image with a keypoint file.")
     return stems[:max_images] if max_images > 0 else stems
+
+
+def count_pairs(root: str | Path, stems: list[str]) -> int:
+    """The number of pairs of a `synth --pairs` folder (items 2k and 2k + 1 share a `pair`); InputError otherwise."""
+    if len(stems) < 2 or len(stems) % 2:
+        raise InputError(f"{root} holds {len(stems)} images; a pairs folder holds an even number of them.")
+    for k in range(0, len(stems), 2):
+        marks = []
+        for stem in stems[k : k + 2]:
+            path = Path(root) / "attributes" / f"{stem}.json"
+            marks.append(json.loads(path.read_text()).get("pair") if path.exists() else None)
+        if marks[0] is None or marks[0] != marks[1]:
+            raise InputError(
+                f"{root}: images {stems[k]} and {stems[k + 1]} are not a pair (write it with `synth --pairs`)."
+            )
+    return len(stems) // 2
 
 
 def read_image(path: str | Path, size: int = 128) -> np.ndarray:

@@ -34,6 +34,10 @@ the edit given to the start alone (the UNet reads the unedited s) and once to th
 unedited s); `pathways.start` and `pathways.unet` hold those renders' `pixel_change`, `changes` (attribute: total
 variation) and `label`, so one sees which of the two mixes attributes.
 
+`--axes N` adds the first N axes of s as a third block, "axes" (`style_axes`): on a labels-mode model the guided
+attributes one by one, which tells how cleanly the model changes one attribute per axis, apart from how closely
+SeFa and GANSpace find those axes.
+
 `--label` writes the labels to `--out` keyed by the SHA-256 of `style_affine.weight` and the method's
 options; `models.directions.directions_for` attaches them only when both match, so after retraining
 one run of this command re-does the labels and the figures.
@@ -188,6 +192,27 @@ def training_steps(model: str | Path) -> int | None:
         return None
 
 
+def style_axes(pipe: Any, k: int) -> Directions:
+    """The first k axes of s as directions ("axes"): on a labels-mode model, its guided attributes one by one. A
+    diagnostic beside SeFa and GANSpace: how cleanly the model changes one attribute per axis, apart from how
+    closely the two methods find those axes (a direction with a few percent of the backdrop axis in it flips the
+    backdrop wherever s sits near a bin edge)."""
+    d = int(pipe.unet.style_affine.in_features)
+    if not 0 < k <= d:
+        raise InputError(f"--axes must be from 1 to the style dimension {d}.")
+    eye = np.eye(d, dtype=np.float32)[:k]
+    return Directions("axes", eye, np.ones(k, np.float32), np.zeros(k, np.float32), options=f"axes(first {k})")
+
+
+def edited_render(pipe: Any, state: Any, key: tuple[str, int], amount: float, dirs: Directions) -> Image.Image:
+    """The render of `state` with s moved `amount` sigma along direction `key` (SeFa/GANSpace through
+    `models.editing.edit`; "axes", which the app does not offer, by moving s directly, as `edit` would)."""
+    if key[0] == "axes":
+        moved = apply_amounts(np.asarray(state.style, dtype=np.float32), {key: amount}, {"axes": dirs})
+        return pipe.render(state.with_style(moved))[0][0]
+    return edit(pipe, state, {key: amount}, {key[0]: dirs})[0][0]
+
+
 def pathway_renders(
     pipe: Any, states: Sequence[Any], edit_key: tuple[str, int], amount: float, dirs: Directions, pathway: str
 ) -> dict[str, list[Image.Image]]:
@@ -241,6 +266,7 @@ def evaluate_directions(
     progress: bool = False,
     ganspace_feature: str | None = None,
     pathways: bool = False,
+    axes: int = 0,
 ) -> dict[str, Any]:
     """Render every direction at +-amount on held-out poses; return figures and labels (module docstring); with
     `pathways`, also each direction's changes through the start alone and through the UNet alone."""
@@ -290,13 +316,13 @@ def evaluate_directions(
     }
 
     # 4. Each direction at -amount and +amount.
-    for method in methods:
-        dirs: Directions = directions_for(pipe, method, k, feature=ganspace_feature)
+    for method in [*methods, *(["axes"] if axes > 0 else [])]:
+        dirs = style_axes(pipe, axes) if method == "axes" else directions_for(pipe, method, k, feature=ganspace_feature)
         rows = []
         for i in range(len(dirs)):
             sides: dict[str, list[Image.Image]] = {}
             for sign, name in ((-1.0, "minus"), (1.0, "plus")):
-                sides[name] = [edit(pipe, st, {(method, i): sign * amount}, {method: dirs})[0][0] for st in states]
+                sides[name] = [edited_render(pipe, st, (method, i), sign * amount, dirs) for st in states]
             edited = sides["minus"] + sides["plus"]
             h, n = pck_counts(detector.detect(edited), targets + targets)
             judged, feats = judged_row(sides, base, clf, classes)
@@ -375,6 +401,7 @@ def label_cache(result: dict[str, Any], model: str | Path) -> dict[str, Any]:
                 ],
             }
             for m, r in result["methods"].items()
+            if m in METHODS  # not the "axes" diagnostic: the app offers no such sliders
         },
     }
 
@@ -402,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the feature GANSpace's PCA reads (default: models.directions.GANSPACE_FEATURE)",
     )
     parser.add_argument("--pathways", action="store_true", help="also through the start alone and the UNet alone")
+    parser.add_argument(
+        "--axes", type=int, default=0, help="also the first N axes of s, one by one (a diagnostic; `style_axes`)"
+    )
     parser.add_argument("--device", default="cpu", help="device of the pipeline, float32 on any (default: %(default)s)")
     args = parser.parse_args(argv)
     import torch
@@ -432,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.json,
             ganspace_feature=args.ganspace_feature,
             pathways=args.pathways,
+            axes=args.axes,
         )
     except InputError as err:
         print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")

@@ -6,7 +6,9 @@ For `--n` held-out renders (data set seed STYLE_EVAL_SEED, never trained on), th
 render (its posterior mean), and the pipeline draws the render's pose twice from the same noise z_T: once with that
 s and once with an s drawn from the prior. The attribute classifier (`models.attributes`, not the CLIP) judges both
 against the render's own labels. Per attribute: `from_s` is the share of images that show the render's class with
-its s, `random_s` the share with a random one (chance, as far as s goes), and `gain` the difference.
+its s, `random_s` the share with a random one (chance, as far as s goes), and `gain` the difference. A UNet trained
+in labels mode (`style_guide` "labels" in its training_info) gets s as it saw it there: the guided axes drawn in the
+bins of the render's classes, the other axes from N(0, I) (`free_style` "prior") or the encoder (`style_source`).
 
 Why: the SeFa and GANSpace directions act on s alone (issue 6). When the UNet takes a hair colour from z_T and
 not from s, no direction of s can move it. A model whose s carries the look has `from_s` near the classifier's own
@@ -44,6 +46,26 @@ def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
     return mu.float().numpy()
 
 
+def style_from_labels(
+    labels: Sequence[Mapping[str, str | None]], layout: Any, free: np.ndarray, seed: int = STYLE_EVAL_SEED
+) -> np.ndarray:
+    """`(N, style_dim)`: s as a labels-mode UNet saw it in training, the guided axes drawn in the bins of each
+    record's classes (`training.style_guide.sample_guided`), the other axes `free[:, G:]`."""
+    import torch
+
+    from training.style_guide import sample_guided
+
+    g = len(layout.names)
+    index = torch.tensor(
+        [
+            [list(c).index(lab[n]) if lab.get(n) in c else -1 for n, c in zip(layout.names, layout.classes)]
+            for lab in labels
+        ]
+    )
+    guided = sample_guided(index, layout, torch.Generator().manual_seed(seed)).numpy()
+    return np.concatenate([guided, free[:, g:]], axis=1).astype(np.float32)
+
+
 def style_reading(
     pipe: Any,
     classifier: Any,
@@ -53,13 +75,20 @@ def style_reading(
     labels: Sequence[Mapping[str, str | None]],
     steps: int = 8,
     seed: int = STYLE_EVAL_SEED,
+    layout: Any = None,
+    free_prior: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per attribute the classifier knows and the labels name: `from_s`, `random_s`, `gain` and `n` (module
-    docstring); image i is drawn with seed `seed + i` (its z_T) in both arms."""
+    docstring); image i is drawn with seed `seed + i` (its z_T) in both arms. With a labels-mode `layout`, s is
+    set from the labels (`style_from_labels`; its other axes from N(0, I) with `free_prior`, else the encoder)."""
     if not len(images) or not (len(images) == len(poses) == len(labels)):
         raise InputError("The style evaluation needs as many poses and labels as images, and at least one.")
-    styles = style_of(pipe, images)
     rng = np.random.default_rng(seed)
+    if layout is None:
+        styles = style_of(pipe, images)
+    else:
+        free = rng.standard_normal((len(images), pipe.unet.config.style_dim)) if free_prior else style_of(pipe, images)
+        styles = style_from_labels(labels, layout, free, seed)
     drawn = {"from_s": [], "random_s": []}
     for i, pose in enumerate(poses):
         for arm, style in (("from_s", styles[i]), ("random_s", rng.standard_normal(styles.shape[1]))):
@@ -85,6 +114,7 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
     from models.pipeline import PosePipeline
     from training.eval_directions import load_attributes
     from training.synth import make_sample
+    from training.train_mean_latent import pipeline_free_style, pipeline_layout, pipeline_style_guide
 
     if n < 1 or steps < 1:
         raise InputError("--n and --steps must be at least 1.")
@@ -93,6 +123,9 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         raise InputError("The style evaluation needs the attribute classifier (weights/attributes).")
     started = time.perf_counter()
     pipe = PosePipeline.from_pretrained(model)
+    # A labels-mode UNet reads its guided axes from the labels, not from the encoder (which it never saw there).
+    layout = pipeline_layout(model) if pipeline_style_guide(model) == "labels" else None
+    free_prior = pipeline_free_style(model) == "prior"
     samples = [make_sample(STYLE_EVAL_SEED, i, pipe.native_size) for i in range(n)]
     rows = style_reading(
         pipe,
@@ -102,6 +135,8 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         [s["render"].pose for s in samples],
         [record_labels(s["attributes"]) for s in samples],
         steps,
+        layout=layout,
+        free_prior=free_prior,
     )
     colour = [rows[a] for a in COLOUR_ATTRIBUTES if a in rows]
     return {
@@ -109,6 +144,7 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         "steps": steps,
         "split": f"synth data set seed {STYLE_EVAL_SEED}, samples 0..{n - 1}",
         "model": str(model),
+        "style_source": "labels" if layout is not None else "encoder",
         "attributes": rows,
         "colour_from_s": float(np.mean([r["from_s"] for r in colour])) if colour else float("nan"),
         "colour_random_s": float(np.mean([r["random_s"] for r in colour])) if colour else float("nan"),

@@ -1,12 +1,18 @@
 """Write a synthetic data set of rendered characters with exact keypoints, captions and attributes.
 
     python -m training.synth --out data/synth --n 20000 --seed 0 [--size 128] [--poses FILE] [--workers 2]
+    python -m training.synth --out data/pairs --n 12000 --seed 11 --pairs     # one-attribute pairs (below)
 
 Layout: `images/000000.png`, `keypoints/000000.json` (`{"width", "height", "keypoints": [x, y, v] * 17}`
 in pixels, COCO flags v: 2 visible, 1 hidden, 0 absent), `captions/000000.txt` (tags line, then a
 sentence line), `attributes/000000.json`. Image i depends only on (seed, i), so the output is the
 same bytes whatever the worker count. `--poses` takes JSON lines of poses (any format
 `models.pose.from_dict` reads), used in order (cycling when `--n` exceeds their count).
+
+`--pairs`: images 2k and 2k+1 are one character in one pose, the second with exactly one attribute changed
+(`training.swaps`; the attribute cycles with k), and both attribute files say `"pair": k, "swapped": name`.
+`train_ldm --pair-weight` trains on such pairs with shared noise, so the UNet is told what one attribute's change
+moves in the picture and what it leaves alone.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from models.pose import Pose, from_dict, to_coco_flat
 from training.captions import sentence, tags
 from training.character import sample_character
 from training.render import estimate_view, render
-from training.skeleton import sample_rig
+from training.skeleton import Rig, sample_rig
+from training.swaps import SWAPS, swap
 
 SUBDIRS = ("images", "keypoints", "captions", "attributes")
 
@@ -34,14 +41,39 @@ def make_sample(seed: int, index: int, size: int = 128, pose: Pose | None = None
     """Render sample `index` of data set `seed`: image, pose, captions and attributes."""
     rng = np.random.default_rng([seed, index])
     if pose is None:
-        rig = sample_rig(rng)
-        character = sample_character(rng)
+        return _describe(sample_rig(rng), sample_character(rng), seed, index, size)
+    return _describe(pose, sample_character(rng), seed, index, size)
+
+
+def make_pair(seed: int, pair: int, size: int = 128) -> tuple[dict, dict]:
+    """Samples 2 * pair and 2 * pair + 1 of a `--pairs` data set: a character, then the same one in the same pose
+    with one attribute swapped (the first of SWAPS, from `pair`'s place in the cycle, that applies to it)."""
+    rng = np.random.default_rng([seed, pair])
+    rig, character = sample_rig(rng), sample_character(rng)
+    names = list(SWAPS)
+    for k in range(len(names)):
+        attribute = names[(pair + k) % len(names)]
+        other = swap(character, attribute, rng)
+        if other is not None:
+            break
+    samples = (
+        _describe(rig, character, seed, 2 * pair, size),
+        _describe(rig, other, seed, 2 * pair + 1, size),
+    )
+    for s in samples:
+        s["attributes"].update(pair=pair, swapped=attribute)
+    return samples
+
+
+def _describe(rig_or_pose: Rig | Pose, character, seed: int, index: int, size: int) -> dict:
+    """Render `character` on a sampled rig (or a given pose) and describe it: image, pose, captions, attributes."""
+    if isinstance(rig_or_pose, Rig):
+        rig = rig_or_pose
         out = render(rig.pose, character, size, rig=rig)
         action, yaw, yaw_deg, heads = rig.action, rig.yaw, round(rig.yaw_deg, 1), round(rig.heads, 2)
     else:
-        character = sample_character(rng)
-        out = render(pose, character, size)
-        action, yaw, yaw_deg, heads = "custom", estimate_view(pose), None, None
+        out = render(rig_or_pose, character, size)
+        action, yaw, yaw_deg, heads = "custom", estimate_view(rig_or_pose), None, None
     attrs = character.to_dict()
     ys, xs = np.nonzero(out.mask)
     bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if xs.size else None
@@ -65,8 +97,12 @@ def keypoint_json(pose: Pose) -> dict:
 
 def write_sample(out: Path, seed: int, index: int, size: int, pose: Pose | None) -> None:
     """Render and write the four files of one sample."""
-    s = make_sample(seed, index, size, pose)
-    name = f"{index:06d}"
+    _write(out, make_sample(seed, index, size, pose))
+
+
+def _write(out: Path, s: dict) -> None:
+    """Write the four files of one described sample, named by its index."""
+    name = f"{s['attributes']['index']:06d}"
     s["render"].image.save(out / "images" / f"{name}.png")
     (out / "keypoints" / f"{name}.json").write_text(json.dumps(keypoint_json(s["render"].pose)))
     (out / "captions" / f"{name}.txt").write_text(s["tags"] + "\n" + s["sentence"] + "\n")
@@ -78,6 +114,13 @@ def _job(args: tuple) -> int:
     pose = from_dict(pose_obj) if pose_obj is not None else None
     write_sample(Path(out), seed, index, size, pose)
     return index
+
+
+def _pair_job(args: tuple) -> int:
+    out, seed, pair, size = args
+    for s in make_pair(seed, pair, size):
+        _write(Path(out), s)
+    return pair
 
 
 def read_poses(path: str | Path) -> list[dict]:
@@ -98,19 +141,28 @@ def read_poses(path: str | Path) -> list[dict]:
 
 
 def write_dataset(
-    out: str | Path, n: int, seed: int = 0, size: int = 128, poses: list[dict] | None = None, workers: int = 2
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 128,
+    poses: list[dict] | None = None,
+    workers: int = 2,
+    pairs: bool = False,
 ) -> None:
-    """Write samples 0..n-1 of data set `seed` under `out` using `workers` processes."""
+    """Write samples 0..n-1 of data set `seed` under `out` using `workers` processes (`pairs`: n // 2 pairs)."""
     out = Path(out)
     for sub in SUBDIRS:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), seed, i, size, poses[i % len(poses)] if poses else None) for i in range(n)]
+    if pairs:
+        fn, jobs = _pair_job, [(str(out), seed, k, size) for k in range(n // 2)]
+    else:
+        fn, jobs = _job, [(str(out), seed, i, size, poses[i % len(poses)] if poses else None) for i in range(n)]
     if workers <= 1:
         for j in jobs:
-            _job(j)
+            fn(j)
         return
     with Pool(workers) as pool:
-        for _ in pool.imap_unordered(_job, jobs, chunksize=16):
+        for _ in pool.imap_unordered(fn, jobs, chunksize=16):
             pass
 
 
@@ -123,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--poses", default=None, help="JSON-lines file of poses, one image each, in order")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--pairs", action="store_true", help="n // 2 pairs differing in one attribute (module docstring)")
     a = ap.parse_args(argv)
     try:
         poses = read_poses(a.poses) if a.poses else None
@@ -133,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     if n < 1 or not 16 <= a.size <= 1024:
         print("error: --n must be at least 1 and --size between 16 and 1024.", file=sys.stderr)
         return 2
+    if a.pairs and (poses or n < 2):
+        print("error: --pairs draws its own poses (no --poses) and needs --n of at least 2.", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    write_dataset(a.out, n, a.seed, a.size, poses, a.workers)
+    n = n - n % 2 if a.pairs else n
+    write_dataset(a.out, n, a.seed, a.size, poses, a.workers, a.pairs)
     dt = time.perf_counter() - t0
     print(json.dumps({"out": str(a.out), "n": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}))
     return 0

@@ -80,26 +80,33 @@ def pipeline_layout(pipeline_folder: str | Path) -> GuideLayout | None:
     return None
 
 
-def pipeline_free_style(pipeline_folder: str | Path) -> str:
-    """Where the pipeline's UNet drew the unguided axes of s in training (`free_style` of its training_info's
-    config): "posterior" (also for runs before the option) or "prior"."""
+def _pipeline_config(pipeline_folder: str | Path) -> dict:
+    """The UNet's training config from the pipeline's `training_info*.json` ({} when it has none)."""
     folder = Path(pipeline_folder)
     for name in ("training_info_ldm.json", "training_info.json"):
         try:
-            config = json.loads((folder / name).read_text()).get("config") or {}
+            return json.loads((folder / name).read_text()).get("config") or {}
         except (OSError, ValueError):
             continue
-        return str(config.get("free_style", "posterior"))
-    return "posterior"
+    return {}
+
+
+def pipeline_free_style(pipeline_folder: str | Path) -> str:
+    """Where the pipeline's UNet drew the unguided axes of s in training (`free_style` of its training_info's
+    config): "posterior" (also for runs before the option) or "prior"."""
+    return str(_pipeline_config(pipeline_folder).get("free_style", "posterior"))
+
+
+def pipeline_style_guide(pipeline_folder: str | Path) -> str:
+    """How the pipeline's UNet was given its guided axes in training (`style_guide`: "off", "loss" or "labels")."""
+    return str(_pipeline_config(pipeline_folder).get("style_guide", "off"))
 
 
 @torch.no_grad()
 def encode_pairs(pipeline_folder: str | Path, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Per image and its mirror: the scaled latent `(n, 2, C, h, w)` float16 and the style posterior's mean and
     log-variance `(n, 2, 2, D)` float32, with the pipeline folder's autoencoder and style encoder."""
-    from diffusers import AutoencoderKL
-
-    from models.autoencoder import encode
+    from models.autoencoder import encode, load_autoencoder
     from models.errors import InputError
     from models.style_encoder import StyleEncoder
     from training.data import to_tensor
@@ -107,7 +114,7 @@ def encode_pairs(pipeline_folder: str | Path, images: np.ndarray, batch: int = 6
     folder = Path(pipeline_folder)
     if not (folder / "style_encoder").is_dir():
         raise InputError(f"{folder} has no style_encoder/: the mean latent is learnt from the style posterior.")
-    vae = AutoencoderKL.from_pretrained(folder / "autoencoder").eval()
+    vae = load_autoencoder(folder / "autoencoder").eval()
     enc = StyleEncoder.from_pretrained(folder / "style_encoder").eval()
     latents, styles = [], []
     for i in range(0, len(images), batch):
