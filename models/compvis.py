@@ -34,6 +34,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from PIL import Image
 
+from models.autoencoder import to_pil
 from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import FORK_FRAME, NUM_KEYPOINTS, Pose, to_fork
@@ -448,12 +449,6 @@ def fork_context(pose: Pose, grid: int = FORK_GRID) -> np.ndarray:
     return fork_tokens(to_fork(fitted), grid)[None]
 
 
-def _to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Images in [-1, 1] `(B, 3, H, W)` -> PIL RGB images."""
-    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
 class ForkPipeline:
     """The keypoint-LDM fork (VQ-f4 + keypoint cross-attention UNet) with PosePipeline's call."""
 
@@ -593,7 +588,7 @@ class ForkPipeline:
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> list[Image.Image]:
         """z_0 -> PIL images."""
-        return _to_pil(self.decode_tensor(latent))
+        return to_pil(self.decode_tensor(latent))
 
     def render(
         self, state: GenerationState, callback: Callback | None = None, wrap: Wrap | None = None

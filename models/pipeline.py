@@ -4,7 +4,7 @@
     images, states = pipe(pose, seed=0, steps=20, guidance=2.0, sampler="dpmpp_2m")
     images2, _ = pipe.render(states[0].with_style(new_s))    # same noise and pose, another style
 
-A folder holds `autoencoder/` (AutoencoderKL), `unet/` (PoseUNet), `scheduler/` (the training
+A folder holds `autoencoder/` (`models.autoencoder.load_autoencoder`), `unet/` (PoseUNet), `scheduler/` (the training
 DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`, `mean_latent/`
 (E[z_0 | s, pose], where sampling starts: `models.mean_latent`), `parser/` and `palette.json`.
 
@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import DDPMScheduler
 from PIL import Image
 
+from models.autoencoder import Autoencoder, downsample_factor, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
 from models.checks import check_common, check_size
 from models.colour_palette import PALETTE_FILE, load_palette, save_palette
@@ -53,12 +54,6 @@ def frame_pose(pose: Pose, size: int) -> Pose:
     return fit_to_square(pose, size, FRAME_MARGIN, FRAME_CENTRE)
 
 
-def _to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Images in [-1, 1] `(B, 3, H, W)` -> PIL RGB images."""
-    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
 def resolve_folder(name_or_path: str | os.PathLike) -> Path:
     """A local pipeline folder, or a Hub id downloaded by huggingface_hub (honours HF_HUB_OFFLINE)."""
     path = Path(name_or_path)
@@ -82,7 +77,7 @@ class PosePipeline:
 
     def __init__(
         self,
-        vae: AutoencoderKL,
+        vae: Autoencoder,
         unet: PoseUNet,
         scheduler: DDPMScheduler,
         style_encoder: Any = None,
@@ -116,7 +111,7 @@ class PosePipeline:
         )
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
-        self.latent_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.latent_factor = downsample_factor(vae)
         self.native_size = unet.config.sample_size * self.latent_factor
         # The UNet halves the latent len(block_out_channels) - 1 times: sizes must divide evenly.
         self.size_multiple = self.latent_factor * 2 ** (len(unet.config.block_out_channels) - 1)
@@ -131,7 +126,7 @@ class PosePipeline:
         missing = [s for s in ("autoencoder", "unet", "scheduler") if not (folder / s).is_dir()]
         if missing:
             raise InputError(f"The model folder {folder} lacks {', '.join(missing)}/.")
-        vae = AutoencoderKL.from_pretrained(folder / "autoencoder")
+        vae = load_autoencoder(folder / "autoencoder")
         unet = PoseUNet.from_pretrained(folder / "unet")
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         style_encoder = None
@@ -325,7 +320,7 @@ class PosePipeline:
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> list[Image.Image]:
         """Scaled latents `(B, C, h, w)` -> PIL images."""
-        return _to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
+        return to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
 
     def render(
         self,

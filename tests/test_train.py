@@ -108,10 +108,10 @@ def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh
     first = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
     tuned = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae2"), "--preset", "tiny",
                            "--init", str(first), "--train-encoder", "false", "--steps", "2"])  # fmt: skip
-    from diffusers import AutoencoderKL
+    from models.autoencoder import load_autoencoder
 
-    a = AutoencoderKL.from_pretrained(first / "autoencoder")
-    b = AutoencoderKL.from_pretrained(tuned / "autoencoder")
+    a = load_autoencoder(first / "autoencoder")
+    b = load_autoencoder(tuned / "autoencoder")
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith(("encoder.", "quant_conv.")))
     assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
@@ -191,3 +191,76 @@ def test_guided_style_axes_train_and_record_their_layout(data, tmp_path):
     )
     assert pipeline_free_style(prior) == "prior" and pipeline_free_style(final) == "posterior"
     assert "kl=0.0000" in (tmp_path / "prior" / "log.txt").read_text()
+
+
+def test_pairs_share_noise_step_and_style_but_for_the_swapped_axis(monkeypatch):
+    from diffusers import DDPMScheduler
+
+    from models.attributes import ATTRIBUTES
+    from models.style_encoder import StyleEncoder
+    from models.unet import PoseUNet
+    from training.presets import LDM_PRESETS
+    from training.style_guide import GUIDE_ORDER, make_layout
+
+    names = GUIDE_ORDER[:4]
+    labels = np.array([[0, 1, 2, 0], [0, 1, 3, 0], [1, 0, 0, 1], [2, 0, 0, 1]])  # pair 0: axis 2; pair 1: axis 0
+    layout = make_layout(labels, ATTRIBUTES, names, 6)
+    unet = PoseUNet(sample_size=8, latent_channels=4, cond_channels=33, hint_widths=(), hint_channels=8,
+                    style_dim=6, block_out_channels=(8, 16), attention_head_dim=8, norm_num_groups=8)  # fmt: skip
+    seen = {}
+
+    def record(z_t, t, cond, s):
+        seen.update(z_t=z_t, t=t, s=s)
+        return z_t * 0.5
+
+    monkeypatch.setattr(unet, "forward", record)
+    loss = train_ldm.LDMLoss(
+        unet,
+        StyleEncoder(style_dim=6, widths=(8, 8)),
+        DDPMScheduler(prediction_type="v_prediction"),
+        dataclasses.replace(LDM_PRESETS["tiny"], style_guide="labels", free_style="prior", pair_weight=1.0),
+        layout,
+    )
+    z0 = torch.randn(4, 4, 8, 8)
+    z0[1] = z0[0]  # pair 0: the same latent, so only the swapped axis tells them apart
+    total, parts = loss(z0, torch.zeros(4, 3, 32, 32), torch.zeros(4, 33, 32, 32), torch.ones(4, dtype=torch.bool),
+                        torch.from_numpy(labels))  # fmt: skip
+    t, s, z_t = seen["t"], seen["s"], seen["z_t"]
+    assert t[0] == t[1] and t[2] == t[3] and torch.equal(z_t[0], z_t[1])  # one step and one noise per pair
+    same = (s[0] == s[1]).tolist()
+    assert same == [True, True, False, True, True, True]  # one s but for the swapped axis
+    assert (s[2] == s[3]).tolist() == [False, True, True, True, True, True]
+    assert parts["pair"] >= 0 and "pair" in parts and float(total) > 0
+
+
+def test_pair_training_keeps_the_init_bins_and_logs_the_pair_loss(data, tmp_path):
+    from training.synth import write_dataset
+
+    root = tmp_path / "pairs"
+    write_dataset(root, 8, seed=3, size=32, workers=1, pairs=True)
+    ae = train_ae.main(["--data", str(root), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
+    args = [
+        "--data",
+        str(root),
+        "--ae",
+        str(ae),
+        "--preset",
+        "tiny",
+        "--style-guide",
+        "labels",
+        "--free-style",
+        "prior",
+    ]
+    first = train_ldm.main([*args, "--out", str(tmp_path / "a")])
+    info = json.loads((first / "training_info.json").read_text())
+    info["style_guide"]["centres"][0] = [
+        c + 0.01 for c in info["style_guide"]["centres"][0]
+    ]  # bins of another data set
+    (first / "training_info.json").write_text(json.dumps(info))
+    final = train_ldm.main([*args, "--out", str(tmp_path / "b"), "--pair-weight", "1", "--init", str(first)])
+    log = (tmp_path / "b" / "log.txt").read_text()
+    assert "pairs: 4 pairs" in log and "pair=" in log and "style guide: the bins of" in log
+    kept = json.loads((final / "training_info.json").read_text())["style_guide"]["centres"][0]
+    assert kept == info["style_guide"]["centres"][0]
+    with pytest.raises(SystemExit, match="not a pair"):  # a folder of single images
+        train_ldm.main([*args, "--out", str(tmp_path / "c"), "--pair-weight", "1", "--data", str(data)])

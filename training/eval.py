@@ -2,6 +2,7 @@
 
     python -m training.eval [--json] [--model weights] [--detector weights/detector] [--n 64] [--steps 10]
     python -m training.eval detect IMAGE... [--detector weights/detector]
+    python -m training.eval quality --json [--n 256] [--ae DIR]         # what a person sees (training.eval_quality)
     python -m training.eval clip|refine|directions|style|judge --json   # the CLIP, refinement, directions, ...
 
 The held-out split is fixed. Sample `i` of data set `seed` is what `training.synth` writes as
@@ -34,7 +35,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,25 +302,31 @@ def main_eval(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        result = evaluate(
-            args.model,
-            args.detector,
-            args.n,
-            args.steps,
-            args.sampler,
-            args.guidance,
-            args.save,
+    return report(
+        lambda: evaluate(
+            args.model, args.detector, args.n, args.steps, args.sampler, args.guidance, args.save,
             progress=not args.json,
-        )
+        ),
+        args.json,
+    )  # fmt: skip
+
+
+def report(compute: Callable[[], dict[str, Any]], as_json: bool, show: Callable[[dict], None] | None = None) -> int:
+    """Run an evaluation and print its result: one JSON object, or `show(result)` (default: one line a figure);
+    an InputError becomes `{"error": ...}` (or `error: ...`) and exit status 1."""
+    try:
+        result = compute()
     except InputError as err:
-        print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
+        print(json.dumps({"error": str(err)}) if as_json else f"error: {err}")
         return 1
-    if args.json:
+    if as_json:
         print(json.dumps(result))
+    elif show is not None:
+        show(result)
     else:
+        width = max(len(k) for k in result) + 2
         for key, value in result.items():
-            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+            print(f"{key:>{width}}: {value:.4f}" if isinstance(value, float) else f"{key:>{width}}: {value}")
     return 0
 
 
@@ -331,11 +338,12 @@ SUBCOMMANDS = {
     "directions": "training.eval_directions",
     "style": "training.eval_style",
     "judge": "training.eval_judge",
+    "quality": "training.eval_quality",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch: `detect ...`, `clip`, `refine`, `directions`, `style`, `judge`, or the model evaluation (the default)."""
+    """Dispatch: `detect ...`, a sub-command of SUBCOMMANDS, or the model evaluation (the default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "detect":
         return main_detect(argv[1:])

@@ -43,6 +43,7 @@ from training.eval import (
     load_detector,
     output_frame_pose,
     pck_counts,
+    report,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,23 +242,22 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        result = evaluate_refine(
-            [m.strip() for m in args.modes.split(",") if m.strip()],
-            args.n, args.model, args.clip, args.attributes, args.detector, args.steps,
-            args.refine_steps, args.lr, args.pose_weight, args.device, args.save, progress=not args.json,
-        )  # fmt: skip
-    except InputError as err:
-        print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
-        return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
+
+    def show(result: dict) -> None:
         print(f"{'mode':<8}{'success':>9}{'pck_before':>12}{'pck_after':>11}{'pck_drop':>10}{'s median':>10}")
         for r in result["rows"]:
             print(f"{r['mode']:<8}{r['success']:>9.3f}{r['pck_before']:>12.3f}{r['pck_after']:>11.3f}"
                   f"{r['pck_drop']:>10.3f}{r['seconds_median']:>10.2f}")  # fmt: skip
-    return 0
+
+    return report(
+        lambda: evaluate_refine(
+            [m.strip() for m in args.modes.split(",") if m.strip()],
+            args.n, args.model, args.clip, args.attributes, args.detector, args.steps,
+            args.refine_steps, args.lr, args.pose_weight, args.device, args.save, progress=not args.json,
+        ),
+        args.json,
+        show,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Train the shipped models on one GPU machine in minutes (how weights/unet and weights/clip were finished on an
-# H200: the exact calls are in docs/TRAINING_COMMANDS.md, section 3):
-#   1. render N characters with exact keypoints and captions on every CPU core,
-#   2. fine-tune the shipped autoencoder at full 128 px crops (AE_MIN minutes; 0 keeps AE_INIT's as it is),
-#   3. train the pose-conditioned LDM at the shipped size (LDM_MIN minutes; from LDM_INIT's weights if set),
+# Train the 256-px model on one GPU machine (`device` tool; docs/TRAINING_COMMANDS.md):
+#   1. render N characters at 256 px with exact keypoints and captions on every CPU core,
+#   2. train the autoencoder on fresh renders (AE_MIN minutes; `--preset gpu`; AE_INIT continues a run's
+#      autoencoder, e.g. the CPU run's runs/ae256/final; AE_MIN=0 keeps AE_INIT as it is),
+#   3. train the pose-conditioned LDM on its latents with zero terminal SNR (LDM_MIN minutes), its body from
+#      LDM_INIT (default: the shipped weights; a new autoencoder's first and last layers start afresh),
+#   4. measure what a person sees (`training.eval quality`) on the result,
 #   and beside 2-3 on the same GPU, any EXTRA command given in $EXTRA (e.g. the domain CLIP run).
+#   SYNTH_ARGS goes to step 1 (e.g. --pairs, for LDM_ARGS="--pair-weight 2 ..."), AE_ARGS and LDM_ARGS to 2 and 3.
 #
 #   training/gpu_recipe.sh OUT [N] [AE_MIN] [LDM_MIN]
 #
@@ -12,16 +15,13 @@
 set -euo pipefail
 OUT=${1:?usage: training/gpu_recipe.sh OUT [N] [AE_MIN] [LDM_MIN]}
 N=${2:-64000}
-AE_MIN=${3:-1.5}
-LDM_MIN=${4:-4.5}
+AE_MIN=${3:-60}
+LDM_MIN=${4:-60}
+SIZE=${SIZE:-256}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "[recipe $(( $(date +%s) - t0 ))s] $*"; }
-
-stamp "rendering $N images"
-$PY -m training.synth --out "$OUT/data" --n "$N" --seed 0 --workers "$(nproc)" > "$OUT/synth.log"
-stamp "data ready: $(ls "$OUT/data/images" | wc -l) images"
 
 extra_pid=""
 if [ -n "${EXTRA:-}" ]; then
@@ -31,19 +31,34 @@ if [ -n "${EXTRA:-}" ]; then
 fi
 
 if [ "$AE_MIN" = "0" ]; then
-  ae="${AE_INIT:-weights}/autoencoder"  # the latent space the LDM_INIT UNet was trained in stays valid
+  ae="${AE_INIT:?AE_MIN=0 needs AE_INIT, the autoencoder to keep}"
   stamp "autoencoder kept: $ae"
 else
-  stamp "autoencoder"
-  $PY -m training.train_ae --data "$OUT/data" --out "$OUT/ae" --preset "${AE_PRESET:-gpu_small}" \
-    --init "${AE_INIT:-weights}" --minutes "$AE_MIN" ${AE_ARGS:-}
+  # The autoencoder streams its own renders, so it starts while step 1 renders the LDM's data set.
+  stamp "autoencoder ($AE_MIN min) beside the rendering"
+  $PY -m training.train_ae --out "$OUT/ae" --preset "${AE_PRESET:-gpu}" --image-size "$SIZE" \
+    --minutes "$AE_MIN" ${AE_INIT:+--init "$AE_INIT"} ${AE_ARGS:-} > "$OUT/ae.log" 2>&1 &
+  ae_pid=$!
   ae="$OUT/ae/final"
 fi
-stamp "latent diffusion"
-$PY -m training.train_ldm --data "$OUT/data" --ae "$ae" --out "$OUT/ldm" \
-  --preset "${LDM_PRESET:-gpu_small}" --minutes "$LDM_MIN" ${LDM_INIT:+--init "$LDM_INIT"} ${LDM_ARGS:-}
+
+stamp "rendering $N images at $SIZE px"
+$PY -m training.synth --out "$OUT/data" --n "$N" --seed 0 --size "$SIZE" --workers "$(nproc)" ${SYNTH_ARGS:-} \
+  > "$OUT/synth.log"
+stamp "data ready: $(ls "$OUT/data/images" | wc -l) images"
+if [ "$AE_MIN" != "0" ]; then
+  wait "$ae_pid" || { stamp "the autoencoder failed (see $OUT/ae.log)"; exit 1; }
+  stamp "autoencoder done: $(tail -1 "$OUT/ae.log")"
+fi
+
+stamp "latent diffusion ($LDM_MIN min)"
+$PY -m training.train_ldm --data "$OUT/data" --ae "$ae" --out "$OUT/ldm" --image-size "$SIZE" \
+  --preset "${LDM_PRESET:-gpu_small}" --minutes "$LDM_MIN" --zero-snr true --init "${LDM_INIT:-weights}" \
+  ${LDM_ARGS:-}
 if [ -n "$extra_pid" ]; then
   stamp "waiting for the command beside"
   wait "$extra_pid" || stamp "the command beside failed (see $OUT/extra.log)"
 fi
-stamp "done"
+stamp "evaluating"
+$PY -m training.eval quality --json --model "$OUT/ldm/final" --sheet "$OUT/quality.png" > "$OUT/quality.json"
+stamp "done: $(cat "$OUT/quality.json")"

@@ -20,31 +20,39 @@ from typing import Any, Literal
 class AEPreset:
     """Hyperparameters of the autoencoder run (`training/train_ae.py`)."""
 
-    image_size: int = 128  # images are read (and resized if needed) at this side
-    # f4 (3 levels, 32x32x4 latent), chosen by measurement on 2 CPU cores: f8 (32, 64, 128, 128) x 8
-    # channels reached 17.7 dB in 34 min, f4 23.2 dB in 27 min (docs/TRAINING_COMMANDS.md).
-    block_out_channels: tuple[int, ...] = (32, 64, 128)
-    layers_per_block: int = 1  # resnet blocks per level
-    latent_channels: int = 4  # channels of the latent the UNet denoises
-    # 8 groups, not 32: with 32 groups of 32 channels GroupNorm is per-channel and the f8 run
-    # lost almost all colour (grey reconstructions after 800 steps).
-    norm_num_groups: int = 8
-    mid_attention: bool = False  # self-attention in the mid block: ~2x slower on CPU for little gain at 128 px
-    crop: int = 64  # train on random crops of this side: the AE is fully convolutional, crops cost 4x less
+    image_size: int = 256  # renders are drawn (or images read) at this side
+    # "shuffle": models.autoencoder.ShuffleAutoencoder (f8 by pixel shuffles); "kl": diffusers' AutoencoderKL
+    arch: Literal["shuffle", "kl"] = "shuffle"
+    latent_channels: int = 16  # channels of the latent the UNet denoises (32 x 32 at 256 px for f8)
+    widths: tuple[int, ...] = (96, 192)  # shuffle: channels at 1/4 and 1/8 of the side
+    blocks: tuple[int, ...] = (2, 3)  # shuffle: residual blocks at 1/4 and 1/8
+    head_width: int = 32  # shuffle: channels at 1/2 of the side
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)  # kl: widths per level (len - 1 downsamples)
+    layers_per_block: int = 1  # kl: resnet blocks per level
+    norm_num_groups: int = 8  # kl: GroupNorm groups
+    mid_attention: bool = False  # kl: self-attention in the mid block
+    crop: int = 64  # train on random crops of this side: the AE is fully convolutional, crops cost 16x less
+    figure_crops: float = 0.75  # share of crops centred on a figure pixel (the rest anywhere): faces are rare pixels
     batch_size: int = 16
-    steps: int = 2400  # at most this many steps (measured speed: docs/TRAINING_COMMANDS.md)
-    minutes: float = 27.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
+    steps: int = 40000  # at most this many steps
+    minutes: float = 150.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
     lr: float = 1e-3  # AdamW learning rate (cosine decay to 10% after warm-up)
-    warmup: int = 50  # linear warm-up steps
+    warmup: int = 200  # linear warm-up steps
     kl_weight: float = 1e-6  # KL(q(z|x) || N(0, I)) per latent element: keeps the latent bounded, no more
     # False: fine-tune the decoder only, so the latent space (and any UNet trained on it) stays valid
     train_encoder: bool = True
-    grad_weight: float = 0.5  # L1 on image gradients (edge sharpness; LPIPS-free perceptual substitute)
+    grad_weight: float = 0.5  # L1 on image gradients (edge sharpness)
     multiscale_weight: float = 0.5  # L1 on 2x and 4x average-pooled images (colour blocks)
-    max_images: int = 0  # use at most this many images (0: all)
-    checkpoint_every: int = 400  # steps between resumable checkpoints
-    sample_every: int = 400  # steps between reconstruction grids (PNG)
-    log_every: int = 20  # steps between log lines
+    # Patch discriminator (hinge loss) and L1 feature matching on its layers, from step gan_start: the decoder then
+    # draws crisp edges rather than their mean (Esser et al. 2021; Rombach et al. 2022). 0: no discriminator.
+    gan_weight: float = 0.0
+    feature_weight: float = 1.0  # feature matching, relative to gan_weight
+    gan_start: int = 0
+    data: str = ""  # a folder of images (images/*.png) instead of fresh renders; "" streams the renderer
+    max_images: int = 0  # with `data`: use at most this many images (0: all)
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+    sample_every: int = 1000  # steps between validation PSNRs and reconstruction grids (PNG)
+    log_every: int = 50  # steps between log lines
     seed: int = 0
     num_threads: int = 2  # torch CPU threads
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate's setting (GPU only)
@@ -92,6 +100,10 @@ class LDMPreset:
     # sampling time. From the posterior they fill up with the guided attributes again, so a UNet trained on them
     # meets guided and free axes that disagree when it samples (docs/TRAINING_COMMANDS.md, section 10).
     free_style: Literal["posterior", "prior"] = "posterior"
+    # With a `synth --pairs` data folder (images 2k, 2k+1 differ in one attribute): batches of whole pairs, each
+    # pair with one t, one noise, one pose dropout and one flip (and in "labels" mode one s but for the swapped
+    # axis), and this weight on the loss of the pair's difference (0: no pairs).
+    pair_weight: float = 0.0
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     # Rescale the noise schedule to zero terminal SNR (Lin et al. 2024, Sec. 3.1): at t = T the model then sees no
     # trace of the image, whose low frequencies (the colours) the standard schedule leaves readable at SNR 0.005, so
@@ -112,40 +124,30 @@ class LDMPreset:
 
 AE_PRESETS: dict[str, AEPreset] = {
     "cpu": AEPreset(),
+    # One GPU: wider, whole-figure crops, the discriminator from the start of the second half.
     "gpu": AEPreset(
-        block_out_channels=(64, 128, 256),
-        norm_num_groups=32,
-        layers_per_block=2,
-        mid_attention=True,
-        crop=128,
-        batch_size=32,
-        steps=30000,
-        minutes=0,
-        lr=2e-4,
-        warmup=500,
-        checkpoint_every=2000,
-        sample_every=2000,
-        num_threads=8,
-        mixed_precision="bf16",
-    ),
-    # The shipped size (the cpu architecture), fine-tuned on one GPU in minutes (docs/TRAINING_COMMANDS.md).
-    "gpu_small": AEPreset(
+        widths=(128, 256),
+        blocks=(3, 4),
+        head_width=48,
         crop=128,
         batch_size=64,
-        steps=100000,
-        minutes=1.5,
-        lr=4e-4,
-        warmup=100,
-        checkpoint_every=1000,
-        sample_every=1000,
-        log_every=100,
+        steps=30000,
+        minutes=0,
+        lr=5e-4,
+        warmup=500,
+        gan_weight=0.1,
+        gan_start=15000,
+        checkpoint_every=2000,
+        sample_every=2000,
+        log_every=200,
         num_threads=8,
         mixed_precision="bf16",
     ),
     "tiny": AEPreset(
         image_size=32,
-        block_out_channels=(8, 8, 16),
-        norm_num_groups=4,
+        widths=(8, 16),
+        blocks=(1, 1),
+        head_width=8,
         latent_channels=4,
         crop=16,
         batch_size=2,

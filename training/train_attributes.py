@@ -232,13 +232,11 @@ def accuracy_report(preds: np.ndarray, labels: np.ndarray, classes: dict[str, li
 
 
 def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, batch: int = 64) -> np.ndarray:
-    """uint8 images encoded (posterior mean) and decoded by the autoencoder `ae`: a folder, or an `AutoencoderKL`
+    """uint8 images encoded (posterior mean) and decoded by the autoencoder `ae`: a folder, or an autoencoder
     already loaded (callers that round-trip several sets load it once)."""
-    from diffusers import AutoencoderKL
+    from models.autoencoder import decode, encode, load_autoencoder
 
-    from models.autoencoder import decode, encode
-
-    vae = (AutoencoderKL.from_pretrained(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
+    vae = (load_autoencoder(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
@@ -259,9 +257,9 @@ def decoded_renders(
         d = np.load(cache)
         if str(d["key"]) == key:
             return d["train"], d["val"]
-    from diffusers import AutoencoderKL
+    from models.autoencoder import load_autoencoder
 
-    vae = AutoencoderKL.from_pretrained(str(args.ae))
+    vae = load_autoencoder(str(args.ae))
     train, val = autoencoder_round_trip(images[:n], vae, device), autoencoder_round_trip(val_images, vae, device)
     np.savez(cache, train=train, val=val, key=key)
     return train, val

@@ -14,7 +14,9 @@
    it (`training.style_guide.guide_loss`, weight `style_guide_weight`), "labels" sets those axes from the
    labels (`sample_guided`; with `free_style` "prior" the other axes are drawn from N(0, I) as the sampler
    draws them, not from the encoder); `affine_reg_weight` keeps the columns of the style affine orthogonal with
-   decreasing norms (`affine_penalty`), so that SeFa and GANSpace find those axes.
+   decreasing norms (`affine_penalty`), so that SeFa and GANSpace find those axes. With `pair_weight` > 0 the data
+   folder holds one-attribute pairs (`training.synth --pairs`): a batch is whole pairs, each with one t, one noise
+   and one s but for the swapped axis, and the loss adds pair_weight |(v_a - v_b) - (pred_a - pred_b)|^2.
 3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
 4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
    `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/`
@@ -34,13 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import DDPMScheduler
 
-from models.autoencoder import decode, encode
+from models.autoencoder import Autoencoder, autoencoder_index_entry, decode, encode, load_autoencoder
+from models.errors import InputError
 from models.samplers import make_scheduler, sample_loop, training_scheduler
 from models.style_encoder import StyleEncoder
 from models.unet import PoseUNet
-from training.data import condition_maps_torch, list_items, load_images, load_keypoints, save_grid, to_tensor
+from training.data import (
+    condition_maps_torch,
+    count_pairs,
+    list_items,
+    load_images,
+    load_keypoints,
+    save_grid,
+    to_tensor,
+)
 from training.presets import (
     LDM_PRESETS,
     LDMPreset,
@@ -61,6 +72,7 @@ from training.style_guide import (
     guide_loss,
     make_layout,
     read_labels,
+    read_layout,
     sample_guided,
     target_norms,
 )
@@ -68,17 +80,29 @@ from training.style_guide import (
 NUM_SAMPLES = 8  # poses in the sample grid
 
 
-def load_autoencoder(path: str | Path) -> AutoencoderKL:
-    """The trained autoencoder from `path` (a folder with config.json, or one holding `autoencoder/`)."""
+def trained_autoencoder(path: str | Path) -> Autoencoder:
+    """The trained autoencoder from `path` (a folder with config.json, or one holding `autoencoder/`), frozen."""
     path = Path(path)
     if (path / "autoencoder" / "config.json").exists():
         path = path / "autoencoder"
-    return AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
+    return load_autoencoder(path).eval().requires_grad_(False)
+
+
+def transplant(src: PoseUNet, **changes) -> tuple[PoseUNet, list[str]]:
+    """A PoseUNet of `src`'s config with `changes` (e.g. another autoencoder's latent channels and side), holding
+    every weight of `src` whose shape still fits; returns it and the names of the tensors that start afresh (for a
+    new autoencoder: the first and last convolutions and the hint encoder's new layers)."""
+    cfg = {k: v for k, v in src.config.items() if not k.startswith("_")}
+    unet = PoseUNet(**{**cfg, **changes})
+    own, theirs = unet.state_dict(), src.state_dict()
+    kept = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    unet.load_state_dict(kept, strict=False)
+    return unet, sorted(k for k in own if k not in kept)
 
 
 @torch.no_grad()
 def cache_latents(
-    vae: AutoencoderKL, images: np.ndarray, cache: Path, key: str, flip: bool, log: RunLog, batch_size: int = 64
+    vae: Autoencoder, images: np.ndarray, cache: Path, key: str, flip: bool, log: RunLog, batch_size: int = 64
 ) -> torch.Tensor:
     """Scaled latents `(N, 1 or 2, C, h, w)` of the images (and their mirrors), from `cache` when `key` matches."""
     file, meta = cache / "latents.npy", cache / "latents.json"
@@ -121,6 +145,7 @@ class LDMLoss(torch.nn.Module):
         dims = torch.linspace(0.0, 1.0, unet.config.style_dim)
         self.register_buffer("kl_weights", cfg.style_kl_weight * cfg.style_kl_ramp**dims, persistent=False)
         self.prediction_type = noise_scheduler.config.prediction_type
+        self.paired = cfg.pair_weight > 0  # rows 2k and 2k + 1 of a batch are a pair (`synth --pairs`)
 
     def forward(
         self,
@@ -143,11 +168,18 @@ class LDMLoss(torch.nn.Module):
             free = s[:, g:]
             if self.cfg.free_style == "prior":  # as the sampler draws them: independent of the image
                 free, kl_dims = torch.randn_like(free), torch.zeros_like(kl_dims)
-            s = torch.cat([sample_guided(labels, self.layout).to(s.dtype), free], dim=1)
+            guided_s = sample_guided(labels, self.layout).to(s.dtype)
+            if self.paired:  # a pair shares its s but on the swapped axis (same class: the same point of the bin)
+                free = free[0::2].repeat_interleave(2, dim=0)
+                same = labels[1::2] == labels[0::2]
+                guided_s[1::2] = torch.where(same, guided_s[0::2], guided_s[1::2])
+            s = torch.cat([guided_s, free], dim=1)
             kl_dims = torch.cat([torch.zeros_like(kl_dims[:g]), kl_dims[g:]])
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
-        a = self.alphas_cumprod[t].view(b, 1, 1, 1)
         eps = torch.randn_like(z0)
+        if self.paired:  # common noise: the pair's targets then differ only where the two pictures do
+            t, eps = t[0::2].repeat_interleave(2), eps[0::2].repeat_interleave(2, dim=0)
+        a = self.alphas_cumprod[t].view(b, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps  # DDPM forward process (Ho et al. 2020, Eq. 4)
         cond = cond * keep_pose.view(b, 1, 1, 1).to(cond.dtype)  # pose dropout for classifier-free guidance
         pred = self.unet(z_t, t, cond, s)
@@ -162,6 +194,14 @@ class LDMLoss(torch.nn.Module):
         diffusion = (weight * mse).mean()
         loss = diffusion + (self.kl_weights * kl_dims).mean()
         parts = {}
+        if self.paired:
+            # |(pred_a - pred_b) - (v_a - v_b)|^2: the plain loss holds this term at half weight (|x|^2 + |y|^2 =
+            # (|x - y|^2 + |x + y|^2) / 2); weighting it up asks the UNet to move with the swapped axis exactly
+            # what the renderer moves, and nothing else.
+            diff = (pred[0::2] - pred[1::2]).float() - (target[0::2] - target[1::2]).float()
+            pair_weight = weight[0::2] if torch.is_tensor(weight) else weight
+            parts["pair"] = (pair_weight * (diff**2).mean(dim=(1, 2, 3))).mean()
+            loss = loss + self.cfg.pair_weight * parts["pair"]
         if self.layout is not None and labels is not None and self.cfg.style_guide == "loss":
             # On the sample s, not its mean: the axis must tell the class through the posterior noise the UNet
             # sees (with mu alone, sigma stayed at 0.9 and the UNet could not read the bins).
@@ -191,7 +231,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 @torch.no_grad()
 def sample_grid(
     unet: PoseUNet,
-    vae: AutoencoderKL,
+    vae: Autoencoder,
     scheduler_config,
     cond: torch.Tensor,
     style_dim: int,
@@ -254,10 +294,17 @@ def main(argv: list[str] | None = None) -> Path:
     # 2. Data: images, keypoints, and the cached latents.
     t0 = time.time()
     stems = list_items(args.data, cfg.max_images)
+    if cfg.pair_weight > 0:  # before the encoding: a folder without pairs fails at once
+        if cfg.batch_size % 2:
+            raise SystemExit("--pair-weight needs an even --batch-size (batches of whole pairs).")
+        try:
+            log(f"pairs: {count_pairs(args.data, stems)} pairs of one-attribute swaps")
+        except InputError as err:
+            raise SystemExit(f"--pair-weight: {err}") from None
     images = load_images(args.data, stems, cfg.image_size, args.workers)
     keypoints = load_keypoints(args.data, stems)
     size = images.shape[1]
-    vae = load_autoencoder(args.ae).to(device)
+    vae = trained_autoencoder(args.ae).to(device)
     ae_file = next(Path(args.ae).rglob("*.safetensors"), None)
     key = hashlib.sha256(
         json.dumps(
@@ -285,6 +332,10 @@ def main(argv: list[str] | None = None) -> Path:
         names = GUIDE_ORDER[: cfg.style_dim]
         labels = read_labels(args.data, stems, names)
         layout = make_layout(labels, ATTRIBUTES, names, cfg.style_dim)
+        kept = read_layout(Path(args.init) / "training_info.json") if args.init else None
+        if kept is not None and (kept.names, kept.classes) == (layout.names, layout.classes):
+            layout = kept  # the bins the --init UNet learned (this data set's class shares would move them)
+            log(f"style guide: the bins of {args.init}")
         labels_t = torch.from_numpy(labels).to(device)
         log(f"style guide: axes {list(layout.names)}, {float((labels >= 0).mean()):.3f} of the labels seen")
     latent_channels, latent_side = latents.shape[2], latents.shape[-1]
@@ -312,6 +363,12 @@ def main(argv: list[str] | None = None) -> Path:
         if not (src / "unet").is_dir() or not (src / "style_encoder").is_dir():
             raise SystemExit(f"--init {init}: no unet/ and style_encoder/ folders there")
         unet = PoseUNet.from_pretrained(src / "unet")
+        fits = {"latent_channels": latent_channels, "sample_size": latent_side}
+        if any(unet.config[k] != v for k, v in fits.items()) or unet.downsample_factor != factor:
+            # Another autoencoder: keep the UNet's body, start its ends afresh (the latent grid stays 32 x 32).
+            hint_widths = tuple(min(cfg.hint_channels * 2**i, 64) for i in range(round(float(np.log2(factor))) - 1))
+            unet, fresh = transplant(unet, **fits, hint_widths=hint_widths)
+            log(f"--init for a new autoencoder {fits}: {len(fresh)} tensors start afresh ({', '.join(fresh[:8])} ...)")
         style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
         ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
         log(f"initialised from {src}")
@@ -393,14 +450,21 @@ def main(argv: list[str] | None = None) -> Path:
         lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
-        idx = torch.from_numpy(rng.integers(0, len(stems), cfg.batch_size)).to(device)
-        flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+        if cfg.pair_weight > 0:  # whole pairs (2k, 2k + 1), each with one flip and one pose dropout
+            first = 2 * rng.integers(0, len(stems) // 2, cfg.batch_size // 2)
+            idx = torch.from_numpy(np.stack([first, first + 1], axis=1).reshape(-1)).to(device)
+            flip_np = np.repeat(rng.random(len(first)) < 0.5 if cfg.flip else np.zeros(len(first), bool), 2)
+            keep_np = np.repeat(rng.random(len(first)) >= cfg.pose_dropout, 2)
+        else:
+            idx = torch.from_numpy(rng.integers(0, len(stems), cfg.batch_size)).to(device)
+            flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+            keep_np = rng.random(cfg.batch_size) >= cfg.pose_dropout
         flip = torch.from_numpy(flip_np).to(device)
         z0 = latents[idx, flip.long()]
         batch_images = to_tensor(images_t[idx])
         batch_images = torch.where(flip.view(-1, 1, 1, 1), batch_images.flip(-1), batch_images)
         cond = condition_maps_torch(keypoints_t[idx], size, flip)
-        keep_pose = torch.from_numpy(rng.random(cfg.batch_size) >= cfg.pose_dropout).to(device)
+        keep_pose = torch.from_numpy(keep_np).to(device)
         with accelerator.autocast():
             loss, parts = train_module(
                 z0, batch_images, cond, keep_pose, labels_t[idx] if labels_t is not None else None
@@ -462,7 +526,7 @@ def main(argv: list[str] | None = None) -> Path:
             json.dumps(
                 {
                     "_class_name": "PosePipeline",
-                    "autoencoder": ["diffusers", "AutoencoderKL"],
+                    "autoencoder": autoencoder_index_entry(vae),
                     "unet": ["models.unet", "PoseUNet"],
                     "scheduler": ["diffusers", "DDPMScheduler"],
                     "style_encoder": ["models.style_encoder", "StyleEncoder"],

@@ -82,11 +82,9 @@ def make_set(seed: int, start: int, n: int, size: int = 128, workers: int = 2) -
 @torch.no_grad()
 def reconstruct(images: np.ndarray, ae: str | Path, batch: int = 32) -> np.ndarray:
     """The images `(n, H, W, 3)` uint8 encoded and decoded by the autoencoder in folder `ae`."""
-    from diffusers import AutoencoderKL
+    from models.autoencoder import decode, encode, load_autoencoder
 
-    from models.autoencoder import decode, encode
-
-    vae = AutoencoderKL.from_pretrained(str(ae)).eval()
+    vae = load_autoencoder(str(ae)).eval()
     out = []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1

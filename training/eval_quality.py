@@ -1,0 +1,440 @@
+"""What a person sees: samples against renders of the same held-out poses, at the model's output size.
+
+    python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--sheet docs/quality.png]
+
+Three sets of the reserved split (`training.eval.EVAL_SEED`): renders A of poses `[0, n)`, the autoencoder's
+round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`), and renders B of poses
+`[n, 2n)` (the reference for distribution figures, so no figure rewards copying A). Reported:
+
+* `sharpness_ratio` / `hf_ratio`: Laplacian variance / power above half the Nyquist frequency of the samples over
+  that of renders A, on the whole image and on the figure's pixels (`_figure`: the render's mask, dilated);
+  `ae_` the same for the round trips. Blur drives both toward 0; 1 is the renders' own detail.
+* `fd_clip_ratio`: Frechet distance (Heusel et al. 2017) in the domain CLIP's image features between samples and
+  renders B, over the floor between renders A and B.
+* `c2st`: held-out accuracy of a small CNN trained to tell samples from renders B (Lopez-Paz & Oquab 2017): 0.5 is
+  indistinguishable, 1.0 always told apart; `c2st_ae` the same for round trips, `c2st_floor` renders against renders.
+* `face`: the share of images whose two visible eyes are drawn (`eyes_drawn`), among poses that show both eyes;
+  `face_renders` and `face_ae` the same on renders and round trips.
+* `ae_psnr`, `ae_psnr_figure`: the round trip's PSNR on the whole image and on the figure's pixels.
+* `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
+* `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files),
+  each with the detector's ceiling on renders of those poses (`pck_renders`, `pck_real_renders`).
+* `seconds_per_image`: median wall time of one image at the given steps; `fd_detector` (secondary, with its n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from models.errors import InputError
+from models.pose import COCO_NAMES as KEYPOINT_NAMES
+from models.pose import Pose
+from training.eval import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MODEL,
+    EVAL_SEED,
+    frechet_distance,
+    load_detector,
+    pck_counts,
+    report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
+KEYPOINT_FILES = ROOT.parent / "shared" / "keypoint_formats"
+EYES = (KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye"))
+
+
+# -- image statistics (pure) ----------------------------------------------------------------------
+def gray(images: list[Image.Image]) -> np.ndarray:
+    """(N, H, W) float64 luminance in [0, 255] (ITU-R BT.601 weights, as PIL's "L")."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in images])
+    return arr @ np.array([0.299, 0.587, 0.114])
+
+
+def laplacian(g: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian of (N, H, W) images, on the interior (N, H - 2, W - 2)."""
+    return g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1]
+
+
+def high_pass(g: np.ndarray) -> np.ndarray:
+    """The part of (N, H, W) images above half the Nyquist frequency (an ideal radial filter in the FFT)."""
+    h, w = g.shape[-2:]
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    keep = np.sqrt(fx**2 + fy**2) > 0.25  # Nyquist is 0.5 cycles a pixel
+    return np.fft.ifft2(np.fft.fft2(g) * keep).real
+
+
+def masked_mean(values: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """Per-image mean of (N, H, W) values, over the mask's pixels where a mask is given."""
+    if masks is None:
+        return values.mean(axis=(1, 2))
+    return (values * masks).sum(axis=(1, 2)) / np.maximum(masks.sum(axis=(1, 2)), 1)
+
+
+def detail(images: list[Image.Image], masks: np.ndarray | None = None) -> dict[str, float]:
+    """Mean Laplacian variance and high-frequency power of images (over `masks`' pixels if given)."""
+    g = gray(images)
+    lap = laplacian(g)
+    inner = masks[:, 1:-1, 1:-1] if masks is not None else None
+    mean = masked_mean(lap, inner)
+    lap_var = masked_mean((lap - mean[:, None, None]) ** 2, inner)
+    hf = masked_mean(high_pass(g) ** 2, masks)
+    return {"laplacian_var": float(lap_var.mean()), "hf_power": float(hf.mean())}
+
+
+def psnr_images(a: list[Image.Image], b: list[Image.Image], masks: np.ndarray | None = None) -> float:
+    """PSNR in dB of two lists of 8-bit images (over the masks' pixels if given), pooled over all pixels."""
+    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in a])
+    y = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in b])
+    err = ((x - y) ** 2).mean(axis=-1)
+    mse = float((err * masks).sum() / max(masks.sum(), 1)) if masks is not None else float(err.mean())
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+
+
+def eyes_drawn(image: Image.Image, pose: Pose, radius: float | None = None) -> bool:
+    """Whether both eyes `pose` puts in `image` are drawn: within `radius` of each eye point (default 0.4 of the
+    eye distance, at least 2 px), a white pixel (every channel >= 230, channels within 30: sclera or highlight;
+    pale skin is not that white) and a dark one (luminance <= 60: pupil or lashes). Calibrated on 64 held-out
+    poses at 256 px (docs/EXPERIMENTS.md): renders 1.0; blurred by sigma 1 px 0.03; drawn at 128 px and enlarged
+    0.0; an autoencoder's blurry round trips (21.9 dB) 0.08."""
+    if not all(pose.visible[i] for i in EYES):
+        raise InputError("eyes_drawn needs a pose with both eyes visible.")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    lum = rgb @ np.array([0.299, 0.587, 0.114])
+    white = (rgb.min(axis=-1) >= 230) & (np.ptp(rgb, axis=-1) <= 30)
+    xy = pose.xy.astype(np.float64) * np.array([image.width, image.height])
+    r = radius if radius is not None else max(2.0, 0.4 * float(np.linalg.norm(xy[EYES[0]] - xy[EYES[1]])))
+    ys, xs = np.mgrid[0 : lum.shape[0], 0 : lum.shape[1]]
+    for i in EYES:
+        near = (xs - xy[i, 0]) ** 2 + (ys - xy[i, 1]) ** 2 <= r * r
+        if not white[near].any() or lum[near].min() > 60:
+            return False
+    return True
+
+
+def face_share(images: list[Image.Image], poses: list[Pose]) -> tuple[float, int]:
+    """(share of images with both eyes drawn, number of images whose pose shows both eyes)."""
+    shown = [(im, p) for im, p in zip(images, poses) if all(p.visible[i] for i in EYES)]
+    if not shown:
+        return float("nan"), 0
+    return sum(eyes_drawn(im, p) for im, p in shown) / len(shown), len(shown)
+
+
+# -- classifier two-sample test -------------------------------------------------------------------
+class _TwoSampleNet(torch.nn.Module):
+    """A small fully convolutional classifier on pixels (global average pool, one logit)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        layers, c = [], 3
+        # The first layer keeps full resolution: blur and ringing live in the top octave.
+        for w, stride in ((width, 1), (width, 2), (2 * width, 2), (4 * width, 2)):
+            layers += [torch.nn.Conv2d(c, w, 3, stride=stride, padding=1), torch.nn.SiLU()]
+            c = w
+        self.body = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One logit per image."""
+        return self.head(self.body(x).mean(dim=(2, 3)))[:, 0]
+
+
+def _tensor(images: list[Image.Image]) -> torch.Tensor:
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def c2st(a: list[Image.Image], b: list[Image.Image], steps: int = 300, crop: int = 64, seed: int = 0) -> float:
+    """Held-out accuracy of a CNN told to separate `a` from `b` (2-fold: train on one half, test on the other).
+
+    It trains on random `crop`-side crops (cheap at any image size) and tests on whole images: after the global
+    average pool the logit of a whole image is the mean of its crops' logits."""
+    if min(len(a), len(b)) < 4:
+        raise InputError("The two-sample test needs at least 4 images a set.")
+    x = torch.cat([_tensor(a), _tensor(b)])
+    y = torch.cat([torch.zeros(len(a)), torch.ones(len(b))])
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=g)
+    folds = (order[: len(x) // 2], order[len(x) // 2 :])
+    correct = 0
+    for k in range(2):
+        train, test = folds[k], folds[1 - k]
+        torch.manual_seed(seed + k)
+        net = _TwoSampleNet()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for _ in range(steps):
+            idx = train[torch.randint(len(train), (32,), generator=g)]
+            top, left = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=g))
+            xb = x[idx, :, top : top + crop, left : left + crop]
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+            loss = F.binary_cross_entropy_with_logits(net(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = torch.cat([net(x[test[i : i + 64]]) for i in range(0, len(test), 64)]) > 0
+        correct += int((pred.float() == y[test]).sum())
+    return correct / len(x)
+
+
+# -- the poses ------------------------------------------------------------------------------------
+def real_poses() -> list[tuple[str, Pose]]:
+    """Poses people make: read by mediapipe from `../shared/photos` (when present), the presets, and the
+    fork's keypoint files (when present); (name, pose) pairs."""
+    from models.pose_input import read_pose_input
+    from models.presets import list_presets
+
+    specs = (
+        [p for p in sorted(PHOTOS.glob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        if PHOTOS.is_dir()
+        else []
+    )
+    specs += sorted(KEYPOINT_FILES.glob("*.json")) if KEYPOINT_FILES.is_dir() else []
+    out = []
+    for spec in [str(s) for s in specs] + list_presets():
+        try:
+            out.append((Path(spec).name, read_pose_input(spec).pose))
+        except InputError:  # photos with nobody in them
+            continue
+    return out
+
+
+def render_pose(pose: Pose, index: int, size: int) -> Any:
+    """A render of `pose` with the reserved split's character `index` (`training.synth.make_sample`)."""
+    from training.synth import make_sample
+
+    return make_sample(EVAL_SEED + 2, index, size, pose=pose)
+
+
+# -- the evaluation -------------------------------------------------------------------------------
+def _dilate(masks: np.ndarray, px: int) -> np.ndarray:
+    """Masks (N, H, W) grown by `px` pixels (the sample's figure sits near the render's, not on it)."""
+    t = torch.from_numpy(masks.astype(np.float32))[:, None]
+    return (F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[:, 0] > 0).numpy()
+
+
+def _clip_features(clip: Any, images: list[Image.Image]) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([clip.encode_image(_tensor(images[i : i + 64])) for i in range(0, len(images), 64)]).numpy()
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def _generate(
+    pipe: Any, poses: list[Pose], steps: int, seed0: int
+) -> tuple[list[Image.Image], list[Pose], list[float]]:
+    """One image a pose (seed `seed0 + i`), the poses in the output's frame, and the seconds each took."""
+    from training.eval import output_frame_pose
+
+    images, targets, seconds = [], [], []
+    for i, pose in enumerate(poses):
+        t0 = time.perf_counter()
+        out, states = pipe(pose, seed=seed0 + i, steps=steps, num_images=1)
+        seconds.append(time.perf_counter() - t0)
+        images.append(out[0])
+        targets.append(output_frame_pose(pipe, states[0], out[0]))
+    return images, targets, seconds
+
+
+def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
+    """The images encoded (posterior mean) and decoded by an autoencoder."""
+    from models.autoencoder import decode, encode, to_pil
+
+    out: list[Image.Image] = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out += to_pil(decode(vae, encode(vae, _tensor(images[i : i + batch]))))
+    return out
+
+
+def evaluate_quality(
+    model: str | Path | None = DEFAULT_MODEL,
+    detector: str | Path = DEFAULT_DETECTOR,
+    judge: str | Path | None = ROOT / "weights" / "attributes",
+    clip: str | Path = ROOT / "weights" / "clip",
+    n: int = 256,
+    steps: int = 8,
+    sheet: str | Path | None = None,
+    real: bool = True,
+    ae: str | Path | None = None,
+) -> dict[str, Any]:
+    """Every figure of the module docstring, as one dict; with `ae` (an autoencoder folder) and no `model`, only
+    the round trip's figures, at the autoencoder's own size."""
+    # 1. Check inputs and load the models.
+    if n < 8:
+        raise InputError("--n must be at least 8.")
+    if steps < 1:
+        raise InputError("--steps must be at least 1.")
+    from models.autoencoder import load_autoencoder
+    from models.clip import load_clip
+    from models.pipeline import PosePipeline
+    from training.synth import make_sample
+
+    pipe = PosePipeline.from_pretrained(str(model)) if model else None
+    vae = load_autoencoder(ae).eval() if ae else pipe.vae
+    det = load_detector(detector)
+    size = int(pipe.native_size) if pipe else int(vae.config.sample_size)
+
+    # 2. Renders A (the poses to draw), B (the reference), the round trips of A, the samples.
+    first = [make_sample(EVAL_SEED, i, size) for i in range(n)]
+    renders_a = [s["render"].image.convert("RGB") for s in first]
+    renders_b = [make_sample(EVAL_SEED, n + i, size)["render"].image.convert("RGB") for i in range(n)]
+    poses = [s["render"].pose for s in first]
+    masks = _dilate(np.stack([s["render"].mask for s in first]), max(1, size // 64))
+    trips = round_trip(vae, renders_a)
+    sets = {"ae_": (trips, poses)}
+    if pipe is not None:
+        samples, targets, seconds = _generate(pipe, poses, steps, EVAL_SEED)
+        sets[""] = (samples, targets)
+
+    # 3. Detail against renders A, over the whole image and the figure; the round trip's PSNR.
+    result: dict[str, Any] = {"n": n, "size": size, "steps": steps if pipe else None}
+    for region, m in (("", None), ("_figure", masks)):
+        ref = detail(renders_a, m)
+        for name, (images, _) in sets.items():
+            d = detail(images, m)
+            result[f"{name}sharpness_ratio{region}"] = _ratio(d["laplacian_var"], ref["laplacian_var"])
+            result[f"{name}hf_ratio{region}"] = _ratio(d["hf_power"], ref["hf_power"])
+    result["ae_psnr"] = psnr_images(trips, renders_a)
+    result["ae_psnr_figure"] = psnr_images(trips, renders_a, masks)
+
+    # 4. Distributions: FD in the domain CLIP's features, the two-sample tests (B is the reference of each).
+    scorer = load_clip(str(clip))
+    fa, fb = _clip_features(scorer, renders_a), _clip_features(scorer, renders_b)
+    result["fd_clip_floor"] = frechet_distance(fa, fb)
+    result["c2st_floor"] = c2st(renders_a, renders_b)
+    for name, (images, _) in sets.items():
+        tag = name.rstrip("_")
+        suffix = f"_{tag}" if tag else ""
+        fd = frechet_distance(_clip_features(scorer, images), fb)
+        result[f"fd_clip_ratio{suffix}"] = _ratio(fd, result["fd_clip_floor"])
+        result[f"c2st{suffix}"] = c2st(images, renders_b)
+
+    # 5. Faces (in each set's own frame), and the judge's eye colour through the round trip.
+    result["face_renders"], result["face_n"] = face_share(renders_a, poses)
+    for name, (images, frame) in sets.items():
+        result["face_ae" if name else "face"] = face_share(images, frame)[0]
+    if judge is not None and Path(judge).is_dir():
+        result["ae_eye_colour_ratio"] = _eye_colour_ratio(judge, first, renders_a, trips)
+
+    # 6. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
+    hits_r, total_r = pck_counts(det.detect(renders_a), poses)
+    result["pck_renders"] = hits_r / total_r
+    if pipe is not None:
+        hits, total = pck_counts(det.detect(samples), targets)
+        result["pck"] = hits / total
+        if real:
+            result.update(_real_pck(pipe, det, steps, size))
+        result["seconds_per_image"] = statistics.median(seconds)
+        result["fd_detector"] = frechet_distance(det.embed(samples), det.embed(renders_b))
+        result["fd_detector_floor"] = frechet_distance(det.embed(renders_a), det.embed(renders_b))
+        result["fd_detector_n"] = n
+    result["machine"] = f"{torch.get_num_threads()} torch threads"
+    result["model"] = str(model) if model else None
+    result["autoencoder"] = str(ae) if ae else "the model's"
+    if sheet:
+        rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]
+        save_sheet(sheet, [r[:8] for r, _ in rows], [p[:8] for _, p in rows])
+    return result
+
+
+def _eye_colour_ratio(
+    judge: str | Path, first: list[dict], renders: list[Image.Image], trips: list[Image.Image]
+) -> float:
+    """The judge's eye-colour accuracy on round trips over its accuracy on renders (faces that show eyes)."""
+    from models.attributes import attribute_index, load_attribute_classifier, record_labels
+
+    clf = load_attribute_classifier(judge)
+    keep = [i for i, s in enumerate(first) if record_labels(s["attributes"]).get("eye_color")]
+    if not keep:
+        return float("nan")
+    truth = torch.tensor(
+        [attribute_index("eye_color", record_labels(first[i]["attributes"])["eye_color"]) for i in keep]
+    )
+    acc = [
+        float((clf.predict([images[i] for i in keep])["eye_color"].argmax(1) == truth).float().mean())
+        for images in (renders, trips)
+    ]
+    return _ratio(acc[1], acc[0])
+
+
+def _real_pck(pipe: Any, det: Any, steps: int, size: int) -> dict[str, Any]:
+    """PCK on poses people make: the samples' and the detector's ceiling on renders of the same poses."""
+    from models.pipeline import frame_pose
+
+    named = real_poses()
+    if not named:
+        return {}
+    poses = [p for _, p in named]
+    samples, targets, _ = _generate(pipe, poses, steps, EVAL_SEED + 10_000)
+    renders = [render_pose(frame_pose(p, size), i, size)["render"] for i, p in enumerate(poses)]
+    hits, total = pck_counts(det.detect(samples), targets)
+    hits_r, total_r = pck_counts(det.detect([r.image for r in renders]), [r.pose for r in renders])
+    return {"pck_real": hits / max(total, 1), "pck_real_renders": hits_r / max(total_r, 1), "real_n": len(poses)}
+
+
+def save_sheet(path: str | Path, rows: list[list[Image.Image]], poses: list[list[Pose]]) -> None:
+    """Rows of images (renders, round trips, samples), then their heads at 5x (nearest, around each row's own
+    pose: the sampler frames the pose, the renderer does not), so blur and missing eyes show."""
+    size = rows[0][0].width
+    head = max(16, size // 5)
+    heads = []
+    for images, row_poses in zip(rows, poses):
+        crops = []
+        for im, p in zip(images, row_poses):
+            c = p.xy[KEYPOINT_NAMES.index("nose")] * size
+            box = (int(c[0]) - head // 2, int(c[1]) - head // 2, int(c[0]) + head // 2, int(c[1]) + head // 2)
+            crops.append(im.crop(box).resize((size, size), Image.NEAREST))
+        heads.append(crops)
+    sheet = Image.new("RGB", (size * len(rows[0]), size * 2 * len(rows)), "white")
+    for r, images in enumerate(rows + heads):
+        for c, im in enumerate(images):
+            sheet.paste(im, (c * size, r * size))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def blurred(images: list[Image.Image], radius: float) -> list[Image.Image]:
+    """The images under a Gaussian blur (a control for the detail and face figures)."""
+    return [im.filter(ImageFilter.GaussianBlur(radius)) for im in images]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.eval quality`: print the figures (one JSON object with --json)."""
+    parser = argparse.ArgumentParser(prog="python -m training.eval quality", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--model", default=None, help=f"pipeline folder (default: {DEFAULT_MODEL}, or none with --ae)")
+    parser.add_argument("--ae", metavar="DIR", help="an autoencoder folder: its round trips (alone, without --model)")
+    parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector folder (default: %(default)s)")
+    parser.add_argument("--n", type=int, default=256, help="held-out poses (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--sheet", metavar="PNG", help="also write renders, round trips and samples side by side")
+    parser.add_argument("--no-real", action="store_true", help="skip the real-photo poses")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = args.model or (None if args.ae else str(DEFAULT_MODEL))
+    return report(
+        lambda: evaluate_quality(
+            model, args.detector, n=args.n, steps=args.steps, sheet=args.sheet, real=not args.no_real, ae=args.ae
+        ),
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
