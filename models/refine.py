@@ -52,7 +52,9 @@ from PIL import Image
 from torch.utils.checkpoint import checkpoint
 
 from models.autoencoder import decode as ae_decode
+from models.autoencoder import to_pil
 from models.errors import InputError
+from models.pipeline import frame_pose  # the one framing of a pose in the output square
 from models.prompts import Term, colour_alternatives, prompt_terms, truncation_messages
 from models.samplers import start_sample
 from models.state import GenerationState
@@ -220,11 +222,9 @@ class PoseTerm:
 
     def __init__(self, detector: Any, pose: Any, size: int, device: torch.device):
         from models.detector import gaussian_targets
-        from models.pipeline import FRAME_MARGIN
-        from models.pose import fit_to_square
 
         self.detector = detector
-        fitted = fit_to_square(pose, size, FRAME_MARGIN)
+        fitted = frame_pose(pose, size)  # the pipeline's frame: where the model drew the figure
         xy = torch.from_numpy(fitted.xy.astype(np.float32))[None]
         cfg = detector.config
         self.target = gaussian_targets(xy, cfg.image_size // cfg.heatmap_stride, float(cfg.sigma)).to(device)
@@ -396,12 +396,6 @@ class _Objective:
         return loss, parts
 
 
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    """One image `(1, 3, H, W)` in [-1, 1] -> PIL."""
-    arr = ((image.detach().float().clamp(-1, 1)[0] + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr)
-
-
 def _optimise(
     param: torch.Tensor,
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
@@ -505,8 +499,6 @@ def region_pixel_masks(
     when a term names no region, or names one the pose cannot place (a face seen from behind): the change may then
     go anywhere."""
     from models.edit_regions import colour_keyed_masks, prompt_regions
-    from models.pipeline import FRAME_MARGIN
-    from models.pose import fit_to_square
 
     regions: set[str] = set()
     for text, weight in terms:
@@ -530,7 +522,7 @@ def region_pixel_masks(
             if mask.mean() >= MIN_PARSED:  # a part the parser does not see falls back to the colour key
                 keyed[region] = mask
     if regions - set(keyed):
-        pose = fit_to_square(state.pose, size, FRAME_MARGIN)
+        pose = frame_pose(state.pose, size)
         keyed |= colour_keyed_masks(pixels, pose, regions - set(keyed), soften=size / 64)
     if any(m.min() >= 1.0 for m in keyed.values()):
         return None
@@ -608,7 +600,7 @@ def _latent_stage(
     if settings.regions and terms:
         with torch.no_grad():
             image = ae_decode(pipeline.vae, z_start.to(dtype)).float().clamp(-1, 1)
-        keyed = region_pixel_masks(state, terms, _to_pil(image), getattr(pipeline, "parser", None))
+        keyed = region_pixel_masks(state, terms, to_pil(image)[0], getattr(pipeline, "parser", None))
         if keyed is not None:
             masks, grid = latent_masks(keyed, int(z_start.shape[-1])).to(device), settings.region_grid
             outside = 1 - torch.from_numpy(np.max(list(keyed.values()), axis=0)).to(device)
@@ -728,7 +720,7 @@ def refine(
     log: list[dict[str, float]] = []
 
     def on_image(image: torch.Tensor) -> None:
-        images.append(_to_pil(image))
+        images.append(to_pil(image)[0])
         if callback is not None:
             callback(len(images), total, images[-1])
 

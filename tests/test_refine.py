@@ -238,7 +238,7 @@ def test_command_line_records_the_refinement(pipe, clip, tmp_path, capsys):
     out = tmp_path / "x.png"
     argv = ["generate", "--pose", "waving", "--seed", "1", "--out", str(out), "--steps", "2", "--model",
             str(tmp_path / "model"), "--device", "cpu", "--clip", str(tmp_path / "clip"), "--prompt",
-            "pink hair " * 50, "--refine-mode", "latent", "--refine-steps", "1"]  # fmt: skip
+            "pink hair, " + "pink, " * 47, "--refine-mode", "latent", "--refine-steps", "1"]  # fmt: skip
     assert app.main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["refine"]["mode"] == "latent" and line["refine"]["steps"] == 1
