@@ -48,8 +48,11 @@ def _serve_command(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line: no sub-command serves the app; `pose` and `generate` run once and print JSON."""
     parser = argparse.ArgumentParser(prog="app.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
+    # No defaults here: ui.server.address takes the flag, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else these.
+    parser.add_argument("--host", default=None, help="address to serve on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="port to serve on (default: $GRADIO_SERVER_PORT or 7860)"
+    )
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
     parser.add_argument(
         "--model",

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         clients = [connect() for _ in range(args.users)]  # set-up, one at a time, not counted
         text = json.dumps(_default_pose())
-        clients[0].predict(text, 0, False, 1, "ddim", 2.0, 1, api_name="/generate")  # loads the model: not counted
+        clients[0].predict(text, 0, 1, "ddim", 2.0, 1, api_name="/generate")  # loads the model: not counted
 
         def user(k: int) -> None:
             client = clients[k]
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     if endpoint == "/pose":
                         client.predict(None, text, api_name="/pose")
                     else:
-                        client.predict(text, k * 1000 + i, False, args.steps, "ddim", 2.0, 1, api_name="/generate")
+                        client.predict(text, k * 1000 + i, args.steps, "ddim", 2.0, 1, api_name="/generate")
                     dt = time.perf_counter() - t0
                     with lock:
                         latencies[endpoint].append(dt)
@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 def latency(client, args: argparse.Namespace) -> dict:
     """Median seconds of /generate, /edit (one slider move) and /refine, called one after another."""
     pose = json.dumps(_default_pose())
-    *_, states = client.predict(pose, 0, False, args.steps, "ddim", 2.0, 1, api_name="/generate")  # warm-up
+    *_, states = client.predict(pose, 0, args.steps, "ddim", 2.0, 1, api_name="/generate")  # warm-up
     state = json.dumps(states[0])
     calls = {
-        "/generate": lambda i: client.predict(pose, i + 1, False, args.steps, "ddim", 2.0, 1, api_name="/generate"),
+        "/generate": lambda i: client.predict(pose, i + 1, args.steps, "ddim", 2.0, 1, api_name="/generate"),
         "/edit": lambda i: client.predict(state, f"sefa:{i % 3}={(-1) ** i * 1.5}", 0, 0, api_name="/edit"),
         "/refine": lambda i: client.predict(
             state, ["pink hair", "blue eyes", "sailor uniform"][i % 3], "", "style", args.refine_steps, 1.0, 0.0,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -37,6 +40,44 @@ def output_paths(out: str, n: int) -> list[Path]:
     if n == 1:
         return [path]
     return [path.with_name(f"{path.stem}_{i + 1}{path.suffix}") for i in range(n)]
+
+
+def check_writable(paths: list[Path]) -> None:
+    """Refuse `--out` paths that cannot be written (a folder of that name, a read-only place) before the model runs:
+    the folder is made and a scratch file written and removed there."""
+    for path in paths:
+        if path.is_dir():
+            raise InputError(f"--out: {path} is a folder; name a .png file.")
+    folder = paths[0].parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pose_studio_", suffix=".png"):
+            pass
+    except OSError as err:
+        raise InputError(f"--out: cannot write into {folder} ({err.strerror or 'not writable'}).") from None
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """The web app's limits (ui.settings: steps, images, seed, prompt length), before any model loads."""
+    from ui import settings
+
+    settings.check_int(args.steps, "--steps", 1, settings.MAX_STEPS)
+    settings.check_int(args.num_images, "--num-images", 1, settings.MAX_NUM_IMAGES)
+    settings.check_int(args.seed, "--seed", 0, settings.MAX_SEED)
+    if args.guidance is not None:
+        settings.check_float(args.guidance, "--guidance", settings.MIN_GUIDANCE, settings.MAX_GUIDANCE)
+    settings.check_text(getattr(args, "prompt", None), "--prompt")
+    settings.check_text(getattr(args, "negative_prompt", None), "--negative-prompt")
+
+
+def save_atomic(image: Image.Image, path: Path, record: dict) -> None:
+    """Write the PNG under a temporary name, then rename it: a failed write leaves no half file at `path`."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        image.save(temp, format="PNG", pnginfo=png_info(record))
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def output_pose(state, image: Image.Image):
@@ -77,6 +118,16 @@ def merge_refine_records(records: list[dict]) -> dict:
     return {**records[0], "messages": messages, "seconds": [r["seconds"] for r in records]}
 
 
+def check_finite(states: list) -> None:
+    """Refuse a result whose final latent is not finite: it would be written as a black image."""
+    import torch
+
+    for state in states:
+        z = getattr(state, "z_0", None)
+        if isinstance(z, torch.Tensor) and not bool(torch.isfinite(z).all()):
+            raise InputError("The model's output was not finite numbers, so no image was written.")
+
+
 def main_generate(args: argparse.Namespace) -> int:
     """Run `generate`: print one JSON line (the record, or an error) and return the exit code."""
     from models.backends import capabilities, load_backend, model_kind
@@ -85,7 +136,9 @@ def main_generate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
+        check_limits(args)
         paths = output_paths(args.out, args.num_images)
+        check_writable(paths)
         source = read_pose_input(args.pose)
         edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
         prompt = getattr(args, "prompt", None)
@@ -132,21 +185,29 @@ def main_generate(args: argparse.Namespace) -> int:
         refine_records: list[dict] = []
         if prompt and "prompt" not in caps and not guided:
             images, states, refine_records = refine_states(pipe, states, args)
+        check_finite(states)
     except InputError as err:
         print(json.dumps({"input": args.pose, "error": str(err)}))
         return 1
-    except Exception as err:  # noqa: BLE001 - the command line promises one sentence, never a traceback
-        print(json.dumps({"input": args.pose, "error": f"Generation failed: {type(err).__name__}: {err}"}))
+    except RecursionError:
+        print(json.dumps({"input": args.pose, "error": "The input is nested too deeply to read."}))
+        return 1
+    except Exception:  # noqa: BLE001 - stdout promises one sentence; the details go to stderr
+        traceback.print_exc(file=sys.stderr)
+        print(json.dumps({"input": args.pose, "error": "Generation failed unexpectedly; stderr has the details."}))
         return 1
 
     outputs = []
-    for i, (path, image, state) in enumerate(zip(paths, images, states)):
-        record = {"input": args.pose, **state.to_dict(), "output_pose": output_pose(state, image).to_dict()}
-        if refine_records:
-            record["refine"] = refine_records[i]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, pnginfo=png_info(record))
-        outputs.append(str(path))
+    try:
+        for i, (path, image, state) in enumerate(zip(paths, images, states)):
+            record = {"input": args.pose, **state.to_dict(), "output_pose": output_pose(state, image).to_dict()}
+            if refine_records:
+                record["refine"] = refine_records[i]
+            save_atomic(image, path, record)
+            outputs.append(str(path))
+    except OSError as err:  # the place was checked before the model ran; a full disk can still fail here
+        print(json.dumps({"input": args.pose, "error": f"--out: cannot write {path} ({err.strerror or 'failed'})."}))
+        return 1
     first = states[0].to_dict()
     line = {
         "input": args.pose,

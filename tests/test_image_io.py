@@ -89,8 +89,38 @@ def test_huge_png_refused_from_its_header_before_decoding():
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limit_and_pil_bomb_guard():
-    refuse(png_header_only(7000, 7000), "megapixels")  # each side fits, the area does not
-    refuse(png_header_only(8000, 30000), "pixels")  # past PIL's own DecompressionBombError limit
+    """One limit, named in every message: a header over it, and one past PIL's own bomb guard."""
+    side = f"{image_io.MAX_IMAGE_SIDE} pixels a side"
+    assert "12000 x 12000 pixels" in refuse(png_header_only(12000, 12000), side)  # the issue's bomb
+    refuse(png_header_only(5000, 40), side)
+    refuse(png_header_only(8000, 30000), side)  # past PIL's own DecompressionBombError limit
+
+
+def test_bomb_is_refused_from_the_header_before_decoding(tmp_path):
+    """A real 12,000 x 12,000 PNG (a few hundred KB) is refused quickly, without decoding its 144 megapixels."""
+    import time
+    import tracemalloc
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (12000, 12000)).save(path, optimize=False)
+    tracemalloc.start()
+    started = time.perf_counter()
+    refuse(path, "12000 x 12000")
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1.0 and peak < 20 * 2**20, (seconds, peak)
+
+
+def test_sixteen_bit_png_keeps_its_picture(tmp_path):
+    """A 16-bit greyscale PNG is scaled to 8 bits (dark stays dark), not shown as near-white."""
+    arr = np.zeros((64, 64), np.uint16)
+    arr[:, 32:] = 65535
+    path = tmp_path / "sixteen.png"
+    Image.fromarray(arr).save(path)
+    assert Image.open(path).mode.startswith("I")
+    got = np.asarray(load_image(path))
+    assert got.shape == (64, 64, 3) and got[:, :32].max() == 0 and got[:, 32:].min() == 255
 
 
 def test_byte_limit(tmp_path, monkeypatch):

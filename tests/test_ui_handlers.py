@@ -76,7 +76,9 @@ def test_upload_size_limit(tmp_path, monkeypatch):
 
 
 def test_photo_side_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(settings, "MAX_IMAGE_SIDE", 100)
+    from models import image_io
+
+    monkeypatch.setattr(image_io, "MAX_IMAGE_SIDE", 100)
     path = tmp_path / "big.png"
     Image.new("RGB", (200, 120)).save(path)
     with pytest.raises(gr.Error) as info:
@@ -401,3 +403,89 @@ def test_the_refine_tabs_defaults_are_the_models():
     }  # fmt: skip
     assert {m: app_refine.DEFAULT_POSE_WEIGHT[m] for m in DEFAULTS} == {m: s.pose_weight for m, s in DEFAULTS.items()}
     assert fake.DEFAULT_LR == {m: s.lr for m, s in DEFAULTS.items()}
+
+
+# -- back ends with other signatures; output and logging --------------------------------------------
+class ForkLike(FakePipeline):
+    """ForkPipeline's check_inputs / prepare signatures (no guidance or style in prepare; the count is `n`)."""
+
+    style_dim = 0
+
+    def check_inputs(self, pose, seed, steps, guidance, sampler, style, eta, n, size):
+        self.checked = {"steps": steps, "sampler": sampler, "n": n, "size": size}
+
+    def prepare(self, pose, seed, steps=50, sampler="ddim", eta=0.0, size=None):
+        return super().prepare(pose, seed, steps, 1.0, sampler, np.zeros(8, np.float32), eta, size)
+
+
+class ControlNetLike(FakePipeline):
+    """ControlNetBackend's signatures: prompt settings required by the check, defaulted by prepare."""
+
+    style_dim = 0
+
+    def check_inputs(self, pose, seed, steps, guidance, sampler, style, eta, n, size, prompt, negative_prompt,
+                     controlnet_scale):  # fmt: skip
+        self.checked = {"guidance": guidance, "prompt": prompt, "controlnet_scale": controlnet_scale, "n": n}
+
+    def prepare(self, pose, seed, steps=20, guidance=7.5, sampler="dpmpp_2m", eta=0.0, size=None,
+                prompt="an anime character", negative_prompt="", controlnet_scale=1.0):  # fmt: skip
+        state = super().prepare(pose, seed, steps, guidance, sampler, None, eta, size)
+        state.settings.update(prompt=prompt, negative_prompt=negative_prompt, controlnet_scale=controlnet_scale)
+        return state
+
+
+def state_json(**settings_) -> str:
+    base = {"steps": 4, "guidance": 3.0, "sampler": "euler_a", "eta": 0.0, "size": 32}
+    return json.dumps({"pose": value(), "seed": 9, "style": [], "settings": {**base, **settings_}})
+
+
+def test_state_json_calls_each_back_end_by_keyword():
+    """The positional call put guidance where the fork's prepare takes the sampler (and failed on ControlNet)."""
+    fork = ForkLike(size=32)
+    state = handlers.state_from_json(fork, state_json())
+    assert fork.checked == {"steps": 4, "sampler": "euler_a", "n": 1, "size": 32}
+    assert (state.seed, state.settings["steps"], state.settings["sampler"]) == (9, 4, "euler_a")
+    sd = ControlNetLike(size=32)
+    state = handlers.state_from_json(sd, state_json(prompt="pink hair"))
+    assert sd.checked == {"guidance": 3.0, "prompt": "pink hair", "controlnet_scale": 1.0, "n": 1}
+    assert state.settings["prompt"] == "pink hair" and state.settings["sampler"] == "euler_a"
+    handlers.state_from_json(sd, state_json())  # no prompt in the state: the back end's default
+    assert sd.checked["prompt"] == "an anime character"
+
+
+def test_non_finite_output_is_an_error_not_a_success():
+    import torch
+
+    class NaNPipeline(FakePipeline):
+        def render(self, state, callback=None, style_at=None):
+            _, done = super().render(state, callback)
+            done.z_0 = torch.full((1, 1, 4, 4), float("nan"))
+            return [Image.new("RGB", (32, 32))], done
+
+    with pytest.raises(gr.Error, match="not finite"):
+        list(handlers.generate_handler(lambda: NaNPipeline(size=32))(value(), 1, False, 2, "ddim", 2.0, 1))
+
+
+def test_refusals_log_one_line_and_failures_name_no_class(caplog):
+    caplog.set_level("INFO", logger="pose_studio.ui")
+    with pytest.raises(gr.Error):
+        run_generate(steps=0)
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].exc_info is None and "\n" not in refused[0].getMessage()
+
+    def broken(*a, **k):
+        raise KeyError("/secret/server/path")
+
+    with pytest.raises(gr.Error) as info:
+        list(handlers.generate_handler(lambda: broken)(value(), 1, False, 2, "ddim", 2.0, 1))
+    assert "KeyError" not in info.value.message and "/secret" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [("[" * 100_000 + "]" * 100_000, "nested more than"), ('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "")],
+)
+def test_deep_json_is_our_sentence(text, words):
+    with pytest.raises(gr.Error) as info:
+        handlers.show_pose(text)
+    assert words in info.value.message and "Recursion" not in info.value.message

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui import handlers, settings
+from ui.outputs import served
 
 
 @dataclass
@@ -69,12 +70,12 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
             )
             use = gr.Button("Make the edited image the current result", size="md")
 
-    setup = handlers.explore_setup_handler(pipeline_loader)
+    setup = served(handlers.explore_setup_handler(pipeline_loader))
     setup_outputs = [status, method, *sliders, start, end, original, image, files, edited]
     for trigger in (current.change, method.input, reset.click):
         trigger(setup, [current, method], setup_outputs, api_visibility="private", concurrency_id="explore-setup")
     # `.release`: one re-render per drag, not one per value the slider passes through.
-    render = handlers.explore_render_handler(pipeline_loader)
+    render = served(handlers.explore_render_handler(pipeline_loader))
     for control in (*sliders, start, end):
         control.release(
             render,
@@ -91,14 +92,14 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
     with gr.Group(visible=False):
         state_text = gr.Textbox(label="state JSON (GenerationState.to_dict())")
         edits = gr.Textbox(label="edits, e.g. 'sefa:0=2 ganspace:3=-1.5' (standard deviations, +-3)")
-        first = gr.Number(label="first edited step", value=0, precision=0)
-        last = gr.Number(label="end of the edited steps (0: the last step)", value=0, precision=0)
+        first = gr.Number(label="first edited step", value=0)
+        last = gr.Number(label="end of the edited steps (0: the last step)", value=0)
         api_image = gr.Image(label="edited image", format="png")
         state_out = gr.JSON(label="edited state")
         api_notes = gr.Textbox(label="notes")
         api_button = gr.Button("edit")
     api_button.click(
-        handlers.edit_api_handler(pipeline_loader),
+        served(handlers.edit_api_handler(pipeline_loader)),
         [state_text, edits, first, last],
         [api_image, files, state_out, api_notes],
         api_name="edit",

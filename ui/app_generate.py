@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ui import handlers, settings
+from ui.outputs import served
 
 
 def build(
@@ -32,9 +33,8 @@ def build(
                 label="Pose (from the Pose tab)", format="png", interactive=False, height=240, elem_id="current-pose"
             )
             with gr.Row():
-                seed = gr.Number(
-                    label="Seed", value=0, precision=0, minimum=0, maximum=settings.MAX_SEED, min_width=100
-                )
+                # No minimum / maximum here: the handler checks the range and names the field.
+                seed = gr.Number(label="Seed", value=0, min_width=100)
                 randomize = gr.Checkbox(label="Random seed", value=True, min_width=100)
             steps = gr.Slider(1, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1, label="Steps")
             sampler = gr.Dropdown(list(settings.SAMPLERS), value=settings.SAMPLERS[0], label="Sampler")
@@ -73,12 +73,11 @@ def build(
                 elem_id="downloads",
             )
 
-    fn = handlers.generate_handler(pipeline_loader)
-    inputs = [seed, randomize, steps, sampler, guidance, num_images]
+    fn = served(handlers.generate_handler(pipeline_loader))
     outputs = [previews, gallery, files, seed, results, result]
     run.click(
         fn,
-        [pose_state, *inputs],
+        [pose_state, seed, randomize, steps, sampler, guidance, num_images],
         outputs,
         api_visibility="private",
         concurrency_id="generate",
@@ -86,16 +85,25 @@ def build(
     )
     gallery.select(handlers.select_result, results, result, api_visibility="private", queue=False)
 
-    # The `generate` endpoint for API clients: pose JSON text instead of the shared state.
+    # The stateless `generate` endpoint for API clients: the pose itself (keypoint JSON text or a preset
+    # name), then the settings; the seed given is the seed used. Its inputs have no bounds or choices of
+    # their own, so a value out of range gets the handler's sentence naming the field, not Gradio's.
     with gr.Group(visible=False):
-        pose_text = gr.Textbox(label="pose JSON")
+        api_pose = gr.Textbox(label="pose: keypoint JSON text (any accepted format) or a preset name")
+        api_seed = gr.Number(label="seed", value=0)
+        api_steps = gr.Number(label="steps", value=settings.DEFAULT_STEPS)
+        api_sampler = gr.Dropdown(
+            list(settings.SAMPLERS), value=settings.SAMPLERS[0], label="sampler", allow_custom_value=True
+        )
+        api_guidance = gr.Number(label="guidance", value=settings.DEFAULT_GUIDANCE)
+        api_num_images = gr.Number(label="num_images", value=1)
         preview = gr.Image(label="latest denoising preview", format="png")
         states = gr.JSON(label="each image's state (the refine and edit endpoints take one back)")
         api_button = gr.Button("generate")
-    api_fn = handlers.generate_handler(pipeline_loader, api=True)
+    api_fn = served(handlers.generate_handler(pipeline_loader, api=True))
     api_button.click(
         api_fn,
-        [pose_text, *inputs],
+        [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images],
         [preview, gallery, files, seed, states],
         api_name="generate",
         concurrency_id="generate",
@@ -108,7 +116,7 @@ def create_demo(pipeline_loader: Callable[[], Any], model_status: str = "") -> g
     with gr.Blocks(title="Pose Studio: generate") as demo:
         pose_state = gr.State(handlers.default_value())
         current = build(pipeline_loader, pose_state, model_status)
-        demo.load(handlers.model_drawing, pose_state, current, api_visibility="private", queue=False)
+        demo.load(served(handlers.model_drawing), pose_state, current, api_visibility="private", queue=False)
     return demo
 
 

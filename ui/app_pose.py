@@ -7,11 +7,32 @@ skeleton editor fixes it; the OpenPose drawing and the JSON show what the model 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from ui import handlers, settings
+from ui.outputs import served
 from ui.skeleton_editor import skeleton_editor
+
+
+def photo_input(**kwargs: Any) -> gr.Image:
+    """A gr.Image input that hands the handler the uploaded file's path unopened.
+
+    Gradio's own preprocessing opens the upload (a text file renamed .png fails in Gradio's words, with a
+    server path), decodes a bomb before our header check, and re-encodes a 16-bit photo as near-white
+    8-bit; the handler reads it as the command line does instead. (An instance attribute, not a subclass:
+    Gradio writes a .pyi stub next to any module that subclasses a component.)"""
+    image = gr.Image(type="filepath", **kwargs)
+    default = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return default(payload)  # a webcam or clipboard data URL
+
+    image.preprocess = preprocess
+    return image
 
 
 @dataclass
@@ -28,10 +49,9 @@ def build() -> PoseTab:
     start = handlers.default_value()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            photo = gr.Image(
+            photo = photo_input(
                 label="Photo of a person",
                 sources=["upload", "webcam", "clipboard"],
-                type="filepath",
                 height=300,
             )
             extract_btn = gr.Button("Find the pose in the photo", variant="primary")
@@ -57,9 +77,11 @@ def build() -> PoseTab:
                 upload_json = gr.UploadButton(
                     "Load keypoint JSON", file_types=[".json"], type="filepath", size="md", elem_id="load-json"
                 )
+                # The first file is the page's own value, so it is kept (not swept after an hour).
                 save_json = gr.DownloadButton(
-                    "Save pose as JSON", value=handlers.save_pose_file(start), size="md", elem_id="save-json"
-                )
+                    "Save pose as JSON", value=handlers.save_pose_file(start, keep=True), size="md",
+                    elem_id="save-json",
+                )  # fmt: skip
         with gr.Column(scale=1, min_width=260):
             first_drawing, first_json = handlers.show_pose(start)
             drawing = gr.Image(
@@ -76,9 +98,10 @@ def build() -> PoseTab:
 
     # Every change of the editor (drag, preset, photo...) refreshes the views and the shared pose.
     outputs = [drawing, json_box]
-    editor.change(handlers.show_pose, editor, outputs, api_visibility="private", queue=False)
+    editor.change(served(handlers.show_pose), editor, outputs, api_visibility="private", queue=False)
+    extract = served(handlers.extract_from_photo)
     extract_btn.click(
-        handlers.extract_from_photo,
+        extract,
         [photo, editor],
         [overlay, editor, json_box],
         api_visibility="private",
@@ -86,7 +109,7 @@ def build() -> PoseTab:
         concurrency_limit=settings.CONCURRENCY,
     )
     photo.upload(
-        handlers.extract_from_photo,
+        extract,
         [photo, editor],
         [overlay, editor, json_box],
         api_visibility="private",
@@ -105,12 +128,12 @@ def build() -> PoseTab:
 def build_api() -> None:
     """The `pose` endpoint for API clients: a photo, keypoint JSON text or preset name -> pose + drawing."""
     with gr.Group(visible=False):
-        image = gr.Image(type="filepath", label="photo")
+        image = photo_input(label="photo")
         text = gr.Textbox(label="keypoint JSON text or preset name")
         pose = gr.JSON(label="pose")
         picture = gr.Image(label="OpenPose drawing", format="png")
         button = gr.Button("pose")
-    button.click(handlers.pose_api, [image, text], [pose, picture], api_name="pose", concurrency_id="pose")
+    button.click(served(handlers.pose_api), [image, text], [pose, picture], api_name="pose", concurrency_id="pose")
 
 
 def create_demo() -> gr.Blocks:

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ui import handlers, settings
+from ui.outputs import served
 
 MODE_CHOICES = [
     ("Style: the style code s (colours, hair, outfit)", "style"),
@@ -102,7 +103,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
         queue=False,
     )
     run.click(
-        handlers.refine_handler(pipeline_loader, clip),
+        served(handlers.refine_handler(pipeline_loader, clip)),
         [current, prompt, negative, mode, steps, strength, pose_weight],
         [steps_row, after, files, refined, notes],
         api_visibility="private",
@@ -111,23 +112,30 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
     )
     use.click(handlers.use_result, refined, current, api_visibility="private", queue=False)
     current.change(
-        handlers.refine_show,
+        served(handlers.refine_show),
         current,
         [before, after, steps_row, files, refined, notes],
         api_visibility="private",
         queue=False,
     )
 
-    # The `refine` endpoint for API clients: a state's JSON instead of the current result.
+    # The `refine` endpoint for API clients: a state's JSON instead of the current result, and inputs of its
+    # own without bounds or choices, so a value out of range gets the handler's sentence naming the field.
     with gr.Group(visible=False):
         state_text = gr.Textbox(label="state JSON (GenerationState.to_dict())")
+        api_prompt = gr.Textbox(label="prompt")
+        api_negative = gr.Textbox(label="negative prompt")
+        api_mode = gr.Dropdown(list(settings.REFINE_MODES), value="latent", label="mode", allow_custom_value=True)
+        api_steps = gr.Number(label="steps", value=DEFAULT_STEPS["latent"])
+        api_strength = gr.Number(label="strength", value=1.0)
+        api_pose_weight = gr.Number(label="pose weight", value=DEFAULT_POSE_WEIGHT["latent"])
         image = gr.Image(label="refined image (the latest step while it runs)", format="png")
         state_out = gr.JSON(label="refined state")
         api_notes = gr.Textbox(label="notes")
         api_button = gr.Button("refine")
     api_button.click(
-        handlers.refine_api_handler(pipeline_loader, clip),
-        [state_text, prompt, negative, mode, steps, strength, pose_weight],
+        served(handlers.refine_api_handler(pipeline_loader, clip)),
+        [state_text, api_prompt, api_negative, api_mode, api_steps, api_strength, api_pose_weight],
         [image, files, state_out, api_notes],
         api_name="refine",
         concurrency_id="generate",

@@ -1,8 +1,9 @@
 """Pure functions behind the UI events: pose in, pose / pictures / files out. No model math.
 
 Every handler checks the limits in `ui.settings` and turns a user's mistake (`InputError`) into a
-`gr.Error` carrying its one sentence; anything unexpected becomes a one-line `gr.Error` too and
-its traceback goes to the server log, never to the page.
+`gr.Error` carrying its one sentence (logged as one line); anything unexpected becomes a one-line
+`gr.Error` too, naming no exception class or path, and its traceback goes to the server log only.
+Handlers return PIL images; the app's wiring (`ui.outputs.served`) turns them into files of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import logging
 import queue
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +29,12 @@ from PIL import Image
 
 from models.errors import InputError
 from models.pose import Pose, fit_to_square, from_dict, loads, mirror
-from ui import settings
+from ui import outputs, settings
 
 log = logging.getLogger("pose_studio.ui")
 
-PNG_KEY = "pose_studio"  # the PNG text chunk holding the settings (as `python app.py generate` writes)
+PNG_KEY = outputs.PNG_KEY  # the PNG text chunk holding the settings (as `python app.py generate` writes)
+UNEXPECTED = "Something went wrong on the server; the server log has the details."
 PREVIEW_SIDE = 384  # the OpenPose drawing shown next to the editor
 BACKGROUND_SIDE = 384  # the photo behind the editor travels with each edit: keep it small
 MAX_PREVIEWS = 8  # denoising previews kept in the row
@@ -48,18 +49,27 @@ DEFAULT_KEYPOINTS = [
 
 
 # -- error handling --------------------------------------------------------------------------------
+class OutputError(InputError):
+    """The model's output is unusable (not finite): shown as one sentence like a refusal, logged as a warning."""
+
+
 def user_errors(fn: Callable) -> Callable:
     """Run `fn`, showing InputError (and any failure) as a one-sentence gr.Error; works for generators."""
 
     def _convert(err: Exception) -> gr.Error:
         if isinstance(err, gr.Error):
             return err
-        if isinstance(err, InputError):
+        if isinstance(err, OutputError):
+            log.warning("%s: %s", fn.__name__, err)
             return gr.Error(str(err), print_exception=False)
+        if isinstance(err, InputError):
+            log.info("refused by %s: %s", fn.__name__, err)  # expected: one line, no traceback
+            return gr.Error(str(err), print_exception=False)
+        if isinstance(err, RecursionError):  # a structure nested past Python's limit that no check caught
+            log.warning("refused by %s: input nested too deeply", fn.__name__)
+            return gr.Error("The input is nested too deeply to read.", print_exception=False)
         log.exception("handler %s failed", fn.__name__)
-        return gr.Error(
-            f"Something went wrong ({type(err).__name__}); the server log has the details.", print_exception=False
-        )
+        return gr.Error(UNEXPECTED, print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -108,13 +118,32 @@ def editor_value(pose: Pose, background: str | None = None) -> dict[str, Any]:
     return value
 
 
+def load_json_text(text: str, name: str) -> Any:
+    """Keypoint JSON text within the length and nesting limits, parsed as a Pose."""
+    settings.check_text(text, name, settings.MAX_JSON_CHARS)
+    settings.check_json_depth(text, name)
+    return loads(text)
+
+
+def pose_from_text(text: Any) -> Pose:
+    """A keypoint JSON text (any format `models.pose.loads` reads) or a preset name -> Pose."""
+    text = (text or "").strip() if isinstance(text, str) else text
+    if not isinstance(text, str):
+        raise InputError("The pose must be keypoint JSON text or a preset name.")
+    if not text:
+        raise InputError("Give a pose: keypoint JSON text or a preset name.")
+    if text.startswith(("{", "[")):
+        return load_json_text(text, "The pose JSON")
+    settings.check_text(text, "The preset name")
+    return _load_preset(text)
+
+
 def pose_from_value(value: Any) -> Pose:
-    """The Pose held by an editor value (a dict) or by pose JSON text."""
+    """The Pose held by an editor value (a dict), by pose JSON text or by a preset name."""
     if value is None or value == "":
         raise InputError("There is no pose yet: choose a preset, upload a photo or load a keypoint file.")
     if isinstance(value, str):
-        settings.check_text(value, "The pose JSON", settings.MAX_JSON_CHARS)
-        return loads(value)
+        return pose_from_text(value)
     if isinstance(value, dict):
         return from_dict({k: v for k, v in value.items() if k != "background"})
     raise InputError("The pose must be a JSON object.")
@@ -210,36 +239,23 @@ def load_pose_file(file: Any, value: Any) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError("The keypoint file is not UTF-8 text.") from None
-    settings.check_text(text, "The keypoint file", settings.MAX_JSON_CHARS)
-    return keep_background(value, loads(text))
+    return keep_background(value, load_json_text(text, "The keypoint file"))
 
 
 @user_errors
-def save_pose_file(value: Any) -> str:
-    """The editor's pose written to a JSON file for download."""
-    pose = pose_from_value(value)
-    folder = Path(tempfile.mkdtemp(prefix="pose_studio_"))
-    path = folder / "pose.json"
-    path.write_text(pose_json(pose), encoding="utf-8")
-    return str(path)
+def save_pose_file(value: Any, keep: bool = False) -> str:
+    """The editor's pose written to a new JSON file for download (`keep`: the page's first value, never swept)."""
+    return outputs.save_text(pose_json(pose_from_value(value)), "pose", keep=keep)
 
 
 def load_photo(file: Any) -> Image.Image:
-    """A user's photo, checked against the upload and side limits, as RGB."""
+    """A user's photo (a path, as the upload arrives) as upright RGB, read as the command line reads it:
+    the byte limit, then the pixel limit on the header before decoding, then 16-bit and other modes to RGB."""
     from models.image_io import load_image
 
     if isinstance(file, Image.Image):
-        image = file
-    else:
-        path = _file_path(file)
-        try:  # the header alone gives the size: refuse a huge photo before decoding it
-            with Image.open(path) as im:
-                settings.check_image_side(*im.size)
-        except (OSError, Image.DecompressionBombError, SyntaxError, ValueError):
-            pass  # load_image words the failure for the person
-        image = load_image(path)
-    settings.check_image_side(*image.size)
-    return image
+        return load_image(file)
+    return load_image(_file_path(file))
 
 
 def background_url(image: Image.Image, side: int = BACKGROUND_SIDE) -> str:
@@ -287,19 +303,14 @@ def clear_background(value: Any) -> dict[str, Any]:
 @user_errors
 def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]:
     """A photo, or a keypoint JSON text, or a preset name -> (our pose JSON, OpenPose drawing)."""
-    text = (text or "").strip()
     if image is not None:
         from models.extract import extract_pose  # mediapipe: seconds to import, so only when needed
 
         photo = load_photo(image)
         pose = extract_pose(photo)
         pose = Pose(pose.keypoints, photo.width, photo.height)
-    elif text.startswith(("{", "[")):
-        settings.check_text(text, "The pose JSON", settings.MAX_JSON_CHARS)
-        pose = loads(text)
-    elif text:
-        settings.check_text(text, "The preset name")
-        pose = _load_preset(text)
+    elif isinstance(text, str) and text.strip():
+        pose = pose_from_text(text)
     else:
         raise InputError("Give a photo, a keypoint JSON or a preset name.")
     return pose.to_dict(), drawing(pose)
@@ -363,20 +374,26 @@ def write_outputs(
     request: dict[str, Any],
     json_name: str = "generation.json",
 ) -> list[str]:
-    """PNG files carrying their record in a text chunk, and one JSON that reproduces the whole call."""
-    from PIL import PngImagePlugin
+    """New PNG files carrying their record in a text chunk, and one new JSON that reproduces the whole call."""
+    paths = [
+        outputs.save_png(image, f"pose_studio_{record.get('seed', i)}_{i + 1}", record)
+        for i, (image, record) in enumerate(zip(images, records))
+    ]
+    stem, suffix = Path(json_name).stem, Path(json_name).suffix or ".json"
+    return [*paths, outputs.save_text(json.dumps({**request, "images": records}, indent=1), stem, suffix)]
 
-    folder = Path(tempfile.mkdtemp(prefix="pose_studio_"))
-    paths = []
-    for i, (image, record) in enumerate(zip(images, records)):
-        info = PngImagePlugin.PngInfo()
-        info.add_text(PNG_KEY, json.dumps(record))
-        path = folder / f"pose_studio_{record.get('seed', i)}_{i + 1}.png"
-        image.save(path, pnginfo=info)
-        paths.append(str(path))
-    settings_path = folder / json_name
-    settings_path.write_text(json.dumps({**request, "images": records}, indent=1), encoding="utf-8")
-    return [*paths, str(settings_path)]
+
+def check_finite(states: list[Any]) -> None:
+    """Refuse a result whose final latent is not finite: it would decode to a black image shown as a success."""
+    import torch
+
+    for state in states:
+        z = getattr(state, "z_0", None)
+        if isinstance(z, torch.Tensor) and not bool(torch.isfinite(z).all()):
+            raise OutputError(
+                "The model's output was not finite numbers, so there is no picture; "
+                "try another seed, fewer steps or a smaller guidance."
+            )
 
 
 def generate(
@@ -396,7 +413,7 @@ def generate(
     if randomize:
         seed = random.randint(0, settings.MAX_SEED)
     args = settings.check_generation(seed, steps, guidance, sampler, num_images)
-    pose = model_pose(pose_from_value(pose_value))
+    pose = model_pose(pose_value if isinstance(pose_value, Pose) else pose_from_value(pose_value))
     # 2. The one pipeline of this process.
     if progress is not None:
         progress(0, desc="loading the model")
@@ -415,6 +432,7 @@ def generate(
         else:
             _, images, states = item
     seconds = time.perf_counter() - started
+    check_finite(states)
     # 4. Files: PNGs with their settings, and a JSON that reproduces them.
     request = {"pose": pose.to_dict(), **args}
     base = {"pose": pose.to_dict(), "steps": args["steps"], "guidance": args["guidance"], "sampler": args["sampler"]}
@@ -432,10 +450,25 @@ def generate(
 def generate_handler(pipeline_loader: Callable[[], Any], api: bool = False) -> Callable:
     """The generate event's function, bound to the process's pipeline loader.
 
-    UI: yields (previews, gallery, files, seed, results, current result). `api`: yields (latest
-    preview, gallery, files, seed, the states as JSON), one preview image instead of the row (API
+    UI: (pose, seed, randomize, steps, sampler, guidance, num_images) -> yields (previews, gallery, files,
+    seed, results, current result). `api`: the stateless endpoint, (pose, seed, steps, sampler, guidance,
+    num_images) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
+    (latest preview, gallery, files, seed, the states as JSON), one preview image instead of the row (API
     clients download every streamed file, so a growing row costs them a second a step).
     """
+    if api:
+
+        @user_errors
+        def run_api(pose, seed, steps, sampler, guidance, num_images, progress=gr.Progress()):  # noqa: B008
+            if not isinstance(pose, str):
+                raise InputError("The pose must be keypoint JSON text or a preset name.")
+            for previews, gallery, files, seed_out, results in generate(
+                pipeline_loader, pose_from_text(pose), seed, False, steps, sampler, guidance, num_images, progress
+            ):
+                states = [state_dict(r.state) for r in results] if isinstance(results, list) else gr.skip()
+                yield (previews[-1][0] if previews else None), gallery, files, seed_out, states
+
+        return run_api
 
     @user_errors
     def run(pose_value, seed, randomize, steps, sampler, guidance, num_images, progress=gr.Progress()):  # noqa: B008
@@ -443,11 +476,7 @@ def generate_handler(pipeline_loader: Callable[[], Any], api: bool = False) -> C
             pipeline_loader, pose_value, seed, randomize, steps, sampler, guidance, num_images, progress
         ):
             done = isinstance(results, list)
-            if api:
-                states = [state_dict(r.state) for r in results] if done else gr.skip()
-                yield (previews[-1][0] if previews else None), gallery, files, seed_out, states
-            else:
-                yield previews, gallery, files, seed_out, results, (results[0] if done and results else gr.skip())
+            yield previews, gallery, files, seed_out, results, (results[0] if done and results else gr.skip())
 
     return run
 
@@ -543,6 +572,7 @@ def state_from_json(pipe: Any, text: Any) -> Any:
                 "Give the state JSON of a generated image (from the generate endpoint or a result's JSON)."
             )
         settings.check_text(text, "The state JSON", settings.MAX_JSON_CHARS)
+        settings.check_json_depth(text, "The state JSON")
         try:
             data = json.loads(text)
         except ValueError:
@@ -578,11 +608,39 @@ def state_from_json(pipe: Any, text: Any) -> Any:
             raise InputError("The state's style must be a list of numbers.") from None
         if style.ndim != 1 or (dim and style.shape[0] != dim) or not np.isfinite(style).all():
             raise InputError(f"The state's style must be {dim or 'the model’s'} finite numbers.")
-    # 3. The pipeline's own checks, then its state (noise from the seed).
+        if style.size and float(np.abs(style).max()) > settings.MAX_STYLE_ABS:
+            raise InputError(
+                f"The state's style numbers must lie between -{settings.MAX_STYLE_ABS:g} and "
+                f"{settings.MAX_STYLE_ABS:g} (a style code is drawn from a standard normal)."
+            )
+    # 3. The pipeline's own checks, then its state (noise from the seed). Keyword arguments: the back
+    # ends order and name these differently (the fork's prepare has no guidance or style; ControlNet
+    # calls the count `n` and wants its prompt settings).
+    values = {
+        "pose": pose, "seed": seed, "steps": steps, "guidance": guidance, "sampler": sampler, "style": style,
+        "eta": eta, "size": size, "num_images": 1, "n": 1,
+        **{k: cfg[k] for k in ("prompt", "negative_prompt", "controlnet_scale") if k in cfg},
+    }  # fmt: skip
     check = getattr(pipe, "check_inputs", None)
     if callable(check):
-        check(pose, seed, steps, guidance, sampler, style, eta, 1, size)
-    return pipe.prepare(pose, seed, steps, guidance, sampler, style, eta, size)
+        check(**accepted_kwargs(check, values, defaults=pipe.prepare))
+    return pipe.prepare(**accepted_kwargs(pipe.prepare, values))
+
+
+def accepted_kwargs(fn: Callable, values: dict[str, Any], defaults: Callable | None = None) -> dict[str, Any]:
+    """The entries of `values` that `fn` takes by name; a required one missing from `values` comes from
+    `defaults`' own default for that name (ControlNet's check wants the prompt its prepare defaults)."""
+    params = inspect.signature(fn).parameters
+    fallback = inspect.signature(defaults).parameters if defaults is not None else {}
+    kwargs = {}
+    for name, param in params.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if name in values:
+            kwargs[name] = values[name]
+        elif param.default is param.empty and name in fallback and fallback[name].default is not param.empty:
+            kwargs[name] = fallback[name].default
+    return kwargs
 
 
 def notes_markdown(lines: list[str]) -> str:
@@ -700,6 +758,7 @@ def refine(
     seconds = time.perf_counter() - started
     # 4. The refined result, its PNG and the JSON that reproduces it.
     final = runs[-1]
+    check_finite([final.state])
     after = final.images[-1] if final.images else source.image
     if after is None:
         after = pipe.render(final.state)[0][0]
@@ -856,6 +915,7 @@ def edit_result(
     dirs = {m: ops.directions_for(pipe, m, settings.NUM_DIRECTIONS) for m in {m for m, _ in amounts}}
     notes: list[str] = []
     images, state = ops.edit(pipe, source.state, amounts, dirs, step_range, messages=notes)
+    check_finite([state])
     record = state_record(state, {})
     request = {"edit": (state.settings or {}).get("edit"), "source": source.record}
     files = write_outputs(images[:1], [record], request, "edit.json")

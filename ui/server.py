@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import gradio as gr
 
 from models.errors import InputError
 from ui import app_explore, app_generate, app_pose, app_refine, handlers, settings
+from ui.outputs import served
 
 log = logging.getLogger("pose_studio.ui")
 
@@ -102,7 +104,9 @@ def build_demo(
         model_status = status() if callable(status) else ""
     if clip_status is None:
         clip_status = handlers.clip_status(str(getattr(pipeline_loader, "model", "")), clip)
-    with gr.Blocks(title="Pose Studio", delete_cache=(3600, 3600)) as demo:
+    # Gradio's copies go after an hour, as our own files do (ui.outputs): long after any page fetches them.
+    age = settings.FILE_MAX_AGE
+    with gr.Blocks(title="Pose Studio", delete_cache=(age, age)) as demo:
         gr.Markdown("# Pose Studio\nDraw or upload a pose, then draw an anime character in it.")
         pose_state = gr.State(handlers.default_value())
         result = gr.State(None)  # the current result (handlers.Result) that Refine and Explore start from
@@ -116,10 +120,10 @@ def build_demo(
             with gr.Tab("Explore", id="explore"):
                 app_explore.build(pipeline_loader, result)
         app_pose.build_api()
-        demo.load(handlers.model_drawing, pose_state, current, api_visibility="private", queue=False)
+        demo.load(served(handlers.model_drawing), pose_state, current, api_visibility="private", queue=False)
         # The Generate tab follows the editor (gr.State has no reliable change event of its own).
         pose_tab.editor.change(
-            lambda v: (v, handlers.model_drawing(v)),
+            served(lambda v: (v, handlers.model_drawing(v))),
             pose_tab.editor,
             [pose_state, current],
             api_visibility="private",
@@ -134,11 +138,34 @@ def launch_kwargs() -> dict[str, Any]:
     return {"max_file_size": f"{settings.MAX_UPLOAD_MB}mb", "css": CSS, "show_error": True}
 
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+
+
+def address(args: argparse.Namespace) -> tuple[str, int]:
+    """(host, port): the flags, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860."""
+    host = getattr(args, "host", None) or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    port = getattr(args, "port", None)
+    if port is None:
+        text = os.environ.get("GRADIO_SERVER_PORT", "").strip()
+        try:
+            port = int(text) if text else DEFAULT_PORT
+        except ValueError:
+            raise InputError(f"GRADIO_SERVER_PORT must be a port number; got {text!r}.") from None
+    if not 0 < int(port) < 65536:
+        raise InputError(f"The port must be from 1 to 65535; got {port}.")
+    return host, int(port)
+
+
 def serve(args: argparse.Namespace) -> int:
-    """Build and launch the app on args.host:args.port; returns the exit code when the server stops."""
+    """Build and launch the app on `address(args)`; returns the exit code when the server stops."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio polls itself at start; not news
     started = time.perf_counter()
+    try:
+        host, port = address(args)
+    except InputError as err:
+        print(err, flush=True)
+        return 2
     loader = LazyPipeline(
         getattr(args, "model", "weights"), getattr(args, "device", None), getattr(args, "controlnet", None)
     )
@@ -150,11 +177,14 @@ def serve(args: argparse.Namespace) -> int:
     demo = build_demo(loader, status, clip, clip_note)
     share = bool(getattr(args, "share", False))
     try:
-        demo.launch(
-            server_name=args.host, server_port=args.port, share=share, prevent_thread_lock=True, **launch_kwargs()
+        demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, **launch_kwargs())
+    except OSError:
+        # Gradio's own text suggests only the environment variable; both ways work here (the flag wins).
+        print(
+            f"Cannot serve on {host}:{port}: the port is in use (or not allowed here). "
+            "Choose another with --port N or GRADIO_SERVER_PORT=N (the flag wins when both are given).",
+            flush=True,
         )
-    except OSError as err:
-        print(f"Cannot serve on {args.host}:{args.port}: {err}", flush=True)
         return 1
     log.info("serving at %s after %.1f s", demo.local_url, time.perf_counter() - started)
     if share and not getattr(demo, "share_url", None):

@@ -1,4 +1,6 @@
-"""Limits of the web app, read once from the environment; every handler checks them again.
+"""Limits of the web app and of `python app.py generate`, read once from the environment; every handler
+and the command line check them again. A photo's pixel limit is `models.image_io.MAX_IMAGE_SIDE`, the one
+every channel (web, API, command line) reads images through.
 
 MAX_STEPS=30 MAX_NUM_IMAGES=4 python app.py
 """
@@ -18,12 +20,15 @@ def _float(name: str, default: float) -> float:
     return float(os.getenv(name, str(default)))
 
 
-MAX_IMAGE_SIDE = _int("MAX_IMAGE_SIDE", 4096)  # longest side of an uploaded photo, pixels
 MAX_UPLOAD_MB = _int("MAX_UPLOAD_MB", 10)  # uploads larger than this are refused (client and server)
 MAX_STEPS = _int("MAX_STEPS", 50)  # sampler steps
 MAX_NUM_IMAGES = _int("MAX_NUM_IMAGES", 8)  # images per generation
 MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 300)  # free text (a preset name, a style prompt)
 MAX_JSON_CHARS = _int("MAX_JSON_CHARS", 200_000)  # a pasted or uploaded keypoint JSON
+MAX_JSON_DEPTH = 32  # nesting of a JSON text: ours is 3 deep; Python's parser recurses once a level
+MAX_STYLE_ABS = 10.0  # a style code entry (s ~ N(0, I)): past 10 sigma the model only draws noise or black
+FILE_MAX_AGE = _int("FILE_MAX_AGE", 3600)  # seconds a served file stays fetchable before it is swept
+SWEEP_EVERY = 60  # seconds between sweeps of old served files
 QUEUE_SIZE = _int("QUEUE_SIZE", 20)  # requests waiting beyond this are refused ("Queue is full")
 CONCURRENCY = _int("CONCURRENCY", 1)  # generations running at once (they share the CPU cores)
 MAX_SEED = 2**31 - 1
@@ -98,12 +103,26 @@ def check_text(text: str | None, name: str, limit: int = MAX_PROMPT_CHARS) -> st
     return text
 
 
-def check_image_side(width: int, height: int) -> None:
-    """Refuse a photo whose longer side is over MAX_IMAGE_SIDE."""
-    if max(width, height) > MAX_IMAGE_SIDE:
-        raise InputError(
-            f"The image is {width} x {height} pixels; the largest side we take is {MAX_IMAGE_SIDE} pixels."
-        )
+def check_json_depth(text: str, name: str, limit: int = MAX_JSON_DEPTH) -> str:
+    """Refuse JSON text nested deeper than `limit` before a parser recurses into it (RecursionError)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                raise InputError(f"{name} is nested more than {limit} levels deep; a pose is 3 levels deep.")
+        elif ch in "]}":
+            depth -= 1
+    return text
 
 
 def check_upload_bytes(size: int) -> None:
