@@ -92,3 +92,29 @@ def test_a_labels_mode_model_gets_s_from_the_labels(pipe):
         free_prior=True,
     )
     assert rows["background_color"]["n"] == 2
+
+
+def test_look_agreement_counts_how_often_one_s_gives_one_look():
+    import numpy as np
+    import torch
+
+    from training.eval_style import LOOK_ATTRIBUTES, look_agreement
+
+    class Pipe:
+        unet = type("U", (), {"config": type("C", (), {"style_dim": 3})()})()
+
+        def prepare(self, pose, seed, steps, style):
+            return seed
+
+        def render(self, state):
+            return [state], None
+
+    class Judge:  # hair colour follows the noise's parity; every other attribute is fixed
+        def predict(self, seeds):
+            out = {a: torch.eye(4)[[0] * len(seeds)] for a in LOOK_ATTRIBUTES}
+            out["hair_color"] = torch.eye(4)[[s % 2 for s in seeds]]
+            return out
+
+    look = look_agreement(Pipe(), Judge(), poses=[None, None], noises=8)
+    assert look["hair_color"] == 0.5 and look["outfit"] == 1.0
+    assert np.isclose(look["look_follows_s"], (0.5 + 4 * 1.0) / 5)

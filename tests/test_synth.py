@@ -122,3 +122,22 @@ def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch)
     x0, y0, x1, y1 = got.bbox()
     assert 0 <= x0 and x1 <= 64 and 0 <= y0 and y1 <= 64 and max(x1 - x0, y1 - y0) > 40
     assert Image.open(out / "images" / "000000.png").size == (64, 64)
+
+
+def test_the_wide_sampler_makes_free_cropped_poses_and_leaves_the_default_draws_alone():
+    import numpy as np
+
+    from training.skeleton import FREE, sample_rig
+
+    rigs = [sample_rig(np.random.default_rng([7, i]), wide=True) for i in range(200)]
+    assert 0.25 < np.mean([r.action == FREE for r in rigs]) < 0.55
+    cut = [r for r in rigs if (r.pose.visibility == 0).any()]
+    assert 0.1 < len(cut) / len(rigs) < 0.4  # a quarter is zoomed in; some keep every point in the frame
+    for r in rigs:
+        inside = (r.pose.xy >= 0).all(axis=1) & (r.pose.xy <= 1).all(axis=1)
+        assert (r.pose.visibility[~inside] == 0).all()  # a point cut off by the frame is absent
+        assert inside[0] or r.pose.visibility[0] == 0
+    again = sample_rig(np.random.default_rng([7, 3]), wide=True)
+    assert np.array_equal(again.pose.xy, rigs[3].pose.xy)
+    plain = [sample_rig(np.random.default_rng([7, i])) for i in range(50)]
+    assert all(r.action != FREE and (r.pose.visibility > 0).all() for r in plain)

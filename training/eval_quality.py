@@ -19,6 +19,9 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
 * `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
 * `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files),
   each with the detector's ceiling on renders of those poses (`pck_renders`, `pck_real_renders`).
+* `look_follows_s`: with one s and eight noises per pose (`look_n` poses), how often the judge reads the same hair
+  colour, hair style, outfit, outfit colour and background colour (`training.eval_style.look_agreement`); the share
+  of an s read off a render that gives back the render's attributes is `python -m training.eval style`'s `look_from_s`.
 * `seconds_per_image`: median wall time of one image at the given steps; `fd_detector` (secondary, with its n).
 """
 
@@ -271,6 +274,7 @@ def evaluate_quality(
     sheet: str | Path | None = None,
     real: bool = True,
     ae: str | Path | None = None,
+    look_n: int = 16,
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as one dict; with `ae` (an autoencoder folder) and no `model`, only
     the round trip's figures, at the autoencoder's own size."""
@@ -330,15 +334,23 @@ def evaluate_quality(
         result["face_ae" if name else "face"] = face_share(images, frame)[0]
     if judge is not None and Path(judge).is_dir():
         result["ae_eye_colour_ratio"] = _eye_colour_ratio(judge, first, renders_a, trips)
+        if pipe is not None:  # the look from s: one s, eight noises (`training.eval_style.look_agreement`)
+            from models.attributes import load_attribute_classifier
+            from training.eval_style import look_agreement
+
+            look = look_agreement(pipe, load_attribute_classifier(judge), poses[:look_n], steps=steps)
+            result["look_follows_s"] = look.pop("look_follows_s")
+            result["look_follows_s_by_attribute"] = look
+            result["look_n"] = look_n
 
     # 6. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
     hits_r, total_r = pck_counts(det.detect(renders_a), poses)
     result["pck_renders"] = hits_r / total_r
+    if real:
+        result.update(_real_pck(pipe, det, steps, size))
     if pipe is not None:
         hits, total = pck_counts(det.detect(samples), targets)
         result["pck"] = hits / total
-        if real:
-            result.update(_real_pck(pipe, det, steps, size))
         result["seconds_per_image"] = statistics.median(seconds)
         result["fd_detector"] = frechet_distance(det.embed(samples), det.embed(renders_b))
         result["fd_detector_floor"] = frechet_distance(det.embed(renders_a), det.embed(renders_b))
@@ -372,19 +384,22 @@ def _eye_colour_ratio(
     return _ratio(acc[1], acc[0])
 
 
-def _real_pck(pipe: Any, det: Any, steps: int, size: int) -> dict[str, Any]:
-    """PCK on poses people make: the samples' and the detector's ceiling on renders of the same poses."""
+def _real_pck(pipe: Any | None, det: Any, steps: int, size: int) -> dict[str, Any]:
+    """PCK on poses people make: the detector's ceiling on renders of them and (with a pipeline) the samples'."""
     from models.pipeline import frame_pose
 
     named = real_poses()
     if not named:
         return {}
     poses = [p for _, p in named]
-    samples, targets, _ = _generate(pipe, poses, steps, EVAL_SEED + 10_000)
     renders = [render_pose(frame_pose(p, size), i, size)["render"] for i, p in enumerate(poses)]
-    hits, total = pck_counts(det.detect(samples), targets)
     hits_r, total_r = pck_counts(det.detect([r.image for r in renders]), [r.pose for r in renders])
-    return {"pck_real": hits / max(total, 1), "pck_real_renders": hits_r / max(total_r, 1), "real_n": len(poses)}
+    out = {"pck_real_renders": hits_r / max(total_r, 1), "real_n": len(poses)}
+    if pipe is not None:
+        samples, targets, _ = _generate(pipe, poses, steps, EVAL_SEED + 10_000)
+        hits, total = pck_counts(det.detect(samples), targets)
+        out["pck_real"] = hits / max(total, 1)
+    return out
 
 
 def save_sheet(path: str | Path, rows: list[list[Image.Image]], poses: list[list[Pose]]) -> None:

@@ -31,6 +31,8 @@ from training.eval import DEFAULT_MODEL, EVAL_SEED
 
 STYLE_EVAL_SEED = EVAL_SEED + 3  # data set seed of this evaluation's renders (+1: detector, +2: CLIP)
 COLOUR_ATTRIBUTES = ("hair_color", "background_color", "outfit_color", "eye_color", "skin")
+# The look that must come from s, not from the noise (issue "The picture": `look_follows_s`).
+LOOK_ATTRIBUTES = ("hair_color", "hair_style", "outfit", "outfit_color", "background_color")
 
 
 def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
@@ -108,6 +110,31 @@ def style_reading(
     return out
 
 
+def look_agreement(
+    pipe: Any, classifier: Any, poses: Sequence[Any], noises: int = 8, steps: int = 8, seed: int = STYLE_EVAL_SEED
+) -> dict[str, float]:
+    """With one s drawn from the prior per pose and `noises` seeds each, the share of the images in which the
+    judge reads each LOOK_ATTRIBUTES class that most of that s's images show (1.0: the look comes from s alone),
+    and their mean as `look_follows_s`."""
+    if not len(poses) or noises < 2:
+        raise InputError("The look agreement needs at least one pose and two noises a style code.")
+    rng = np.random.default_rng(seed)
+    shares: dict[str, list[float]] = {a: [] for a in LOOK_ATTRIBUTES}
+    for k, pose in enumerate(poses):
+        style = rng.standard_normal(pipe.unet.config.style_dim).astype(np.float32)
+        images = []
+        for j in range(noises):
+            images += pipe.render(pipe.prepare(pose, seed + 1000 * k + j, steps=steps, style=style))[0]
+        judged = classifier.predict(images)
+        for a in LOOK_ATTRIBUTES:
+            if a in judged:
+                read = judged[a].numpy().argmax(axis=1)
+                shares[a].append(float(np.bincount(read).max() / len(read)))
+    out = {a: float(np.mean(v)) for a, v in shares.items() if v}
+    out["look_follows_s"] = float(np.mean(list(out.values())))
+    return out
+
+
 def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> dict[str, Any]:
     """`style_reading` on `n` held-out renders of STYLE_EVAL_SEED with the shipped (or given) judge."""
     from models.attributes import record_labels
@@ -148,6 +175,7 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         "attributes": rows,
         "colour_from_s": float(np.mean([r["from_s"] for r in colour])) if colour else float("nan"),
         "colour_random_s": float(np.mean([r["random_s"] for r in colour])) if colour else float("nan"),
+        "look_from_s": float(np.mean([rows[a]["from_s"] for a in LOOK_ATTRIBUTES if a in rows])),
         "seconds": time.perf_counter() - started,
     }
 

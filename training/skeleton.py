@@ -20,6 +20,17 @@ ACTIONS: tuple[str, ...] = (
 )  # fmt: skip
 YAWS: tuple[str, ...] = ("front", "three-quarter", "side", "back")
 HIDDEN = 0.25  # visibility of a point that is placed but hidden (COCO flag 1)
+FREE = "free"  # the wide sampler's action: every joint anywhere within its anatomical range
+
+# Ranges (degrees) of the free action, within human joint limits (Kapandji's ranges, rounded): a limb is
+# (elevation from straight down, azimuth from outward toward forward, bend of the elbow or knee).
+ARM_RANGE = ((0.0, 180.0), (-40.0, 130.0), (0.0, 145.0))
+LEG_RANGE = ((0.0, 125.0), (-30.0, 110.0), (0.0, 150.0))
+TORSO_RANGE = {"lean": (-25.0, 70.0), "twist": (-45.0, 45.0), "roll": (-25.0, 25.0)}
+HEAD_RANGE = {"head_yaw": (-70.0, 70.0), "head_pitch": (-35.0, 40.0), "head_roll": (-30.0, 30.0)}
+WIDE_FREE = 0.4  # share of free poses among the wide sampler's
+WIDE_CROP = 0.25  # share of wide poses cut by the frame (a figure from the waist or the knees up)
+WIDE_PITCH = 30.0  # the wide camera's pitch range (degrees either way): limbs foreshortened toward or away
 
 # Points on the unit head sphere (x = the character's left, y up, z forward), used both to place
 # the COCO face points and to draw the face, so the labels and the drawing agree exactly.
@@ -159,6 +170,16 @@ def _action_params(action: str, rng: np.random.Generator) -> dict:
     return p
 
 
+def _free_params(rng: np.random.Generator) -> dict:
+    """Joint angles anywhere within ARM_RANGE, LEG_RANGE, TORSO_RANGE and HEAD_RANGE, each limb on its own."""
+    u = lambda lo_hi: float(rng.uniform(*lo_hi))
+    hints = (FWD, UP, (-1.0, -0.6, 0.1))
+    p = {k: u(r) for k, r in {**TORSO_RANGE, **HEAD_RANGE}.items()}
+    p["arms"] = [(*(u(r) for r in ARM_RANGE), hints[int(rng.integers(3))]) for _ in range(2)]
+    p["legs"] = [(*(u(r) for r in LEG_RANGE), BACK_DOWN) for _ in range(2)]
+    return p
+
+
 def _sample_yaw(rng: np.random.Generator) -> tuple[str, float]:
     label = YAWS[int(rng.choice(4, p=[0.4, 0.3, 0.15, 0.15]))]
     sign = 1 if rng.random() < 0.5 else -1
@@ -167,9 +188,19 @@ def _sample_yaw(rng: np.random.Generator) -> tuple[str, float]:
 
 
 def sample_rig(
-    rng: np.random.Generator, action: str | None = None, yaw: str | None = None, heads: float | None = None
+    rng: np.random.Generator,
+    action: str | None = None,
+    yaw: str | None = None,
+    heads: float | None = None,
+    wide: bool = False,
 ) -> Rig:
-    """Sample body proportions, an action and a camera yaw; pose, project and fit into the frame."""
+    """Sample body proportions, an action and a camera yaw; pose, project and fit into the frame.
+
+    `wide` widens the space toward the poses people make in photos: a share WIDE_FREE of free poses (every joint
+    within its range), a camera pitched up to WIDE_PITCH degrees, and a share WIDE_CROP cut by the frame below
+    the head. Without it the draws are those of the 12 actions, exactly as before (the held-out split stays)."""
+    if wide and action is None and rng.random() < WIDE_FREE:
+        action = FREE
     if action is None:
         action = ACTIONS[int(rng.integers(len(ACTIONS)))]
     if yaw is None:
@@ -178,7 +209,7 @@ def sample_rig(
         yaw_label, yaw_deg = yaw, {"front": 0.0, "three-quarter": 45.0, "side": 90.0, "back": 180.0}[yaw]
     if heads is None:
         heads = float(np.clip(rng.normal(4.2, 0.85), 2.8, 6.6))
-    p = _action_params(action, rng)
+    p = _free_params(rng) if action == FREE else _action_params(action, rng)
     k = heads - 3.0
 
     # 1. Proportions in head radii (the head is 2.1 tall from crown to chin).
@@ -216,7 +247,8 @@ def sample_rig(
         J[idx] = head_c + head_rot @ np.array(FACE_POINTS[name])
 
     # 3. Camera: yaw about the vertical, a slight pitch; orthographic (y flips to point down).
-    cam = _rx(rad(float(rng.uniform(-6, 6)))) @ _ry(rad(yaw_deg))
+    pitch = WIDE_PITCH if wide else 6.0
+    cam = _rx(rad(float(rng.uniform(-pitch, pitch)))) @ _ry(rad(yaw_deg))
     P = J @ cam.T
     hc = cam @ head_c
     nk = cam @ neck
@@ -244,11 +276,19 @@ def sample_rig(
     size = ext * scale
     room = np.maximum(1.0 - size - 0.04, 0.0)
     off = (1.0 - size - room) / 2 + room * rng.uniform(0.0, 1.0, 2)
+    if wide and rng.random() < WIDE_CROP:
+        # Zoom in on the upper body: the head (with its hair) stays inside, the frame cuts the legs or the hips.
+        zoom = float(rng.uniform(1.3, 2.2))
+        scale *= zoom
+        head_x, head_top = (hxy[0] - lo[0]) * scale, (hxy[1] - 1.25 - lo[1]) * scale
+        off = np.array([float(rng.uniform(0.35, 0.65)) - head_x, float(rng.uniform(0.03, 0.12)) - head_top])
 
     def tf(q: np.ndarray) -> np.ndarray:
         return (q - lo) * scale + off
 
     kp = np.concatenate([tf(xy), vis[:, None]], axis=1).astype(np.float32)
+    outside = ((kp[:, :2] < 0.0) | (kp[:, :2] > 1.0)).any(axis=1)
+    kp[outside, 2] = 0.0  # cut off by the frame: absent (COCO flag 0), as a photo's keypoint reader leaves it
     # The torso's cross-section is an ellipse (half width x half depth); its projected half width:
     bx, fx = body_rot[0, 0], body_rot[0, 2]
     shoulder_proj = math.hypot(sw * bx, chest * fx)
@@ -272,6 +312,6 @@ def sample_rig(
     )
 
 
-def sample_pose(rng: np.random.Generator, action: str | None = None) -> Pose:
+def sample_pose(rng: np.random.Generator, action: str | None = None, wide: bool = False) -> Pose:
     """A random pose (2D projection in a unit frame; visibility marks self-occlusion by facing)."""
-    return sample_rig(rng, action).pose
+    return sample_rig(rng, action, wide=wide).pose

@@ -2,6 +2,7 @@
 
     python -m training.synth --out data/synth --n 20000 --seed 0 [--size 128] [--poses FILE] [--workers 2]
     python -m training.synth --out data/pairs --n 12000 --seed 11 --pairs     # one-attribute pairs (below)
+    python -m training.synth --out data/wide --n 20000 --seed 12 --wide       # poses as varied as photos
 
 Layout: `images/000000.png`, `keypoints/000000.json` (`{"width", "height", "keypoints": [x, y, v] * 17}`
 in pixels, COCO flags v: 2 visible, 1 hidden, 0 absent), `captions/000000.txt` (tags line, then a
@@ -37,11 +38,12 @@ from training.swaps import SWAPS, swap
 SUBDIRS = ("images", "keypoints", "captions", "attributes")
 
 
-def make_sample(seed: int, index: int, size: int = 128, pose: Pose | None = None) -> dict:
-    """Render sample `index` of data set `seed`: image, pose, captions and attributes."""
+def make_sample(seed: int, index: int, size: int = 128, pose: Pose | None = None, wide: bool = False) -> dict:
+    """Render sample `index` of data set `seed`: image, pose, captions and attributes (`wide`: from the wide pose
+    sampler, `training.skeleton.sample_rig`)."""
     rng = np.random.default_rng([seed, index])
     if pose is None:
-        return _describe(sample_rig(rng), sample_character(rng), seed, index, size)
+        return _describe(sample_rig(rng, wide=wide), sample_character(rng), seed, index, size)
     return _describe(pose, sample_character(rng), seed, index, size)
 
 
@@ -95,9 +97,9 @@ def keypoint_json(pose: Pose) -> dict:
     return {"width": pose.width, "height": pose.height, "keypoints": flat}
 
 
-def write_sample(out: Path, seed: int, index: int, size: int, pose: Pose | None) -> None:
+def write_sample(out: Path, seed: int, index: int, size: int, pose: Pose | None, wide: bool = False) -> None:
     """Render and write the four files of one sample."""
-    _write(out, make_sample(seed, index, size, pose))
+    _write(out, make_sample(seed, index, size, pose, wide))
 
 
 def _write(out: Path, s: dict) -> None:
@@ -110,9 +112,9 @@ def _write(out: Path, s: dict) -> None:
 
 
 def _job(args: tuple) -> int:
-    out, seed, index, size, pose_obj = args
+    out, seed, index, size, pose_obj, wide = args
     pose = from_dict(pose_obj) if pose_obj is not None else None
-    write_sample(Path(out), seed, index, size, pose)
+    write_sample(Path(out), seed, index, size, pose, wide)
     return index
 
 
@@ -148,15 +150,17 @@ def write_dataset(
     poses: list[dict] | None = None,
     workers: int = 2,
     pairs: bool = False,
+    wide: bool = False,
 ) -> None:
-    """Write samples 0..n-1 of data set `seed` under `out` using `workers` processes (`pairs`: n // 2 pairs)."""
+    """Write samples 0..n-1 of data set `seed` under `out` using `workers` processes (`pairs`: n // 2 pairs;
+    `wide`: poses from the wide sampler)."""
     out = Path(out)
     for sub in SUBDIRS:
         (out / sub).mkdir(parents=True, exist_ok=True)
     if pairs:
         fn, jobs = _pair_job, [(str(out), seed, k, size) for k in range(n // 2)]
     else:
-        fn, jobs = _job, [(str(out), seed, i, size, poses[i % len(poses)] if poses else None) for i in range(n)]
+        fn, jobs = _job, [(str(out), seed, i, size, poses[i % len(poses)] if poses else None, wide) for i in range(n)]
     if workers <= 1:
         for j in jobs:
             fn(j)
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poses", default=None, help="JSON-lines file of poses, one image each, in order")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--pairs", action="store_true", help="n // 2 pairs differing in one attribute (module docstring)")
+    ap.add_argument("--wide", action="store_true", help="poses from the wide sampler: free joints, pitch, crops")
     a = ap.parse_args(argv)
     try:
         poses = read_poses(a.poses) if a.poses else None
@@ -186,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     if n < 1 or not 16 <= a.size <= 1024:
         print("error: --n must be at least 1 and --size between 16 and 1024.", file=sys.stderr)
         return 2
-    if a.pairs and (poses or n < 2):
-        print("error: --pairs draws its own poses (no --poses) and needs --n of at least 2.", file=sys.stderr)
+    if a.pairs and (poses or n < 2 or a.wide):
+        print("error: --pairs draws its own poses (no --poses, no --wide) and needs --n of at least 2.", file=sys.stderr)
+        return 2
+    if a.wide and poses:
+        print("error: --wide draws its own poses; it does not go with --poses.", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     n = n - n % 2 if a.pairs else n
-    write_dataset(a.out, n, a.seed, a.size, poses, a.workers, a.pairs)
+    write_dataset(a.out, n, a.seed, a.size, poses, a.workers, a.pairs, a.wide)
     dt = time.perf_counter() - t0
     print(json.dumps({"out": str(a.out), "n": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}))
     return 0

@@ -3,6 +3,8 @@
     python -m training.synth --out data/det --n 20000 --seed 1
     nohup python -m training.train_detector --data data/det --out runs/detector > runs/detector.log 2>&1 &
     python -m training.train_detector --data data/det --out runs/detector --resume   # after a stop
+    python -m training.synth --out data/det_wide --n 20000 --seed 12 --wide       # poses as varied as photos
+    python -m training.train_detector --data data/det_wide --out runs/detector_wide --init weights/detector
 
 The detector reads GENERATED images, so training degrades the renders the ways a small latent
 autoencoder does: blur, down-and-up resampling, JPEG-like blocking, colour shifts and noise, on top
@@ -232,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="synth folder (images/, keypoints/)")
     p.add_argument("--out", required=True, help="run folder (checkpoint/, final/, log.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when it exists")
+    p.add_argument("--init", metavar="DIR", help="start from this trained detector (its architecture, not the flags')")
     p.add_argument("--publish", metavar="DIR", help="at the end copy final/ here with a model card (README.md)")
     p.add_argument("--val-data", help="validation synth folder (default: held-out renders from training.eval's range)")
     p.add_argument(
@@ -325,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     step, elapsed_before, cpu_before = 0, 0.0, 0.0
     if args.resume and (ckpt / "config.json").is_file():
         model = KeypointDetector.from_pretrained(str(ckpt))
+    elif args.init:  # fine-tune (e.g. the shipped detector on the wide sampler's poses): its architecture wins
+        model = KeypointDetector.from_pretrained(str(args.init))
     else:
         torch.manual_seed(args.seed)
         model = KeypointDetector(
