@@ -278,10 +278,16 @@ def sample_rig(
     off = (1.0 - size - room) / 2 + room * rng.uniform(0.0, 1.0, 2)
     if wide and rng.random() < WIDE_CROP:
         # Zoom in on the upper body: the head (with its hair) stays inside, the frame cuts the legs or the hips.
-        zoom = float(rng.uniform(1.3, 2.2))
-        scale *= zoom
-        head_x, head_top = (hxy[0] - lo[0]) * scale, (hxy[1] - 1.25 - lo[1]) * scale
-        off = np.array([float(rng.uniform(0.35, 0.65)) - head_x, float(rng.uniform(0.03, 0.12)) - head_top])
+        zoom, at = float(rng.uniform(1.3, 2.2)), (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.03, 0.12)))
+        base = scale
+        while True:  # every point within a frame of the image (what a Pose allows), else zoom out a little
+            scale = base * zoom
+            head_x, head_top = (hxy[0] - lo[0]) * scale, (hxy[1] - 1.25 - lo[1]) * scale
+            off = np.array([at[0] - head_x, at[1] - head_top])
+            placed = (xy - lo) * scale + off
+            if (placed > -0.9).all() and (placed < 1.9).all() or zoom <= 1.0:
+                break
+            zoom = max(1.0, zoom * 0.9)
 
     def tf(q: np.ndarray) -> np.ndarray:
         return (q - lo) * scale + off
