@@ -4,9 +4,9 @@
     load_backend("model.ckpt")                                       # ForkPipeline: the fork's CompVis checkpoint
     load_backend("an/sd15-anime", "lllyasviel/control_v11p_sd15_openpose")   # ControlNetBackend
 
-Every back end has PosePipeline's call, `backend(pose, seed, steps, guidance, sampler, style, eta,
-num_images, callback, size) -> (images, states)`; `capabilities(backend)` names the extras it offers
-(style sliders, prompts, h-space directions, CLIP guidance), so the UI shows only those.
+Every back end answers the calls of `models.backend.Backend` by keyword; `capabilities(backend)` names the extras
+it offers (its `Capabilities`: style sliders, prompts, directions, refinement, CLIP guidance), so the UI shows
+only those.
 """
 
 from __future__ import annotations
@@ -16,37 +16,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from models.backend import Capabilities, is_offline, unreachable
 from models.errors import InputError
 
 Kind = Literal["ours", "fork", "sd"]
 
 # The OpenPose ControlNet for SD 1.5 that the error message suggests (the one Hub id this module names).
 OPENPOSE_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
-
-# What each back end offers beyond PosePipeline's call (the UI hides the controls of the others).
-OURS = frozenset({"guidance", "style", "sefa", "ganspace", "refine_style", "refine_latent"})
-
-
-def is_offline() -> bool:
-    """Whether HF_HUB_OFFLINE is set (read now, and as huggingface_hub read it at import)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # noqa: BLE001 -- no huggingface_hub: nothing is offline because nothing is online
-        return False
-
-
-def unreachable(name: str, what: str = "model") -> str:
-    """The sentence for a name that is neither a local path nor a Hub repository we can read."""
-    if is_offline():
-        return (
-            f"The {what} {name} is not a local folder and not in the Hub cache, "
-            "and HF_HUB_OFFLINE=1 keeps the Hub out of reach."
-        )
-    return f"The {what} {name} is neither a local folder nor a reachable Hub repository."
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -148,5 +124,14 @@ def load_backend(model: str | os.PathLike, controlnet: str | os.PathLike | None 
 
 
 def capabilities(backend: Any) -> frozenset[str]:
-    """The extras a back end offers: its CAPABILITIES, or ours for PosePipeline and look-alikes (the demo stand-in)."""
-    return frozenset(getattr(backend, "CAPABILITIES", OURS))
+    """The names of the extras a back end offers (its `CAPABILITIES.names`); a look-alike without them offers
+    PosePipeline's."""
+    caps = getattr(backend, "CAPABILITIES", None)
+    if caps is None:
+        from models.pipeline import PosePipeline
+
+        caps = PosePipeline.CAPABILITIES
+    return caps.names if isinstance(caps, Capabilities) else frozenset(caps)
+
+
+__all__ = ["OPENPOSE_CONTROLNET", "capabilities", "is_offline", "load_backend", "model_kind", "unreachable"]

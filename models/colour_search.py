@@ -64,6 +64,28 @@ def decoder_gamut(vae: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return grid[first], colour[first]
 
 
+def make_cutouts(
+    images: torch.Tensor, n: int, size: int, generator: torch.Generator, min_scale: float = 0.6, noise: float = 0.05
+) -> torch.Tensor:
+    """`n` views `(n, 3, size, size)` of one image: the whole image, then random square crops (a side of
+    `min_scale`..1 of the image), random horizontal flips and a little Gaussian noise (VQGAN-CLIP's MakeCutouts)."""
+    _, _, h, w = images.shape
+    side = min(h, w)
+    views = [F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
+    for _ in range(n - 1):
+        r = torch.rand(5, generator=generator).tolist()
+        crop = max(8, round(side * (min_scale + (1 - min_scale) * r[0])))
+        y = int(r[1] * (h - crop + 1))
+        x = int(r[2] * (w - crop + 1))
+        view = images[:, :, y : y + crop, x : x + crop]
+        view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if r[3] < 0.5:
+            view = view.flip(-1)
+        eps = torch.randn(view.shape, generator=generator).to(view.device, view.dtype)
+        views.append(view + noise * r[4] * eps)
+    return torch.cat(views)
+
+
 def class_prob(clip: Any, embeds: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Probability of class 0 under CLIP's zero-shot softmax for image embeddings `(..., D)` against unit class
     embeddings `(K, D)`; shape `(...)`."""
@@ -85,9 +107,7 @@ def shift_colour(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor)
 @torch.no_grad()
 def view_embeddings(clip: Any, images: torch.Tensor, views: int = 4) -> torch.Tensor:
     """`(N, views, D)`: CLIP's embeddings of `views` augmented views of each image `(N, 3, H, W)`
-    (`models.refine.make_cutouts`, the same seeded views every call, so two images' scores compare)."""
-    from models.refine import make_cutouts
-
+    (`make_cutouts`, the same seeded views every call, so two images' scores compare)."""
     generator = torch.Generator("cpu").manual_seed(0)
     cutouts = torch.cat([make_cutouts(x[None].float(), views, int(clip.image_size), generator) for x in images])
     return clip.encode_image(cutouts).float().view(len(images), views, -1)
@@ -141,7 +161,7 @@ def colour_search(
     [-1, 1]: `decoder_gamut`'s, or a `models.colour_palette` palette's) that CLIP, over `classes`
     (a colour prompt, then its other colours), scores best once decoded (module docstring); `image` is z decoded in
     [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels. The decoded candidates are scored over `views`
-    augmented views each (`models.refine.make_cutouts`, seeded), as the gradient steps see them; `project_steps` are
+    augmented views each (`make_cutouts`, seeded), as the gradient steps see them; `project_steps` are
     the decoder steps of the projection (`project`)."""
     candidates = shift_colour(image, mask, colours.to(image.device, image.dtype))
     best = zero_shot_prob(clip, candidates, classes).topk(min(top, len(colours))).indices
@@ -156,6 +176,7 @@ __all__ = [
     "class_prob",
     "colour_search",
     "decoder_gamut",
+    "make_cutouts",
     "project",
     "region_cells",
     "shift_colour",

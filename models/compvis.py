@@ -35,6 +35,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from PIL import Image
 
 from models.autoencoder import to_pil
+from models.backend import Callback, Capabilities, ModelFn, Wrap, refuse_style_at
 from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import FORK_FRAME, NUM_KEYPOINTS, Pose, to_fork
@@ -63,11 +64,7 @@ FORK_BETAS = (0.0015, 0.0195)  # linear_start, linear_end of the fork's config
 FORK_TIMESTEPS = 1000
 MAX_STEPS = 1000  # the fork's own sampler ran 500 DDIM steps (-c 500)
 PREVIEW_EVERY = 5
-
-# callback(step, total, preview_image or None), as PosePipeline's.
-Callback = Callable[[int, int, "Image.Image | None"], None]
-# wrap(state, model_fn) -> model_fn: a conditioning wrapper around the denoiser (models.clip_guidance).
-Wrap = Callable[[GenerationState, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]], Callable[..., torch.Tensor]]
+DEFAULT_STEPS = 50
 
 
 # -- reading a checkpoint (tensors only) ------------------------------------------------------------
@@ -450,9 +447,10 @@ def fork_context(pose: Pose, grid: int = FORK_GRID) -> np.ndarray:
 
 
 class ForkPipeline:
-    """The keypoint-LDM fork (VQ-f4 + keypoint cross-attention UNet) with PosePipeline's call."""
+    """The keypoint-LDM fork (VQ-f4 + keypoint cross-attention UNet): a `models.backend.Backend`."""
 
-    CAPABILITIES = frozenset({"hspace", "clip_guidance"})  # no style code, no unconditional branch
+    # no style code, and no unconditional branch (the fork never dropped the keypoints in training): no guidance
+    CAPABILITIES = Capabilities(max_steps=MAX_STEPS, max_guidance=None, hspace=True, clip_guidance=True)
 
     def __init__(
         self,
@@ -515,15 +513,15 @@ class ForkPipeline:
         pose: Pose,
         seed: int,
         steps: int,
-        guidance: float,
+        guidance: float | None,
         sampler: str,
         style: Any,
         eta: float,
-        n: int,
+        num_images: int,
         size: int,
     ) -> None:
-        """Raise InputError with one sentence for any input the fork cannot honour."""
-        check_common(pose, seed, steps, guidance, sampler, eta, n, max_steps=MAX_STEPS, max_guidance=None)
+        """Raise InputError with one sentence for any input the fork cannot honour (`guidance` is ignored)."""
+        check_common(pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=None)
         check_size(size, self.size_multiple, self.native_size)
         if style is not None and np.asarray(style).size:
             raise InputError("The keypoint LDM has no style code; leave the style empty.")
@@ -534,9 +532,17 @@ class ForkPipeline:
         return torch.from_numpy(fork_context(pose))[None].to(self.device, self.dtype)
 
     def prepare(
-        self, pose: Pose, seed: int, steps: int = 50, sampler: str = "ddim", eta: float = 0.0, size: int | None = None
+        self,
+        pose: Pose,
+        seed: int,
+        steps: int = DEFAULT_STEPS,
+        guidance: float | None = None,
+        sampler: str = "ddim",
+        style: Any = None,
+        eta: float = 0.0,
+        size: int | None = None,
     ) -> GenerationState:
-        """The state of one image before sampling: z_T drawn from `seed` (the fork has no style code)."""
+        """The state of one image before sampling: z_T drawn from `seed` (no style code; guidance recorded as 1.0)."""
         size = size or self.native_size
         side = size // self.latent_factor
         g = torch.Generator("cpu").manual_seed(int(seed))
@@ -548,7 +554,7 @@ class ForkPipeline:
         """eps(z_t, t, c): the UNet's noise prediction (differentiable)."""
         return self.unet(z_t, t, encoder_hidden_states=context.expand(z_t.shape[0], -1, -1)).sample
 
-    def model_fn(self, state: GenerationState) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def model_fn(self, state: GenerationState) -> ModelFn:
         """`model_fn(z_t, t)` for `sample_loop`, with the state's pose as the context."""
         context = self.context(state.pose)
         return lambda x, t: self.predict(x, t, context)
@@ -558,7 +564,7 @@ class ForkPipeline:
         self,
         state: GenerationState,
         callback: Callback | None = None,
-        model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        model_fn: ModelFn | None = None,
     ) -> GenerationState:
         """Sample z_0 for a state; `model_fn` replaces the plain UNet (e.g. a CLIP-guided wrapper)."""
         cfg = state.settings
@@ -591,9 +597,15 @@ class ForkPipeline:
         return to_pil(self.decode_tensor(latent))
 
     def render(
-        self, state: GenerationState, callback: Callback | None = None, wrap: Wrap | None = None
+        self,
+        state: GenerationState,
+        callback: Callback | None = None,
+        wrap: Wrap | None = None,
+        style_at: Callable[[int], Any] | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
-        """Re-render a state (the same noise and pose give the same pixels); `wrap` wraps its model_fn (CLIP guidance)."""
+        """Re-render a state (the same noise and pose give the same pixels); `wrap` wraps its model_fn (CLIP guidance);
+        a `style_at` is refused (no style code)."""
+        refuse_style_at(style_at, "The keypoint LDM")
         done = self.denoise(state, callback, wrap(state, self.model_fn(state)) if wrap is not None else None)
         return self.decode(done.z_0), done
 
@@ -602,7 +614,7 @@ class ForkPipeline:
         self,
         pose: Pose,
         seed: int,
-        steps: int = 50,
+        steps: int = DEFAULT_STEPS,
         guidance: float | None = None,
         sampler: str = "ddim",
         style: Any = None,
@@ -616,12 +628,15 @@ class ForkPipeline:
         # The fork never dropped the keypoints in training: it has no unconditional branch to guide against.
         # 1. Check inputs.
         size = self.native_size if size is None else size
-        self.check_inputs(pose, seed, steps, guidance, sampler, style, eta, num_images, size)
+        self.check_inputs(
+            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
+            num_images=num_images, size=size,
+        )  # fmt: skip
         images: list[Image.Image] = []
         states: list[GenerationState] = []
         for i in range(num_images):
             # 2. Noise z_T from the image's seed.
-            state = self.prepare(pose, int(seed) + i, steps, sampler, float(eta), size)
+            state = self.prepare(pose=pose, seed=int(seed) + i, steps=steps, sampler=sampler, eta=float(eta), size=size)
             # 3. Denoising loop with the keypoint context, 4. decode through the VQ first stage.
             cb = None
             if callback is not None:
@@ -629,7 +644,7 @@ class ForkPipeline:
                 def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
                     callback(i * total + step, num_images * total, preview)
 
-            image, done = self.render(state, cb, wrap)
+            image, done = self.render(state, cb, wrap=wrap)
             images += image
             states.append(done)
         return images, states

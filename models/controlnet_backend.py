@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.backend import Callback, Capabilities, ModelFn, Wrap, is_offline, refuse_style_at, unreachable
 from models.checks import check_common, check_size
 from models.errors import InputError
 from models.pose import Pose
@@ -36,10 +37,7 @@ MAX_PROMPT_CHARS = 2000
 PREVIEW_EVERY = 5
 # SD 1.x latent -> RGB, a linear fit (the common "cheap approximation" preview): no VAE pass per preview.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
-
-Callback = Callable[[int, int, "Image.Image | None"], None]
-# wrap(state, model_fn) -> model_fn: a conditioning wrapper around the denoiser (models.clip_guidance).
-Wrap = Callable[[GenerationState, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]], Callable[..., torch.Tensor]]
+DEFAULT_STEPS = 20
 
 
 def control_image(pose: Pose, size: int) -> Image.Image:
@@ -59,8 +57,6 @@ def latent_preview(latent: torch.Tensor, size: int) -> Image.Image:
 
 def _load(what: str, name: str, load: Callable[[], Any]) -> Any:
     """Run a diffusers loader; any failure becomes one sentence naming `what` and `name`."""
-    from models.backends import unreachable
-
     try:
         return load()
     except InputError:
@@ -72,9 +68,11 @@ def _load(what: str, name: str, load: Callable[[], Any]) -> Any:
 
 
 class ControlNetBackend:
-    """Stable Diffusion + an OpenPose ControlNet behind PosePipeline's call (plus prompt and negative prompt)."""
+    """Stable Diffusion + an OpenPose ControlNet: a `models.backend.Backend` with a prompt and a negative prompt."""
 
-    CAPABILITIES = frozenset({"guidance", "prompt", "hspace", "clip_guidance"})
+    CAPABILITIES = Capabilities(
+        max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE, prompt=True, hspace=True, clip_guidance=True
+    )
 
     def __init__(self, pipe: Any, device: str | torch.device | None = None):
         self.pipe = pipe
@@ -100,8 +98,6 @@ class ControlNetBackend:
     ) -> ControlNetBackend:
         """Load a diffusers SD 1.x folder or Hub id and an OpenPose ControlNet folder or Hub id."""
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-
-        from models.backends import is_offline
 
         offline = {"local_files_only": True} if is_offline() else {}
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -132,14 +128,17 @@ class ControlNetBackend:
         sampler: str,
         style: Any,
         eta: float,
-        n: int,
+        num_images: int,
         size: int,
-        prompt: str,
-        negative_prompt: str,
-        controlnet_scale: float,
+        *,
+        prompt: str = DEFAULT_PROMPT,
+        negative_prompt: str = DEFAULT_NEGATIVE,
+        controlnet_scale: float = 1.0,
     ) -> None:
         """Raise InputError with one sentence for any input the back end cannot honour."""
-        check_common(pose, seed, steps, guidance, sampler, eta, n, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE)
+        check_common(
+            pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
+        )
         check_size(size, self.size_multiple, self.native_size)
         if style is not None and np.asarray(style).size:
             raise InputError("Stable Diffusion has no style code; describe the character in the prompt instead.")
@@ -165,16 +164,19 @@ class ControlNetBackend:
         self,
         pose: Pose,
         seed: int,
-        steps: int = 20,
+        steps: int = DEFAULT_STEPS,
         guidance: float = DEFAULT_GUIDANCE,
         sampler: str = "dpmpp_2m",
+        style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
+        *,
         prompt: str = DEFAULT_PROMPT,
         negative_prompt: str = DEFAULT_NEGATIVE,
         controlnet_scale: float = 1.0,
     ) -> GenerationState:
-        """The state of one image before sampling: z_T drawn from `seed`; the prompt lives in the settings."""
+        """The state of one image before sampling: z_T drawn from `seed` (no style code); the prompt lives in the
+        settings."""
         size = size or self.native_size
         side = size // self.latent_factor
         g = torch.Generator("cpu").manual_seed(int(seed))
@@ -209,7 +211,7 @@ class ControlNetBackend:
             z_t, t, encoder_hidden_states=text, down_block_additional_residuals=down, mid_block_additional_residual=mid
         ).sample
 
-    def model_fn(self, state: GenerationState) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def model_fn(self, state: GenerationState) -> ModelFn:
         """`model_fn(z_t, t)` for `sample_loop`: the guided noise prediction for the state's pose and prompt."""
         cfg = state.settings
         cond, uncond = self.text_embeddings(cfg["prompt"], cfg["negative_prompt"])
@@ -233,7 +235,7 @@ class ControlNetBackend:
         self,
         state: GenerationState,
         callback: Callback | None = None,
-        model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        model_fn: ModelFn | None = None,
     ) -> GenerationState:
         """Sample z_0 for a state; `model_fn` replaces the plain guided model (e.g. a CLIP-guided wrapper)."""
         cfg = state.settings
@@ -270,9 +272,15 @@ class ControlNetBackend:
         return [Image.fromarray(a) for a in arr]
 
     def render(
-        self, state: GenerationState, callback: Callback | None = None, wrap: Wrap | None = None
+        self,
+        state: GenerationState,
+        callback: Callback | None = None,
+        wrap: Wrap | None = None,
+        style_at: Callable[[int], Any] | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
-        """Re-render a state (the same noise, pose and prompt give the same pixels); `wrap` wraps its model_fn."""
+        """Re-render a state (the same noise, pose and prompt give the same pixels); `wrap` wraps its model_fn; a
+        `style_at` is refused (no style code)."""
+        refuse_style_at(style_at, "Stable Diffusion")
         done = self.denoise(state, callback, wrap(state, self.model_fn(state)) if wrap is not None else None)
         return self.decode(done.z_0), done
 
@@ -281,7 +289,7 @@ class ControlNetBackend:
         self,
         pose: Pose,
         seed: int,
-        steps: int = 20,
+        steps: int = DEFAULT_STEPS,
         guidance: float | None = None,
         sampler: str = "dpmpp_2m",
         style: Any = None,
@@ -301,26 +309,17 @@ class ControlNetBackend:
         prompt = DEFAULT_PROMPT if prompt is None else prompt
         negative_prompt = DEFAULT_NEGATIVE if negative_prompt is None else negative_prompt
         self.check_inputs(
-            pose,
-            seed,
-            steps,
-            guidance,
-            sampler,
-            style,
-            eta,
-            num_images,
-            size,
-            prompt,
-            negative_prompt,
-            controlnet_scale,
-        )
+            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
+            num_images=num_images, size=size, prompt=prompt, negative_prompt=negative_prompt,
+            controlnet_scale=controlnet_scale,
+        )  # fmt: skip
         images: list[Image.Image] = []
         states: list[GenerationState] = []
         for i in range(num_images):
             # 2. Noise z_T from the image's seed; the prompt and the pose drawing go into the settings.
             state = self.prepare(
-                pose, int(seed) + i, steps, float(guidance), sampler, float(eta), size, prompt, negative_prompt,
-                float(controlnet_scale),
+                pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, eta=float(eta),
+                size=size, prompt=prompt, negative_prompt=negative_prompt, controlnet_scale=float(controlnet_scale),
             )  # fmt: skip
             # 3. Denoising loop (text encoding and the control image inside), 4. decode.
             cb = None
@@ -329,7 +328,7 @@ class ControlNetBackend:
                 def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
                     callback(i * total + step, num_images * total, preview)
 
-            image, done = self.render(state, cb, wrap)
+            image, done = self.render(state, cb, wrap=wrap)
             images += image
             states.append(done)
         return images, states

@@ -27,6 +27,7 @@ from PIL import Image
 
 from models.autoencoder import Autoencoder, downsample_factor, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
+from models.backend import Callback, Capabilities, Wrap
 from models.checks import check_common, check_size
 from models.colour_palette import PALETTE_FILE, load_palette, save_palette
 from models.errors import InputError
@@ -44,9 +45,6 @@ DEFAULT_STEPS = 8  # DPM-Solver++ 2M: PCK and FD as at 10 steps (training.eval),
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
 PREVIEW_EVERY = 5  # decode the z_0 estimate for the callback every this many steps
-
-# callback(step, total, preview_image or None): called after every sampler step; a preview every PREVIEW_EVERY.
-Callback = Callable[[int, int, "Image.Image | None"], None]
 
 
 def frame_pose(pose: Pose, size: int) -> Pose:
@@ -73,7 +71,13 @@ def resolve_folder(name_or_path: str | os.PathLike) -> Path:
 
 
 class PosePipeline:
-    """The pose-conditioned latent diffusion pipeline (autoencoder, PoseUNet, scheduler config)."""
+    """The pose-conditioned latent diffusion pipeline (autoencoder, PoseUNet, scheduler config); a
+    `models.backend.Backend`."""
+
+    CAPABILITIES = Capabilities(
+        max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE, style_code=True, directions=("sefa", "ganspace"),
+        refine=("style", "latent"),
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -269,13 +273,15 @@ class PosePipeline:
         preview_every: int = PREVIEW_EVERY,
         style_at: Callable[[int], np.ndarray] | None = None,
         start_style: np.ndarray | None = None,
+        wrap: Wrap | None = None,
     ) -> GenerationState:
         """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set.
 
         `style_at(step)` (0-based sampler step), when given, is the s used at that step instead of the
         state's (style edits over a range of steps, `models.editing`). `start_style`, when given, is the s the
         start E[z_0 | s, pose] is computed from instead of the first step's (to tell the start's part of an edit
-        from the UNet's: `training.eval_directions --pathways`)."""
+        from the UNet's: `training.eval_directions --pathways`). `wrap(state, model_fn)`, when given, wraps the
+        guided model (`models.backend.Wrap`)."""
         cfg = state.settings
         size = cfg["size"]
         g, _, _ = self._generator(state.seed, tuple(state.z_T.shape))  # advance past z_T and s
@@ -294,6 +300,9 @@ class PosePipeline:
                 s_i = torch.as_tensor(np.asarray(style_at(calls[0]), dtype=np.float32))[None]
                 calls[0] += 1
                 return self.predict(x, t, cond, s_i.to(self.device, self.dtype), cfg["guidance"])
+
+        if wrap is not None:
+            model_fn = wrap(state, model_fn)
 
         def on_step(step: int, total: int, z0: torch.Tensor) -> None:
             preview = None
@@ -328,10 +337,11 @@ class PosePipeline:
         callback: Callback | None = None,
         style_at: Callable[[int], np.ndarray] | None = None,
         start_style: np.ndarray | None = None,
+        wrap: Wrap | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
         """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels (`denoise`'s
-        `style_at` and `start_style`)."""
-        done = self.denoise(state, callback, style_at=style_at, start_style=start_style)
+        `style_at`, `start_style` and `wrap`)."""
+        done = self.denoise(state, callback, style_at=style_at, start_style=start_style, wrap=wrap)
         return self.decode(done.z_0), done
 
     # -- the one way to run it ---------------------------------------------------------------------
@@ -347,16 +357,24 @@ class PosePipeline:
         num_images: int = 1,
         callback: Callback | None = None,
         size: int | None = None,
+        wrap: Wrap | None = None,
     ) -> tuple[list[Image.Image], list[GenerationState]]:
-        """Draw `num_images` characters in `pose`; image i uses seed `seed + i`. Returns images and states."""
+        """Draw `num_images` characters in `pose`; image i uses seed `seed + i` (`wrap`: `render`'s). Returns images
+        and states."""
         # 1. Check inputs.
         size = self.native_size if size is None else size
-        self.check_inputs(pose, seed, steps, guidance, sampler, style, eta, num_images, size)
+        self.check_inputs(
+            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
+            num_images=num_images, size=size,
+        )  # fmt: skip
         images: list[Image.Image] = []
         states: list[GenerationState] = []
         for i in range(num_images):
             # 2. Noise z_T and style s from the image's seed.
-            state = self.prepare(pose, int(seed) + i, steps, float(guidance), sampler, style, float(eta), size)
+            state = self.prepare(
+                pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=style,
+                eta=float(eta), size=size,
+            )  # fmt: skip
             # 3. Denoising loop (the condition map is drawn inside), 4. decode.
             cb = None
             if callback is not None:
@@ -364,7 +382,7 @@ class PosePipeline:
                 def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
                     callback(i * total + step, num_images * total, preview)
 
-            image, done = self.render(state, cb)
+            image, done = self.render(state, cb, wrap=wrap)
             images += image
             states.append(done)
         return images, states

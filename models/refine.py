@@ -5,21 +5,21 @@
     result.images         # the image after each optimisation step, then the final image
     result.messages       # notes for the user (e.g. a prompt cut at the tokenizer's length)
 
-Two variables can move (ARCHITECTURE.md, "CLIP refinement"):
-* `style`: the style code s. Adam on s, the loss backpropagated through a few deterministic DDIM
+Two variables can move (ARCHITECTURE.md, "CLIP refinement"), each by normalised gradient descent (`ngd_step`):
+* `style`: the style code s, the loss backpropagated through `STYLE_DDIM_STEPS` deterministic DDIM
   steps from the state's z_T (Song et al. 2021, Eq. 12 with eta = 0) and the decoder; on a GPU every
   UNet call is wrapped in `torch.utils.checkpoint` so memory stays flat in the number of steps (on a
-  CPU, where time binds and memory does not, it is off: `RefineSettings.checkpointing`). The result
-  is re-rendered with the state's own sampler and steps, so it is an ordinary state.
-* `latent`: the final latent z_0, as VQGAN-CLIP does (Crowson et al. 2022): Adam on z_0, the CLIP
-  loss averaged over random cutouts of the decoded image (random crops and resizes, flips, noise),
-  with a small L2 tether to the original z_0 that keeps it near what the decoder knows. By default
-  a prompt that names a part ("pink hair", "red dress", "teal background") moves only that part:
-  the pose and the image's colours give its region (`models.edit_regions`), and the region gets one
-  affine map of the latent's channels (z -> z + A z + b), a recolouring that cannot turn into the
-  dithered texture a free z_0 drifts to. A colour prompt's steps start from a colour search
-  (`models.colour_search`): CLIP picks the region's colour among those the decoder can draw, since
-  gradient steps from blue hair towards "pink hair" stall at purple.
+  CPU, where time binds and memory does not, it is off). The result is re-rendered with the state's
+  own sampler and steps, so it is an ordinary state.
+* `latent`: the final latent z_0, as VQGAN-CLIP does (Crowson et al. 2022): the CLIP loss averaged
+  over random cutouts of the decoded image (random crops and resizes, flips, noise), with a small L2
+  tether to the original z_0 that keeps it near what the decoder knows. A prompt that names a part
+  ("pink hair", "red dress", "teal background") moves only that part: the part parser or the pose and
+  the image's colours give its region (`models.edit_regions`), and the region gets one affine map of
+  the latent's channels (z -> z + A z + b), a recolouring that cannot turn into the dithered texture a
+  free z_0 drifts to; a prompt that names no part moves a smooth offset of z_0 (`offset_grid`). A colour
+  prompt's steps start from a colour search (`models.colour_search`): CLIP picks the region's colour
+  among those the decoder can draw, since gradient steps from blue hair towards "pink hair" stall at purple.
 * `both`: style first, then latent from the re-rendered z_0.
 
 The loss (VQGAN-CLIP's `Prompt` module, summed over the weighted prompts of `models.prompts`):
@@ -53,6 +53,8 @@ from torch.utils.checkpoint import checkpoint
 
 from models.autoencoder import decode as ae_decode
 from models.autoencoder import to_pil
+from models.backends import capabilities
+from models.colour_search import make_cutouts  # CLIP's augmented views, shared with the search
 from models.errors import InputError
 from models.pipeline import frame_pose  # the one framing of a pose in the output square
 from models.prompts import Term, colour_alternatives, prompt_terms, truncation_messages
@@ -71,77 +73,36 @@ MAX_POSE_WEIGHT = 100.0
 MIN_PARSED = 0.002
 
 
+# Style mode: the deterministic DDIM steps from z_T that the gradient flows through.
+STYLE_DDIM_STEPS = 4
+
+
 @dataclass(frozen=True)
 class RefineSettings:
     """The knobs of one refinement stage; defaults are sized for about 10 s on 2 CPU cores (128 px)."""
 
-    steps: int  # Adam steps
-    lr: float  # Adam step size (s and z_0 both have unit prior scale)
+    steps: int  # normalised gradient descent steps
+    lr: float  # step size: the RMS per coordinate of a step (s and z_0 both have unit prior scale)
     pose_weight: float  # weight of the detector's heatmap loss against the input pose
     cutouts: int  # CLIP views per step: the whole image, then random augmented crops
     tether: float  # weight of mean((x - x_start)^2) on the optimised variable
-    ddim_steps: int = 4  # style mode: deterministic DDIM steps from z_T that the gradient flows through
-    # Style mode: recompute each UNet call in the backward pass (torch.utils.checkpoint). None: on a GPU,
-    # where memory binds, off on a CPU, where time binds (measured at 128 px, 4 DDIM steps, 1 thread:
-    # 2.75 s and +208 MB per Adam step with it, 1.40 s and +334 MB without; +45 MB per extra DDIM step).
-    checkpointing: bool | None = None
-    # Latent mode: None optimises z_0 itself (VQGAN-CLIP); a side k optimises a k x k offset, upsampled
-    # bilinearly onto z_0, which can only make smooth (colour-region) changes, not pixel-wise ones.
-    offset_grid: int | None = None
-    optimizer: Literal["adam", "ngd"] = "adam"  # Adam, or normalised gradient descent (direction kept)
+    # Latent mode, for a prompt that names no region: a k x k offset, upsampled bilinearly onto z_0, which can only
+    # make smooth (colour-region) changes, not pixel-wise ones.
+    offset_grid: int = 16
     # Weight of the colour-contrast term: a colour prompt ("pink hair") as CLIP's zero-shot classifier against the
     # same prompt in every other colour ("red hair", "blue hair", ...; `models.prompts.colour_alternatives`).
     contrast: float = 0.0
-    # Latent mode: move only the regions of the frame the prompt names (hair, face, body, background), found from
-    # the pose and the image's colours (`models.edit_regions`), each region by its own offset on a
-    # `region_grid` x `region_grid` grid (1: one latent shift per region, a recolouring that cannot dither);
-    # a prompt that names no region moves anywhere, on `offset_grid`.
-    regions: bool = False
-    region_grid: int = 1
-    # With regions: each region's change is an affine map of z_0's channels (z -> z + A z + b), a colour
-    # transform on the latent that moves every shade of the hair alike, instead of one shift on the grid.
-    region_affine: bool = False
-    # With regions: before the gradient steps, each colour prompt's region is recoloured to the decoder-gamut colour
+    # Latent mode: before the gradient steps, each colour prompt's region is recoloured to the decoder-gamut colour
     # CLIP scores best (`models.colour_search`); this many candidates are projected into z_0 and decoded (0: off).
     colour_search: int = 0
-    # With regions: weight of mean((1 - m) (x - x_start)^2) over the decoded pixels x outside the named regions m.
+    # Latent mode: weight of mean((1 - m) (x - x_start)^2) over the decoded pixels x outside the named regions m.
     # The decoder's group norms see the whole latent, so a region's change also tints the rest of the picture.
     keep_outside: float = 0.0
 
 
-# Chosen by `training/eval_refine.py` sweeps on held-out pairs with the shipped models (issue 5's note):
-# normalised gradient descent beat Adam in both modes (Adam's sign-like first steps turned every prompt
-# blue through the decoder), and the pose term keeps (even raises) PCK in latent mode, where pixels move.
-# Style lr 0.3: once the UNet reads s (plain v-loss training), 0.3 beat 1.0 (success 2/6 vs 1/6, the asked
-# class's probability 0.30 vs 0.14), since steps of RMS 1 per coordinate overshoot into other colours.
-# Latent: a 16 x 16 offset upsampled onto the 32 x 32 z_0, not z_0 itself. With the H200-trained CLIP, on 24
-# held-out pairs: success 0.375 against 0.125 for z_0 (which makes pixel-wise texture, as the seed blog found),
-# pck_drop 0.038 against 0.050; an 8 x 8 offset gave 0.25 on 12 pairs (too coarse for hair), lr 0.5 0.17.
-# Latent is the default mode: with the guided style axes (weights/README.md) and the 11-minute CLIP, on the same
-# 24 pairs latent reached 0.375 and style 0.083 (an axis's class bins leave little gradient inside a bin).
-# Latent regions and contrast, with the CLIP's third run, on the same 24 pairs (issue 5's note): z_0's 16 x 16 offset
-# as before 0.25 (CLIP's 96-pixel view averages dithered blobs: "green hair" came out as yellow and blue); the
-# contrast term 0.42, still blotchy; one shift per pose region 0.29-0.33, clean but weak on hair; an affine map of
-# the latent channels per region (lr 0.3, 12 steps) 0.375, at lr 0.1 and 16 steps 0.42 with clean edits, the
-# default. The contrast term did nothing for style (0.08 on the first 12 pairs).
-# The colour search (`colour_search`, top 4 of the decoder's gamut) before 8 affine steps, with the crown-keyed hair
-# masks: 0.625 (hair 0.44, background 0.75, outfit 0.71) in 5.8 s, against 0.50 for 16 steps from z_0 with the same
-# masks (0.417 with the old ones); 12 steps after the search or the top 8 scored no better. But the decoder's group
-# norms carried a region's change over the whole picture ("pink hair | sailor uniform" turned a green backdrop
-# beige), so `keep_outside` 300 holds the pixels outside the named regions: 0.54 at 8 steps (100: 0.50), 0.625 at
-# 12 steps (contrast 6: 0.58), the default, since a part edit that repaints the backdrop is the smear the regions
-# exist to stop. Scoring the search's decoded candidates over 4 augmented views instead of one: 0.667, 8.0 s.
-# Then three changes together (issue 5's note): the background's and the body's candidates are the training data's
-# colours of that part (`models.colour_palette`), not the decoder's whole gamut; the projection adds 4 decoder steps
-# on the pixel error (`models.colour_search.project`); the iterates, the searched start included, are ranked by the
-# search's own seeded zero-shot score, not by the loss of random cutouts. With 8 steps: 0.75 (hair 0.56, background
-# 1.0, outfit 0.71; another draw of the palette's pixels gave 0.79), pck_drop 0.009, 7.2 s; on 48 pairs 0.69
-# against 0.54 before. Each alone scored 0.54-0.625; the hair keeps the gamut (its palette: 0.33).
-# The part parser's masks (`models.part_parser`, when the pipeline folder has `parser/`) instead of the colour-keyed
-# pose regions, defaults unchanged: 0.917 on the same pairs (hair 0.56 -> 0.89, outfit 0.71 -> 0.86). With the
-# mean-latent start (`models.mean_latent`) the unrefined images, and so the pairs, change: 0.833 there.
+# Chosen by `training.eval_refine` sweeps; what was tried, the figures and the decisions: docs/EXPERIMENTS.md.
 DEFAULTS: dict[str, RefineSettings] = {
-    "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0, optimizer="ngd"),
+    "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0),
     "latent": RefineSettings(
         steps=8,
         lr=0.1,
@@ -149,10 +110,7 @@ DEFAULTS: dict[str, RefineSettings] = {
         cutouts=4,
         tether=0.1,
         offset_grid=16,
-        optimizer="ngd",
         contrast=3.0,
-        regions=True,
-        region_affine=True,
         colour_search=4,
         keep_outside=300.0,
     ),
@@ -193,28 +151,6 @@ def contrast_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, scale:
     against unit class `(K, D)` embeddings at logit `scale`, averaged over the N views."""
     logits = scale * image_embeds @ class_embeds.T
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
-def make_cutouts(
-    images: torch.Tensor, n: int, size: int, generator: torch.Generator, min_scale: float = 0.6, noise: float = 0.05
-) -> torch.Tensor:
-    """`n` views `(n, 3, size, size)` of one image: the whole image, then random square crops (a side of
-    `min_scale`..1 of the image), random horizontal flips and a little Gaussian noise (VQGAN-CLIP's MakeCutouts)."""
-    _, _, h, w = images.shape
-    side = min(h, w)
-    views = [F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
-    for _ in range(n - 1):
-        r = torch.rand(5, generator=generator).tolist()
-        crop = max(8, round(side * (min_scale + (1 - min_scale) * r[0])))
-        y = int(r[1] * (h - crop + 1))
-        x = int(r[2] * (w - crop + 1))
-        view = images[:, :, y : y + crop, x : x + crop]
-        view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if r[3] < 0.5:
-            view = view.flip(-1)
-        eps = torch.randn(view.shape, generator=generator).to(view.device, view.dtype)
-        views.append(view + noise * r[4] * eps)
-    return torch.cat(views)
 
 
 class PoseTerm:
@@ -396,6 +332,14 @@ class _Objective:
         return loss, parts
 
 
+def ngd_step(x: torch.Tensor, lr: float) -> None:
+    """One normalised gradient descent step on `x` in place: along `-x.grad`, with an RMS of `lr` per coordinate
+    (Adam's per-coordinate scaling is sign descent over a few steps, which turned every prompt blue)."""
+    with torch.no_grad():
+        g = x.grad
+        x -= lr * g * (g.numel() ** 0.5) / g.norm().clamp_min(1e-12)
+
+
 def _optimise(
     param: torch.Tensor,
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
@@ -404,7 +348,7 @@ def _optimise(
     messages: list[str],
     score: Callable[[torch.Tensor], float] | None = None,
 ) -> torch.Tensor:
-    """Adam or NGD on `param` for `settings.steps` steps; `forward(param) -> (loss, image)`. Returns the iterate
+    """`ngd_step` on `param` for `settings.steps` steps; `forward(param) -> (loss, image)`. Returns the iterate
     of the lowest loss among those after one step or more, the last included (a non-finite loss or value stops
     early, with a message): on s the loss is not monotone in the steps, so the last iterate is not always the
     best. The start itself is not returned unless nothing could be stepped: asked to refine, it moves.
@@ -414,7 +358,6 @@ def _optimise(
     already a refinement (the colour search's) may be the best of them."""
     start = param.detach().clone()
     x = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=settings.lr) if settings.optimizer == "adam" else None
     best, best_loss = start, math.inf
     first = 0 if score is not None else 1
 
@@ -433,14 +376,7 @@ def _optimise(
         if i >= first and value < best_loss:
             best, best_loss = x.detach().clone(), value
         loss.backward()
-        if opt is not None:
-            opt.step()
-        else:
-            # Normalised gradient descent: the step keeps the gradient's direction (Adam's per-coordinate
-            # scaling is sign descent over a few steps), its RMS per coordinate is lr, as Adam's first step.
-            with torch.no_grad():
-                g = x.grad
-                x -= settings.lr * g * (g.numel() ** 0.5) / g.norm().clamp_min(1e-12)
+        ngd_step(x, settings.lr)
         if not torch.isfinite(x).all():
             messages.append("The refinement step gave non-finite values; the last good result was kept.")
             return best
@@ -459,18 +395,18 @@ def _optimise(
 def _style_stage(
     pipeline: Any, state: GenerationState, objective: _Objective, settings: RefineSettings, on_image, messages, log
 ) -> GenerationState:
-    """Optimise s through `ddim_steps` checkpointed DDIM steps and the decoder; re-render with the state's sampler."""
+    """Optimise s through `STYLE_DDIM_STEPS` DDIM steps and the decoder; re-render with the state's sampler."""
     cfg = state.settings
     device, dtype = pipeline.device, pipeline.dtype
     cond = pipeline.condition(state.pose, cfg["size"])
     z_T = state.z_T.to(device, torch.float32)
     alphas = pipeline.scheduler.alphas_cumprod.to(device, torch.float32)
-    timesteps = ddim_timesteps(pipeline, settings.ddim_steps)
+    timesteps = ddim_timesteps(pipeline, STYLE_DDIM_STEPS)
     prediction = pipeline.scheduler_config.prediction_type
     guidance = cfg["guidance"]
-    checkpointing = settings.checkpointing
-    if checkpointing is None:
-        checkpointing = torch.device(device).type != "cpu"
+    # Recompute each UNet call in the backward pass on a GPU, where memory binds; not on a CPU, where time binds
+    # (128 px, 4 DDIM steps, 1 thread: 2.75 s and +208 MB a step with it, 1.40 s and +334 MB without).
+    checkpointing = torch.device(device).type != "cpu"
 
     def model_fn(z_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return pipeline.predict(z_t.to(dtype), t, cond, s.to(dtype), guidance)
@@ -585,41 +521,35 @@ def _latent_stage(
     on_image,
     messages,
     log,
-    terms: Sequence[Term] = (),
+    terms: Sequence[Term],
 ) -> GenerationState:
-    """Optimise z_0 (or a smooth offset of it, `offset_grid`) with cutouts and the tether to the start; with
-    `settings.regions`, one change per region the `terms` name (an affine map of the channels, or an offset on
-    `region_grid`), each moving only its region (`latent_masks`), from the colour search's start when
-    `settings.colour_search` (`models.colour_search`)."""
+    """Optimise one affine map of z_0's channels per region the `terms` name, each moving only its region
+    (`latent_masks`), from the colour search's start when `settings.colour_search` (`models.colour_search`); a
+    prompt that names no region moves a smooth offset of z_0 (`offset_grid`). Cutouts and the tether to the start."""
     device, dtype = pipeline.device, pipeline.dtype
     if state.z_0 is None:
         state = pipeline.denoise(state)
     z_start = state.z_0.to(device, torch.float32)
-    grid = settings.offset_grid
     masks = outside = score = None
-    if settings.regions and terms:
+    if terms:
         with torch.no_grad():
             image = ae_decode(pipeline.vae, z_start.to(dtype)).float().clamp(-1, 1)
         keyed = region_pixel_masks(state, terms, to_pil(image)[0], getattr(pipeline, "parser", None))
         if keyed is not None:
-            masks, grid = latent_masks(keyed, int(z_start.shape[-1])).to(device), settings.region_grid
+            masks = latent_masks(keyed, int(z_start.shape[-1])).to(device)
             outside = 1 - torch.from_numpy(np.max(list(keyed.values()), axis=0)).to(device)
             start_image = image
             if settings.colour_search > 0 and objective.contrasts:
                 z_start = _searched_start(pipeline, objective, z_start, image, keyed, settings.colour_search)
                 score = _search_score(objective)
 
-    affine = masks is not None and settings.region_affine
     channels = z_start.shape[1]
 
     def latent(x: torch.Tensor) -> torch.Tensor:
-        if affine:  # x: (R, C, C + 1), each region's [A | b]
+        if masks is not None:  # x: (R, C, C + 1), each region's [A | b]
             moved = torch.einsum("rij,bjhw->rihw", x[..., :channels], z_start) + x[..., channels:, None]
             return z_start + (masks * moved).sum(dim=0, keepdim=True)
-        if grid is None:
-            return x
-        offset = F.interpolate(x, size=z_start.shape[-2:], mode="bilinear", align_corners=False)
-        return z_start + (offset if masks is None else (masks * offset).sum(dim=0, keepdim=True))
+        return z_start + F.interpolate(x, size=z_start.shape[-2:], mode="bilinear", align_corners=False)
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = ae_decode(pipeline.vae, latent(x).to(dtype)).float()
@@ -631,13 +561,10 @@ def _latent_stage(
         log.append(parts)
         return loss, image
 
-    count = 1 if masks is None else len(masks)
-    if affine:
-        start = torch.zeros((count, channels, channels + 1), device=device)
-    elif grid is None:
-        start = z_start
+    if masks is not None:
+        start = torch.zeros((len(masks), channels, channels + 1), device=device)
     else:
-        start = torch.zeros((count, channels, grid, grid), device=device)
+        start = torch.zeros((1, channels, settings.offset_grid, settings.offset_grid), device=device)
     x = _optimise(start, forward, settings, on_image, messages, score)
     z = latent(x).detach()
     if score is not None and torch.equal(z, state.z_0.to(device, torch.float32)):
@@ -646,6 +573,28 @@ def _latent_stage(
 
 
 # -- the entry point --------------------------------------------------------------------------------
+def _text_embeddings(
+    scorer: Any, terms: Sequence[Term], contrast: bool, messages: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, float, torch.Tensor]]]:
+    """The terms' unit text embeddings `(T, D)` and weights `(T,)`, and with `contrast` each positive colour term's
+    classes (its text, then the same words in the other colours); a prompt cut at the tokenizer's length is noted."""
+    texts = [t for t, _ in terms]
+    _, truncated = scorer.tokenize(texts)
+    messages += truncation_messages(terms, truncated, int(scorer.context_length))
+    others = [colour_alternatives(t) if contrast and w > 0 else [] for t, w in terms]
+    with torch.no_grad():  # one text-tower forward for the terms and all their alternatives
+        embeds = scorer.encode_text(texts + [o for alts in others for o in alts]).float()
+    text_embeds = embeds[: len(texts)]
+    weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
+    contrasts, at = [], len(texts)
+    for i, alts in enumerate(others):
+        if alts:
+            classes = torch.cat([text_embeds[i : i + 1], embeds[at : at + len(alts)]])
+            contrasts.append((terms[i][0], terms[i][1], classes))
+            at += len(alts)
+    return text_embeds, weights, contrasts
+
+
 def refine(
     pipeline: Any,
     state: GenerationState,
@@ -667,8 +616,8 @@ def refine(
     check_refine_inputs(mode, steps, lr, pose_weight)
     if not isinstance(state, GenerationState):
         raise InputError("refine needs the GenerationState of a generated image.")
-    caps = getattr(pipeline, "CAPABILITIES", None)  # other back ends (models.backends) say what they offer
-    missing = [m for m in ("style", "latent") if mode in (m, "both") and caps is not None and f"refine_{m}" not in caps]
+    caps = capabilities(pipeline)
+    missing = [m for m in ("style", "latent") if mode in (m, "both") and f"refine_{m}" not in caps]
     if missing:
         raise InputError(f"This model does not support CLIP refinement in {mode} mode.")
     messages: list[str] = []
@@ -689,22 +638,7 @@ def refine(
 
     # 2. Text embeddings of the weighted prompts (cut at the tokenizer's length, said so).
     scorer = resolve_clip(clip)
-    texts = [t for t, _ in terms]
-    _, truncated = scorer.tokenize(texts)
-    messages += truncation_messages(terms, truncated, int(scorer.context_length))
-    # the colour contrast's classes: each positive colour term's text in the other colours
-    contrast = any(s.contrast > 0 for _, s in stages)
-    others = [colour_alternatives(t) if contrast and w > 0 else [] for t, w in terms]
-    with torch.no_grad():  # one text-tower forward for the terms and all their alternatives
-        embeds = scorer.encode_text(texts + [o for alts in others for o in alts]).float()
-    text_embeds = embeds[: len(texts)]
-    weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
-    contrasts, at = [], len(texts)
-    for i, alts in enumerate(others):
-        if alts:
-            classes = torch.cat([text_embeds[i : i + 1], embeds[at : at + len(alts)]])
-            contrasts.append((terms[i][0], terms[i][1], classes))
-            at += len(alts)
+    text_embeds, weights, contrasts = _text_embeddings(scorer, terms, any(s.contrast > 0 for _, s in stages), messages)
 
     # 3. The pose term (only when weighted), and the cutout randomness from the state's seed.
     pose_term = None
@@ -741,6 +675,7 @@ def refine(
 __all__ = [
     "DEFAULTS",
     "REFINE_MODES",
+    "STYLE_DDIM_STEPS",
     "RefineMode",
     "RefineResult",
     "RefineSettings",
@@ -748,6 +683,7 @@ __all__ = [
     "contrast_loss",
     "ddim_sample",
     "make_cutouts",
+    "ngd_step",
     "prompt_loss",
     "refine",
     "spherical_dist",

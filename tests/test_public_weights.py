@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import app
-from models.backends import OURS, capabilities, load_backend, model_kind
+from models.backends import capabilities, load_backend, model_kind
 from models.errors import InputError
 from models.pose import FORK_NAMES, Pose
 
@@ -475,11 +475,13 @@ def test_sd_bad_input_says_one_sentence(sd_folders, tmp_path, monkeypatch):
 
 
 def test_capabilities_of_ours_and_look_alikes():
-    """PosePipeline and look-alikes without CAPABILITIES (the demo stand-in) offer ours; the others say theirs."""
+    """Each back end declares its Capabilities; a look-alike without them (a test double) offers PosePipeline's."""
     from models.compvis import ForkPipeline
     from models.controlnet_backend import ControlNetBackend
+    from models.pipeline import PosePipeline
 
-    assert capabilities(object()) == OURS and "style" in OURS and "prompt" not in OURS
+    ours = {"guidance", "style", "sefa", "ganspace", "refine_style", "refine_latent"}
+    assert capabilities(object()) == PosePipeline.CAPABILITIES.names == ours
     assert "prompt" in ControlNetBackend.CAPABILITIES and "style" not in ForkPipeline.CAPABILITIES
 
 

@@ -19,11 +19,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.backend import Capabilities
 from models.errors import InputError
 from models.pose import Pose
 
 STYLE_DIM = 8
-CAPABILITIES = frozenset({"guidance", "style", "sefa", "ganspace", "refine_style", "refine_latent"})
+# as PosePipeline's: a style code, both direction methods, both refinement modes
+CAPABILITIES = Capabilities(
+    max_steps=200, max_guidance=20.0, style_code=True, directions=("sefa", "ganspace"), refine=("style", "latent")
+)
 CHANNELS = ("red", "green", "blue")
 DEFAULT_LR = {"style": 0.3, "latent": 0.1}  # as models.refine's defaults
 
