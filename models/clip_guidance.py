@@ -155,7 +155,7 @@ def clip_guided(
 ) -> tuple[list[Any], GenerationState]:
     """Re-sample `state` (its noise, pose and settings) with CLIP guidance towards `prompt`; (images, state)."""
     wrap = guidance_wrap(backend, clip, prompt, negative_prompt, scale, cutouts)
-    images, done = backend.render(state, callback, wrap)
+    images, done = backend.render(state, callback, wrap=wrap)
     return images, _record(done, prompt, negative_prompt, scale, cutouts)
 
 

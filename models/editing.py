@@ -140,7 +140,10 @@ def generate_edited(
     """`pipeline(...)` with edits applied to each image's own s (image i: seed + i), rendering each image once."""
     # 1. Check inputs (the pipeline's own checks, then the edits').
     size = pipeline.native_size if size is None else size
-    pipeline.check_inputs(pose, seed, steps, guidance, sampler, None, eta, num_images, size)
+    pipeline.check_inputs(
+        pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=None, eta=eta,
+        num_images=num_images, size=size,
+    )  # fmt: skip
     dirs = resolve_directions(pipeline, amounts)
     notes = messages if messages is not None else []
     clean = {(m, int(i)): check_amount(m, i, a, len(dirs[m]), notes) for (m, i), a in amounts.items()}
@@ -148,7 +151,10 @@ def generate_edited(
     states: list[GenerationState] = []
     for i in range(num_images):
         # 2. z_T and s from the image's seed, 3. edit s and render (every image's record keeps the notes).
-        state = pipeline.prepare(pose, int(seed) + i, steps, float(guidance), sampler, None, float(eta), size)
+        state = pipeline.prepare(
+            pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=None,
+            eta=float(eta), size=size,
+        )  # fmt: skip
         image, done = edit(pipeline, state, clean, dirs, step_range, messages=list(notes))
         images += image
         states.append(done)
