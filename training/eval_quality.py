@@ -17,8 +17,9 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
   `face_renders` and `face_ae` the same on renders and round trips.
 * `ae_psnr`, `ae_psnr_figure`: the round trip's PSNR on the whole image and on the figure's pixels.
 * `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
-* `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files),
-  each with the detector's ceiling on renders of those poses (`pck_renders`, `pck_real_renders`).
+* `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files;
+  `pck_photo` the photos' alone), each with the detector's ceiling on renders of those poses (`pck_renders`,
+  `pck_real_renders`, `pck_photo_renders`).
 * `look_follows_s`: with one s and eight noises per pose (`look_n` poses), how often the judge reads the same hair
   colour, hair style, outfit, outfit colour and background colour (`training.eval_style.look_agreement`); the share
   of an s read off a render that gives back the render's attributes is `python -m training.eval style`'s `look_from_s`.
@@ -392,13 +393,19 @@ def _real_pck(pipe: Any | None, det: Any, steps: int, size: int) -> dict[str, An
     if not named:
         return {}
     poses = [p for _, p in named]
+    photo = [Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") for name, _ in named]
     renders = [render_pose(frame_pose(p, size), i, size)["render"] for i, p in enumerate(poses)]
-    hits_r, total_r = pck_counts(det.detect([r.image for r in renders]), [r.pose for r in renders])
-    out = {"pck_real_renders": hits_r / max(total_r, 1), "real_n": len(poses)}
+    found = det.detect([r.image for r in renders])
+    out: dict[str, Any] = {"real_n": len(poses), "photo_n": sum(photo)}
+    arms = {"pck_real_renders": (found, [r.pose for r in renders])}
     if pipe is not None:
         samples, targets, _ = _generate(pipe, poses, steps, EVAL_SEED + 10_000)
-        hits, total = pck_counts(det.detect(samples), targets)
-        out["pck_real"] = hits / max(total, 1)
+        arms["pck_real"] = (det.detect(samples), targets)
+    for name, (pred, target) in arms.items():  # every real pose, then the photos' alone (the hardest)
+        hits, total = pck_counts(pred, target)
+        out[name] = hits / max(total, 1)
+        hits, total = pck_counts([p for p, f in zip(pred, photo) if f], [t for t, f in zip(target, photo) if f])
+        out[name.replace("real", "photo")] = hits / total if total else float("nan")
     return out
 
 
