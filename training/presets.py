@@ -75,7 +75,7 @@ class LDMPreset:
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"  # v is steadier at few steps
     num_train_timesteps: int = 1000
     batch_size: int = 16
-    steps: int = 6000  # at most this many steps (measured speed: docs/TRAINING_COMMANDS.md)
+    steps: int = 6000  # at most this many steps (measured speed: docs/EXPERIMENTS.md)
     minutes: float = 60.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
     lr: float = 3e-4
     warmup: int = 200
@@ -98,7 +98,7 @@ class LDMPreset:
     affine_reg_weight: float = 0.0
     # In "labels" mode, where the other axes of s come from: the encoder's posterior, or the prior N(0, I) as at
     # sampling time. From the posterior they fill up with the guided attributes again, so a UNet trained on them
-    # meets guided and free axes that disagree when it samples (docs/TRAINING_COMMANDS.md, section 10).
+    # meets guided and free axes that disagree when it samples (docs/EXPERIMENTS.md, "Style code and guided axes").
     free_style: Literal["posterior", "prior"] = "posterior"
     # With a `synth --pairs` data folder (images 2k, 2k+1 differ in one attribute): batches of whole pairs, each
     # pair with one t, one noise, one pose dropout and one flip (and in "labels" mode one s but for the swapped
