@@ -58,12 +58,14 @@ def check_writable(paths: list[Path]) -> None:
 
 
 def check_limits(args: argparse.Namespace) -> None:
-    """The web app's limits (ui.settings: steps, images, seed, prompt length), before any model loads."""
+    """The web app's limits (ui.settings: steps, images, steps x images, seed, prompt length), before any model
+    loads."""
     from ui import settings
 
     settings.check_int(args.steps, "--steps", 1, settings.MAX_STEPS)
     settings.check_int(args.num_images, "--num-images", 1, settings.MAX_NUM_IMAGES)
     settings.check_int(args.seed, "--seed", 0, settings.MAX_SEED)
+    settings.check_cost(args.steps, args.num_images)
     if args.guidance is not None:
         settings.check_float(args.guidance, "--guidance", settings.MIN_GUIDANCE, settings.MAX_GUIDANCE)
     settings.check_text(getattr(args, "prompt", None), "--prompt")

@@ -45,7 +45,14 @@ def build(
                 step=0.1,
                 label="Pose guidance",
             )
-            num_images = gr.Slider(1, settings.MAX_NUM_IMAGES, value=1, step=1, label="Images")
+            num_images = gr.Slider(
+                1,
+                settings.MAX_NUM_IMAGES,
+                value=1,
+                step=1,
+                label="Images",
+                info=f"steps × images at most {settings.MAX_IMAGE_STEPS}",
+            )
             run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
         with gr.Column(scale=2, min_width=360):
             previews = gr.Gallery(
@@ -81,7 +88,7 @@ def build(
         outputs,
         api_visibility="private",
         concurrency_id="generate",
-        concurrency_limit=settings.CONCURRENCY,
+        concurrency_limit=settings.GENERATE_WORKERS,  # the batcher (models.batching) runs one batch at a time
     )
     gallery.select(handlers.select_result, results, result, api_visibility="private", queue=False)
 
@@ -106,7 +113,8 @@ def build(
         [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images],
         [preview, gallery, files, seed, states],
         api_name="generate",
-        concurrency_id="generate",
+        concurrency_id="generate",  # one pool with the button's: Gradio keeps the lowest limit of a shared id
+        concurrency_limit=settings.GENERATE_WORKERS,
     )
     return current
 

@@ -396,6 +396,18 @@ def check_finite(states: list[Any]) -> None:
             )
 
 
+def generation_batcher(pipe: Any) -> Any:
+    """The one micro-batcher (`models.batching`) of a loaded pipeline, with the limits in `ui.settings`."""
+    from models.batching import batcher_for
+
+    return batcher_for(
+        pipe,
+        max_images=settings.BATCH_IMAGES,
+        window=settings.BATCH_WINDOW_S,
+        max_waiting=settings.MAX_WAITING_IMAGE_STEPS,
+    )
+
+
 def generate(
     pipeline_loader: Callable[[], Any],
     pose_value: Any,
@@ -418,10 +430,10 @@ def generate(
     if progress is not None:
         progress(0, desc="loading the model")
     pipe = pipeline_loader()
-    # 3. Denoise, streaming previews.
+    # 3. Denoise through the model's batcher (requests with the same settings share a UNet batch), streaming previews.
     previews: list[tuple[Image.Image, str]] = []
     started = time.perf_counter()
-    for item in run_streaming(pipe, pose, args):
+    for item in run_streaming(generation_batcher(pipe), pose, args):
         if item[0] == "step":
             _, step, total, preview = item
             if progress is not None:
@@ -541,11 +553,12 @@ class ModelOps:
 
 def model_ops(pipe: Any) -> ModelOps:
     """`models.refine` / `models.editing` / `models.directions`, or the demo stand-in's own (`ui.fake`)."""
+    from models.backends import capabilities
+
     if getattr(pipe, "is_fake", False):
         from ui import fake
 
-        return ModelOps(fake.refine, fake.edit, fake.directions_for, fake.CAPABILITIES, dict(fake.DEFAULT_LR))
-    from models.backends import capabilities
+        return ModelOps(fake.refine, fake.edit, fake.directions_for, capabilities(pipe), dict(fake.DEFAULT_LR))
     from models.directions import directions_for
     from models.editing import edit
     from models.refine import DEFAULTS, refine

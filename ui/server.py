@@ -1,7 +1,8 @@
 """Assemble the tabs into one app and serve it: `python app.py [--host H] [--port P] [--share] [--model M] [--clip C]`.
 
 The pipeline is loaded once per process, lazily on the first generation (`LazyPipeline`): the only
-global state of the UI. `--model fake` serves a drawing stand-in (no weights) for demos and tests.
+global state of the UI, with its micro-batcher (`models.batching`, made on the first generation), through which
+every generate request runs. `--model fake` serves a drawing stand-in (no weights) for demos and tests.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def build_demo(
             api_visibility="private",
             queue=False,
         )
+    # Generate has GENERATE_WORKERS workers of its own (app_generate), which hand requests to the batcher; every
+    # other event has CONCURRENCY; past QUEUE_SIZE waiting requests Gradio refuses ("Queue is full"), so a crowd
+    # is told to come back rather than left waiting for minutes.
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE)
     return demo
 

@@ -29,8 +29,17 @@ MAX_JSON_DEPTH = 32  # nesting of a JSON text: ours is 3 deep; Python's parser r
 MAX_STYLE_ABS = 10.0  # a style code entry (s ~ N(0, I)): past 10 sigma the model only draws noise or black
 FILE_MAX_AGE = _int("FILE_MAX_AGE", 3600)  # seconds a served file stays fetchable before it is swept
 SWEEP_EVERY = 60  # seconds between sweeps of old served files
-QUEUE_SIZE = _int("QUEUE_SIZE", 20)  # requests waiting beyond this are refused ("Queue is full")
-CONCURRENCY = _int("CONCURRENCY", 1)  # generations running at once (they share the CPU cores)
+QUEUE_SIZE = _int("QUEUE_SIZE", 20)  # requests waiting for a worker beyond this are refused ("Queue is full")
+CONCURRENCY = _int("CONCURRENCY", 1)  # workers of every other event (pose, edit, refine): they share the CPU cores
+# Generation: every request goes to one micro-batcher per model (models.batching), which runs the oldest request
+# with the later ones that share its settings as one batch through the UNet, one batch at a time.
+MAX_IMAGE_STEPS = _int("MAX_IMAGE_STEPS", 96)  # steps x images one generation may take (~9 s alone on 2 cores)
+BATCH_IMAGES = _int("BATCH_IMAGES", 8)  # images per UNet batch (8 requests of one image run together)
+BATCH_WINDOW_S = _float("BATCH_WINDOW_S", 0.05)  # how long the oldest request waits for others to join its batch
+# Generate workers: requests handed to the batcher at once. Twice a batch, so the next batch forms while one runs.
+GENERATE_WORKERS = _int("GENERATE_WORKERS", 2 * BATCH_IMAGES)
+# steps x images queued or running in the batcher beyond which a request is refused as busy: about 30 s of work
+MAX_WAITING_IMAGE_STEPS = _int("MAX_WAITING_IMAGE_STEPS", 4 * MAX_IMAGE_STEPS)
 MAX_SEED = 2**31 - 1
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
@@ -74,13 +83,26 @@ def check_generation(seed: object, steps: object, guidance: object, sampler: obj
     """All generation settings checked against the limits, as the pipeline's keyword arguments."""
     if sampler not in SAMPLERS:
         raise InputError(f"The sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
-    return {
+    checked = {
         "seed": check_int(seed, "The seed", 0, MAX_SEED),
         "steps": check_int(steps, "Steps", 1, MAX_STEPS),
         "guidance": check_float(guidance, "Guidance", MIN_GUIDANCE, MAX_GUIDANCE),
         "sampler": str(sampler),
         "num_images": check_int(num_images, "The number of images", 1, MAX_NUM_IMAGES),
     }
+    check_cost(checked["steps"], checked["num_images"])
+    return checked
+
+
+def check_cost(steps: int, num_images: int, limit: int | None = None) -> None:
+    """Refuse a generation whose steps x images exceeds MAX_IMAGE_STEPS (one request must not hold the model)."""
+    limit = MAX_IMAGE_STEPS if limit is None else limit
+    if steps * num_images > limit:
+        most = max(1, min(MAX_STEPS, limit // num_images))
+        raise InputError(
+            f"Steps x images is {steps} x {num_images} = {steps * num_images}; the limit is {limit} "
+            f"(for {num_images} image{'s' if num_images > 1 else ''}, at most {most} steps)."
+        )
 
 
 def check_refine(mode: object, steps: object, strength: object, pose_weight: object) -> dict:
