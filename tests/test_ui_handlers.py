@@ -203,7 +203,7 @@ def test_non_square_pose_is_fitted_for_the_model():
 
 
 def test_lazy_pipeline_loads_once_and_reports_missing_weights(tmp_path, monkeypatch):
-    from ui import server
+    from ui import loader as server
 
     monkeypatch.setattr(server, "_PIPELINE", None)
     fake = server.LazyPipeline("fake")

@@ -131,7 +131,7 @@ def create_demo(pipeline_loader: Callable[[], Any], model_status: str = "") -> g
 if __name__ == "__main__":
     import argparse
 
-    from ui.server import LazyPipeline
+    from ui.loader import LazyPipeline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="weights")

@@ -155,7 +155,7 @@ def create_demo(pipeline_loader: Callable[[], Any], clip: Any = None, status: st
 if __name__ == "__main__":
     import argparse
 
-    from ui.server import LazyPipeline
+    from ui.loader import LazyPipeline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="weights")
