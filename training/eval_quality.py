@@ -136,12 +136,15 @@ def face_share(images: list[Image.Image], poses: list[Pose]) -> tuple[float, int
 
 
 # -- classifier two-sample test -------------------------------------------------------------------
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).expand(3, 1, 3, 3)
+
+
 class _TwoSampleNet(torch.nn.Module):
     """A small fully convolutional classifier on pixels (global average pool, one logit)."""
 
     def __init__(self, width: int = 32):
         super().__init__()
-        layers, c = [], 3
+        layers, c = [], 6
         # The first layer keeps full resolution: blur and ringing live in the top octave.
         for w, stride in ((width, 1), (width, 2), (2 * width, 2), (4 * width, 2)):
             layers += [torch.nn.Conv2d(c, w, 3, stride=stride, padding=1), torch.nn.SiLU()]
@@ -150,8 +153,9 @@ class _TwoSampleNet(torch.nn.Module):
         self.head = torch.nn.Linear(c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per image."""
-        return self.head(self.body(x).mean(dim=(2, 3)))[:, 0]
+        """One logit per image, from its pixels and their Laplacian (where blur and missing lines show)."""
+        lap = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), _LAPLACIAN.to(x.dtype), groups=3)
+        return self.head(self.body(torch.cat([x, 4 * lap], dim=1)).mean(dim=(2, 3)))[:, 0]
 
 
 def _tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -265,6 +269,37 @@ def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Ima
     return out
 
 
+def detail_figures(
+    renders: list[Image.Image], masks: np.ndarray, sets: dict[str, tuple[list[Image.Image], Any]]
+) -> dict[str, float]:
+    """`<set>sharpness_ratio[_figure]` and `<set>hf_ratio[_figure]` of each set against `renders`."""
+    out = {}
+    for region, m in (("", None), ("_figure", masks)):
+        ref = detail(renders, m)
+        for name, (images, _) in sets.items():
+            d = detail(images, m)
+            out[f"{name}sharpness_ratio{region}"] = _ratio(d["laplacian_var"], ref["laplacian_var"])
+            out[f"{name}hf_ratio{region}"] = _ratio(d["hf_power"], ref["hf_power"])
+    return out
+
+
+def distribution_figures(
+    scorer: Any, renders_a: list[Image.Image], renders_b: list[Image.Image], sets: dict[str, tuple[list, Any]]
+) -> dict[str, float]:
+    """FD in the domain CLIP's features over the renders' floor (A against B), and the two-sample tests, of each
+    set against renders B (`_ae` for the round trips)."""
+    fb = _clip_features(scorer, renders_b)
+    out = {"fd_clip_floor": frechet_distance(_clip_features(scorer, renders_a), fb)}
+    out["c2st_floor"] = c2st(renders_a, renders_b)
+    for name, (images, _) in sets.items():
+        suffix = "_ae" if name else ""
+        out[f"fd_clip_ratio{suffix}"] = _ratio(
+            frechet_distance(_clip_features(scorer, images), fb), out["fd_clip_floor"]
+        )
+        out[f"c2st{suffix}"] = c2st(images, renders_b)
+    return out
+
+
 def evaluate_quality(
     model: str | Path | None = DEFAULT_MODEL,
     detector: str | Path = DEFAULT_DETECTOR,
@@ -306,30 +341,14 @@ def evaluate_quality(
         samples, targets, seconds = _generate(pipe, poses, steps, EVAL_SEED)
         sets[""] = (samples, targets)
 
-    # 3. Detail against renders A, over the whole image and the figure; the round trip's PSNR.
+    # 3. Detail against renders A (whole image and figure), the round trip's PSNR, the distributions against B.
     result: dict[str, Any] = {"n": n, "size": size, "steps": steps if pipe else None}
-    for region, m in (("", None), ("_figure", masks)):
-        ref = detail(renders_a, m)
-        for name, (images, _) in sets.items():
-            d = detail(images, m)
-            result[f"{name}sharpness_ratio{region}"] = _ratio(d["laplacian_var"], ref["laplacian_var"])
-            result[f"{name}hf_ratio{region}"] = _ratio(d["hf_power"], ref["hf_power"])
+    result.update(detail_figures(renders_a, masks, sets))
     result["ae_psnr"] = psnr_images(trips, renders_a)
     result["ae_psnr_figure"] = psnr_images(trips, renders_a, masks)
+    result.update(distribution_figures(load_clip(str(clip)), renders_a, renders_b, sets))
 
-    # 4. Distributions: FD in the domain CLIP's features, the two-sample tests (B is the reference of each).
-    scorer = load_clip(str(clip))
-    fa, fb = _clip_features(scorer, renders_a), _clip_features(scorer, renders_b)
-    result["fd_clip_floor"] = frechet_distance(fa, fb)
-    result["c2st_floor"] = c2st(renders_a, renders_b)
-    for name, (images, _) in sets.items():
-        tag = name.rstrip("_")
-        suffix = f"_{tag}" if tag else ""
-        fd = frechet_distance(_clip_features(scorer, images), fb)
-        result[f"fd_clip_ratio{suffix}"] = _ratio(fd, result["fd_clip_floor"])
-        result[f"c2st{suffix}"] = c2st(images, renders_b)
-
-    # 5. Faces (in each set's own frame), and the judge's eye colour through the round trip.
+    # 4. Faces (in each set's own frame), and the judge's eye colour through the round trip.
     result["face_renders"], result["face_n"] = face_share(renders_a, poses)
     for name, (images, frame) in sets.items():
         result["face_ae" if name else "face"] = face_share(images, frame)[0]
@@ -344,7 +363,7 @@ def evaluate_quality(
             result["look_follows_s_by_attribute"] = look
             result["look_n"] = look_n
 
-    # 6. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
+    # 5. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
     hits_r, total_r = pck_counts(det.detect(renders_a), poses)
     result["pck_renders"] = hits_r / total_r
     if real:
