@@ -46,7 +46,9 @@ def main() -> None:
     pipe, load_s, _ = _timed(lambda: PosePipeline.from_pretrained(a.model))
     stages: dict[str, list[float]] = {k: [] for k in ("prepare", "denoise", "decode", "call", "call_cpu")}
     for i in range(a.repeats + 1):
-        state, t_prep, _ = _timed(lambda i=i: pipe.prepare(pose=pose, seed=i, steps=a.steps, guidance=a.guidance, sampler=a.sampler))
+        state, t_prep, _ = _timed(
+            lambda i=i: pipe.prepare(pose=pose, seed=i, steps=a.steps, guidance=a.guidance, sampler=a.sampler)
+        )
         done, t_den, _ = _timed(lambda s=state: pipe.denoise(s))
         _, t_dec, _ = _timed(lambda d=done: pipe.decode(d.z_0))
         _, t_call, c_call = _timed(

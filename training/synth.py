@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --n must be at least 1 and --size between 16 and 1024.", file=sys.stderr)
         return 2
     if a.pairs and (poses or n < 2 or a.wide):
-        print("error: --pairs draws its own poses (no --poses, no --wide) and needs --n of at least 2.", file=sys.stderr)
+        print(
+            "error: --pairs draws its own poses (no --poses, no --wide) and needs --n of at least 2.", file=sys.stderr
+        )
         return 2
     if a.wide and poses:
         print("error: --wide draws its own poses; it does not go with --poses.", file=sys.stderr)
