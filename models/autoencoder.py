@@ -23,6 +23,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -227,7 +228,9 @@ def measure_latent_stats(vae: Autoencoder, batches, max_batches: int = 50) -> tu
     return mean, std
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two image batches in [-1, 1] (the range is 2)."""
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean().item()
-    return 10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-12))).item()
+def psnr(a: torch.Tensor, b: torch.Tensor, masks: torch.Tensor | None = None) -> float:
+    """PSNR in dB of two image batches in [-1, 1] (the range is 2), over the pixels of `masks` `(B, 1, H, W)` if given
+    (a figure's pixels: the backdrop's flat patterns inflate the whole-image figure)."""
+    err = ((a.clamp(-1, 1) - b.clamp(-1, 1)).double() ** 2).mean(dim=1, keepdim=True)
+    mse = float(err.mean()) if masks is None else float((err * masks).sum() / masks.sum().clamp(min=1))
+    return 10 * float(np.log10(4.0 / max(mse, 1e-12)))

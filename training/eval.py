@@ -222,16 +222,20 @@ def autoencoder_round_trip(pipe: Any, images: list[Image.Image], batch: int = 16
     """The images encoded (posterior mean) and decoded by the pipeline's autoencoder; [] without one."""
     if not hasattr(pipe, "vae") or not hasattr(pipe, "decode"):
         return []
+    return round_trip(pipe.vae, images, batch)
+
+
+def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
+    """The images encoded (posterior mean) and decoded by an autoencoder, on its device and in its dtype."""
     import torch
 
-    from models.autoencoder import encode
+    from models.autoencoder import decode, encode, to_pil
+    from training.eval_directions import to_unit
 
     out: list[Image.Image] = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images[i : i + batch]])
-            x = torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
-            out += pipe.decode(encode(pipe.vae, x.to(pipe.device, pipe.dtype)))
+            out += to_pil(decode(vae, encode(vae, to_unit(images[i : i + batch]).to(vae.device, vae.dtype))))
     return out
 
 

@@ -51,7 +51,9 @@ from training.eval import (
     load_detector,
     pck_counts,
     report,
+    round_trip,
 )
+from training.eval_directions import to_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
@@ -98,12 +100,11 @@ def detail(images: list[Image.Image], masks: np.ndarray | None = None) -> dict[s
 
 
 def psnr_images(a: list[Image.Image], b: list[Image.Image], masks: np.ndarray | None = None) -> float:
-    """PSNR in dB of two lists of 8-bit images (over the masks' pixels if given), pooled over all pixels."""
-    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in a])
-    y = np.stack([np.asarray(im.convert("RGB"), dtype=np.float64) for im in b])
-    err = ((x - y) ** 2).mean(axis=-1)
-    mse = float((err * masks).sum() / max(masks.sum(), 1)) if masks is not None else float(err.mean())
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+    """PSNR in dB of two lists of 8-bit images (over the masks' pixels if given; `models.autoencoder.psnr`)."""
+    from models.autoencoder import psnr
+
+    m = torch.from_numpy(np.asarray(masks, dtype=np.float32))[:, None] if masks is not None else None
+    return psnr(to_unit(a), to_unit(b), m)
 
 
 def eyes_drawn(image: Image.Image, pose: Pose, radius: float | None = None) -> bool:
@@ -158,11 +159,6 @@ class _TwoSampleNet(torch.nn.Module):
         return self.head(self.body(torch.cat([x, 4 * lap], dim=1)).mean(dim=(2, 3)))[:, 0]
 
 
-def _tensor(images: list[Image.Image]) -> torch.Tensor:
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
 def c2st(a: list[Image.Image], b: list[Image.Image], steps: int = 300, crop: int = 64, seed: int = 0) -> float:
     """Held-out accuracy of a CNN told to separate `a` from `b` (2-fold: train on one half, test on the other).
 
@@ -170,7 +166,7 @@ def c2st(a: list[Image.Image], b: list[Image.Image], steps: int = 300, crop: int
     average pool the logit of a whole image is the mean of its crops' logits."""
     if min(len(a), len(b)) < 4:
         raise InputError("The two-sample test needs at least 4 images a set.")
-    x = torch.cat([_tensor(a), _tensor(b)])
+    x = torch.cat([to_unit(a), to_unit(b)])
     y = torch.cat([torch.zeros(len(a)), torch.ones(len(b))])
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x), generator=g)
@@ -235,7 +231,7 @@ def _dilate(masks: np.ndarray, px: int) -> np.ndarray:
 
 def _clip_features(clip: Any, images: list[Image.Image]) -> np.ndarray:
     with torch.no_grad():
-        return torch.cat([clip.encode_image(_tensor(images[i : i + 64])) for i in range(0, len(images), 64)]).numpy()
+        return torch.cat([clip.encode_image(to_unit(images[i : i + 64])) for i in range(0, len(images), 64)]).numpy()
 
 
 def _ratio(a: float, b: float) -> float:
@@ -256,17 +252,6 @@ def _generate(
         images.append(out[0])
         targets.append(output_frame_pose(pipe, states[0], out[0]))
     return images, targets, seconds
-
-
-def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
-    """The images encoded (posterior mean) and decoded by an autoencoder."""
-    from models.autoencoder import decode, encode, to_pil
-
-    out: list[Image.Image] = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            out += to_pil(decode(vae, encode(vae, _tensor(images[i : i + batch]))))
-    return out
 
 
 def detail_figures(
@@ -353,12 +338,14 @@ def evaluate_quality(
     for name, (images, frame) in sets.items():
         result["face_ae" if name else "face"] = face_share(images, frame)[0]
     if judge is not None and Path(judge).is_dir():
-        result["ae_eye_colour_ratio"] = _eye_colour_ratio(judge, first, renders_a, trips)
+        from models.attributes import load_attribute_classifier
+
+        clf = load_attribute_classifier(judge)
+        result["ae_eye_colour_ratio"] = _eye_colour_ratio(clf, first, renders_a, trips)
         if pipe is not None:  # the look from s: one s, eight noises (`training.eval_style.look_agreement`)
-            from models.attributes import load_attribute_classifier
             from training.eval_style import look_agreement
 
-            look = look_agreement(pipe, load_attribute_classifier(judge), poses[:look_n], steps=steps)
+            look = look_agreement(pipe, clf, poses[:look_n], steps=steps)
             result["look_follows_s"] = look.pop("look_follows_s")
             result["look_follows_s_by_attribute"] = look
             result["look_n"] = look_n
@@ -384,13 +371,10 @@ def evaluate_quality(
     return result
 
 
-def _eye_colour_ratio(
-    judge: str | Path, first: list[dict], renders: list[Image.Image], trips: list[Image.Image]
-) -> float:
+def _eye_colour_ratio(clf: Any, first: list[dict], renders: list[Image.Image], trips: list[Image.Image]) -> float:
     """The judge's eye-colour accuracy on round trips over its accuracy on renders (faces that show eyes)."""
-    from models.attributes import attribute_index, load_attribute_classifier, record_labels
+    from models.attributes import attribute_index, record_labels
 
-    clf = load_attribute_classifier(judge)
     keep = [i for i, s in enumerate(first) if record_labels(s["attributes"]).get("eye_color")]
     if not keep:
         return float("nan")

@@ -14,6 +14,7 @@ round trips), resumable checkpoints `OUT/checkpoints/step_NNNNNNN/`, and at the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -139,13 +140,6 @@ def held_out(size: int, n: int = NUM_VAL) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-def figure_psnr(recon: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> float:
-    """PSNR in dB over the figure's pixels only (the backdrop's flat patterns inflate the whole-image figure)."""
-    err = ((recon.clamp(-1, 1) - images) ** 2).mean(dim=1, keepdim=True)
-    mse = float((err * masks).sum() / masks.sum().clamp(min=1))
-    return 10 * float(np.log10(4.0 / max(mse, 1e-12)))
-
-
 def build(cfg: AEPreset) -> Autoencoder:
     """A fresh autoencoder of the preset's architecture."""
     if cfg.arch == "shuffle":
@@ -206,7 +200,7 @@ def _validate(vae: Autoencoder, val: torch.Tensor, masks: torch.Tensor, device) 
     with torch.no_grad():
         recon = torch.cat([vae(val[i : i + 4].to(device)).sample.cpu() for i in range(0, len(val), 4)])
     vae.train()
-    return psnr(recon, val), figure_psnr(recon, val, masks), recon
+    return psnr(recon, val), psnr(recon, val, masks), recon
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -317,8 +311,8 @@ def main(argv: list[str] | None = None) -> Path:
     if accelerator.is_main_process:
         model.eval()
         if cfg.train_encoder:  # a frozen encoder keeps the scaling its UNet was trained with
-            stats = RenderCrops(AEPreset(**{**preset_dict(cfg), "crop": cfg.image_size, "batch_size": 16,
-                                            "figure_crops": 0.0}), start=10**9)  # fmt: skip
+            whole = dataclasses.replace(cfg, crop=cfg.image_size, batch_size=16, figure_crops=0.0)
+            stats = RenderCrops(whole, start=10**9)
             mean, std = measure_latent_stats(model, (stats.batch(rng) for _ in range(25)))
             model.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
         whole, figure, _ = _validate(model, val, val_masks, device)
