@@ -23,6 +23,9 @@ class StyleEncoder(ModelMixin, ConfigMixin):
         widths: tuple[int, ...] = (32, 64, 128, 128),  # one stride-2 conv + one conv per entry (128 px -> 8 px)
         style_dim: int = 64,  # dimension of s
         norm_num_groups: int = 8,
+        # Images are resized (area mean) to this side first: the look is global, so a 256-px model pays for a
+        # 128-px encoder, and an encoder trained at 128 px keeps working. None: images as given.
+        input_size: int | None = None,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -45,6 +48,9 @@ class StyleEncoder(ModelMixin, ConfigMixin):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior mean and log-variance of s."""
+        side = self.config.input_size
+        if side and image.shape[-2:] != (side, side):
+            image = nn.functional.interpolate(image, size=(side, side), mode="area")
         h = self.features(image.to(self.dtype)).mean(dim=(2, 3))  # global average pool: s is global
         mu, logvar = self.head(h).chunk(2, dim=1)
         return mu, logvar.clamp(-10.0, 5.0)

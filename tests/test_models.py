@@ -82,6 +82,17 @@ def test_style_encoder_kl_and_sample():
     assert StyleEncoder.sample(mu, logvar, g).shape == (3, 8)
 
 
+def test_style_encoder_reads_large_images_at_its_input_size(tmp_path):
+    enc = StyleEncoder(widths=(8, 8), style_dim=8, norm_num_groups=4, input_size=32).eval()
+    big = torch.rand(2, 3, 64, 64)
+    small = torch.nn.functional.interpolate(big, size=(32, 32), mode="area")
+    with torch.no_grad():
+        assert torch.allclose(enc(big)[0], enc(small)[0], atol=1e-6)
+        assert not torch.allclose(enc(big)[0], enc(torch.rand(2, 3, 64, 64))[0])
+    enc.save_pretrained(tmp_path)  # the size is part of the saved config
+    assert StyleEncoder.from_pretrained(tmp_path).config.input_size == 32
+
+
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_sample_loop_is_seeded(name):
     unet = tiny_unet().eval()

@@ -120,6 +120,7 @@ class LDMPreset:
     num_threads: int = 2
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     style_channels: tuple[int, ...] = (32, 64, 128, 128)  # style encoder CNN widths (128 -> 8 px)
+    style_input_size: int = 128  # the style encoder sees the images resized to this side (models.style_encoder)
 
 
 AE_PRESETS: dict[str, AEPreset] = {

@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> Path:
             unet, fresh = transplant(unet, **fits, hint_widths=hint_widths)
             log(f"--init for a new autoencoder {fits}: {len(fresh)} tensors start afresh ({', '.join(fresh[:8])} ...)")
         style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
+        if style_encoder.config.input_size is None:  # an encoder of the 128-px model, which saw 128-px images
+            style_encoder.register_to_config(input_size=cfg.style_input_size)
         ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
         log(f"initialised from {src}")
     else:
@@ -388,7 +390,9 @@ def main(argv: list[str] | None = None) -> Path:
             norm_num_groups=min(32, min(cfg.block_out_channels)),
             prediction_type=cfg.prediction_type,
         )
-        style_encoder = StyleEncoder(widths=cfg.style_channels, style_dim=cfg.style_dim)
+        style_encoder = StyleEncoder(
+            widths=cfg.style_channels, style_dim=cfg.style_dim, input_size=min(cfg.style_input_size, size)
+        )
         ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
     ema_unet.eval().requires_grad_(False).to(device)
     ema_style.eval().requires_grad_(False).to(device)
