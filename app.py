@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "weights"
+from models import paths
+
+DEFAULT_MODEL = paths.WEIGHTS
 # --model also takes the keypoint LDM's .ckpt/.safetensors file, or a Stable Diffusion 1.x folder or Hub id plus:
 CONTROLNET_HELP = "OpenPose ControlNet (diffusers folder or Hub id) for a Stable Diffusion --model"
 

@@ -29,6 +29,7 @@ from diffusers.configuration_utils import register_to_config
 from PIL import Image
 from torch import nn
 
+from models import paths
 from models.errors import InputError
 from training import character as _vocab
 
@@ -49,7 +50,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "background_color": tuple(_vocab.BACKGROUNDS),
 }
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "weights" / "attributes"
+DEFAULT_PATH = paths.ATTRIBUTES
 
 
 def record_labels(record: Mapping[str, Any]) -> dict[str, str | None]:

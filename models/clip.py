@@ -21,10 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models import paths
 from models.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = ROOT / "weights" / "clip"
+DEFAULT_CLIP = paths.CLIP
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

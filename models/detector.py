@@ -15,8 +15,10 @@ which gives sub-cell positions without the bias a global soft-argmax has toward 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from diffusers.configuration_utils import register_to_config
 from PIL import Image
 from torch import nn
 
+from models import paths
 from models.errors import InputError
 from models.pose import NUM_KEYPOINTS, Pose
 
@@ -173,6 +176,18 @@ class KeypointDetector(ModelMixin, ConfigMixin):
         """(N, D) pooled bottleneck features of the images (the feature space of our FD)."""
         x, _ = self.preprocess(images)
         return self._run(x).features.cpu().numpy().astype(np.float64)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str) -> KeypointDetector:
+    if not (Path(path) / "config.json").is_file():
+        raise InputError(f"No keypoint detector at {path}: the folder needs config.json and the safetensors weights.")
+    return KeypointDetector.from_pretrained(path).eval().requires_grad_(False)
+
+
+def load_detector(path: str | Path | None = None) -> KeypointDetector:
+    """The detector of a folder (None: the shipped one), in eval mode and frozen; loaded once per folder."""
+    return _load(str(path or paths.DETECTOR))
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, window: int = 2) -> torch.Tensor:

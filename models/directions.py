@@ -48,6 +48,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from models import paths
 from models.errors import InputError
 
 Method = Literal["sefa", "ganspace"]
@@ -58,7 +59,7 @@ MAX_SIGMA = 3.0  # amounts are clamped to +-MAX_SIGMA standard deviations
 GANSPACE_SAMPLES = 10_000  # codes sampled for GANSpace's PCA
 GANSPACE_TIMESTEPS = 10  # timesteps at which the "silu" feature is read (evenly spaced over training's T)
 GANSPACE_FEATURE: GanspaceFeature = "silu"  # the feature GANSpace's PCA reads (module docstring)
-LABELS_PATH = Path(__file__).resolve().parents[1] / "weights" / "directions.json"
+LABELS_PATH = paths.DIRECTION_LABELS
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,8 +63,6 @@ from models.state import GenerationState
 
 RefineMode = Literal["style", "latent", "both"]
 REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DETECTOR = ROOT / "weights" / "detector"
 
 MAX_REFINE_STEPS = 100
 MAX_LR = 1.0
@@ -196,19 +194,12 @@ def resolve_clip(clip: Any) -> Any:
     return clip
 
 
-@functools.lru_cache(maxsize=2)
-def _load_detector_cached(path: str) -> Any:
-    from models.detector import KeypointDetector
-
-    if not (Path(path) / "config.json").is_file():
-        raise InputError(f"No keypoint detector at {path}: the pose term needs one (or set pose_weight to 0).")
-    return KeypointDetector.from_pretrained(path).eval().requires_grad_(False)
-
-
 def resolve_detector(detector: Any) -> Any:
     """A KeypointDetector in eval mode: the one given, or loaded from a folder (None: weights/detector)."""
     if detector is None or isinstance(detector, (str, Path)):
-        return _load_detector_cached(str(detector or DEFAULT_DETECTOR))
+        from models.detector import load_detector
+
+        return load_detector(detector)
     return detector.eval().requires_grad_(False)
 
 

@@ -223,4 +223,4 @@ def test_detect_cli_without_a_detector_says_so(tmp_path, capsys):
     from training.eval import main
 
     assert main(["detect", "x.png", "--detector", str(tmp_path / "missing")]) == 1
-    assert "No detector" in json.loads(capsys.readouterr().out)["error"]
+    assert "No keypoint detector" in json.loads(capsys.readouterr().out)["error"]

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models import paths
 from models.errors import InputError
 from models.pose import Pose
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "weights"
-DEFAULT_DETECTOR = ROOT / "weights" / "detector"
+DEFAULT_MODEL = paths.WEIGHTS
+DEFAULT_DETECTOR = paths.DETECTOR
 EVAL_SEED = 10_000_000  # data set seed of the model evaluation (seeds >= this are never trained on)
 DETECTOR_VAL_SEED = EVAL_SEED + 1  # data set seed of the detector's validation renders
 PCK_THRESHOLD = 0.1
@@ -129,12 +129,9 @@ def heldout_renders(start: int, n: int, size: int = 128, seed: int = EVAL_SEED) 
 # -- model evaluation -----------------------------------------------------------------------------
 def load_detector(path: str | Path) -> Any:
     """The keypoint detector from a folder (config.json + safetensors), on the CPU, in eval mode."""
-    from models.detector import KeypointDetector
+    from models.detector import load_detector as load
 
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise InputError(f"No detector at {folder}: the folder needs config.json and the safetensors weights.")
-    return KeypointDetector.from_pretrained(str(folder)).eval()
+    return load(path)
 
 
 def evaluate(

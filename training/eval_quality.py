@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from models import paths
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
@@ -55,7 +56,7 @@ from training.eval import (
 )
 from training.eval_directions import to_unit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT
 PHOTOS = ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
 KEYPOINT_FILES = ROOT.parent / "shared" / "keypoint_formats"
 EYES = (KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye"))
@@ -288,8 +289,8 @@ def distribution_figures(
 def evaluate_quality(
     model: str | Path | None = DEFAULT_MODEL,
     detector: str | Path = DEFAULT_DETECTOR,
-    judge: str | Path | None = ROOT / "weights" / "attributes",
-    clip: str | Path = ROOT / "weights" / "clip",
+    judge: str | Path | None = paths.ATTRIBUTES,
+    clip: str | Path = paths.CLIP,
     n: int = 256,
     steps: int = 8,
     sheet: str | Path | None = None,

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models import paths
 from models.errors import InputError
 from training.eval import (
     DEFAULT_DETECTOR,
@@ -46,9 +47,8 @@ from training.eval import (
     report,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = ROOT / "weights" / "clip"
-DEFAULT_ATTRIBUTES = ROOT / "weights" / "attributes"
+DEFAULT_CLIP = paths.CLIP
+DEFAULT_ATTRIBUTES = paths.ATTRIBUTES
 PROMPT_ATTRIBUTES = ("hair_color", "background_color", "outfit_color")
 # The garment the captions colour with the outfit's main colour (`training.captions.outfit_words`);
 # the sailor uniform's main colour has no words there, so its pairs ask for a hair colour instead.

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models import paths
 from models.mean_latent import MeanLatent
 from training.eval import EVAL_SEED
 from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
 
 MEAN_VAL_SEED = EVAL_SEED + 5  # data set seed of the held-out renders (+4: the part parser's)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _render(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--data", default=None, help="a data folder instead of renders (training.synth layout)")
     p.add_argument("--seed", type=int, default=0, help="data set seed of the training renders (default 0)")
     p.add_argument("--val", type=int, default=512, help="held-out renders for the figures (default 512)")
-    p.add_argument("--model", default=str(ROOT / "weights"), help="pipeline folder (autoencoder, style encoder)")
+    p.add_argument("--model", default=str(paths.WEIGHTS), help="pipeline folder (autoencoder, style encoder)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--channels", type=int, default=64)

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models import paths
 from models.part_parser import PARTS, PartParser
 from training.eval import EVAL_SEED
 from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
 
 PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
 CHANGED = 24  # a pixel whose R, G or B moves by more than this when a part's colour changes belongs to that part
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _far(colours: dict[str, tuple[int, int, int]], name: str) -> str:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth", default="0:3000", help="training samples START:END of data set --seed (default 0:3000)")
     p.add_argument("--seed", type=int, default=0, help="data set seed of the training renders (default 0)")
     p.add_argument("--val", type=int, default=200, help="held-out renders for the IoU (default 200)")
-    p.add_argument("--ae", default=str(ROOT / "weights" / "autoencoder"), help="autoencoder folder ('' : raw renders)")
+    p.add_argument("--ae", default=str(paths.WEIGHTS / "autoencoder"), help="autoencoder folder ('' : raw renders)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--channels", default="16,32,64,96")

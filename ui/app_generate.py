@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from models import paths
 from ui import handlers, settings
 from ui.outputs import served
 
@@ -134,7 +135,7 @@ if __name__ == "__main__":
     from ui.loader import LazyPipeline
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="weights")
+    parser.add_argument("--model", default=str(paths.WEIGHTS))
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     loader = LazyPipeline(args.model, args.device)

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from models import paths
 from models.errors import InputError
 from ui import app_explore, app_generate, app_pose, app_refine, handlers, settings
 from ui.loader import LazyPipeline
@@ -111,7 +112,7 @@ def serve(args: argparse.Namespace) -> int:
         print(err, flush=True)
         return 2
     loader = LazyPipeline(
-        getattr(args, "model", "weights"), getattr(args, "device", None), getattr(args, "controlnet", None)
+        getattr(args, "model", str(paths.WEIGHTS)), getattr(args, "device", None), getattr(args, "controlnet", None)
     )
     clip = getattr(args, "clip", None)
     status, clip_note = loader.status(), handlers.clip_status(loader.model, clip)
