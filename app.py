@@ -2,7 +2,7 @@
 
     python app.py                          # serve the web app on http://127.0.0.1:7860
     python app.py pose INPUT... [--preview DIR]
-    python app.py generate --pose INPUT --seed N --out FILE.png [--steps N] [--guidance G] ...
+    python app.py generate --pose INPUT --seed N --out FILE.png [--steps N] [--guidance G] [--style-image IMG] ...
 
 INPUT is a photo, a keypoint JSON (ours, COCO-17, OpenPose-18, the keypoint-LDM fork's) or a
 preset name (`python app.py pose --list-presets`).
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="move the style code along a direction by AMOUNT sigma (sefa or ganspace, index 0-9), e.g. "
         "sefa:0=2.0; repeatable",
     )
+    g.add_argument(
+        "--style-image", default=None, metavar="IMG",
+        help="take the look of the character in this picture (a render, a generated PNG or any anime image)",
+    )  # fmt: skip
     g.add_argument("--prompt", default=None, help="refine the character towards this text with CLIP ('a:1 | b:-0.5')")
     g.add_argument("--negative-prompt", default=None, help="text to move away from (with --prompt)")
     g.add_argument(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,12 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """Images in [-1, 1] `(B, 3, H, W)` -> PIL RGB images."""
     arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
+
+
+def from_pil(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images of one size -> `(B, 3, H, W)` float in [-1, 1] (`to_pil`'s inverse)."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def _grad_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,12 @@ from torch import nn
 
 from models import paths
 from models.errors import InputError
+from models.image_io import pad_to_square
 from models.pose import NUM_KEYPOINTS, Pose
+
+# `KeypointDetector.figure_confidence` below this: no figure in the image (renders 0.53-0.75, generated 0.36, photos
+# of people 0.14-0.42, blank 0.03-0.06, noise 0.17: docs/EXPERIMENTS.md "A look from a picture").
+MIN_FIGURE_CONFIDENCE = 0.2
 
 
 @dataclass
@@ -127,16 +132,9 @@ class KeypointDetector(ModelMixin, ConfigMixin):
         for im in images:
             if not isinstance(im, Image.Image):
                 raise InputError(f"detect takes PIL images, not {type(im).__name__}.")
-            im = im.convert("RGB")
             w, h = im.size
-            side = max(w, h)
-            ox, oy = (side - w) // 2, (side - h) // 2
-            if side != w or side != h:
-                border = np.asarray(im)
-                edge = np.concatenate([border[0], border[-1], border[:, 0], border[:, -1]]).mean(axis=0)
-                canvas = Image.new("RGB", (side, side), tuple(int(c) for c in edge))
-                canvas.paste(im, (ox, oy))
-                im = canvas
+            im, ox, oy = pad_to_square(im)
+            side = im.width
             if side != size:
                 im = im.resize((size, size), Image.BILINEAR)
             arrays.append(np.asarray(im, dtype=np.float32))
@@ -172,6 +170,15 @@ class KeypointDetector(ModelMixin, ConfigMixin):
             poses.append(Pose(kp, w, h))
         return poses
 
+    def figure_confidence(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """`(N,)` how surely each image shows a figure: the mean over keypoints of the heatmap's probability
+        within one cell of its peak (a figure ~0.5-0.75, a blank or noise image <= 0.17: MIN_FIGURE_CONFIDENCE)."""
+        x, _ = self.preprocess(images)
+        logits = self._run(x).heatmaps
+        prob = torch.softmax(logits.flatten(2), dim=-1).view_as(logits)
+        near_peak = F.avg_pool2d(prob, 3, stride=1, padding=1) * 9  # mass in each 3x3 window
+        return near_peak.flatten(2).amax(dim=-1).mean(dim=1).cpu().numpy().astype(np.float64)
+
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, D) pooled bottleneck features of the images (the feature space of our FD)."""
         x, _ = self.preprocess(images)
@@ -185,8 +192,11 @@ def _load(path: str) -> KeypointDetector:
     return KeypointDetector.from_pretrained(path).eval().requires_grad_(False)
 
 
-def load_detector(path: str | Path | None = None) -> KeypointDetector:
-    """The detector of a folder (None: the shipped one), in eval mode and frozen; loaded once per folder."""
+def load_detector(path: str | Path | KeypointDetector | None = None) -> KeypointDetector:
+    """The detector of a folder (None: the shipped one), in eval mode and frozen, loaded once per folder; a
+    detector given is returned as it is."""
+    if isinstance(path, KeypointDetector):
+        return path
     return _load(str(path or paths.DETECTOR))
 
 

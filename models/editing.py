@@ -136,12 +136,14 @@ def generate_edited(
     size: int | None = None,
     step_range: tuple[int, int] | None = None,
     messages: list[str] | None = None,
+    style: Any = None,
 ) -> tuple[list[Image.Image], list[GenerationState]]:
-    """`pipeline(...)` with edits applied to each image's own s (image i: seed + i), rendering each image once."""
+    """`pipeline(...)` with edits applied to each image's own s (image i: seed + i; `style`: this s for every
+    image), rendering each image once."""
     # 1. Check inputs (the pipeline's own checks, then the edits').
     size = pipeline.native_size if size is None else size
     pipeline.check_inputs(
-        pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=None, eta=eta,
+        pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
         num_images=num_images, size=size,
     )  # fmt: skip
     dirs = resolve_directions(pipeline, amounts)
@@ -152,7 +154,7 @@ def generate_edited(
     for i in range(num_images):
         # 2. z_T and s from the image's seed, 3. edit s and render (every image's record keeps the notes).
         state = pipeline.prepare(
-            pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=None,
+            pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=style,
             eta=float(eta), size=size,
         )  # fmt: skip
         image, done = edit(pipeline, state, clean, dirs, step_range, messages=list(notes))

@@ -1,5 +1,10 @@
-"""The one error type that user input raises: its message is a single sentence fit to show a person."""
+"""The one error type that user input raises (its message is a single sentence fit to show a person), and the
+sentences that several modules say."""
 
 
 class InputError(ValueError):
     """Bad input from a user (a file, a JSON, a number); the message is one clear sentence."""
+
+
+# Sentences that more than one back end says (the real pipeline and the fake one).
+NO_FIGURE = "No character was found in the picture for the look; use a picture of one figure that fills the frame."

@@ -72,6 +72,18 @@ def check_limits(args: argparse.Namespace) -> None:
     settings.check_text(getattr(args, "negative_prompt", None), "--negative-prompt")
 
 
+def read_style_image(path: str | None) -> Image.Image | None:
+    """The --style-image picture, read with the limits of every image the app takes (None: no picture)."""
+    from models.image_io import load_image
+
+    if path is None:
+        return None
+    try:
+        return load_image(path)
+    except InputError as err:
+        raise InputError(f"--style-image: {err}") from None
+
+
 def save_atomic(image: Image.Image, path: Path, record: dict) -> None:
     """Write the PNG under a temporary name, then rename it: a failed write leaves no half file at `path`."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -142,6 +154,7 @@ def main_generate(args: argparse.Namespace) -> int:
         paths = output_paths(args.out, args.num_images)
         check_writable(paths)
         source = read_pose_input(args.pose)
+        look = read_style_image(getattr(args, "style_image", None))  # a bad picture fails before the model loads
         edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
         prompt = getattr(args, "prompt", None)
         # Stable Diffusion reads --prompt as its text condition; the other back ends refine with CLIP.
@@ -155,6 +168,10 @@ def main_generate(args: argparse.Namespace) -> int:
             extra.update(prompt=prompt, negative_prompt=getattr(args, "negative_prompt", None))
         if edits and "style" not in caps:
             raise InputError("--edit moves the style code, and this model has none.")
+        if look is not None:
+            if not callable(getattr(pipe, "style_from_image", None)):
+                raise InputError("--style-image sets the style code, and this model has none.")
+            extra["style"] = pipe.style_from_image(look)
         # The keypoint LDM has neither prompts nor a style code to refine: --prompt steers its sampling with CLIP.
         guided = bool(prompt) and "clip_guidance" in caps and not caps & {"prompt", "refine_style", "refine_latent"}
         t0 = time.perf_counter()

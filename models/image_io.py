@@ -48,6 +48,21 @@ def load_image(src: str | Path | bytes | Image.Image | np.ndarray) -> Image.Imag
     raise InputError(f"An image must be a file path, bytes, a PIL image or a numpy array, not {type(src).__name__}.")
 
 
+def pad_to_square(image: Image.Image) -> tuple[Image.Image, int, int]:
+    """The RGB image centred on a square of its border's mean colour, and its offset (x, y) in that square."""
+    image = image.convert("RGB")
+    w, h = image.size
+    side = max(w, h)
+    ox, oy = (side - w) // 2, (side - h) // 2
+    if w == h:
+        return image, 0, 0
+    border = np.asarray(image)
+    edge = np.concatenate([border[0], border[-1], border[:, 0], border[:, -1]]).mean(axis=0)
+    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in edge))
+    canvas.paste(image, (ox, oy))
+    return canvas, ox, oy
+
+
 def check_size(width: int, height: int) -> None:
     """Refuse a frame outside the limits (checked on the header, before decoding)."""
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:

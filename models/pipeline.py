@@ -25,12 +25,13 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from models.autoencoder import Autoencoder, downsample_factor, load_autoencoder, to_pil
+from models.autoencoder import Autoencoder, downsample_factor, from_pil, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
 from models.backend import Callback, Capabilities, Wrap
 from models.checks import check_common, check_size
 from models.colour_palette import PALETTE_FILE, load_palette, save_palette
-from models.errors import InputError
+from models.errors import NO_FIGURE, InputError
+from models.image_io import pad_to_square
 from models.pose import Pose, fit_to_square
 from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
@@ -325,6 +326,22 @@ class PosePipeline:
             z_mean=self.start_mean(cond, s_start.to(self.device, self.dtype)),
         )
         return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
+
+    @torch.no_grad()
+    def style_from_image(self, image: Image.Image, detector: Any = None) -> np.ndarray:
+        """The style code s of the character in a picture (the style encoder's posterior mean), as `style=` takes
+        it; InputError when the detector (`models.detector.load_detector(detector)`) finds no figure in it."""
+        from models.detector import MIN_FIGURE_CONFIDENCE, load_detector
+
+        if self.style_encoder is None:
+            raise InputError("This model has no style encoder, so it cannot take a look from a picture.")
+        if load_detector(detector).figure_confidence([image])[0] < MIN_FIGURE_CONFIDENCE:
+            raise InputError(NO_FIGURE)
+        # as the encoder saw its training images: a square frame at the model's size (its input_size resizes further)
+        square = pad_to_square(image)[0].resize((self.native_size, self.native_size), Image.BOX)
+        encoder = self.style_encoder
+        mu, _ = encoder(from_pil([square]).to(encoder.device, encoder.dtype))
+        return mu[0].float().cpu().numpy()
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> list[Image.Image]:

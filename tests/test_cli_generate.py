@@ -91,3 +91,24 @@ def test_unexpected_failure_names_no_exception_class(monkeypatch, capsys, tmp_pa
     monkeypatch.setattr(backends, "model_kind", lambda model: "ours")
     code, line = generate(capsys, "--out", str(tmp_path / "a.png"))
     assert code == 1 and "KeyError" not in line["error"] and "/some" not in line["error"]
+
+
+def test_style_image_gives_every_image_its_look(monkeypatch, capsys, tmp_path):
+    from models import backends
+
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: FakePipeline(size=32))
+    picture = tmp_path / "look.png"
+    im = Image.new("RGB", (48, 48), (155, 65, 110))  # the fake reads s[:3] = (1, -1, 0) off the corner colour
+    im.paste((0, 0, 0), (10, 10, 30, 30))
+    im.save(picture)
+    code, line = generate(capsys, "--out", str(tmp_path / "a.png"), "--num-images", "2", "--style-image", str(picture))
+    assert code == 0, line
+    for path in line["outputs"]:
+        style = json.loads(Image.open(path).info["pose_studio"])["style"]
+        assert [round(v, 4) for v in style[:3]] == [1.0, -1.0, 0.0]
+
+
+def test_bad_style_image_fails_before_the_model(no_model, capsys, tmp_path):
+    (tmp_path / "t.png").write_text("text")
+    code, line = generate(capsys, "--out", str(tmp_path / "a.png"), "--style-image", str(tmp_path / "t.png"))
+    assert code == 1 and line["error"].startswith("--style-image: ")

@@ -224,3 +224,17 @@ def test_detect_cli_without_a_detector_says_so(tmp_path, capsys):
 
     assert main(["detect", "x.png", "--detector", str(tmp_path / "missing")]) == 1
     assert "No keypoint detector" in json.loads(capsys.readouterr().out)["error"]
+
+
+@pytest.mark.skipif(not (ROOT / "weights" / "detector" / "config.json").is_file(), reason="no shipped detector")
+def test_shipped_detector_tells_a_figure_from_a_blank_or_noise():
+    from models.detector import MIN_FIGURE_CONFIDENCE, load_detector
+    from training.eval import heldout_renders
+
+    det = load_detector()
+    renders = [r.image for r in heldout_renders(0, 4)]
+    rng = np.random.default_rng(0)
+    empty = [Image.new("RGB", (128, 128), c) for c in ("white", (40, 80, 200))]
+    empty.append(Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)))
+    assert (det.figure_confidence(renders) >= MIN_FIGURE_CONFIDENCE).all()
+    assert (det.figure_confidence(empty) < MIN_FIGURE_CONFIDENCE).all()

@@ -165,3 +165,50 @@ def test_state_is_plain_json(pipe, pose):
     _, (state,) = pipe(pose, seed=0, steps=2)
     assert isinstance(state, GenerationState)
     json.dumps(state.to_dict())  # no tensors in the JSON part
+
+
+class _Detector:
+    """Stands in for the keypoint detector: a fixed figure confidence."""
+
+    def __init__(self, confidence: float):
+        self.confidence = confidence
+
+    def figure_confidence(self, images):
+        return np.full(len(images), self.confidence)
+
+
+def test_style_from_image_reads_the_encoders_mean_and_any_frame(pipe, monkeypatch):
+    from PIL import Image
+
+    from models import detector as detector_module
+    from models.style_encoder import StyleEncoder
+
+    torch.manual_seed(0)
+    pipe.style_encoder = StyleEncoder(widths=(4, 8), style_dim=8, norm_num_groups=4).eval()
+    monkeypatch.setattr(detector_module, "load_detector", lambda d=None: d if d is not None else _Detector(0.6))
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    s = pipe.style_from_image(picture)
+    with torch.no_grad():
+        mu, _ = pipe.style_encoder(torch.from_numpy(np.asarray(picture, np.float32)).permute(2, 0, 1)[None] / 127.5 - 1)
+    np.testing.assert_allclose(s, mu[0].numpy(), atol=1e-5)
+    assert pipe.style_from_image(picture.resize((3 * SIZE, 2 * SIZE))).shape == (8,)  # any frame: padded, resized
+    _, states = pipe(Pose(STANDING, 512, 512), seed=0, steps=2, style=s)
+    np.testing.assert_allclose(states[0].style, s)
+
+
+def test_style_from_image_refuses_a_picture_without_a_figure(pipe, monkeypatch):
+    from PIL import Image
+
+    from models import detector as detector_module
+    from models.errors import NO_FIGURE
+    from models.style_encoder import StyleEncoder
+
+    pipe.style_encoder = StyleEncoder(widths=(4, 8), style_dim=8, norm_num_groups=4).eval()
+    monkeypatch.setattr(detector_module, "load_detector", lambda d=None: _Detector(0.05))
+    with pytest.raises(InputError, match="No character was found") as err:
+        pipe.style_from_image(Image.new("RGB", (SIZE, SIZE), "white"))
+    assert str(err.value) == NO_FIGURE
+    pipe.style_encoder = None
+    with pytest.raises(InputError, match="no style encoder"):
+        pipe.style_from_image(Image.new("RGB", (SIZE, SIZE), "white"))

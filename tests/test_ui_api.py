@@ -174,7 +174,23 @@ def test_pose_photo_with_nobody(client):
 def test_generate_parameters_are_named_for_a_stateless_call(client):
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
     names = [p["parameter_name"] for p in info["parameters"]]
-    assert names == ["pose", "seed", "steps", "sampler", "guidance", "num_images"]
+    assert names == ["pose", "seed", "steps", "sampler", "guidance", "num_images", "style_image"]
+
+
+def test_generate_takes_the_look_from_a_picture(client, tmp_path):
+    look = tmp_path / "look.png"
+    picture = Image.new("RGB", (64, 64), (200, 20, 110))  # the fake reads s[:3] off the corner colour
+    picture.paste((0, 0, 0), (20, 20, 40, 40))
+    picture.save(look)
+    *_, states = client.predict("waving", 1, 2, "ddim", 2.0, 2, handle_file(str(look)), api_name="/generate")
+    expected = [(200 - 110) / 45, (20 - 110) / 45, 0.0]
+    for state in states:
+        np.testing.assert_allclose(state["style"][:3], expected, atol=1e-5)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), "white").save(blank)
+    with pytest.raises(Exception) as info:
+        client.predict("waving", 1, 2, "ddim", 2.0, 1, handle_file(str(blank)), api_name="/generate")
+    assert "No character was found" in str(info.value) and str(tmp_path) not in str(info.value)
 
 
 def test_generate_from_a_preset_name_keeps_the_seed(client):

@@ -153,6 +153,21 @@ def test_generate_streams_then_writes_files():
     assert all(o[4] == gr.skip() and o[5] == gr.skip() for o in outs[:-1])
 
 
+def test_generate_with_a_look_from_a_picture(tmp_path):
+    picture = tmp_path / "look.png"
+    im = Image.new("RGB", (40, 40), (155, 65, 110))  # the fake reads s[:3] = (1, -1, 0) off the corner colour
+    im.paste((0, 0, 0), (10, 10, 30, 30))
+    im.save(picture)
+    *_, results, _ = run_generate(style_image=str(picture))[-1]
+    for r in results:  # every image takes the look; the noise still differs by seed
+        np.testing.assert_allclose(r.state.style[:3], [1.0, -1.0, 0.0], atol=1e-6)
+    (tmp_path / "text.png").write_text("not an image")
+    for bad, words in (("text.png", "image"), ("missing.png", "could not be found")):
+        with pytest.raises(gr.Error) as info:
+            run_generate(style_image=str(tmp_path / bad))
+        assert words in info.value.message and str(tmp_path) not in info.value.message
+
+
 def test_generate_random_seed_is_reported():
     *_, seed, _, _ = run_generate(randomize=True, num_images=1)[-1]
     assert 0 <= seed <= settings.MAX_SEED

@@ -90,10 +90,9 @@ SUBTLE = "subtle (no attribute change)"
 # -- pure measures --------------------------------------------------------------------------------
 def to_unit(images: Sequence[Image.Image]) -> Any:
     """PIL images -> float tensor (B, 3, H, W) in [-1, 1] (the attribute classifier's input)."""
-    import torch
+    from models.autoencoder import from_pil
 
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return from_pil(images)
 
 
 def pixel_change(a: Sequence[Image.Image], b: Sequence[Image.Image]) -> float:

@@ -1,4 +1,5 @@
-"""The Generate tab: the current pose (from the Pose tab) + seed and sampler settings -> characters.
+"""The Generate tab: the current pose (from the Pose tab) + seed and sampler settings (+ a picture whose
+character's look to take) -> characters.
 The denoising row streams while the sampler runs; results come as PNGs whose text chunk holds the
 settings, plus a JSON that reproduces the run.
 
@@ -14,6 +15,7 @@ import gradio as gr
 
 from models import paths
 from ui import handlers, settings
+from ui.app_pose import photo_input
 from ui.outputs import served
 
 
@@ -32,6 +34,12 @@ def build(
         with gr.Column(scale=1, min_width=260):
             current = gr.Image(
                 label="Pose (from the Pose tab)", format="png", interactive=False, height=240, elem_id="current-pose"
+            )
+            look = photo_input(
+                label="Look from a picture (optional): the character in it, drawn in this pose",
+                sources=["upload", "clipboard"],
+                height=160,
+                elem_id="style-image",
             )
             with gr.Row():
                 # No minimum / maximum here: the handler checks the range and names the field.
@@ -85,7 +93,7 @@ def build(
     outputs = [previews, gallery, files, seed, results, result]
     run.click(
         fn,
-        [pose_state, seed, randomize, steps, sampler, guidance, num_images],
+        [pose_state, seed, randomize, steps, sampler, guidance, num_images, look],
         outputs,
         api_visibility="private",
         concurrency_id="generate",
@@ -105,13 +113,14 @@ def build(
         )
         api_guidance = gr.Number(label="guidance", value=settings.DEFAULT_GUIDANCE)
         api_num_images = gr.Number(label="num_images", value=1)
+        api_look = photo_input(label="style_image: a picture whose character's look every image takes (optional)")
         preview = gr.Image(label="latest denoising preview", format="png")
         states = gr.JSON(label="each image's state (the refine and edit endpoints take one back)")
         api_button = gr.Button("generate")
     api_fn = served(handlers.generate_handler(pipeline_loader, api=True))
     api_button.click(
         api_fn,
-        [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images],
+        [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images, api_look],
         [preview, gallery, files, seed, states],
         api_name="generate",
         concurrency_id="generate",  # one pool with the button's: Gradio keeps the lowest limit of a shared id

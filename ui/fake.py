@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from models.backend import Capabilities
-from models.errors import InputError
+from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
 
 STYLE_DIM = 8
@@ -111,6 +111,15 @@ class FakePipeline:
         base = np.asarray(openpose_drawing(pose, self.size, self.size), dtype=np.float32)
         tint = np.clip(110 + 45 * np.asarray(style[:3], dtype=np.float32), 0, 255)
         return Image.fromarray(np.clip(base + tint * (base.sum(axis=2, keepdims=True) == 0), 0, 255).astype(np.uint8))
+
+    def style_from_image(self, image: Image.Image) -> np.ndarray:
+        """`draw`'s inverse: s[:3] from the picture's corner colour (a one-colour picture has no figure), the rest 0."""
+        arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+        if float(arr.std()) < 1.0:
+            raise InputError(NO_FIGURE)
+        s = np.zeros(STYLE_DIM, dtype=np.float32)
+        s[:3] = (arr[0, 0] - 110) / 45
+        return s
 
     def render(self, state: Any, callback: Callable | None = None, style_at: Any = None) -> tuple[list, Any]:
         """(images, state) for a state; `callback(step, total, preview)` every step."""

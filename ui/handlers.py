@@ -418,9 +418,11 @@ def generate(
     guidance: Any,
     num_images: Any,
     progress: gr.Progress | None = None,
+    style_image: Any = None,
 ) -> Iterator[tuple]:
     """Yield (previews, gallery, files, seed, results) while the pipeline runs; the last yield has the
-    results (`Result`s: image, state, record, aligned with the gallery), earlier ones gr.skip()."""
+    results (`Result`s: image, state, record, aligned with the gallery), earlier ones gr.skip(). `style_image`
+    (an uploaded picture's path): every image takes the look of the character in it (`look_from_picture`)."""
     # 1. Check inputs (before loading anything).
     if randomize:
         seed = random.randint(0, settings.MAX_SEED)
@@ -430,6 +432,10 @@ def generate(
     if progress is not None:
         progress(0, desc="loading the model")
     pipe = pipeline_loader()
+    if style_image is not None:
+        if progress is not None:
+            progress(0, desc="reading the look from the picture")
+        args["style"] = look_from_picture(pipe, style_image)
     # 3. Denoise through the model's batcher (requests with the same settings share a UNet batch), streaming previews.
     previews: list[tuple[Image.Image, str]] = []
     started = time.perf_counter()
@@ -446,7 +452,7 @@ def generate(
     seconds = time.perf_counter() - started
     check_finite(states)
     # 4. Files: PNGs with their settings, and a JSON that reproduces them.
-    request = {"pose": pose.to_dict(), **args}
+    request = {"pose": pose.to_dict(), **args}  # with the style read off a picture, when one was given
     base = {"pose": pose.to_dict(), "steps": args["steps"], "guidance": args["guidance"], "sampler": args["sampler"]}
     records = [
         state_record(state, {**base, "seed": getattr(state, "seed", args["seed"] + i)})
@@ -459,33 +465,51 @@ def generate(
     yield previews, list(zip(images, captions)), files, args["seed"], results
 
 
+def look_from_picture(pipe: Any, file: Any) -> list[float]:
+    """The style code of the character in an uploaded picture (`PosePipeline.style_from_image`), as `style=`."""
+    if not callable(getattr(pipe, "style_from_image", None)):
+        raise InputError("This model has no style code, so it cannot take a look from a picture.")
+    return [float(v) for v in pipe.style_from_image(load_photo(file))]
+
+
 def generate_handler(pipeline_loader: Callable[[], Any], api: bool = False) -> Callable:
     """The generate event's function, bound to the process's pipeline loader.
 
-    UI: (pose, seed, randomize, steps, sampler, guidance, num_images) -> yields (previews, gallery, files,
-    seed, results, current result). `api`: the stateless endpoint, (pose, seed, steps, sampler, guidance,
-    num_images) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
+    UI: (pose, seed, randomize, steps, sampler, guidance, num_images, style image) -> yields (previews, gallery,
+    files, seed, results, current result). `api`: the stateless endpoint, (pose, seed, steps, sampler, guidance,
+    num_images, style_image) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
     (latest preview, gallery, files, seed, the states as JSON), one preview image instead of the row (API
     clients download every streamed file, so a growing row costs them a second a step).
     """
     if api:
 
         @user_errors
-        def run_api(pose, seed, steps, sampler, guidance, num_images, progress=gr.Progress()):  # noqa: B008
+        def run_api(pose, seed, steps, sampler, guidance, num_images, style_image=None, progress=gr.Progress()):  # noqa: B008
             if not isinstance(pose, str):
                 raise InputError("The pose must be keypoint JSON text or a preset name.")
             for previews, gallery, files, seed_out, results in generate(
-                pipeline_loader, pose_from_text(pose), seed, False, steps, sampler, guidance, num_images, progress
-            ):
+                pipeline_loader, pose_from_text(pose), seed, False, steps, sampler, guidance, num_images, progress,
+                style_image,
+            ):  # fmt: skip
                 states = [state_dict(r.state) for r in results] if isinstance(results, list) else gr.skip()
                 yield (previews[-1][0] if previews else None), gallery, files, seed_out, states
 
         return run_api
 
     @user_errors
-    def run(pose_value, seed, randomize, steps, sampler, guidance, num_images, progress=gr.Progress()):  # noqa: B008
+    def run(
+        pose_value,
+        seed,
+        randomize,
+        steps,
+        sampler,
+        guidance,
+        num_images,
+        style_image=None,
+        progress=gr.Progress(),  # noqa: B008
+    ):
         for previews, gallery, files, seed_out, results in generate(
-            pipeline_loader, pose_value, seed, randomize, steps, sampler, guidance, num_images, progress
+            pipeline_loader, pose_value, seed, randomize, steps, sampler, guidance, num_images, progress, style_image
         ):
             done = isinstance(results, list)
             yield previews, gallery, files, seed_out, results, (results[0] if done and results else gr.skip())
