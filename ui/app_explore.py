@@ -41,7 +41,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
                 [(handlers.METHOD_NAMES[m], m) for m in settings.DIRECTION_METHODS],
                 value="sefa",
                 label="Directions",
-                info="SeFa: eigenvectors of the style layer's weight. GANSpace: principal axes of its activations.",
+                info="SeFa: the ways the style layer stretches the look most. GANSpace: the ways the pictures vary most.",
                 elem_id="explore-method",
             )
             sliders = [

@@ -17,9 +17,9 @@ from ui import handlers, settings
 from ui.outputs import served
 
 MODE_CHOICES = [
-    ("Style: the style code s (colours, hair, outfit)", "style"),
-    ("Latent: the final latent z_0 (as VQGAN-CLIP), only in the part the prompt names", "latent"),
-    ("Both: style, then latent", "both"),
+    ("The look: the character's style code (hair, outfit, colours; the whole picture may change)", "style"),
+    ("The pixels: repaint only the part the prompt names, the rest stays", "latent"),
+    ("Both: the look first, then the pixels", "both"),
 ]
 # The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
 DEFAULT_STEPS = {"style": 4, "latent": 8, "both": 9}
