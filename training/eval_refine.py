@@ -4,17 +4,20 @@ does it keep its pose?
     python -m training.eval_refine --json [--modes style,latent,both] [--n 24] [--threads 2] [--save DIR]
 
 Pairs: pose `i` is held-out sample `i` of `training.eval.EVAL_SEED` (the poses `training.eval` uses),
-generated with seed `EVAL_SEED + i`; its prompt asks for one colour attribute, cycling over hair colour
-(`"<c> hair"`), background colour (`"<c> background"`) and the outfit's main colour (`"<c> dress"`,
-`"<c> hoodie"`, ... naming the garment the unrefined image shows), in the captions' wording. The asked
-value is drawn (seeded by `i`) among the values the attribute classifier does *not* see in the unrefined
-image, so every pair asks for a change.
+generated with seed `EVAL_SEED + i`; its prompt asks for one attribute, cycling over every attribute the judge
+reads (`--ask`, default all of PROMPT_ATTRIBUTES) in the captions' wording (`attribute_prompt`: "pink hair",
+"twintails", "green eyes", "kimono", "red dress", "dots background", "dark background"). The asked value is
+drawn (seeded by `i`) among the values the attribute classifier does *not* see in the unrefined image, so every
+pair asks for a change. Accessories (glasses, cat ears, beret, hair ribbon) are not asked: the judge has no head
+for them yet (`NOT_JUDGED`), and a figure the judge cannot read is not reported.
 
 Reported per mode (one row each, `--json`: one object with `rows`):
 * `success`: share of pairs where the attribute classifier (`models.attributes`, trained on renders,
   never on CLIP: an independent judge) names the asked value after refinement; `success_by_attribute`.
 * `pck_before`, `pck_after`, `pck_drop`: PCK@0.1 of the keypoint detector (`training.eval`) on the image
   before and after refinement against the input pose, pooled over points; drop = before - after.
+* `others_changed_mean`: attributes the prompt did not name (nor one tied to it, `TIED`) whose class the judge
+  reads differently after refinement, on average per pair; `others_changed_by_attribute` per asked attribute.
 * `asked_prob_mean`: the classifier's mean probability of the asked value after refinement (finer than
   `success` on a few pairs).
 * `seconds_median`, `seconds_max`: wall time of one `refine` call (default settings unless overridden);
@@ -49,34 +52,67 @@ from training.eval import (
 
 DEFAULT_CLIP = paths.CLIP
 DEFAULT_ATTRIBUTES = paths.ATTRIBUTES
-PROMPT_ATTRIBUTES = ("hair_color", "background_color", "outfit_color")
+PROMPT_ATTRIBUTES = (
+    "hair_color", "hair_style", "eye_color", "outfit", "outfit_color", "background", "background_color",
+)  # fmt: skip
+NOT_JUDGED = {"accessories": "the attribute judge has no head for accessories (glasses, cat ears, beret, ribbon)"}
+# Attributes that change with the asked one by construction: a new outfit brings its own colours.
+TIED = {"outfit": ("outfit_color", "outfit_color2"), "outfit_color": ("outfit_color2",)}
 # The garment the captions colour with the outfit's main colour (`training.captions.outfit_words`);
 # the sailor uniform's main colour has no words there, so its pairs ask for a hair colour instead.
 MAIN_GARMENT = {"dress": "dress", "blouse and skirt": "blouse", "shirt and trousers": "shirt",
                 "hoodie and shorts": "hoodie", "kimono": "kimono"}  # fmt: skip
 
 
-def colour_prompt(attribute: str, value: str, outfit: str | None = None) -> str:
-    """The caption phrase asking for `value` of a colour attribute ('pink hair', 'dark background', 'red dress')."""
-    if attribute == "hair_color":
-        return f"{value} hair"
-    if attribute == "background_color":
-        return f"{value} background"
+def attribute_prompt(attribute: str, value: str, outfit: str | None = None) -> str:
+    """The caption phrase (`training.captions.tags`) asking for `value` of an attribute ('pink hair', 'twintails',
+    'green eyes', 'kimono', 'red dress' for the outfit `outfit`'s main colour, 'dots background')."""
+    words = {
+        "hair_color": f"{value} hair",
+        "hair_style": value,
+        "eye_color": f"{value} eyes",
+        "outfit": value,
+        "background": f"{value} background",
+        "background_color": f"{value} background",
+    }
+    if attribute in words:
+        return words[attribute]
     if attribute == "outfit_color" and outfit in MAIN_GARMENT:
         return f"{value} {MAIN_GARMENT[outfit]}"
-    raise InputError(f"No colour prompt for {attribute} (outfit {outfit}).")
+    raise InputError(f"No prompt for {attribute} (outfit {outfit}).")
 
 
-def choose_prompt(index: int, seen: dict[str, str], classes: dict[str, list[str]]) -> tuple[str, str, str]:
-    """(attribute, asked value, prompt) for pair `index`: the attribute cycles; the value is drawn, seeded by
-    the index, among the classes other than the one the classifier `seen` in the unrefined image."""
-    attribute = PROMPT_ATTRIBUTES[index % len(PROMPT_ATTRIBUTES)]
+def check_asked(names: list[str]) -> tuple[str, ...]:
+    """The attributes to ask for, each one the judge reads; one sentence for any other."""
+    if not names:
+        raise InputError(f"Give at least one attribute to ask for: {', '.join(PROMPT_ATTRIBUTES)}.")
+    for name in names:
+        if name in NOT_JUDGED:
+            raise InputError(f"{name} cannot be evaluated: {NOT_JUDGED[name]}.")
+        if name not in PROMPT_ATTRIBUTES:
+            raise InputError(f"Unknown attribute {name!r}; choose from {', '.join(PROMPT_ATTRIBUTES)}.")
+    return tuple(dict.fromkeys(names))
+
+
+def choose_prompt(
+    index: int, seen: dict[str, str], classes: dict[str, list[str]], asked: tuple[str, ...] = PROMPT_ATTRIBUTES
+) -> tuple[str, str, str]:
+    """(attribute, asked value, prompt) for pair `index`: the attribute cycles over `asked`; the value is drawn,
+    seeded by the index, among the classes other than the one the classifier `seen` in the unrefined image. The
+    sailor uniform's main colour has no words in the captions: such a pair asks for another outfit instead."""
+    attribute = asked[index % len(asked)]
     if attribute == "outfit_color" and seen.get("outfit") not in MAIN_GARMENT:
-        attribute = "hair_color"
+        attribute = "outfit"
     rng = np.random.default_rng([EVAL_SEED, index])
     options = [c for c in classes[attribute] if c != seen.get(attribute)]
     value = options[int(rng.integers(len(options)))]
-    return attribute, value, colour_prompt(attribute, value, seen.get("outfit"))
+    return attribute, value, attribute_prompt(attribute, value, seen.get("outfit"))
+
+
+def others_changed(before: dict[str, str], after: dict[str, str], asked: str) -> list[str]:
+    """The judged attributes, besides the asked one and those tied to it (`TIED`), whose class changed."""
+    spared = {asked, *TIED.get(asked, ())}
+    return [name for name, label in before.items() if name not in spared and after.get(name) != label]
 
 
 def _grid(rows: list[list[Image.Image]]) -> Image.Image:
@@ -90,13 +126,18 @@ def _grid(rows: list[list[Image.Image]]) -> Image.Image:
     return sheet
 
 
-def make_pairs(pipe: Any, judge: Any, n: int, steps: int = 20, progress: bool = False) -> list[dict[str, Any]]:
-    """The `n` held-out (state, image, attribute, asked value, prompt) pairs, unrefined."""
+def make_pairs(
+    pipe: Any, judge: Any, n: int, steps: int = 20, progress: bool = False, asked: tuple[str, ...] = PROMPT_ATTRIBUTES
+) -> list[dict[str, Any]]:
+    """The `n` held-out (state, image, what the judge sees, attribute, asked value, prompt) pairs, unrefined."""
     pairs = []
     for i, r in enumerate(heldout_renders(0, n)):
         images, (state,) = pipe(r.pose, seed=EVAL_SEED + i, steps=steps)
-        attribute, value, prompt = choose_prompt(i, judge.top_labels(images)[0], judge.classes)
-        pairs.append({"state": state, "image": images[0], "attribute": attribute, "value": value, "prompt": prompt})
+        seen = judge.top_labels(images)[0]
+        attribute, value, prompt = choose_prompt(i, seen, judge.classes, asked)
+        pairs.append(
+            {"state": state, "image": images[0], "seen": seen, "attribute": attribute, "value": value, "prompt": prompt}
+        )
         if progress:
             print(f"generated {i + 1}/{n}: {prompt!r}", file=sys.stderr, flush=True)
     return pairs
@@ -112,7 +153,9 @@ def run_mode(
 
     targets = [output_frame_pose(pipe, p["state"], p["image"]) for p in pairs]
     before = pck_counts(det.detect([p["image"] for p in pairs]), targets)
-    refined, seconds, cpu, probs, shown_all, hits = [], [], [], [], [], {a: [] for a in PROMPT_ATTRIBUTES}
+    refined, seconds, cpu, probs, shown_all = [], [], [], [], []
+    hits: dict[str, list[bool]] = {a: [] for a in dict.fromkeys(p["attribute"] for p in pairs)}
+    changed: dict[str, list[int]] = {a: [] for a in hits}
     for i, p in enumerate(pairs):
         t0, c0 = time.perf_counter(), time.process_time()
         result = refine(pipe, p["state"], p["prompt"], mode=mode, clip=scorer, detector=det, **kw)
@@ -125,6 +168,7 @@ def run_mode(
         shown_all.append(shown)
         probs.append(float(prob[attribute_index(p["attribute"], p["value"], judge.classes)]))
         hits[p["attribute"]].append(shown == p["value"])
+        changed[p["attribute"]].append(len(others_changed(p["seen"], judge.top_labels([image])[0], p["attribute"])))
         if progress:
             print(f"{mode} {i + 1}/{len(pairs)}: {p['prompt']!r} -> {shown} ({seconds[-1]:.1f} s)", file=sys.stderr,
                   flush=True)  # fmt: skip
@@ -136,6 +180,8 @@ def run_mode(
         "success": float(np.mean(all_hits)),
         "success_by_attribute": {a: (float(np.mean(v)) if v else None) for a, v in hits.items()},
         "pairs_by_attribute": {a: len(v) for a, v in hits.items()},
+        "others_changed_mean": float(np.mean([c for v in changed.values() for c in v])),
+        "others_changed_by_attribute": {a: float(np.mean(v)) for a, v in changed.items()},
         "asked_prob_mean": float(np.mean(probs)),  # the judge's probability of the asked value, after
         "pck_before": pck_b,
         "pck_after": pck_a,
@@ -161,8 +207,10 @@ def evaluate_refine(
     device: str | None = None,
     save: str | Path | None = None,
     progress: bool = False,
+    ask: list[str] | tuple[str, ...] = PROMPT_ATTRIBUTES,
 ) -> dict[str, Any]:
-    """Generate `n` held-out poses, refine each with its colour prompt in every mode, judge; the metrics dict."""
+    """Generate `n` held-out poses, refine each with its prompt (one attribute of `ask`) in every mode, judge; the
+    metrics dict."""
     import torch
 
     from models.attributes import load_attribute_classifier
@@ -176,6 +224,7 @@ def evaluate_refine(
         raise InputError(f"Give at least one mode of {', '.join(REFINE_MODES)}.")
     for mode in modes:
         check_refine_inputs(mode, refine_steps, lr, pose_weight)
+    asked = check_asked(list(ask))
 
     # 2. Models (float32 everywhere, so a GPU run judges the same computation as a CPU one).
     pipe = PosePipeline.from_pretrained(str(model), device=device, dtype=torch.float32)
@@ -184,7 +233,7 @@ def evaluate_refine(
     det = load_detector(detector).to(pipe.device)
 
     # 3. The unrefined images and their prompts; 4. every mode on every pair, judged.
-    pairs = make_pairs(pipe, judge, n, steps, progress)
+    pairs = make_pairs(pipe, judge, n, steps, progress, asked)
     kw = {"steps": refine_steps, "lr": lr, "pose_weight": pose_weight}
     rows, columns, shown = [], [[p["image"] for p in pairs]], {}
     for mode in modes:
@@ -215,6 +264,8 @@ def evaluate_refine(
         "threads": torch.get_num_threads(),
         "split": f"synth data set seed {EVAL_SEED}, samples 0..{n - 1}, generation seeds {EVAL_SEED}+i",
         "judge": f"attribute classifier {attributes}",
+        "asked": list(asked),
+        "not_measured": NOT_JUDGED,
         "model": str(model),
         "clip": str(clip),
     }
@@ -236,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose-weight", type=float, default=None, help="pose term weight (default: the mode's)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--ask", default=",".join(PROMPT_ATTRIBUTES), help="comma-separated attributes to ask for (default: all)"
+    )
     parser.add_argument("--save", metavar="DIR", help="write a sheet (before, then each mode) and the pairs here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -244,16 +298,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     def show(result: dict) -> None:
-        print(f"{'mode':<8}{'success':>9}{'pck_before':>12}{'pck_after':>11}{'pck_drop':>10}{'s median':>10}")
+        print(f"{'mode':<8}{'success':>9}{'others':>8}{'pck_before':>12}{'pck_after':>11}{'pck_drop':>10}"
+              f"{'s median':>10}")  # fmt: skip
         for r in result["rows"]:
-            print(f"{r['mode']:<8}{r['success']:>9.3f}{r['pck_before']:>12.3f}{r['pck_after']:>11.3f}"
-                  f"{r['pck_drop']:>10.3f}{r['seconds_median']:>10.2f}")  # fmt: skip
+            print(f"{r['mode']:<8}{r['success']:>9.3f}{r['others_changed_mean']:>8.2f}{r['pck_before']:>12.3f}"
+                  f"{r['pck_after']:>11.3f}{r['pck_drop']:>10.3f}{r['seconds_median']:>10.2f}")  # fmt: skip
+            for a, v in r["success_by_attribute"].items():
+                print(f"  {a:<18}{v:>7.3f} of {r['pairs_by_attribute'][a]}, others changed "
+                      f"{r['others_changed_by_attribute'][a]:.2f}")  # fmt: skip
 
     return report(
         lambda: evaluate_refine(
             [m.strip() for m in args.modes.split(",") if m.strip()],
             args.n, args.model, args.clip, args.attributes, args.detector, args.steps,
             args.refine_steps, args.lr, args.pose_weight, args.device, args.save, progress=not args.json,
+            ask=[a.strip() for a in args.ask.split(",") if a.strip()],
         ),
         args.json,
         show,
