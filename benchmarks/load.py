@@ -375,7 +375,7 @@ def latency(url: str, args: argparse.Namespace) -> dict:
 
 def _default_pose() -> dict:
     sys.path.insert(0, str(ROOT))
-    from ui.handlers import default_value
+    from ui.common import default_value
 
     return default_value()
 

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from models.pipeline import PosePipeline
-    from ui.handlers import default_pose
+    from ui.common import default_pose
 
     if args.threads:
         torch.set_num_threads(args.threads)

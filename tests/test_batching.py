@@ -16,7 +16,7 @@ from models.batching import Batcher, BusyError, batcher_for, denoise_batch, rend
 from models.errors import InputError
 from models.pose import Pose, mirror
 from tests.test_pipeline import STANDING, tiny_pipeline
-from ui import handlers, settings
+from ui import app_generate, common, settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -184,9 +184,9 @@ def test_cost_cap_through_the_api_handler(pose):
 
     from ui.fake import FakePipeline
 
-    run = handlers.generate_handler(lambda: FakePipeline(size=64), api=True)
+    run = app_generate.generate_handler(lambda: FakePipeline(size=64), api=True)
     with pytest.raises(gr.Error, match=f"the limit is {settings.MAX_IMAGE_STEPS}"):
-        list(run(json.dumps(handlers.default_value()), 0, settings.MAX_STEPS, "ddim", 2.0, settings.MAX_NUM_IMAGES))
+        list(run(json.dumps(common.default_value()), 0, settings.MAX_STEPS, "ddim", 2.0, settings.MAX_NUM_IMAGES))
 
 
 def test_the_app_batches_concurrent_generate_calls(pipe, monkeypatch):
@@ -203,7 +203,7 @@ def test_the_app_batches_concurrent_generate_calls(pipe, monkeypatch):
                 **launch_kwargs())  # fmt: skip
     try:
         clients = [gradio_client.Client(demo.local_url, verbose=False) for _ in range(4)]
-        text = json.dumps(handlers.default_value())
+        text = json.dumps(common.default_value())
         calls = [
             lambda c=c, k=k: c.predict(text, 100 * k, 3, "dpmpp_2m", 2.0, 1, api_name="/generate")
             for k, c in enumerate(clients)

@@ -39,7 +39,7 @@ def test_build_context_leaves_out_history_runs_data_and_environments():
     for rel in (".git/objects/pack/x.pack", "runs/ldm/final/unet.safetensors", "data/train/0.png", ".venv/bin/python",
                 "venv/lib/x.py", "models/__pycache__/pose.cpython-311.pyc", ".pytest_cache/v", ".ruff_cache/x"):  # fmt: skip
         assert ignored(rel), rel
-    for rel in ("app.py", "models/pose.py", "ui/handlers.py", "weights/unet/diffusion_pytorch_model.safetensors",
+    for rel in ("app.py", "models/pose.py", "ui/common.py", "weights/unet/diffusion_pytorch_model.safetensors",
                 "requirements.txt", "models/presets/waving.json"):  # fmt: skip
         assert not ignored(rel), rel
 

@@ -16,7 +16,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file
 
 from models.pose import loads
-from ui import handlers
+from ui import common
 from ui.fake import FakePipeline
 from ui.server import build_demo, launch_kwargs
 
@@ -43,7 +43,7 @@ def client():
 
 
 def pose_text() -> str:
-    return json.dumps(handlers.default_value())
+    return json.dumps(common.default_value())
 
 
 def test_pose_from_json_text(client):
@@ -143,7 +143,7 @@ def test_sixteen_bit_photo_reaches_the_finder_as_the_cli_reads_it(client, tmp_pa
 
     def finder(image):
         seen.append(np.asarray(image))
-        return handlers.default_pose()
+        return common.default_pose()
 
     monkeypatch.setattr(extract, "extract_pose", finder)
     pose, _ = client.predict(handle_file(str(path)), "", api_name="/pose")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ui import handlers, outputs
+from ui import app_generate, app_pose, common, outputs
 from ui.fake import FakePipeline
 
 FAKE = FakePipeline(size=48)
@@ -50,8 +50,8 @@ def png_pixels(path: str) -> bytes:
 def test_concurrent_generate_calls_get_their_own_complete_files():
     """Eight threads ask for the same picture (same pose, seed, settings) at once, as twenty users of one
     preset do: every file handed out is its own path, complete, and the same picture."""
-    run = outputs.served(handlers.generate_handler(lambda: FAKE, api=True))
-    pose = json.dumps(handlers.default_value())
+    run = outputs.served(app_generate.generate_handler(lambda: FAKE, api=True))
+    pose = json.dumps(common.default_value())
 
     def call(_: int) -> tuple:
         streamed = list(run(pose, 3, 2, "ddim", 2.0, 2))
@@ -79,7 +79,7 @@ def test_concurrent_generate_calls_get_their_own_complete_files():
 
 def test_concurrent_pose_drawings_are_distinct_files():
     """The `/pose` endpoint's drawing: identical for every caller, yet one file each, all intact."""
-    run = outputs.served(handlers.pose_api)
+    run = outputs.served(app_pose.pose_api)
     paths = [drawing for _, drawing in run_threads(lambda i: run(None, "standing"), 12)]
     assert len(set(paths)) == 12
     assert len({png_pixels(p) for p in paths}) == 1
@@ -87,11 +87,11 @@ def test_concurrent_pose_drawings_are_distinct_files():
 
 def test_streamed_rows_write_each_preview_once():
     """A growing row of previews re-yields earlier images: each keeps its one file."""
-    run = outputs.served(handlers.generate_handler(lambda: FAKE))
-    outs = list(run(handlers.default_value(), 1, False, 3, "ddim", 2.0, 1))
+    run = outputs.served(app_generate.generate_handler(lambda: FAKE))
+    outs = list(run(common.default_value(), 1, False, 3, "ddim", 2.0, 1))
     rows = [o[0] for o in outs[:-1]]
     assert rows[1][0] == rows[0][0] and rows[2][:2] == rows[1][:2]  # (path, caption) kept across yields
-    assert isinstance(outs[-1][4][0], handlers.Result)  # states are not touched
+    assert isinstance(outs[-1][4][0], common.Result)  # states are not touched
 
 
 def test_files_are_swept_only_when_old():

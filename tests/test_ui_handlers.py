@@ -11,41 +11,41 @@ import pytest
 from PIL import Image
 
 from models.pose import Pose, loads
-from ui import handlers, settings
+from ui import app_explore, app_generate, app_pose, app_refine, common, settings
 from ui.fake import FakePipeline
 
 
 def value() -> dict:
-    return handlers.default_value()
+    return common.default_value()
 
 
 def test_show_pose_gives_drawing_and_json():
-    picture, text = handlers.show_pose(value())
-    assert picture.size == (handlers.PREVIEW_SIDE, handlers.PREVIEW_SIDE)
-    assert loads(text).isclose(handlers.default_pose())
+    picture, text = app_pose.show_pose(value())
+    assert picture.size == (common.PREVIEW_SIDE, common.PREVIEW_SIDE)
+    assert loads(text).isclose(common.default_pose())
 
 
 def test_background_is_not_part_of_the_pose():
     v = {**value(), "background": "data:image/jpeg;base64,xx"}
-    assert "background" not in json.loads(handlers.show_pose(v)[1])
-    assert handlers.mirror_pose(v)["background"] == v["background"]  # same frame: the photo stays
+    assert "background" not in json.loads(app_pose.show_pose(v)[1])
+    assert app_pose.mirror_pose(v)["background"] == v["background"]  # same frame: the photo stays
 
 
 def test_mirror_twice_is_identity():
     v = value()
-    assert handlers.pose_from_value(handlers.mirror_pose(handlers.mirror_pose(v))).isclose(handlers.pose_from_value(v))
+    assert common.pose_from_value(app_pose.mirror_pose(app_pose.mirror_pose(v))).isclose(common.pose_from_value(v))
 
 
 def test_reset_keeps_photo_frame():
-    v = {**Pose(handlers.DEFAULT_KEYPOINTS, 640, 480).to_dict(), "background": "data:image/jpeg;base64,xx"}
-    out = handlers.reset_pose(v)
+    v = {**Pose(common.DEFAULT_KEYPOINTS, 640, 480).to_dict(), "background": "data:image/jpeg;base64,xx"}
+    out = app_pose.reset_pose(v)
     assert (out["width"], out["height"]) == (640, 480) and out["background"]
 
 
 @pytest.mark.parametrize("bad", [None, "", "{", "[1, 2, 3]", {"keypoints": [[0, 0, 1]] * 3}, 5])
 def test_bad_pose_is_a_gr_error_sentence(bad):
     with pytest.raises(gr.Error) as info:
-        handlers.show_pose(bad)
+        app_pose.show_pose(bad)
     assert str(info.value.message).endswith(".")
 
 
@@ -53,17 +53,17 @@ def test_load_and_save_pose_file(tmp_path):
     openpose = {"people": [{"pose_keypoints_2d": [100.0, 100.0, 1.0] * 18}], "canvas_width": 200, "canvas_height": 200}
     path = tmp_path / "op.json"
     path.write_text(json.dumps(openpose))
-    v = handlers.load_pose_file(str(path), value())
+    v = app_pose.load_pose_file(str(path), value())
     assert v["width"] == 200
-    saved = handlers.save_pose_file(v)
-    assert loads(Path(saved).read_text()).isclose(handlers.pose_from_value(v))
+    saved = app_pose.save_pose_file(v)
+    assert loads(Path(saved).read_text()).isclose(common.pose_from_value(v))
 
 
 def test_load_pose_file_refuses_binary(tmp_path):
     path = tmp_path / "x.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(gr.Error):
-        handlers.load_pose_file(str(path), value())
+        app_pose.load_pose_file(str(path), value())
 
 
 def test_upload_size_limit(tmp_path, monkeypatch):
@@ -71,7 +71,7 @@ def test_upload_size_limit(tmp_path, monkeypatch):
     path = tmp_path / "p.json"
     path.write_text(json.dumps(value()))
     with pytest.raises(gr.Error) as info:
-        handlers.load_pose_file(str(path), value())
+        app_pose.load_pose_file(str(path), value())
     assert "MB" in info.value.message
 
 
@@ -82,7 +82,7 @@ def test_photo_side_limit(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.new("RGB", (200, 120)).save(path)
     with pytest.raises(gr.Error) as info:
-        handlers.pose_api(str(path), "")
+        app_pose.pose_api(str(path), "")
     assert "200 x 120" in info.value.message
 
 
@@ -90,7 +90,7 @@ def test_photo_not_an_image(tmp_path):
     path = tmp_path / "x.jpg"
     path.write_text("hello")
     with pytest.raises(gr.Error) as info:
-        handlers.extract_from_photo(str(path), value())
+        app_pose.extract_from_photo(str(path), value())
     assert "image" in info.value.message
 
 
@@ -104,26 +104,26 @@ def test_photo_with_nobody_keeps_photo_and_warns(tmp_path, monkeypatch):
     path = tmp_path / "empty.png"
     Image.new("RGB", (320, 240), (200, 220, 240)).save(path)
     with pytest.warns(UserWarning):
-        _, v, _ = handlers.extract_from_photo(str(path), value())
+        _, v, _ = app_pose.extract_from_photo(str(path), value())
     assert (v["width"], v["height"]) == (320, 240) and v["background"].startswith("data:image/jpeg")
 
 
 def test_photo_with_person_opens_in_editor(tmp_path, monkeypatch):
     from models import extract
 
-    monkeypatch.setattr(extract, "extract_pose", lambda image: handlers.default_pose())
+    monkeypatch.setattr(extract, "extract_pose", lambda image: common.default_pose())
     path = tmp_path / "person.png"
     Image.new("RGB", (300, 400), (90, 90, 90)).save(path)
-    overlay, v, text = handlers.extract_from_photo(str(path), value())
+    overlay, v, text = app_pose.extract_from_photo(str(path), value())
     assert overlay.size == (300, 400) and (v["width"], v["height"]) == (300, 400)
     assert json.loads(text)["format"] == "coco17"
 
 
 def test_pose_api_preset_and_json():
-    pose, picture = handlers.pose_api(None, json.dumps(value()))
+    pose, picture = app_pose.pose_api(None, json.dumps(value()))
     assert pose["format"] == "coco17" and picture.size == (384, 384)
     with pytest.raises(gr.Error):
-        handlers.pose_api(None, "no such preset surely")
+        app_pose.pose_api(None, "no such preset surely")
 
 
 def run_generate(**overrides):
@@ -137,7 +137,7 @@ def run_generate(**overrides):
         "num_images": 2,
     }
     args.update(overrides)
-    return list(handlers.generate_handler(lambda: FakePipeline(size=32))(**args))
+    return list(app_generate.generate_handler(lambda: FakePipeline(size=32))(**args))
 
 
 def test_generate_streams_then_writes_files():
@@ -145,7 +145,7 @@ def test_generate_streams_then_writes_files():
     assert len(outs) == 2 * 3 + 1  # one yield per step of each image, then the results
     previews, gallery, files, seed, results, current = outs[-1]
     assert seed == 5 and len(gallery) == 2 and len(previews) == 6
-    record = json.loads(Image.open(files[0]).info[handlers.PNG_KEY])
+    record = json.loads(Image.open(files[0]).info[common.PNG_KEY])
     assert record["seed"] == 5 and record["sampler"] == "ddim" and len(record["style"]) == 8
     assert json.loads(Path(files[-1]).read_text())["images"][1]["seed"] == 6
     # Each result keeps its state, aligned with the gallery; the first is the current one.
@@ -198,7 +198,7 @@ def test_generate_without_model_says_so():
         raise InputError("No model is loaded: the weights folder is missing or empty.")
 
     with pytest.raises(gr.Error) as info:
-        list(handlers.generate_handler(missing)(value(), 1, False, 2, "ddim", 2.0, 1))
+        list(app_generate.generate_handler(missing)(value(), 1, False, 2, "ddim", 2.0, 1))
     assert "No model is loaded" in info.value.message
 
 
@@ -207,13 +207,13 @@ def test_pipeline_crash_is_one_sentence():
         raise RuntimeError("boom")
 
     with pytest.raises(gr.Error) as info:
-        list(handlers.generate_handler(lambda: broken)(value(), 1, False, 2, "ddim", 2.0, 1))
+        list(app_generate.generate_handler(lambda: broken)(value(), 1, False, 2, "ddim", 2.0, 1))
     assert "went wrong" in info.value.message
 
 
 def test_non_square_pose_is_fitted_for_the_model():
-    pose = Pose(np.array(handlers.DEFAULT_KEYPOINTS, np.float32), 640, 480)
-    fitted = handlers.model_pose(pose)
+    pose = Pose(np.array(common.DEFAULT_KEYPOINTS, np.float32), 640, 480)
+    fitted = common.model_pose(pose)
     assert fitted.width == fitted.height == 640
 
 
@@ -231,14 +231,14 @@ def test_lazy_pipeline_loads_once_and_reports_missing_weights(tmp_path, monkeypa
 
 
 def test_presets_when_present():
-    names = handlers.preset_names()
+    names = app_pose.preset_names()
     if not names:
         pytest.skip("no presets in this build")
-    v = handlers.choose_preset(names[0], value())
+    v = app_pose.choose_preset(names[0], value())
     assert v["format"] == "coco17"
-    pose, _ = handlers.pose_api(None, names[0])
-    assert handlers.pose_from_value(pose).isclose(handlers.pose_from_value(v))
-    assert handlers.choose_preset(None, value()) == gr.skip()
+    pose, _ = app_pose.pose_api(None, names[0])
+    assert common.pose_from_value(pose).isclose(common.pose_from_value(v))
+    assert app_pose.choose_preset(None, value()) == gr.skip()
 
 
 def test_each_tab_builds_on_its_own():
@@ -269,12 +269,12 @@ class Select:
 
 def test_gallery_click_picks_that_result():
     *_, results, _ = run_generate()[-1]
-    assert handlers.select_result(results, Select(1)) is results[1]
-    assert handlers.select_result(results, Select(7)) == gr.skip()
+    assert app_generate.select_result(results, Select(1)) is results[1]
+    assert app_generate.select_result(results, Select(7)) == gr.skip()
 
 
 def refine_outs(current, prompt="pink hair | hat:-0.5", negative="", mode="style", steps=3, strength=1.0, pose=0.0):
-    return list(handlers.refine_handler(fake_loader)(current, prompt, negative, mode, steps, strength, pose))
+    return list(app_refine.refine_handler(fake_loader)(current, prompt, negative, mode, steps, strength, pose))
 
 
 def test_refine_streams_steps_then_before_and_after(result):
@@ -284,11 +284,11 @@ def test_refine_streams_steps_then_before_and_after(result):
     assert len(shown) == 6 and after.size == (32, 32) and "Refined" in note
     assert not np.array_equal(np.asarray(after), np.asarray(result.image))  # it moved
     assert refined.state.seed == result.state.seed and refined.image is after
-    record = json.loads(Image.open(files[0]).info[handlers.PNG_KEY])
+    record = json.loads(Image.open(files[0]).info[common.PNG_KEY])
     assert record["refine"]["prompt"] == "pink hair | hat:-0.5" and record["refine"]["source"]["seed"] == 5
     assert [s["mode"] for s in json.loads(Path(files[1]).read_text())["refine"]["stages"]] == ["style", "latent"]
-    assert handlers.use_result(refined) is refined
-    before, after2, *_ = handlers.refine_show(refined)
+    assert common.use_result(refined) is refined
+    before, after2, *_ = app_refine.refine_show(refined)
     assert before is refined.image and after2 is None
 
 
@@ -313,17 +313,17 @@ def test_refine_bad_input_is_one_sentence(result, overrides, words):
 
 
 def test_explore_setup_labels_sliders_and_step_range(result):
-    out = handlers.explore_setup_handler(fake_loader)(result, "ganspace")
+    out = app_explore.explore_setup_handler(fake_loader)(result, "ganspace")
     status, method, *sliders = out[: 2 + settings.NUM_DIRECTIONS]
     assert "GANSpace and SeFa" in status and method["value"] == "ganspace"
     assert sliders[0]["label"] == "0: background red" and sliders[-1]["visible"] is False  # the fake has 8
     _, end, original = out[2 + settings.NUM_DIRECTIONS : 5 + settings.NUM_DIRECTIONS]
     assert end["maximum"] == 3 and original is result.image
-    assert "Generate an image first" in handlers.explore_setup_handler(fake_loader)(None, "sefa")[0]
+    assert "Generate an image first" in app_explore.explore_setup_handler(fake_loader)(None, "sefa")[0]
 
 
 def test_explore_slider_rerenders_the_current_result(result):
-    render = handlers.explore_render_handler(fake_loader)
+    render = app_explore.explore_render_handler(fake_loader)
     amounts = [2.0] + [0] * (settings.NUM_DIRECTIONS - 1)
     image, _, edited, _ = render(result, "ganspace", 0, 3, *amounts)
     assert edited.state.settings["edit"]["edits"][0]["label"] == "background red"
@@ -342,10 +342,10 @@ def test_explore_slider_rerenders_the_current_result(result):
 
 
 def test_state_json_round_trip_renders_the_same_pixels(result):
-    text = json.dumps(handlers.state_dict(result.state))
-    image, _, state, notes = handlers.edit_api_handler(fake_loader)(text, "ganspace:0=5, sefa:1=-1", 0, 0)
+    text = json.dumps(common.state_dict(result.state))
+    image, _, state, notes = app_explore.edit_api_handler(fake_loader)(text, "ganspace:0=5, sefa:1=-1", 0, 0)
     assert "clamped to 3" in notes and [e["amount"] for e in state["settings"]["edit"]["edits"]] == [3.0, -1.0]
-    rebuilt = handlers.state_from_json(FAKE, json.dumps(state))
+    rebuilt = common.state_from_json(FAKE, json.dumps(state))
     assert np.array_equal(np.asarray(FAKE.render(rebuilt)[0][0]), np.asarray(image))
 
 
@@ -362,26 +362,24 @@ def test_state_json_round_trip_renders_the_same_pixels(result):
     ],
 )
 def test_edit_api_bad_input_is_one_sentence(result, state, edits, words):
-    state = json.dumps(handlers.state_dict(result.state)) if state is None else state
+    state = json.dumps(common.state_dict(result.state)) if state is None else state
     with pytest.raises(gr.Error) as info:
-        handlers.edit_api_handler(fake_loader)(state, edits, 0, 0)
+        app_explore.edit_api_handler(fake_loader)(state, edits, 0, 0)
     assert words in info.value.message, info.value.message
 
 
 def test_refine_api_takes_a_state_json(result):
-    text = json.dumps(handlers.state_dict(result.state))
-    outs = list(handlers.refine_api_handler(fake_loader)(text, "blue eyes", "", "style", 2, 1.0, 0.0))
+    text = json.dumps(common.state_dict(result.state))
+    outs = list(app_refine.refine_api_handler(fake_loader)(text, "blue eyes", "", "style", 2, 1.0, 0.0))
     image, _, state, _ = outs[-1]
-    assert (
-        image.size == (32, 32) and state["seed"] == 5 and state["style"] != handlers.state_dict(result.state)["style"]
-    )
+    assert image.size == (32, 32) and state["seed"] == 5 and state["style"] != common.state_dict(result.state)["style"]
     assert all(o[1] == gr.skip() for o in outs[:-1])
 
 
 def test_clip_status_says_when_clip_is_missing(tmp_path):
-    assert "No CLIP model" in handlers.clip_status("weights", str(tmp_path / "none"))
-    assert "Demo mode" in handlers.clip_status("fake", None)
-    assert handlers.clip_status("weights", "ViT-B-32:laion2b_s34b_b79k") == ""
+    assert "No CLIP model" in app_refine.clip_status("weights", str(tmp_path / "none"))
+    assert "Demo mode" in app_refine.clip_status("fake", None)
+    assert app_refine.clip_status("weights", "ViT-B-32:laion2b_s34b_b79k") == ""
 
 
 def test_refine_and_explore_with_tiny_real_models():
@@ -394,17 +392,17 @@ def test_refine_and_explore_with_tiny_real_models():
     torch.set_num_threads(1)
     pipe = tiny_pipeline()
     clip = build_clip(TINY_MODEL_CFG, seed=0).requires_grad_(False)
-    *_, current = list(handlers.generate_handler(lambda: pipe)(value(), 3, False, 2, "ddim", 2.0, 1))[-1]
-    setup = handlers.explore_setup_handler(lambda: pipe)(current, "sefa")
+    *_, current = list(app_generate.generate_handler(lambda: pipe)(value(), 3, False, 2, "ddim", 2.0, 1))[-1]
+    setup = app_explore.explore_setup_handler(lambda: pipe)(current, "sefa")
     assert "GANSpace and SeFa" in setup[0]
     amounts = [1.5] + [0] * (settings.NUM_DIRECTIONS - 1)
-    image, *_ = handlers.explore_render_handler(lambda: pipe)(current, "sefa", 0, 2, *amounts)
+    image, *_ = app_explore.explore_render_handler(lambda: pipe)(current, "sefa", 0, 2, *amounts)
     assert not np.array_equal(np.asarray(image), np.asarray(current.image))
     # The API re-renders the same pixels from the state's JSON (z_T comes from the seed).
-    text = json.dumps(handlers.state_dict(current.state))
-    api_image, *_ = handlers.edit_api_handler(lambda: pipe)(text, "sefa:0=1.5", 0, 0)
+    text = json.dumps(common.state_dict(current.state))
+    api_image, *_ = app_explore.edit_api_handler(lambda: pipe)(text, "sefa:0=1.5", 0, 0)
     assert np.array_equal(np.asarray(api_image), np.asarray(image))
-    outs = list(handlers.refine_handler(lambda: pipe, clip)(current, "pink hair", "", "style", 1, 1.0, 0.0))
+    outs = list(app_refine.refine_handler(lambda: pipe, clip)(current, "pink hair", "", "style", 1, 1.0, 0.0))
     assert outs[-1][3].state.seed == 3 and outs[-1][1].size == current.image.size
 
 
@@ -457,14 +455,14 @@ def state_json(**settings_) -> str:
 def test_state_json_calls_each_back_end_by_keyword():
     """The positional call put guidance where the fork's prepare takes the sampler (and failed on ControlNet)."""
     fork = ForkLike(size=32)
-    state = handlers.state_from_json(fork, state_json())
+    state = common.state_from_json(fork, state_json())
     assert fork.checked == {"steps": 4, "sampler": "euler_a", "n": 1, "size": 32}
     assert (state.seed, state.settings["steps"], state.settings["sampler"]) == (9, 4, "euler_a")
     sd = ControlNetLike(size=32)
-    state = handlers.state_from_json(sd, state_json(prompt="pink hair"))
+    state = common.state_from_json(sd, state_json(prompt="pink hair"))
     assert sd.checked == {"guidance": 3.0, "prompt": "pink hair", "controlnet_scale": 1.0, "n": 1}
     assert state.settings["prompt"] == "pink hair" and state.settings["sampler"] == "euler_a"
-    handlers.state_from_json(sd, state_json())  # no prompt in the state: the back end's default
+    common.state_from_json(sd, state_json())  # no prompt in the state: the back end's default
     assert sd.checked["prompt"] == "an anime character"
 
 
@@ -478,7 +476,7 @@ def test_non_finite_output_is_an_error_not_a_success():
             return [Image.new("RGB", (32, 32))], done
 
     with pytest.raises(gr.Error, match="not finite"):
-        list(handlers.generate_handler(lambda: NaNPipeline(size=32))(value(), 1, False, 2, "ddim", 2.0, 1))
+        list(app_generate.generate_handler(lambda: NaNPipeline(size=32))(value(), 1, False, 2, "ddim", 2.0, 1))
 
 
 def test_refusals_log_one_line_and_failures_name_no_class(caplog):
@@ -492,7 +490,7 @@ def test_refusals_log_one_line_and_failures_name_no_class(caplog):
         raise KeyError("/secret/server/path")
 
     with pytest.raises(gr.Error) as info:
-        list(handlers.generate_handler(lambda: broken)(value(), 1, False, 2, "ddim", 2.0, 1))
+        list(app_generate.generate_handler(lambda: broken)(value(), 1, False, 2, "ddim", 2.0, 1))
     assert "KeyError" not in info.value.message and "/secret" not in info.value.message
 
 
@@ -502,5 +500,5 @@ def test_refusals_log_one_line_and_failures_name_no_class(caplog):
 )
 def test_deep_json_is_our_sentence(text, words):
     with pytest.raises(gr.Error) as info:
-        handlers.show_pose(text)
+        app_pose.show_pose(text)
     assert words in info.value.message and "Recursion" not in info.value.message

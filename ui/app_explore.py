@@ -8,15 +8,34 @@ limits the edit to some sampler steps (early steps set the layout and colours, l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from models import paths
-from ui import handlers, settings
+from models.errors import InputError
+from ui import settings
+from ui.common import (
+    NO_RESULT,
+    Result,
+    check_finite,
+    first_result_handler,
+    model_ops,
+    notes_markdown,
+    state_dict,
+    state_from_json,
+    state_record,
+    use_result,
+    user_errors,
+    write_outputs,
+)
 from ui.outputs import served
+
+METHOD_NAMES = {"ganspace": "GANSpace", "sefa": "SeFa"}
 
 
 @dataclass
@@ -29,8 +48,8 @@ class ExploreTab:
 
 
 def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
-    """Lay out the Explore tab in the current Blocks; it follows `current` (the current result's `handlers.Result`)."""
-    edited = gr.State(None)  # the edited result (handlers.Result), until it is made the current one
+    """Lay out the Explore tab in the current Blocks; it follows `current` (the current result's `ui.common.Result`)."""
+    edited = gr.State(None)  # the edited result (a `Result`), until it is made the current one
     status = gr.Markdown(
         "Generate an image first (Generate tab): its style code then moves along the directions below.",
         elem_id="explore-status",
@@ -38,7 +57,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             method = gr.Radio(
-                [(handlers.METHOD_NAMES[m], m) for m in settings.DIRECTION_METHODS],
+                [(METHOD_NAMES[m], m) for m in settings.DIRECTION_METHODS],
                 value="sefa",
                 label="Directions",
                 info="SeFa: the ways the style layer stretches the look most. GANSpace: the ways the pictures vary most.",
@@ -71,12 +90,12 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
             )
             use = gr.Button("Make the edited image the current result", size="md")
 
-    setup = served(handlers.explore_setup_handler(pipeline_loader))
+    setup = served(explore_setup_handler(pipeline_loader))
     setup_outputs = [status, method, *sliders, start, end, original, image, files, edited]
     for trigger in (current.change, method.input, reset.click):
         trigger(setup, [current, method], setup_outputs, api_visibility="private", concurrency_id="explore-setup")
     # `.release`: one re-render per drag, not one per value the slider passes through.
-    render = served(handlers.explore_render_handler(pipeline_loader))
+    render = served(explore_render_handler(pipeline_loader))
     for control in (*sliders, start, end):
         control.release(
             render,
@@ -87,7 +106,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
             concurrency_limit=settings.CONCURRENCY,
             trigger_mode="always_last",
         )
-    use.click(handlers.use_result, edited, current, api_visibility="private", queue=False)
+    use.click(use_result, edited, current, api_visibility="private", queue=False)
 
     # The `edit` endpoint for API clients: a state's JSON and edits written as the CLI's --edit.
     with gr.Group(visible=False):
@@ -100,7 +119,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
         api_notes = gr.Textbox(label="notes")
         api_button = gr.Button("edit")
     api_button.click(
-        served(handlers.edit_api_handler(pipeline_loader)),
+        served(edit_api_handler(pipeline_loader)),
         [state_text, edits, first, last],
         [api_image, files, state_out, api_notes],
         api_name="edit",
@@ -114,8 +133,165 @@ def create_demo(pipeline_loader: Callable[[], Any]) -> gr.Blocks:
     with gr.Blocks(title="Pose Studio: explore") as demo:
         current = gr.State(None)
         build(pipeline_loader, current)
-        demo.load(handlers.first_result_handler(pipeline_loader), None, current, api_visibility="private")
+        demo.load(first_result_handler(pipeline_loader), None, current, api_visibility="private")
     return demo
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def offered_methods(pipe: Any) -> list[str]:
+    """The direction methods the loaded back end offers, in the UI's order."""
+    caps = model_ops(pipe).capabilities
+    return [m for m in settings.DIRECTION_METHODS if m in caps]
+
+
+def explore_setup_handler(pipeline_loader: Callable[[], Any]) -> Callable:
+    """Explore's reset (a new current result, a method change, Reset): status, method, sliders, step range, images."""
+
+    @user_errors
+    def setup(current: Result | None, method: Any) -> tuple:
+        k = settings.NUM_DIRECTIONS
+        if current is None:
+            status = "Generate an image first (Generate tab): its style code then moves along the directions below."
+            return (
+                status,
+                gr.skip(),
+                *[gr.update(value=0) for _ in range(k)],
+                gr.skip(),
+                gr.skip(),
+                None,
+                None,
+                None,
+                None,
+            )
+        pipe = pipeline_loader()
+        methods = offered_methods(pipe)
+        if not methods:
+            status = "This model has no style code, so it offers no SeFa or GANSpace directions."
+            hidden = [gr.update(visible=False, value=0) for _ in range(k)]
+            return (
+                status,
+                gr.update(choices=[]),
+                *hidden,
+                gr.skip(),
+                gr.skip(),
+                current.image,
+                current.image,
+                None,
+                None,
+            )
+        method = method if method in methods else methods[0]
+        dirs = model_ops(pipe).directions_for(pipe, method, k)
+        sliders = [
+            gr.update(
+                visible=True, value=0, label=f"{i}: {dirs.label(i)}",
+                info=f"{100 * float(dirs.explained[i]):.1f}% of the {'eigenvalue sum' if method == 'sefa' else 'variance'}",
+            )
+            if i < len(dirs) else gr.update(visible=False, value=0)
+            for i in range(k)
+        ]  # fmt: skip
+        steps = int(current.state.settings["steps"])
+        status = (
+            f"This model offers {' and '.join(METHOD_NAMES[m] for m in methods)}. "
+            f"Moving a slider re-renders the current result (seed {current.state.seed}) from its own noise."
+        )
+        choices = [(METHOD_NAMES[m], m) for m in methods]
+        return (
+            status,
+            gr.update(choices=choices, value=method),
+            *sliders,
+            gr.update(maximum=max(steps - 1, 1), value=0),
+            gr.update(maximum=steps, value=steps),
+            current.image,
+            current.image,
+            None,
+            None,
+        )
+
+    return setup
+
+
+def check_amounts(method: str, amounts: Any) -> dict[tuple[str, int], float]:
+    """Slider values -> `{(method, index): amount}` for the non-zero ones, each within +-MAX_SIGMA."""
+    out = {}
+    for i, amount in enumerate(amounts):
+        value = settings.check_float(amount, f"Slider {i}", -settings.MAX_SIGMA, settings.MAX_SIGMA)
+        if value:
+            out[(method, i)] = value
+    return out
+
+
+def edit_result(
+    pipe: Any, source: Result, amounts: dict[tuple[str, int], float], step_range: tuple[int, int] | None
+) -> tuple[Image.Image, list[str], Result, list[str]]:
+    """Re-render the source with s moved: (image, files, edited Result, notes)."""
+    ops = model_ops(pipe)
+    methods = offered_methods(pipe)
+    for method, _ in amounts:
+        if method not in methods:
+            raise InputError(f"This model does not offer {METHOD_NAMES.get(method, method)} directions.")
+    dirs = {m: ops.directions_for(pipe, m, settings.NUM_DIRECTIONS) for m in {m for m, _ in amounts}}
+    notes: list[str] = []
+    images, state = ops.edit(pipe, source.state, amounts, dirs, step_range, messages=notes)
+    check_finite([state])
+    record = state_record(state, {})
+    request = {"edit": (state.settings or {}).get("edit"), "source": source.record}
+    files = write_outputs(images[:1], [record], request, "edit.json")
+    return images[0], files, Result(images[0], state, record), notes
+
+
+def check_step_range(start: Any, end: Any, steps: int) -> tuple[int, int] | None:
+    """(start, end) of the edited sampler steps, None for every step; `end` 0 means the last step."""
+    start = settings.check_int(start, "The first edited step", 0, max(steps - 1, 0))
+    end = settings.check_int(end, "The end of the edited steps", 0, steps) or steps
+    if start >= end:
+        raise InputError(f"The edited steps must start before they end; got {start} to {end}.")
+    return None if (start, end) == (0, steps) else (start, end)
+
+
+def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
+    """A slider released: re-render the current result with every slider's amount (edited image, files, result, notes)."""
+
+    @user_errors
+    def render(current: Result | None, method: Any, start: Any, end: Any, *amounts: Any, progress=gr.Progress()):  # noqa: B008
+        if current is None:
+            raise InputError(NO_RESULT)
+        if method not in settings.DIRECTION_METHODS:
+            raise InputError(f"The method must be one of {', '.join(settings.DIRECTION_METHODS)}; got {method!r}.")
+        clean = check_amounts(method, amounts)
+        step_range = check_step_range(start, end, int(current.state.settings["steps"]))
+        if not clean and step_range is None:
+            return current.image, None, None, ""
+        progress(0, desc="re-rendering")
+        started = time.perf_counter()
+        image, files, result, notes = edit_result(pipeline_loader(), current, clean, step_range)
+        return image, files, result, notes_markdown([f"Re-rendered in {time.perf_counter() - started:.2f} s.", *notes])
+
+    return render
+
+
+def edit_api_handler(pipeline_loader: Callable[[], Any]) -> Callable:
+    """The `edit` endpoint: (state JSON, "sefa:0=2 ganspace:3=-1.5", first step, end step) -> (image, files, state, notes)."""
+    import re
+
+    @user_errors
+    def run(state_text: Any, edits: Any, start: Any, end: Any, progress=gr.Progress()):  # noqa: B008
+        from models.directions import parse_edits
+
+        if not (state_text or "").strip():
+            raise InputError(
+                "Give the state JSON of a generated image (from the generate endpoint or a result's JSON)."
+            )
+        text = settings.check_text(edits, "The edits")
+        amounts, notes = parse_edits([t for t in re.split(r"[,;\s]+", text) if t], settings.NUM_DIRECTIONS)
+        pipe = pipeline_loader()
+        state = state_from_json(pipe, state_text)
+        step_range = check_step_range(start, end, int(state.settings["steps"]))
+        progress(0, desc="re-rendering")
+        source = Result(None, state, state_record(state, {}))
+        image, files, result, more = edit_result(pipe, source, amounts, step_range)
+        return image, files, state_dict(result.state), notes_markdown([*notes, *more])
+
+    return run
 
 
 if __name__ == "__main__":

@@ -8,14 +8,36 @@ settings, plus a JSON that reproduces the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from models import paths
-from ui import handlers, settings
-from ui.app_pose import photo_input
+from models.errors import InputError
+from models.pose import Pose
+from ui import settings
+from ui.common import (
+    MAX_PREVIEWS,
+    Result,
+    check_finite,
+    default_value,
+    load_photo,
+    log,
+    model_drawing,
+    model_pose,
+    photo_input,
+    pose_from_text,
+    pose_from_value,
+    state_dict,
+    state_record,
+    stream_calls,
+    user_errors,
+    write_outputs,
+)
 from ui.outputs import served
 
 
@@ -24,10 +46,10 @@ def build(
 ) -> gr.Image:
     """Lay out the Generate tab in the current Blocks; the pose comes from `pose_state`; returns its pose image.
 
-    Each result keeps its state (`handlers.Result`); the first of a run, or the one clicked in the gallery,
+    Each result keeps its state (`ui.common.Result`); the first of a run, or the one clicked in the gallery,
     becomes `result`, the current result that Refine and Explore start from."""
     result = result if result is not None else gr.State(None)
-    results = gr.State([])  # handlers.Result per gallery image, in the gallery's order
+    results = gr.State([])  # a Result per gallery image, in the gallery's order
     if model_status:
         gr.Markdown(model_status, elem_id="model-status")
     with gr.Row(equal_height=False):
@@ -66,7 +88,7 @@ def build(
         with gr.Column(scale=2, min_width=360):
             previews = gr.Gallery(
                 label="Denoising",
-                columns=handlers.MAX_PREVIEWS,
+                columns=MAX_PREVIEWS,
                 rows=1,
                 height=150,
                 allow_preview=False,
@@ -89,7 +111,7 @@ def build(
                 elem_id="downloads",
             )
 
-    fn = served(handlers.generate_handler(pipeline_loader))
+    fn = served(generate_handler(pipeline_loader))
     outputs = [previews, gallery, files, seed, results, result]
     run.click(
         fn,
@@ -99,7 +121,7 @@ def build(
         concurrency_id="generate",
         concurrency_limit=settings.GENERATE_WORKERS,  # the batcher (models.batching) runs one batch at a time
     )
-    gallery.select(handlers.select_result, results, result, api_visibility="private", queue=False)
+    gallery.select(select_result, results, result, api_visibility="private", queue=False)
 
     # The stateless `generate` endpoint for API clients: the pose itself (keypoint JSON text or a preset
     # name), then the settings; the seed given is the seed used. Its inputs have no bounds or choices of
@@ -117,7 +139,7 @@ def build(
         preview = gr.Image(label="latest denoising preview", format="png")
         states = gr.JSON(label="each image's state (the refine and edit endpoints take one back)")
         api_button = gr.Button("generate")
-    api_fn = served(handlers.generate_handler(pipeline_loader, api=True))
+    api_fn = served(generate_handler(pipeline_loader, api=True))
     api_button.click(
         api_fn,
         [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images, api_look],
@@ -132,10 +154,146 @@ def build(
 def create_demo(pipeline_loader: Callable[[], Any], model_status: str = "") -> gr.Blocks:
     """This tab as an app of its own, starting from the default pose."""
     with gr.Blocks(title="Pose Studio: generate") as demo:
-        pose_state = gr.State(handlers.default_value())
+        pose_state = gr.State(default_value())
         current = build(pipeline_loader, pose_state, model_status)
-        demo.load(served(handlers.model_drawing), pose_state, current, api_visibility="private", queue=False)
+        demo.load(served(model_drawing), pose_state, current, api_visibility="private", queue=False)
     return demo
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def run_streaming(pipe: Callable, pose: Pose, kwargs: dict[str, Any]) -> Iterator[tuple]:
+    """Run `pipe` in a thread, yielding ("step", i, n, preview) per callback, then ("done", images, states)."""
+    for item in stream_calls(lambda callback: pipe(pose, callback=callback, **kwargs)):
+        yield item if item[0] == "step" else ("done", *item[1])
+
+
+def generation_batcher(pipe: Any) -> Any:
+    """The one micro-batcher (`models.batching`) of a loaded pipeline, with the limits in `ui.settings`."""
+    from models.batching import batcher_for
+
+    return batcher_for(
+        pipe,
+        max_images=settings.BATCH_IMAGES,
+        window=settings.BATCH_WINDOW_S,
+        max_waiting=settings.MAX_WAITING_IMAGE_STEPS,
+    )
+
+
+def generate(
+    pipeline_loader: Callable[[], Any],
+    pose_value: Any,
+    seed: Any,
+    randomize: bool,
+    steps: Any,
+    sampler: Any,
+    guidance: Any,
+    num_images: Any,
+    progress: gr.Progress | None = None,
+    style_image: Any = None,
+) -> Iterator[tuple]:
+    """Yield (previews, gallery, files, seed, results) while the pipeline runs; the last yield has the
+    results (`Result`s: image, state, record, aligned with the gallery), earlier ones gr.skip(). `style_image`
+    (an uploaded picture's path): every image takes the look of the character in it (`look_from_picture`)."""
+    # 1. Check inputs (before loading anything).
+    if randomize:
+        seed = random.randint(0, settings.MAX_SEED)
+    args = settings.check_generation(seed, steps, guidance, sampler, num_images)
+    pose = model_pose(pose_value if isinstance(pose_value, Pose) else pose_from_value(pose_value))
+    # 2. The one pipeline of this process.
+    if progress is not None:
+        progress(0, desc="loading the model")
+    pipe = pipeline_loader()
+    if style_image is not None:
+        if progress is not None:
+            progress(0, desc="reading the look from the picture")
+        args["style"] = look_from_picture(pipe, style_image)
+    # 3. Denoise through the model's batcher (requests with the same settings share a UNet batch), streaming previews.
+    previews: list[tuple[Image.Image, str]] = []
+    started = time.perf_counter()
+    for item in run_streaming(generation_batcher(pipe), pose, args):
+        if item[0] == "step":
+            _, step, total, preview = item
+            if progress is not None:
+                progress((step, total), desc="denoising")
+            if preview is not None:  # a pipeline may skip previews on some steps
+                previews = [*previews, (preview, f"step {step}/{total}")][-MAX_PREVIEWS:]
+                yield previews, gr.skip(), gr.skip(), args["seed"], gr.skip()
+        else:
+            _, images, states = item
+    seconds = time.perf_counter() - started
+    check_finite(states)
+    # 4. Files: PNGs with their settings, and a JSON that reproduces them.
+    request = {"pose": pose.to_dict(), **args}  # with the style read off a picture, when one was given
+    base = {"pose": pose.to_dict(), "steps": args["steps"], "guidance": args["guidance"], "sampler": args["sampler"]}
+    records = [
+        state_record(state, {**base, "seed": getattr(state, "seed", args["seed"] + i)})
+        for i, state in enumerate(states)
+    ]
+    files = write_outputs(images, records, request)
+    log.info("generated %d image(s) in %.2f s", len(images), seconds)
+    captions = [f"seed {r['seed']}" for r in records]
+    results = [Result(image, state, record) for image, state, record in zip(images, states, records)]
+    yield previews, list(zip(images, captions)), files, args["seed"], results
+
+
+def look_from_picture(pipe: Any, file: Any) -> list[float]:
+    """The style code of the character in an uploaded picture (`PosePipeline.style_from_image`), as `style=`."""
+    if not callable(getattr(pipe, "style_from_image", None)):
+        raise InputError("This model has no style code, so it cannot take a look from a picture.")
+    return [float(v) for v in pipe.style_from_image(load_photo(file))]
+
+
+def generate_handler(pipeline_loader: Callable[[], Any], api: bool = False) -> Callable:
+    """The generate event's function, bound to the process's pipeline loader.
+
+    UI: (pose, seed, randomize, steps, sampler, guidance, num_images, style image) -> yields (previews, gallery,
+    files, seed, results, current result). `api`: the stateless endpoint, (pose, seed, steps, sampler, guidance,
+    num_images, style_image) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
+    (latest preview, gallery, files, seed, the states as JSON), one preview image instead of the row (API
+    clients download every streamed file, so a growing row costs them a second a step).
+    """
+    if api:
+
+        @user_errors
+        def run_api(pose, seed, steps, sampler, guidance, num_images, style_image=None, progress=gr.Progress()):  # noqa: B008
+            if not isinstance(pose, str):
+                raise InputError("The pose must be keypoint JSON text or a preset name.")
+            for previews, gallery, files, seed_out, results in generate(
+                pipeline_loader, pose_from_text(pose), seed, False, steps, sampler, guidance, num_images, progress,
+                style_image,
+            ):  # fmt: skip
+                states = [state_dict(r.state) for r in results] if isinstance(results, list) else gr.skip()
+                yield (previews[-1][0] if previews else None), gallery, files, seed_out, states
+
+        return run_api
+
+    @user_errors
+    def run(
+        pose_value,
+        seed,
+        randomize,
+        steps,
+        sampler,
+        guidance,
+        num_images,
+        style_image=None,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        for previews, gallery, files, seed_out, results in generate(
+            pipeline_loader, pose_value, seed, randomize, steps, sampler, guidance, num_images, progress, style_image
+        ):
+            done = isinstance(results, list)
+            yield previews, gallery, files, seed_out, results, (results[0] if done and results else gr.skip())
+
+    return run
+
+
+def select_result(results: list[Result] | None, evt: gr.SelectData) -> Result:
+    """The gallery's clicked result becomes the current one."""
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not results or not isinstance(index, int) or not 0 <= index < len(results):
+        return gr.skip()
+    return results[index]
 
 
 if __name__ == "__main__":

@@ -6,33 +6,32 @@ skeleton editor fixes it; the OpenPose drawing and the JSON show what the model 
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
-from ui import handlers, settings
+from models.errors import InputError
+from models.pose import Pose, mirror
+from ui import outputs, settings
+from ui.common import (
+    default_pose,
+    default_value,
+    drawing,
+    load_json_text,
+    load_photo,
+    photo_input,
+    pose_from_text,
+    pose_from_value,
+    preset_pose,
+    upload_path,
+    user_errors,
+)
 from ui.outputs import served
 from ui.skeleton_editor import skeleton_editor
-
-
-def photo_input(**kwargs: Any) -> gr.Image:
-    """A gr.Image input that hands the handler the uploaded file's path unopened.
-
-    Gradio's own preprocessing opens the upload (a text file renamed .png fails in Gradio's words, with a
-    server path), decodes a bomb before our header check, and re-encodes a 16-bit photo as near-white
-    8-bit; the handler reads it as the command line does instead. (An instance attribute, not a subclass:
-    Gradio writes a .pyi stub next to any module that subclasses a component.)"""
-    image = gr.Image(type="filepath", **kwargs)
-    default = image.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return default(payload)  # a webcam or clipboard data URL
-
-    image.preprocess = preprocess
-    return image
 
 
 @dataclass
@@ -46,7 +45,7 @@ class PoseTab:
 
 def build() -> PoseTab:
     """Lay out the Pose tab in the current Blocks; other tabs follow `PoseTab.editor.change`."""
-    start = handlers.default_value()
+    start = default_value()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             photo = photo_input(
@@ -62,7 +61,7 @@ def build() -> PoseTab:
             with gr.Row(equal_height=False):
                 # Gradio's dropdown has no placeholder: a first entry with an empty value plays that part.
                 presets = gr.Dropdown(
-                    choices=[("Choose a preset pose...", ""), *handlers.preset_names()],
+                    choices=[("Choose a preset pose...", ""), *preset_names()],
                     value="",
                     show_label=False,
                     container=False,
@@ -79,11 +78,11 @@ def build() -> PoseTab:
                 )
                 # The first file is the page's own value, so it is kept (not swept after an hour).
                 save_json = gr.DownloadButton(
-                    "Save pose as JSON", value=handlers.save_pose_file(start, keep=True), size="md",
+                    "Save pose as JSON", value=save_pose_file(start, keep=True), size="md",
                     elem_id="save-json",
                 )  # fmt: skip
         with gr.Column(scale=1, min_width=260):
-            first_drawing, first_json = handlers.show_pose(start)
+            first_drawing, first_json = show_pose(start)
             drawing = gr.Image(
                 value=first_drawing, label="OpenPose drawing", format="png", interactive=False, height=300
             )
@@ -98,8 +97,8 @@ def build() -> PoseTab:
 
     # Every change of the editor (drag, preset, photo...) refreshes the views and the shared pose.
     outputs = [drawing, json_box]
-    editor.change(served(handlers.show_pose), editor, outputs, api_visibility="private", queue=False)
-    extract = served(handlers.extract_from_photo)
+    editor.change(served(show_pose), editor, outputs, api_visibility="private", queue=False)
+    extract = served(extract_from_photo)
     extract_btn.click(
         extract,
         [photo, editor],
@@ -115,13 +114,13 @@ def build() -> PoseTab:
         api_visibility="private",
         concurrency_id="pose",
     )
-    presets.change(handlers.choose_preset, [presets, editor], editor, api_visibility="private", queue=False)
-    mirror_btn.click(handlers.mirror_pose, editor, editor, api_visibility="private", queue=False)
-    reset_btn.click(handlers.reset_pose, editor, editor, api_visibility="private", queue=False)
-    nophoto_btn.click(handlers.clear_background, editor, editor, api_visibility="private", queue=False)
-    upload_json.upload(handlers.load_pose_file, [upload_json, editor], editor, api_visibility="private")
+    presets.change(choose_preset, [presets, editor], editor, api_visibility="private", queue=False)
+    mirror_btn.click(mirror_pose, editor, editor, api_visibility="private", queue=False)
+    reset_btn.click(reset_pose, editor, editor, api_visibility="private", queue=False)
+    nophoto_btn.click(clear_background, editor, editor, api_visibility="private", queue=False)
+    upload_json.upload(load_pose_file, [upload_json, editor], editor, api_visibility="private")
     # The file is written when the pose changes, so the download button always holds the current pose.
-    editor.change(handlers.save_pose_file, editor, save_json, api_visibility="private", queue=False)
+    editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
     return PoseTab(editor=editor, drawing=drawing, json=json_box)
 
 
@@ -133,7 +132,7 @@ def build_api() -> None:
         pose = gr.JSON(label="pose")
         picture = gr.Image(label="OpenPose drawing", format="png")
         button = gr.Button("pose")
-    button.click(served(handlers.pose_api), [image, text], [pose, picture], api_name="pose", concurrency_id="pose")
+    button.click(served(pose_api), [image, text], [pose, picture], api_name="pose", concurrency_id="pose")
 
 
 def create_demo() -> gr.Blocks:
@@ -142,6 +141,148 @@ def create_demo() -> gr.Blocks:
         build()
         build_api()
     return demo
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+BACKGROUND_SIDE = 384  # the photo behind the editor travels with each edit: keep it small
+
+
+def editor_value(pose: Pose, background: str | None = None) -> dict[str, Any]:
+    """The editor's value for `pose`, with the photo (a data URL) behind it when given."""
+    value = pose.to_dict()
+    if background:
+        value["background"] = background
+    return value
+
+
+def pose_json(pose: Pose) -> str:
+    """The pose as JSON text, one keypoint a line, 4 decimals (what the JSON panel shows and Save writes)."""
+    d = pose.to_dict()
+    points = ",\n".join(f"  [{x:.4f}, {y:.4f}, {v:.4g}]" for x, y, v in d["keypoints"])
+    return f'{{"format": "coco17",\n "width": {d["width"]}, "height": {d["height"]},\n "keypoints": [\n{points}\n]}}'
+
+
+@user_errors
+def show_pose(value: Any) -> tuple[Image.Image, str]:
+    """Editor value -> (OpenPose drawing, pose JSON text)."""
+    pose = pose_from_value(value)
+    return drawing(pose), pose_json(pose)
+
+
+def keep_background(old: Any, pose: Pose) -> dict[str, Any]:
+    """A new editor value for `pose` that keeps the old value's photo when the frame is the same."""
+    bg = old.get("background") if isinstance(old, dict) else None
+    same_frame = isinstance(old, dict) and (old.get("width"), old.get("height")) == (pose.width, pose.height)
+    return editor_value(pose, bg if same_frame else None)
+
+
+@user_errors
+def mirror_pose(value: Any) -> dict[str, Any]:
+    """Mirror the editor's pose left to right (the photo stays as it is)."""
+    return keep_background(value, mirror(pose_from_value(value)))
+
+
+@user_errors
+def reset_pose(value: Any) -> dict[str, Any]:
+    """Back to the default pose, fitted to the current frame when a photo is behind it."""
+    pose = default_pose()
+    if isinstance(value, dict) and value.get("background"):
+        pose = Pose(pose.keypoints, int(value["width"]), int(value["height"]))
+    return keep_background(value, pose)
+
+
+def preset_names() -> list[str]:
+    """The preset names (empty when the preset module is missing)."""
+    try:
+        from models.presets import list_presets
+    except ImportError:
+        return []
+    return list(list_presets())
+
+
+@user_errors
+def choose_preset(name: str | None, value: Any) -> dict[str, Any]:
+    """The preset `name` in the editor (no change when the dropdown is cleared)."""
+    if not name:
+        return gr.skip()
+    settings.check_text(name, "The preset name")
+    return keep_background(value, preset_pose(name))
+
+
+@user_errors
+def load_pose_file(file: Any, value: Any) -> dict[str, Any]:
+    """A keypoint JSON file (any format `models.pose.loads` reads) -> the editor's value."""
+    if file is None:
+        return gr.skip()
+    path = upload_path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("The keypoint file is not UTF-8 text.") from None
+    return keep_background(value, load_json_text(text, "The keypoint file"))
+
+
+@user_errors
+def save_pose_file(value: Any, keep: bool = False) -> str:
+    """The editor's pose written to a new JSON file for download (`keep`: the page's first value, never swept)."""
+    return outputs.save_text(pose_json(pose_from_value(value)), "pose", keep=keep)
+
+
+def background_url(image: Image.Image, side: int = BACKGROUND_SIDE) -> str:
+    """A small JPEG data URL of the photo, to lie behind the editor."""
+    small = image.copy()
+    small.thumbnail((side, side))
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@user_errors
+def extract_from_photo(file: Any, value: Any, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+    """Photo -> (skeleton over the photo, editor value with the photo behind it, pose JSON).
+
+    When nobody is found the photo still goes behind the editor (with the current pose stretched to
+    its frame) so the person can place the points by hand; a warning says so.
+    """
+    from models.condition import skeleton_overlay
+    from models.extract import NoPersonError, extract_pose
+
+    if file is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    progress(0.1, desc="reading the photo")
+    image = load_photo(file)
+    progress(0.4, desc="finding the person")
+    try:
+        pose = extract_pose(image)
+    except NoPersonError as err:
+        gr.Warning(f"{err} Place the points on the photo by hand.")
+        current = pose_from_value(value) if value else default_pose()
+        pose = Pose(current.keypoints, image.width, image.height)
+        return image, editor_value(pose, background_url(image)), pose_json(pose)
+    pose = Pose(pose.keypoints, image.width, image.height)
+    return skeleton_overlay(image, pose), editor_value(pose, background_url(image)), pose_json(pose)
+
+
+@user_errors
+def clear_background(value: Any) -> dict[str, Any]:
+    """The same pose without the photo behind it."""
+    return editor_value(pose_from_value(value))
+
+
+@user_errors
+def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]:
+    """A photo, or a keypoint JSON text, or a preset name -> (our pose JSON, OpenPose drawing)."""
+    if image is not None:
+        from models.extract import extract_pose  # mediapipe: seconds to import, so only when needed
+
+        photo = load_photo(image)
+        pose = extract_pose(photo)
+        pose = Pose(pose.keypoints, photo.width, photo.height)
+    elif isinstance(text, str) and text.strip():
+        pose = pose_from_text(text)
+    else:
+        raise InputError("Give a photo, a keypoint JSON or a preset name.")
+    return pose.to_dict(), drawing(pose)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,35 @@ keeping its pose; the image of every optimisation step streams, before and after
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from models import paths
-from ui import handlers, settings
+from models.errors import InputError
+from ui import settings
+from ui.common import (
+    MAX_PREVIEWS,
+    NO_RESULT,
+    Result,
+    check_finite,
+    first_result_handler,
+    log,
+    model_ops,
+    notes_markdown,
+    state_dict,
+    state_from_json,
+    state_record,
+    stream_calls,
+    use_result,
+    user_errors,
+    write_outputs,
+)
 from ui.outputs import served
 
 MODE_CHOICES = [
@@ -36,10 +57,10 @@ class RefineTab:
 
 
 def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = None, status: str = "") -> RefineTab:
-    """Lay out the Refine tab in the current Blocks; it follows `current` (the current result's `handlers.Result`)."""
+    """Lay out the Refine tab in the current Blocks; it follows `current` (the current result's `ui.common.Result`)."""
     if status:
         gr.Markdown(status, elem_id="clip-status")
-    refined = gr.State(None)  # the refined result (handlers.Result), until it is made the current one
+    refined = gr.State(None)  # the refined result (a `Result`), until it is made the current one
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
             prompt = gr.Textbox(
@@ -75,7 +96,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
         with gr.Column(scale=2, min_width=360):
             steps_row = gr.Gallery(
                 label="Optimisation steps",
-                columns=handlers.MAX_PREVIEWS,
+                columns=MAX_PREVIEWS,
                 rows=1,
                 height=150,
                 allow_preview=False,
@@ -104,16 +125,16 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
         queue=False,
     )
     run.click(
-        served(handlers.refine_handler(pipeline_loader, clip)),
+        served(refine_handler(pipeline_loader, clip)),
         [current, prompt, negative, mode, steps, strength, pose_weight],
         [steps_row, after, files, refined, notes],
         api_visibility="private",
         concurrency_id="generate",
         concurrency_limit=settings.CONCURRENCY,
     )
-    use.click(handlers.use_result, refined, current, api_visibility="private", queue=False)
+    use.click(use_result, refined, current, api_visibility="private", queue=False)
     current.change(
-        served(handlers.refine_show),
+        served(refine_show),
         current,
         [before, after, steps_row, files, refined, notes],
         api_visibility="private",
@@ -135,7 +156,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
         api_notes = gr.Textbox(label="notes")
         api_button = gr.Button("refine")
     api_button.click(
-        served(handlers.refine_api_handler(pipeline_loader, clip)),
+        served(refine_api_handler(pipeline_loader, clip)),
         [state_text, api_prompt, api_negative, api_mode, api_steps, api_strength, api_pose_weight],
         [image, files, state_out, api_notes],
         api_name="refine",
@@ -149,8 +170,176 @@ def create_demo(pipeline_loader: Callable[[], Any], clip: Any = None, status: st
     with gr.Blocks(title="Pose Studio: refine") as demo:
         current = gr.State(None)
         build(pipeline_loader, current, clip, status)
-        demo.load(handlers.first_result_handler(pipeline_loader), None, current, api_visibility="private")
+        demo.load(first_result_handler(pipeline_loader), None, current, api_visibility="private")
     return demo
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def clip_status(model: str, clip: str | None) -> str:
+    """One line for the Refine tab: empty when a CLIP looks loadable, else what is missing."""
+    if model == "fake":
+        return "**Demo mode**: the refinement only recolours the background (`--model fake`)."
+    spec = (clip or "").strip()
+    if not spec:
+        from models.clip import DEFAULT_CLIP
+
+        spec = str(DEFAULT_CLIP)
+    path = Path(spec)
+    looks_like_path = path.is_absolute() or spec.startswith(".") or path.exists() or ":" not in spec
+    if looks_like_path and not (path.is_dir() and any(path.iterdir())):
+        return (
+            f"**No CLIP model**: `{spec}` is missing, so Refine cannot run yet (start the app with "
+            "`--clip FOLDER` or `--clip NAME:TAG`). Generate and Explore work."
+        )
+    return ""
+
+
+def refine_plan(mode: str, steps: int, strength: float, default_lr: dict[str, float]) -> list[tuple[str, int, float]]:
+    """The stages (mode, steps, lr): "both" is style for a third of the steps, then latent for the rest.
+
+    `strength` multiplies each stage's default step size (the two stages' defaults differ six-fold)."""
+    if mode != "both":
+        return [(mode, steps, strength * default_lr[mode])]
+    first = max(1, round(steps / 3))
+    return [
+        ("style", first, strength * default_lr["style"]),
+        ("latent", max(1, steps - first), strength * default_lr["latent"]),
+    ]
+
+
+def refine(
+    pipeline_loader: Callable[[], Any],
+    clip: Any,
+    source: Result | None,
+    prompt: Any,
+    negative_prompt: Any,
+    mode: Any,
+    steps: Any,
+    strength: Any,
+    pose_weight: Any,
+    progress: gr.Progress | None = None,
+    state_text: Any = None,
+) -> Iterator[tuple]:
+    """Yield (intermediate images, after, files, refined Result, notes); streaming yields carry gr.skip().
+
+    `source` is the current result; API calls give `state_text` (a state's JSON) instead."""
+    from models.prompts import prompt_terms
+
+    # 1. Check inputs (before loading anything).
+    if source is None and state_text is None:
+        raise InputError(NO_RESULT)
+    prompt = settings.check_text(prompt, "The prompt")
+    negative_prompt = settings.check_text(negative_prompt, "The negative prompt")
+    args = settings.check_refine(mode, steps, strength, pose_weight)
+    notes: list[str] = []
+    if not prompt_terms(prompt, negative_prompt, notes):  # also words a bad weight ("a:xx")
+        raise InputError(
+            notes[-1] if notes else "Write a prompt to refine towards, e.g. 'pink hair | sailor uniform:0.5'."
+        )
+    # 2. The model, its refinement, and the state to start from.
+    if progress is not None:
+        progress(0, desc="loading the model")
+    pipe = pipeline_loader()
+    ops = model_ops(pipe)
+    needs = {"style": {"refine_style"}, "latent": {"refine_latent"}, "both": {"refine_style", "refine_latent"}}
+    if not needs[args["mode"]] <= ops.capabilities:
+        raise InputError(f"This model does not offer the '{args['mode']}' refinement.")
+    if source is None:
+        state = state_from_json(pipe, state_text)
+        source = Result(None, state, state_record(state, {}))
+    stages = refine_plan(args["mode"], args["steps"], args["strength"], ops.default_lr)
+    total = sum(n for _, n, _ in stages)
+
+    # 3. Refine stage by stage, streaming the image of every optimisation step.
+    def work(callback: Callable) -> list:
+        state, done, runs = source.state, 0, []
+        for stage, n, lr in stages:
+
+            def on_step(i: int, _total: int, image: Any, offset: int = done) -> None:
+                callback(offset + i, total, image)
+
+            run = ops.refine(
+                pipe, state, prompt, negative_prompt, mode=stage, steps=n, lr=lr,
+                pose_weight=args["pose_weight"], clip=clip, callback=on_step,
+            )  # fmt: skip
+            runs.append(run)
+            state, done = run.state, done + n
+        return runs
+
+    shown: list[tuple[Image.Image, str]] = []
+    started = time.perf_counter()
+    if progress is not None:
+        progress(0, desc="loading CLIP" if not getattr(pipe, "is_fake", False) else "refining")
+    for item in stream_calls(work):
+        if item[0] == "step":
+            _, step, n, image = item
+            if progress is not None:
+                progress((step, n), desc="refining")
+            if image is not None:
+                shown = [*shown, (image, f"step {step}/{n}")][-MAX_PREVIEWS:]
+                yield shown, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        else:
+            runs = item[1]
+    seconds = time.perf_counter() - started
+    # 4. The refined result, its PNG and the JSON that reproduces it.
+    final = runs[-1]
+    check_finite([final.state])
+    after = final.images[-1] if final.images else source.image
+    if after is None:
+        after = pipe.render(final.state)[0][0]
+    settings_used = {
+        "prompt": prompt, "negative_prompt": negative_prompt, **args,
+        "stages": [{"mode": m, "steps": n, "lr": round(lr, 6)} for m, n, lr in stages],
+    }  # fmt: skip
+    messages = [m for run in runs for m in run.messages]
+    record = {
+        **state_record(final.state, {}),
+        "refine": {**settings_used, "messages": messages, "source": source.record},
+    }
+    files = write_outputs([after], [record], {"refine": settings_used, "source": source.record}, "refine.json")
+    log.info("refined (%s, %d steps) in %.2f s", args["mode"], total, seconds)
+    note = notes_markdown([f"Refined in {seconds:.1f} s ({total} steps, {args['mode']} mode).", *messages])
+    yield shown, after, files, Result(after, final.state, record), note
+
+
+def refine_handler(pipeline_loader: Callable[[], Any], clip: Any = None) -> Callable:
+    """The Refine tab's event: (current result, prompt, negative, mode, steps, strength, pose weight) -> outputs."""
+
+    @user_errors
+    def run(current, prompt, negative_prompt, mode, steps, strength, pose_weight, progress=gr.Progress()):  # noqa: B008
+        yield from refine(
+            pipeline_loader, clip, current, prompt, negative_prompt, mode, steps, strength, pose_weight, progress
+        )
+
+    return run
+
+
+def refine_api_handler(pipeline_loader: Callable[[], Any], clip: Any = None) -> Callable:
+    """The `refine` endpoint: a state's JSON instead of the current result; yields (image, files, state, notes)."""
+
+    @user_errors
+    def run(state_text, prompt, negative_prompt, mode, steps, strength, pose_weight, progress=gr.Progress()):  # noqa: B008
+        if not (state_text or "").strip():
+            raise InputError(
+                "Give the state JSON of a generated image (from the generate endpoint or a result's JSON)."
+            )
+        for shown, after, files, result, note in refine(
+            pipeline_loader, clip, None, prompt, negative_prompt, mode, steps, strength, pose_weight, progress,
+            state_text=state_text,
+        ):  # fmt: skip
+            if isinstance(result, Result):
+                yield after, files, state_dict(result.state), note
+            else:
+                yield (shown[-1][0] if shown else None), gr.skip(), gr.skip(), gr.skip()
+
+    return run
+
+
+@user_errors
+def refine_show(current: Result | None) -> tuple:
+    """A new current result in the Refine tab: (before, after, intermediates, files, refined, notes) reset."""
+    before = current.image if current is not None else None
+    return before, None, [], None, None, ""
 
 
 if __name__ == "__main__":
@@ -164,5 +353,5 @@ if __name__ == "__main__":
     parser.add_argument("--clip", default=None)
     args = parser.parse_args()
     loader = LazyPipeline(args.model, args.device)
-    demo = create_demo(loader, args.clip, handlers.clip_status(args.model, args.clip))
+    demo = create_demo(loader, args.clip, clip_status(args.model, args.clip))
     demo.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=settings.QUEUE_SIZE).launch()

@@ -41,7 +41,7 @@ def _state_class() -> type:
 class FakePipeline:
     """Same call, `prepare` and `render` as `models.pipeline.PosePipeline`; draws instead of denoising."""
 
-    is_fake = True  # ui.handlers picks this module's refine / edit / directions for it
+    is_fake = True  # ui.common.model_ops picks this module's refine / edit / directions for it
     CAPABILITIES = CAPABILITIES
     style_dim = STYLE_DIM
     native_size = 128

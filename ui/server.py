@@ -18,7 +18,7 @@ import gradio as gr
 
 from models import paths
 from models.errors import InputError
-from ui import app_explore, app_generate, app_pose, app_refine, handlers, settings
+from ui import app_explore, app_generate, app_pose, app_refine, common, settings
 from ui.loader import LazyPipeline
 from ui.outputs import served
 
@@ -45,13 +45,13 @@ def build_demo(
         status = getattr(pipeline_loader, "status", None)
         model_status = status() if callable(status) else ""
     if clip_status is None:
-        clip_status = handlers.clip_status(str(getattr(pipeline_loader, "model", "")), clip)
+        clip_status = app_refine.clip_status(str(getattr(pipeline_loader, "model", "")), clip)
     # Gradio's copies go after an hour, as our own files do (ui.outputs): long after any page fetches them.
     age = settings.FILE_MAX_AGE
     with gr.Blocks(title="Pose Studio", delete_cache=(age, age)) as demo:
         gr.Markdown("# Pose Studio\nDraw or upload a pose, then draw an anime character in it.")
-        pose_state = gr.State(handlers.default_value())
-        result = gr.State(None)  # the current result (handlers.Result) that Refine and Explore start from
+        pose_state = gr.State(common.default_value())
+        result = gr.State(None)  # the current result (common.Result) that Refine and Explore start from
         with gr.Tabs():
             with gr.Tab("Pose", id="pose"):
                 pose_tab = app_pose.build()
@@ -62,10 +62,10 @@ def build_demo(
             with gr.Tab("Explore", id="explore"):
                 app_explore.build(pipeline_loader, result)
         app_pose.build_api()
-        demo.load(served(handlers.model_drawing), pose_state, current, api_visibility="private", queue=False)
+        demo.load(served(common.model_drawing), pose_state, current, api_visibility="private", queue=False)
         # The Generate tab follows the editor (gr.State has no reliable change event of its own).
         pose_tab.editor.change(
-            served(lambda v: (v, handlers.model_drawing(v))),
+            served(lambda v: (v, common.model_drawing(v))),
             pose_tab.editor,
             [pose_state, current],
             api_visibility="private",
@@ -115,7 +115,7 @@ def serve(args: argparse.Namespace) -> int:
         getattr(args, "model", str(paths.WEIGHTS)), getattr(args, "device", None), getattr(args, "controlnet", None)
     )
     clip = getattr(args, "clip", None)
-    status, clip_note = loader.status(), handlers.clip_status(loader.model, clip)
+    status, clip_note = loader.status(), app_refine.clip_status(loader.model, clip)
     for note in (status, clip_note):
         if note:
             print(note.replace("**", "").replace("`", ""), flush=True)

@@ -167,7 +167,7 @@ def skeleton_editor(value: dict[str, Any] | None = None, **kwargs: Any) -> gr.HT
 
 
 if __name__ == "__main__":
-    from ui.handlers import default_value
+    from ui.common import default_value
 
     with gr.Blocks() as demo:
         editor = skeleton_editor(default_value(), elem_id="editor")
