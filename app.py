@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pose", required=True, metavar="INPUT", help="photo, keypoint JSON or preset name")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     g.add_argument("--out", required=True, metavar="FILE.png", help="where to write the image (K>1: FILE_1.png ...)")
-    g.add_argument("--steps", type=int, default=8, help="sampler steps (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (default: 8; 2 with --fast)")
+    g.add_argument(
+        "--fast", action="store_true",
+        help="draw with the few-step student (weights/fast_unet: a quick preview in 1 to 4 steps)",
+    )  # fmt: skip
     g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's: 2 ours, 7.5 SD)")
     g.add_argument("--sampler", default="dpmpp_2m", help="ddim, dpmpp_2m or euler_a (default: %(default)s)")
     g.add_argument("--num-images", type=int, default=1, help="images to draw, 1 to 8 (default: %(default)s)")

@@ -51,6 +51,7 @@ class Capabilities:
     prompt: bool = False  # a text prompt and negative prompt (Stable Diffusion)
     hspace: bool = False  # h-space directions of the UNet's bottleneck (`models.hspace`)
     clip_guidance: bool = False  # CLIP-guided sampling through `render(wrap=...)` (`models.clip_guidance`)
+    fast: bool = False  # a few-step student for previews (`fast=True`: `models.pipeline`, `training.train_distill`)
 
     @property
     def names(self) -> frozenset[str]:
@@ -61,6 +62,7 @@ class Capabilities:
             "prompt": self.prompt,
             "hspace": self.hspace,
             "clip_guidance": self.clip_guidance,
+            "fast": self.fast,
         }
         named = [*self.directions, *(f"refine_{mode}" for mode in self.refine)]
         return frozenset([name for name, on in flags.items() if on] + named)

@@ -34,7 +34,7 @@ from models.errors import InputError
 log = logging.getLogger("pose_studio.batching")
 
 # the keyword arguments the batched path takes (PosePipeline.__call__'s); a request with others runs whole
-BATCHABLE = frozenset({"seed", "steps", "guidance", "sampler", "style", "eta", "num_images", "size"})
+BATCHABLE = frozenset({"seed", "steps", "guidance", "sampler", "style", "eta", "num_images", "size", "fast"})
 PREVIEW_EVERY = 5  # as models.pipeline: a decoded preview every this many steps
 IDLE_EXIT_S = 30.0  # a worker with nothing to do for this long ends (a later request starts another)
 
@@ -58,26 +58,26 @@ def denoise_batch(
     states: list[Any],
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> list[Any]:
-    """`PosePipeline.denoise` for several states sharing steps, sampler, guidance, eta and size, in one batch.
+    """`PosePipeline.denoise` for several states sharing steps, sampler, guidance, eta, size and `fast`, in one batch.
 
     `on_step(step, total, z0_estimates)` is called after every sampler step with the batch's z_0 estimates."""
-    from models.samplers import make_scheduler, sample_loop
+    from models.samplers import sample_loop
     from models.state import GenerationState
 
     cfg = states[0].settings
-    keys = ("steps", "sampler", "guidance", "eta", "size")
-    if any(tuple(s.settings[k] for k in keys) != tuple(cfg[k] for k in keys) for s in states):
-        raise ValueError("denoise_batch: every state must share steps, sampler, guidance, eta and size")
+    keys = ("steps", "sampler", "guidance", "eta", "size", "fast")
+    if any(tuple(s.settings.get(k) for k in keys) != tuple(cfg.get(k) for k in keys) for s in states):
+        raise ValueError("denoise_batch: every state must share steps, sampler, guidance, eta, size and fast")
     # each image's generator advanced past its z_T and s, as `denoise` does: its ancestral noise is its own
     generators = [pipe._generator(s.seed, tuple(s.z_T.shape))[0] for s in states]
     cond = torch.cat([pipe.condition(s.pose, cfg["size"]) for s in states])
     style = np.stack([np.asarray(s.style, dtype=np.float32) for s in states])
     s = torch.as_tensor(style).to(pipe.device, pipe.dtype)
     z_T = torch.cat([s_.z_T for s_ in states]).to(pipe.device, pipe.dtype)
-    scheduler = make_scheduler(cfg["sampler"], pipe.scheduler_config)
+    denoiser, scheduler = pipe.sampler(cfg)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return pipe.predict(x, t, cond, s, cfg["guidance"])
+        return denoiser(x, t, cond, s)
 
     z0 = sample_loop(
         model_fn,
@@ -156,7 +156,7 @@ class Batcher:
     # -- the caller's side ---------------------------------------------------------------------------
     def __call__(self, pose: Any, callback: Callable | None = None, **kwargs: Any) -> tuple[list, list]:
         """Queue one request (the pipeline's keyword arguments: seed, steps, guidance, sampler, style, eta,
-        num_images, size) and wait for its batch: (images, states), image i from seed `seed + i`."""
+        num_images, size, fast) and wait for its batch: (images, states), image i from seed `seed + i`."""
         states: list[Any] = []
         steps, num_images = int(kwargs.get("steps", 8)), int(kwargs.get("num_images", 1))
         if self.batched and set(kwargs) <= BATCHABLE:
@@ -164,10 +164,19 @@ class Batcher:
             args = {"pose": pose, "seed": kwargs["seed"], "steps": steps, "guidance": kwargs.get("guidance", 2.0),
                     "sampler": kwargs.get("sampler", "dpmpp_2m"), "style": kwargs.get("style"),
                     "eta": kwargs.get("eta", 0.0), "size": kwargs.get("size") or pipe.native_size}  # fmt: skip
+            if kwargs.get("fast"):  # only then: a pipeline without the option still takes the rest
+                args["fast"] = True
             pipe.check_inputs(num_images=num_images, **args)
             args["guidance"], args["eta"] = float(args["guidance"]), float(args["eta"])
             states = [pipe.prepare(**{**args, "seed": int(args["seed"]) + i}) for i in range(num_images)]
-            key: tuple = (steps, args["sampler"], args["guidance"], args["eta"], int(args["size"]))
+            key: tuple = (
+                steps,
+                args["sampler"],
+                args["guidance"],
+                args["eta"],
+                int(args["size"]),
+                bool(args.get("fast")),
+            )
         else:
             # never shared: another back end, or an extra (a model wrapper) the batched path does not take
             key = ("whole", id(kwargs))

@@ -60,9 +60,13 @@ def check_writable(paths: list[Path]) -> None:
 def check_limits(args: argparse.Namespace) -> None:
     """The web app's limits (ui.settings: steps, images, steps x images, seed, prompt length), before any model
     loads."""
+    from models.samplers import DEFAULT_FAST_STEPS, MAX_FAST_STEPS
     from ui import settings
 
-    settings.check_int(args.steps, "--steps", 1, settings.MAX_STEPS)
+    fast = getattr(args, "fast", False)
+    if args.steps is None:
+        args.steps = DEFAULT_FAST_STEPS if fast else settings.DEFAULT_STEPS
+    settings.check_int(args.steps, "--steps", 1, MAX_FAST_STEPS if fast else settings.MAX_STEPS)
     settings.check_int(args.num_images, "--num-images", 1, settings.MAX_NUM_IMAGES)
     settings.check_int(args.seed, "--seed", 0, settings.MAX_SEED)
     settings.check_cost(args.steps, args.num_images)
@@ -157,6 +161,8 @@ def main_generate(args: argparse.Namespace) -> int:
         look = read_style_image(getattr(args, "style_image", None))  # a bad picture fails before the model loads
         edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
         prompt = getattr(args, "prompt", None)
+        if getattr(args, "fast", False) and (edits or prompt):
+            raise InputError("--fast draws quick previews; --edit and --prompt need the full model.")
         # Stable Diffusion reads --prompt as its text condition; the other back ends refine with CLIP.
         text_model = model_kind(args.model) == "sd"
         if prompt and not text_model:  # bad refine settings fail before the model loads
@@ -166,6 +172,10 @@ def main_generate(args: argparse.Namespace) -> int:
         extra = {} if args.guidance is None else {"guidance": args.guidance}  # None: the model's own default
         if "prompt" in caps:
             extra.update(prompt=prompt, negative_prompt=getattr(args, "negative_prompt", None))
+        if getattr(args, "fast", False):
+            if "fast" not in caps:
+                raise InputError("--fast needs a model with a few-step student (fast_unet/); this one has none.")
+            extra["fast"] = True
         if edits and "style" not in caps:
             raise InputError("--edit moves the style code, and this model has none.")
         if look is not None:

@@ -6,7 +6,8 @@
 
 A folder holds `autoencoder/` (`models.autoencoder.load_autoencoder`), `unet/` (PoseUNet), `scheduler/` (the training
 DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`, `mean_latent/`
-(E[z_0 | s, pose], where sampling starts: `models.mean_latent`), `parser/` and `palette.json`.
+(E[z_0 | s, pose], where sampling starts: `models.mean_latent`), `parser/`, `palette.json` and `fast_unet/` (the
+few-step student of `training.train_distill`, stored in float16: `pipe(pose, seed, steps=2, fast=True)`).
 
 Symbols: z_T the initial noise, s the style code (prior N(0, I)), c the condition map of the pose,
 g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022, Eq. 6):
@@ -15,6 +16,7 @@ g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +35,7 @@ from models.colour_palette import PALETTE_FILE, load_palette, save_palette
 from models.errors import NO_FIGURE, InputError
 from models.image_io import pad_to_square
 from models.pose import Pose, fit_to_square
-from models.samplers import make_scheduler, sample_loop
+from models.samplers import MAX_FAST_STEPS, make_fast_scheduler, make_scheduler, sample_loop
 from models.state import GenerationState
 from models.unet import PoseUNet
 
@@ -91,6 +93,7 @@ class PosePipeline:
         palette: dict[str, np.ndarray] | None = None,
         parser: Any = None,
         mean_latent: Any = None,
+        fast_unet: PoseUNet | None = None,
     ):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -114,6 +117,11 @@ class PosePipeline:
         self.mean_latent = (
             mean_latent.to(self.device, **cast).eval().requires_grad_(False) if mean_latent is not None else None
         )
+        # the distilled few-step student (`fast=True`), computed in the pipeline's dtype whatever it was stored in
+        self.fast_unet = None
+        if fast_unet is not None:
+            self.fast_unet = fast_unet.to(self.device, dtype=dtype).eval().requires_grad_(False)
+            self.CAPABILITIES = dataclasses.replace(type(self).CAPABILITIES, fast=True)
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
         self.latent_factor = downsample_factor(vae)
@@ -150,6 +158,7 @@ class PosePipeline:
             from models.mean_latent import MeanLatent
 
             mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
+        fast_unet = PoseUNet.from_pretrained(folder / "fast_unet") if (folder / "fast_unet").is_dir() else None
         return cls(
             vae,
             unet,
@@ -160,6 +169,7 @@ class PosePipeline:
             palette=palette,
             parser=parser,
             mean_latent=mean_latent,
+            fast_unet=fast_unet,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -177,6 +187,9 @@ class PosePipeline:
             self.parser.save_pretrained(folder / "parser", safe_serialization=True)
         if self.mean_latent is not None:
             self.mean_latent.save_pretrained(folder / "mean_latent", safe_serialization=True)
+        if self.fast_unet is not None:  # float16 on disk: half the bytes of the weights budget
+            self.fast_unet.to(torch.float16).save_pretrained(folder / "fast_unet", safe_serialization=True)
+            self.fast_unet.to(self.dtype)
 
     @property
     def style_dim(self) -> int:
@@ -195,11 +208,17 @@ class PosePipeline:
         eta: float,
         num_images: int,
         size: int,
+        *,
+        fast: bool = False,
     ) -> None:
         """Raise InputError with one sentence for any input the pipeline cannot honour."""
         check_common(
             pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
         )
+        if fast and self.fast_unet is None:
+            raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+        if fast and steps > MAX_FAST_STEPS:
+            raise InputError(f"The fast generator takes 1 to {MAX_FAST_STEPS} steps; got {steps}.")
         check_size(size, self.size_multiple, self.native_size)
         if style is not None:
             arr = np.asarray(style, dtype=np.float64)
@@ -233,8 +252,11 @@ class PosePipeline:
         style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
+        *,
+        fast: bool = False,
     ) -> GenerationState:
-        """The state of one image before sampling: z_T and s from `seed` (s given overrides the drawn one)."""
+        """The state of one image before sampling: z_T and s from `seed` (s given overrides the drawn one); `fast`:
+        drawn by the few-step student."""
         size = size or self.native_size
         side = size // self.latent_factor
         _, z_T, s = self._generator(seed, (1, self.vae.config.latent_channels, side, side))
@@ -245,6 +267,7 @@ class PosePipeline:
             "sampler": sampler,
             "eta": float(eta),
             "size": int(size),
+            **({"fast": True} if fast else {}),  # absent otherwise: a full model's states stay as they were
         }
         return GenerationState(pose=pose, seed=int(seed), style=s_np, z_T=z_T, settings=settings)
 
@@ -255,6 +278,18 @@ class PosePipeline:
             return None
         return self.mean_latent(cond, s.to(self.dtype))
 
+    def sampler(self, settings: dict[str, Any]) -> tuple[Callable[..., torch.Tensor], Any]:
+        """The denoiser `fn(z_t, t, cond, s)` and the scheduler that a state's settings ask for: the UNet with
+        classifier-free guidance and the named sampler, or (`fast`) the student, its guidance folded in, and the
+        consistency sampler."""
+        if settings.get("fast"):
+            if self.fast_unet is None:
+                raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+            return self.fast_unet, make_fast_scheduler(self.scheduler_config)
+        guidance = settings["guidance"]
+        scheduler = make_scheduler(settings["sampler"], self.scheduler_config)
+        return (lambda z_t, t, cond, s: self.predict(z_t, t, cond, s, guidance)), scheduler
+
     def predict(
         self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, guidance: float
     ) -> torch.Tensor:
@@ -262,6 +297,8 @@ class PosePipeline:
         if guidance == 1.0:
             return self.unet(z_t, t, cond, s)
         b = z_t.shape[0]
+        if torch.is_tensor(t) and t.numel() == b > 1:  # one timestep per image (training), for both branches
+            t = t.repeat(2)
         out = self.unet(torch.cat([z_t, z_t]), t, torch.cat([cond, torch.zeros_like(cond)]), torch.cat([s, s]))
         c, u = out[:b], out[b:]
         return u + guidance * (c - u)
@@ -289,10 +326,10 @@ class PosePipeline:
         cond = self.condition(state.pose, size)
         s = torch.as_tensor(np.asarray(state.style, dtype=np.float32))[None].to(self.device, self.dtype)
         z_T = state.z_T.to(self.device, self.dtype)
-        scheduler = make_scheduler(cfg["sampler"], self.scheduler_config)
+        denoiser, scheduler = self.sampler(cfg)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.predict(x, t, cond, s, cfg["guidance"])
+            return denoiser(x, t, cond, s)
 
         if style_at is not None:
             calls = [0]  # sample_loop calls model_fn once per step: the count is the step index
@@ -300,7 +337,7 @@ class PosePipeline:
             def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 s_i = torch.as_tensor(np.asarray(style_at(calls[0]), dtype=np.float32))[None]
                 calls[0] += 1
-                return self.predict(x, t, cond, s_i.to(self.device, self.dtype), cfg["guidance"])
+                return denoiser(x, t, cond, s_i.to(self.device, self.dtype))
 
         if wrap is not None:
             model_fn = wrap(state, model_fn)
@@ -375,14 +412,15 @@ class PosePipeline:
         callback: Callback | None = None,
         size: int | None = None,
         wrap: Wrap | None = None,
+        fast: bool = False,
     ) -> tuple[list[Image.Image], list[GenerationState]]:
-        """Draw `num_images` characters in `pose`; image i uses seed `seed + i` (`wrap`: `render`'s). Returns images
-        and states."""
+        """Draw `num_images` characters in `pose`; image i uses seed `seed + i` (`wrap`: `render`'s; `fast`: the
+        few-step student, 1 to MAX_FAST_STEPS steps). Returns images and states."""
         # 1. Check inputs.
         size = self.native_size if size is None else size
         self.check_inputs(
             pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
-            num_images=num_images, size=size,
+            num_images=num_images, size=size, fast=fast,
         )  # fmt: skip
         images: list[Image.Image] = []
         states: list[GenerationState] = []
@@ -390,7 +428,7 @@ class PosePipeline:
             # 2. Noise z_T and style s from the image's seed.
             state = self.prepare(
                 pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=style,
-                eta=float(eta), size=size,
+                eta=float(eta), size=size, fast=fast,
             )  # fmt: skip
             # 3. Denoising loop (the condition map is drawn inside), 4. decode.
             cb = None

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    LCMScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 SamplerName = Literal["ddim", "dpmpp_2m", "euler_a"]
@@ -30,6 +36,49 @@ SAMPLERS: dict[str, Callable[[Any], SchedulerMixin]] = {
     # Karras et al. 2022 Algorithm 2 with ancestral noise (k-diffusion's sample_euler_ancestral).
     "euler_a": lambda cfg: EulerAncestralDiscreteScheduler.from_config(cfg),
 }
+
+
+# The few-step student's sampler (latent consistency, Luo et al. 2023; `training.train_distill`): diffusers'
+# LCMScheduler on the skipping schedule t_n = (n + 1) T / N - 1, N = LCM_ORIGINAL_STEPS, that the student is distilled
+# on, with the boundary scalings of `consistency_scalings`.
+LCM_ORIGINAL_STEPS = 50
+LCM_TIMESTEP_SCALING = 10.0
+LCM_SIGMA_DATA = 0.5
+MAX_FAST_STEPS = 4  # the student is trained for 1-4 steps; more add nothing
+DEFAULT_FAST_STEPS = 2
+
+
+def make_fast_scheduler(config: Any) -> LCMScheduler:
+    """The consistency sampler of the distilled student, configured like the training scheduler (`config`)."""
+    return LCMScheduler.from_config(
+        config, original_inference_steps=LCM_ORIGINAL_STEPS, timestep_scaling=LCM_TIMESTEP_SCALING
+    )
+
+
+def skip_timesteps(num_train_timesteps: int, n: int = LCM_ORIGINAL_STEPS) -> torch.Tensor:
+    """The N timesteps t_n = (n + 1) T / N - 1 (ascending) of the consistency sampler's schedule."""
+    ratio = num_train_timesteps // n
+    return torch.arange(1, n + 1) * ratio - 1
+
+
+def consistency_scalings(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out) of the consistency function f(z_t, t) = c_skip z_t + c_out z_0(z_t, t), as LCMScheduler's:
+    f is the identity at t = 0 and the model's z_0 estimate elsewhere."""
+    scaled = LCM_TIMESTEP_SCALING * t.float()
+    c_skip = LCM_SIGMA_DATA**2 / (scaled**2 + LCM_SIGMA_DATA**2)
+    c_out = scaled / (scaled**2 + LCM_SIGMA_DATA**2).sqrt()
+    return c_skip, c_out
+
+
+def split_output(
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_0, eps) estimates from a model output at z_t with signal share `alpha_bar` (broadcastable)."""
+    a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) z_0
+        return a * sample - b * model_output, b * sample + a * model_output
+    z0 = (sample - b * model_output) / a
+    return z0, model_output
 
 
 def training_scheduler(
@@ -59,9 +108,7 @@ def _x0_from_output(
 ) -> torch.Tensor:
     """The z_0 estimate for schedulers that do not return one (DPM-Solver works on the DDPM z_t)."""
     a = scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
-    if scheduler.config.prediction_type == "v_prediction":
-        return a.sqrt() * sample - (1 - a).sqrt() * model_output  # z_0 = sqrt(a) z_t - sqrt(1 - a) v
-    return (sample - (1 - a).sqrt() * model_output) / a.sqrt()  # z_0 = (z_t - sqrt(1 - a) eps) / sqrt(a)
+    return split_output(scheduler.config.prediction_type, model_output, sample, a)[0]
 
 
 def start_sample(z_T: torch.Tensor, alpha_bar: torch.Tensor | float, z_mean: torch.Tensor | None) -> torch.Tensor:

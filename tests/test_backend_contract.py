@@ -25,7 +25,7 @@ from models.errors import InputError
 from models.pose import Pose
 from tests.test_pipeline import STANDING, tiny_pipeline
 from tests.test_public_weights import FakeClip, build_sd_folders, fork_state_dict
-from ui import handlers, outputs
+from ui import app_explore, app_generate, app_refine, common, outputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -43,6 +43,7 @@ FEATURES = (
     "prompt",
     "hspace",
     "clip_guidance",
+    "fast",
 )
 
 
@@ -114,7 +115,7 @@ def refusal(run) -> str:
             list(out)
     except (InputError, gr.Error) as err:
         message = err.message if isinstance(err, gr.Error) else str(err)
-        assert message != handlers.UNEXPECTED and "\n" not in message and message.endswith("."), message
+        assert message != common.UNEXPECTED and "\n" not in message and message.endswith("."), message
         return message
     raise AssertionError("expected a refusal")
 
@@ -211,7 +212,7 @@ def _feature(backend, name: str, pose, clip) -> None:
 
     state = state_of(backend, pose)
     loader = lambda: backend
-    text = json.dumps(handlers.state_dict(state))
+    text = json.dumps(common.state_dict(state))
     if name == "guidance":  # a back end without it ignores the scale and records 1.0
         assert state.settings["guidance"] == 2.0
     elif name == "style":
@@ -220,10 +221,10 @@ def _feature(backend, name: str, pose, clip) -> None:
         styled = state_of(backend, pose, style=s)
         assert np.array_equal(styled.style, s)
     elif name in ("sefa", "ganspace"):
-        last(handlers.edit_api_handler(loader)(text, f"{name}:0=1.5", 0, 0))
+        last(app_explore.edit_api_handler(loader)(text, f"{name}:0=1.5", 0, 0))
     elif name.startswith("refine_"):
         mode = name.removeprefix("refine_")
-        *_, notes = last(handlers.refine_api_handler(loader, clip)(text, "pink hair", "", mode, 1, 1.0, 0.0))
+        *_, notes = last(app_refine.refine_api_handler(loader, clip)(text, "pink hair", "", mode, 1, 1.0, 0.0))
         assert f"{mode} mode" in notes
     elif name == "prompt":
         if "prompt" not in inspect.signature(backend.prepare).parameters:
@@ -232,6 +233,11 @@ def _feature(backend, name: str, pose, clip) -> None:
     elif name == "hspace":
         space = fit_hspace(backend, pose, n_samples=2, n_components=1, steps=1, size=size_of(backend))
         assert space.components.shape[0] == 1
+    elif name == "fast":
+        if "fast" not in inspect.signature(backend.prepare).parameters:
+            raise InputError("This model has no fast generator.")
+        _, (done,) = backend(pose, seed=3, steps=2, fast=True)
+        assert done.settings["fast"] is True
     elif name == "clip_guidance":
         _, done = clip_guided(backend, state, FakeClip(), "red hair", cutouts=1)
         assert done.settings["clip_guidance"]["prompt"] == "red hair"
@@ -258,15 +264,15 @@ def test_every_endpoint_works_or_says_plainly_what_the_back_end_lacks(backends, 
     loader = lambda: backend
     offered = capabilities(backend)
     _, gallery, files, seed, states = last(
-        handlers.generate_handler(loader, api=True)(json.dumps(pose.to_dict()), 5, 2, "ddim", 2.0, 1)
+        app_generate.generate_handler(loader, api=True)(json.dumps(pose.to_dict()), 5, 2, "ddim", 2.0, 1)
     )
     assert seed == 5 and len(gallery) == 1 and states[0]["seed"] == 5 and files
     text = json.dumps(states[0])
     # the state round trip: the same JSON re-renders the same pixels
-    state = handlers.state_from_json(backend, text)
+    state = common.state_from_json(backend, text)
     assert np.array_equal(pixels(backend.render(state)[0]), np.asarray(gallery[0][0]))
     for mode in ("style", "latent", "both"):
-        refine = handlers.refine_api_handler(loader, clip)
+        refine = app_refine.refine_api_handler(loader, clip)
         run = lambda mode=mode, refine=refine: refine(text, "pink hair", "", mode, 1, 1.0, 0.0)
         needs = {"refine_style", "refine_latent"} if mode == "both" else {f"refine_{mode}"}
         if needs <= offered:
@@ -274,7 +280,7 @@ def test_every_endpoint_works_or_says_plainly_what_the_back_end_lacks(backends, 
             assert image is not None and refined["seed"] == 5
         else:
             assert "does not offer" in refusal(run)
-    edit = handlers.edit_api_handler(loader)
+    edit = app_explore.edit_api_handler(loader)
     for edits, start, end in (("sefa:0=2", 0, 0), ("ganspace:1=-1", 0, 0), ("", 0, 1)):
         run = lambda edits=edits, start=start, end=end: edit(text, edits, start, end)
         if "style" in offered:
@@ -282,8 +288,8 @@ def test_every_endpoint_works_or_says_plainly_what_the_back_end_lacks(backends, 
             assert image is not None and edited["seed"] == 5
         else:
             assert "style" in refusal(run).lower() or "does not offer" in refusal(run)
-    current = handlers.Result(gallery[0][0], state, {})
-    status = handlers.explore_setup_handler(loader)(current, "sefa")[0]
+    current = common.Result(gallery[0][0], state, {})
+    status = app_explore.explore_setup_handler(loader)(current, "sefa")[0]
     if "sefa" in offered:
         assert "SeFa" in status
     else:

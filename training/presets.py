@@ -235,6 +235,54 @@ LDM_PRESETS: dict[str, LDMPreset] = {
 }
 
 
+@dataclass
+class DistillPreset:
+    """Hyperparameters of the few-step distillation (`training/train_distill.py`)."""
+
+    batch_size: int = 8
+    steps: int = 4000
+    minutes: float = 60.0  # wall-clock budget (0: steps only); the lr schedule anneals over whichever ends first
+    lr: float = 5e-5
+    warmup: int = 100
+    target_decay: float = 0.95  # EMA of the student that gives the targets (LCM's "target network")
+    huber_c: float = 0.001  # pseudo-Huber loss sqrt(d^2 + c^2) - c (LCM's default)
+    guidance: float = 2.0  # the teacher's pose guidance, folded into the student
+    max_images: int = 12000  # 0: all
+    checkpoint_every: int = 250
+    sample_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+    num_threads: int = 2
+
+
+DISTILL_PRESETS: dict[str, DistillPreset] = {
+    "cpu": DistillPreset(),
+    "gpu": DistillPreset(
+        batch_size=128,
+        steps=20000,
+        minutes=0,
+        lr=1e-4,
+        warmup=500,
+        max_images=0,
+        num_threads=8,
+        checkpoint_every=2000,
+        sample_every=2000,
+        log_every=100,
+    ),
+    "tiny": DistillPreset(
+        batch_size=2,
+        steps=2,
+        minutes=0,
+        warmup=1,
+        max_images=0,
+        checkpoint_every=1,
+        sample_every=2,
+        log_every=1,
+        num_threads=1,
+    ),
+}
+
+
 def _parse_value(kind: Any, text: str) -> Any:
     """Parse one command-line value for a field of type `kind` (as written in the dataclass)."""
     kind = str(kind)
