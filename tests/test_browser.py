@@ -92,6 +92,14 @@ def test_drag_a_joint_changes_the_pose_json(page):
     assert after[0] > before[0] and after[1] < before[1]
 
 
+def test_a_drag_redraws_the_live_preview(page):
+    note = "() => { const n = document.querySelector('#live-note'); return n && n.innerText.includes('Drawn in'); }"
+    drag(page, 10, -40, -60)  # the right wrist
+    page.wait_for_function(note, timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#live-preview img') !== null", timeout=30_000)
+    assert "fast student" in page.locator("#live-note").inner_text()
+
+
 def test_double_click_hides_a_point_and_undo_brings_it_back(page):
     page.locator("#skeleton-editor circle[data-i='0']").dblclick()
     page.wait_for_function(

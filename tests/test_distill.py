@@ -113,3 +113,15 @@ def test_cli_fast_draws_with_the_student_or_says_why_not(data, teacher, tmp_path
     assert code == 1 and "--steps must be a whole number between 1 and 4" in line["error"]
     code, line = run("--model", str(final), "--fast", "--edit", "sefa:0=1")
     assert code == 1 and "need the full model" in line["error"]
+
+
+def test_preview_benchmark_times_a_drag_with_the_student(data, teacher, tmp_path, capsys):  # noqa: F811
+    from benchmarks import preview
+
+    final = train_distill.main(
+        ["--teacher", str(teacher), "--data", str(data), "--out", str(tmp_path / "lcm"), "--preset", "tiny"]
+    )
+    result = preview.main(["--model", str(final), "--frames", "2", "--threads", "1", "--json"])
+    assert result["drawn_with"] == "fast student" and result["frames"] == 2 and result["steps"] == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["seconds_p50"] > 0
+    assert preview.main(["--model", str(teacher), "--frames", "1", "--threads", "1"])["drawn_with"] == "full model"

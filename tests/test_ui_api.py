@@ -174,7 +174,7 @@ def test_pose_photo_with_nobody(client):
 def test_generate_parameters_are_named_for_a_stateless_call(client):
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
     names = [p["parameter_name"] for p in info["parameters"]]
-    assert names == ["pose", "seed", "steps", "sampler", "guidance", "num_images", "style_image"]
+    assert names == ["pose", "seed", "steps", "sampler", "guidance", "num_images", "style_image", "fast"]
 
 
 def test_generate_takes_the_look_from_a_picture(client, tmp_path):

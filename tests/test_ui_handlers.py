@@ -502,3 +502,48 @@ def test_deep_json_is_our_sentence(text, words):
     with pytest.raises(gr.Error) as info:
         app_pose.show_pose(text)
     assert words in info.value.message and "Recursion" not in info.value.message
+
+
+def test_live_preview_draws_with_the_student_and_says_how():
+    preview = app_pose.live_preview_handler(lambda: FakePipeline(size=32))
+    image, note = preview(value(), True, 4)
+    assert isinstance(image, Image.Image) and "fast student" in note
+    assert preview(value(), False, 4) == (gr.skip(), "Live preview is off: Generate draws the character.")
+
+
+def test_live_preview_without_a_student_uses_a_few_full_steps(monkeypatch):
+    import dataclasses
+
+    from ui import fake
+
+    pipe = FakePipeline(size=32)
+    pipe.CAPABILITIES = dataclasses.replace(fake.CAPABILITIES, fast=False)
+    assert app_pose.preview_settings(pipe, 3) == {"seed": 3, "steps": settings.PREVIEW_STEPS}
+    monkeypatch.setattr(settings, "PREVIEW_BEHIND_S", 0.0)
+    _, note = app_pose.live_preview_handler(lambda: pipe)(value(), True, 3)
+    assert f"{settings.PREVIEW_STEPS} steps of the full model" in note and "behind your edits" in note
+
+
+@pytest.mark.parametrize(
+    "pose_value, seed, words",
+    [
+        ({**common.default_value(), "keypoints": [[0.5, 0.5, 0]] * 17}, 0, "no visible keypoint"),
+        (common.default_value(), -1, "preview seed"),
+        ("{oops", 0, "JSON"),
+    ],
+)
+def test_live_preview_refusals_are_a_note_not_an_error_box(pose_value, seed, words):
+    image, note = app_pose.live_preview_handler(lambda: FakePipeline(size=32))(pose_value, True, seed)
+    assert image == gr.skip() and words in note
+
+
+def test_generate_fast_uses_the_student_or_says_why_not():
+    run = app_generate.generate_handler(lambda: FakePipeline(size=32), api=True)
+    *_, states = list(run("waving", 1, 2, "ddim", 2.0, 1, None, True))[-1]
+    assert states[0]["settings"]["fast"] is True
+    *_, states = list(run("waving", 1, 2, "ddim", 2.0, 1, None, False))[-1]
+    assert "fast" not in states[0]["settings"]
+    for fast, steps, words in ((True, 6, "1 to 4 steps"), ("maybe", 2, "fast must be true or false")):
+        with pytest.raises(gr.Error) as info:
+            list(run("waving", 1, steps, "ddim", 2.0, 1, None, fast))
+        assert words in info.value.message

@@ -25,6 +25,7 @@ from ui.common import (
     Result,
     check_finite,
     default_value,
+    generation_batcher,
     load_photo,
     log,
     model_drawing,
@@ -136,13 +137,14 @@ def build(
         api_guidance = gr.Number(label="guidance", value=settings.DEFAULT_GUIDANCE)
         api_num_images = gr.Number(label="num_images", value=1)
         api_look = photo_input(label="style_image: a picture whose character's look every image takes (optional)")
+        api_fast = gr.Checkbox(label="fast: draw with the few-step student (1 to 4 steps), when the model has one")
         preview = gr.Image(label="latest denoising preview", format="png")
         states = gr.JSON(label="each image's state (the refine and edit endpoints take one back)")
         api_button = gr.Button("generate")
     api_fn = served(generate_handler(pipeline_loader, api=True))
     api_button.click(
         api_fn,
-        [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images, api_look],
+        [api_pose, api_seed, api_steps, api_sampler, api_guidance, api_num_images, api_look, api_fast],
         [preview, gallery, files, seed, states],
         api_name="generate",
         concurrency_id="generate",  # one pool with the button's: Gradio keeps the lowest limit of a shared id
@@ -167,18 +169,6 @@ def run_streaming(pipe: Callable, pose: Pose, kwargs: dict[str, Any]) -> Iterato
         yield item if item[0] == "step" else ("done", *item[1])
 
 
-def generation_batcher(pipe: Any) -> Any:
-    """The one micro-batcher (`models.batching`) of a loaded pipeline, with the limits in `ui.settings`."""
-    from models.batching import batcher_for
-
-    return batcher_for(
-        pipe,
-        max_images=settings.BATCH_IMAGES,
-        window=settings.BATCH_WINDOW_S,
-        max_waiting=settings.MAX_WAITING_IMAGE_STEPS,
-    )
-
-
 def generate(
     pipeline_loader: Callable[[], Any],
     pose_value: Any,
@@ -190,10 +180,12 @@ def generate(
     num_images: Any,
     progress: gr.Progress | None = None,
     style_image: Any = None,
+    fast: Any = False,
 ) -> Iterator[tuple]:
     """Yield (previews, gallery, files, seed, results) while the pipeline runs; the last yield has the
     results (`Result`s: image, state, record, aligned with the gallery), earlier ones gr.skip(). `style_image`
-    (an uploaded picture's path): every image takes the look of the character in it (`look_from_picture`)."""
+    (an uploaded picture's path): every image takes the look of the character in it (`look_from_picture`);
+    `fast`: drawn by the model's few-step student (`check_fast`)."""
     # 1. Check inputs (before loading anything).
     if randomize:
         seed = random.randint(0, settings.MAX_SEED)
@@ -203,6 +195,8 @@ def generate(
     if progress is not None:
         progress(0, desc="loading the model")
     pipe = pipeline_loader()
+    if check_fast(pipe, fast, args["steps"]):
+        args["fast"] = True
     if style_image is not None:
         if progress is not None:
             progress(0, desc="reading the look from the picture")
@@ -236,6 +230,22 @@ def generate(
     yield previews, list(zip(images, captions)), files, args["seed"], results
 
 
+def check_fast(pipe: Any, fast: Any, steps: int) -> bool:
+    """Whether to draw with the few-step student: `fast` must be a yes or no, and the model must have one."""
+    from models.backends import capabilities
+    from models.samplers import MAX_FAST_STEPS
+
+    if fast in (None, False, 0, "false", "False", ""):
+        return False
+    if fast not in (True, 1, "true", "True"):
+        raise InputError(f"fast must be true or false; got {fast!r}.")
+    if "fast" not in capabilities(pipe):
+        raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+    if steps > MAX_FAST_STEPS:
+        raise InputError(f"The fast generator takes 1 to {MAX_FAST_STEPS} steps; got {steps}.")
+    return True
+
+
 def look_from_picture(pipe: Any, file: Any) -> list[float]:
     """The style code of the character in an uploaded picture (`PosePipeline.style_from_image`), as `style=`."""
     if not callable(getattr(pipe, "style_from_image", None)):
@@ -248,19 +258,29 @@ def generate_handler(pipeline_loader: Callable[[], Any], api: bool = False) -> C
 
     UI: (pose, seed, randomize, steps, sampler, guidance, num_images, style image) -> yields (previews, gallery,
     files, seed, results, current result). `api`: the stateless endpoint, (pose, seed, steps, sampler, guidance,
-    num_images, style_image) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
+    num_images, style_image, fast) with the pose as keypoint JSON text or a preset name and the seed used as given -> yields
     (latest preview, gallery, files, seed, the states as JSON), one preview image instead of the row (API
     clients download every streamed file, so a growing row costs them a second a step).
     """
     if api:
 
         @user_errors
-        def run_api(pose, seed, steps, sampler, guidance, num_images, style_image=None, progress=gr.Progress()):  # noqa: B008
+        def run_api(
+            pose,
+            seed,
+            steps,
+            sampler,
+            guidance,
+            num_images,
+            style_image=None,
+            fast=False,
+            progress=gr.Progress(),  # noqa: B008
+        ):
             if not isinstance(pose, str):
                 raise InputError("The pose must be keypoint JSON text or a preset name.")
             for previews, gallery, files, seed_out, results in generate(
                 pipeline_loader, pose_from_text(pose), seed, False, steps, sampler, guidance, num_images, progress,
-                style_image,
+                style_image, fast,
             ):  # fmt: skip
                 states = [state_dict(r.state) for r in results] if isinstance(results, list) else gr.skip()
                 yield (previews[-1][0] if previews else None), gallery, files, seed_out, states

@@ -1,5 +1,6 @@
 """The Pose tab: a photo (upload, webcam, clipboard), presets or a keypoint file give a pose; the
-skeleton editor fixes it; the OpenPose drawing and the JSON show what the model will get.
+skeleton editor fixes it; the OpenPose drawing and the JSON show what the model will get, and a live preview
+redraws the character after every edit (the newest edit only: edits made while a frame draws are skipped).
 
     python -m ui.app_pose      # this tab alone
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +24,11 @@ from ui.common import (
     default_pose,
     default_value,
     drawing,
+    generation_batcher,
     load_json_text,
     load_photo,
+    log,
+    model_pose,
     photo_input,
     pose_from_text,
     pose_from_value,
@@ -43,8 +49,9 @@ class PoseTab:
     json: gr.Code
 
 
-def build() -> PoseTab:
-    """Lay out the Pose tab in the current Blocks; other tabs follow `PoseTab.editor.change`."""
+def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
+    """Lay out the Pose tab in the current Blocks; other tabs follow `PoseTab.editor.change`. With a
+    `pipeline_loader`, a live preview draws the character after every edit."""
     start = default_value()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
@@ -82,6 +89,15 @@ def build() -> PoseTab:
                     elem_id="save-json",
                 )  # fmt: skip
         with gr.Column(scale=1, min_width=260):
+            if pipeline_loader is not None:
+                preview = gr.Image(
+                    label="Live preview (the character in this pose)", format="png", interactive=False, height=300,
+                    elem_id="live-preview",
+                )  # fmt: skip
+                with gr.Row():
+                    live = gr.Checkbox(label="Live preview", value=True, min_width=100, elem_id="live-on")
+                    preview_seed = gr.Number(label="Preview seed", value=0, min_width=100)
+                preview_note = gr.Markdown(elem_id="live-note")
             first_drawing, first_json = show_pose(start)
             drawing = gr.Image(
                 value=first_drawing, label="OpenPose drawing", format="png", interactive=False, height=300
@@ -121,6 +137,15 @@ def build() -> PoseTab:
     upload_json.upload(load_pose_file, [upload_json, editor], editor, api_visibility="private")
     # The file is written when the pose changes, so the download button always holds the current pose.
     editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
+    if pipeline_loader is not None:
+        # "always_last": while a frame draws, later edits collapse into the newest one (a drag storm queues one).
+        redraw = served(live_preview_handler(pipeline_loader))
+        for event in (editor.change, live.change, preview_seed.submit):
+            event(
+                redraw, [editor, live, preview_seed], [preview, preview_note], api_visibility="private",
+                trigger_mode="always_last", show_progress="minimal", concurrency_id="preview",
+                concurrency_limit=settings.CONCURRENCY,
+            )  # fmt: skip
     return PoseTab(editor=editor, drawing=drawing, json=json_box)
 
 
@@ -145,6 +170,46 @@ def create_demo() -> gr.Blocks:
 
 # -- handlers ---------------------------------------------------------------------------------------
 BACKGROUND_SIDE = 384  # the photo behind the editor travels with each edit: keep it small
+
+
+def live_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
+    """The live preview: (editor value, on, seed) -> (the character in that pose, a note on how it was drawn).
+
+    A pose the model refuses (every point hidden, a bad seed) leaves the last frame and says why in the note:
+    an error box on every drag would be noise."""
+
+    def preview(value: Any, live: Any, seed: Any) -> tuple[Any, str]:
+        if not live:
+            return gr.skip(), "Live preview is off: Generate draws the character."
+        try:
+            seed = settings.check_int(seed, "The preview seed", 0, settings.MAX_SEED)
+            pose = model_pose(pose_from_value(value))
+            pipe = pipeline_loader()
+            kwargs = preview_settings(pipe, seed)
+            started = time.perf_counter()
+            images, _ = generation_batcher(pipe)(pose, **kwargs)
+        except InputError as err:
+            log.info("preview refused: %s", err)
+            return gr.skip(), str(err)
+        seconds = time.perf_counter() - started
+        how = "the fast student" if kwargs.get("fast") else f"{kwargs['steps']} steps of the full model"
+        note = f"Drawn in {seconds:.2f} s with {how}; Generate draws the full picture."
+        if seconds > settings.PREVIEW_BEHIND_S:
+            note += " The preview is behind your edits: it skips to the newest one."
+        return images[0], note
+
+    return preview
+
+
+def preview_settings(pipe: Any, seed: int) -> dict[str, Any]:
+    """The generation settings of a preview frame: the few-step student when the model has one, else a few steps of
+    the full model."""
+    from models.backends import capabilities
+    from models.samplers import DEFAULT_FAST_STEPS
+
+    if "fast" in capabilities(pipe):
+        return {"seed": seed, "steps": DEFAULT_FAST_STEPS, "fast": True}
+    return {"seed": seed, "steps": settings.PREVIEW_STEPS}
 
 
 def editor_value(pose: Pose, background: str | None = None) -> dict[str, Any]:

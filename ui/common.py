@@ -210,6 +210,18 @@ def load_photo(file: Any) -> Image.Image:
 
 
 # -- streaming and result files --------------------------------------------------------------------
+def generation_batcher(pipe: Any) -> Any:
+    """The one micro-batcher (`models.batching`) of a loaded pipeline, with the limits in `ui.settings`."""
+    from models.batching import batcher_for
+
+    return batcher_for(
+        pipe,
+        max_images=settings.BATCH_IMAGES,
+        window=settings.BATCH_WINDOW_S,
+        max_waiting=settings.MAX_WAITING_IMAGE_STEPS,
+    )
+
+
 def stream_calls(work: Callable[[Callable], Any]) -> Iterator[tuple]:
     """Run `work(callback)` in a thread, yielding ("step", i, n, image) per callback, then ("done", its result)."""
     events: queue.Queue = queue.Queue()

@@ -24,10 +24,11 @@ from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
 
 STYLE_DIM = 8
-# as PosePipeline's: a style code, both direction methods, both refinement modes
+# as PosePipeline's with a few-step student: a style code, both direction methods, both refinement modes, `fast`
 CAPABILITIES = Capabilities(
-    max_steps=200, max_guidance=20.0, style_code=True, directions=("sefa", "ganspace"), refine=("style", "latent")
-)
+    max_steps=200, max_guidance=20.0, style_code=True, directions=("sefa", "ganspace"), refine=("style", "latent"),
+    fast=True,
+)  # fmt: skip
 CHANNELS = ("red", "green", "blue")
 DEFAULT_LR = {"style": 0.3, "latent": 0.1}  # as models.refine's defaults
 
@@ -64,10 +65,15 @@ class FakePipeline:
         eta: float = 0.0,
         num_images: int = 1,
         size: int | None = None,
+        *,
+        fast: bool = False,
     ) -> None:
         """Raise InputError for what PosePipeline also refuses (PosePipeline's signature)."""
-        if not isinstance(pose, Pose):
-            raise InputError("The pose must be a models.pose.Pose.")
+        if fast and steps > 4:
+            raise InputError(f"The fast generator takes 1 to 4 steps; got {steps}.")
+        from models.checks import check_pose
+
+        check_pose(pose)
         if sampler not in ("ddim", "dpmpp_2m", "euler_a"):
             raise InputError(f"Unknown sampler {sampler!r}.")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 200:
@@ -87,8 +93,10 @@ class FakePipeline:
         style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
+        *,
+        fast: bool = False,
     ) -> Any:
-        """The state of one image before "sampling": s from the seed unless given."""
+        """The state of one image before "sampling": s from the seed unless given (`fast` is recorded)."""
         import torch
 
         s = np.random.default_rng(int(seed)).standard_normal(STYLE_DIM).astype(np.float32)
@@ -101,6 +109,7 @@ class FakePipeline:
             "sampler": sampler,
             "eta": float(eta),
             "size": int(size or self.size),
+            **({"fast": True} if fast else {}),
         }
         return _state_class()(pose=pose, seed=int(seed), style=s, z_T=z_T, settings=settings)
 
@@ -146,12 +155,13 @@ class FakePipeline:
         num_images: int = 1,
         callback: Any = None,
         size: int | None = None,
+        fast: bool = False,
     ):
         """(images, states) for `num_images` seeds starting at `seed`."""
-        self.check_inputs(pose, seed, steps, guidance, sampler, style)
+        self.check_inputs(pose, seed, steps, guidance, sampler, style, fast=fast)
         images, states = [], []
         for i in range(num_images):
-            state = self.prepare(pose, seed + i, steps, guidance, sampler, style, eta, size)
+            state = self.prepare(pose, seed + i, steps, guidance, sampler, style, eta, size, fast=fast)
             cb = None
             if callback is not None:
 

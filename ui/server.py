@@ -54,7 +54,7 @@ def build_demo(
         result = gr.State(None)  # the current result (common.Result) that Refine and Explore start from
         with gr.Tabs():
             with gr.Tab("Pose", id="pose"):
-                pose_tab = app_pose.build()
+                pose_tab = app_pose.build(pipeline_loader)
             with gr.Tab("Generate", id="generate"):
                 current = app_generate.build(pipeline_loader, pose_state, model_status, result)
             with gr.Tab("Refine", id="refine"):

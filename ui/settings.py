@@ -45,6 +45,9 @@ MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
 DEFAULT_STEPS = min(8, MAX_STEPS)  # the pipeline's default: ~0.9 s an image on 2 CPU cores
 DEFAULT_GUIDANCE = 2.0
+# The Pose tab's live preview: the model's few-step student when it has one, else this many steps of the full model.
+PREVIEW_STEPS = _int("PREVIEW_STEPS", 4)
+PREVIEW_BEHIND_S = _float("PREVIEW_BEHIND_S", 1.0)  # a frame slower than this says the preview is behind the edits
 # Refine (CLIP) and Explore (style directions).
 MAX_REFINE_STEPS = _int("MAX_REFINE_STEPS", 30)  # optimisation steps (a style step is ~1.5 s on 2 CPU cores)
 MAX_REFINE_STRENGTH = _float("MAX_REFINE_STRENGTH", 3.0)  # multiplier on the mode's default step size
