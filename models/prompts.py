@@ -72,6 +72,8 @@ def parse_prompts(prompt: str | None, messages: list[str] | None = None) -> list
         text = " ".join(text.split())
         if not text:
             raise InputError(f"The prompt part '{_short(part.strip())}' has a weight but no text.")
+        if not any(ch.isalnum() for ch in text):  # CLIP reads punctuation alone as nothing in particular
+            raise InputError(f"The prompt part '{_short(text)}' has no words; describe what to change.")
         terms.append((text, weight))
     if len(terms) > MAX_TERMS:
         notes.append(f"The prompt has {len(terms)} parts separated by '|'; only the first {MAX_TERMS} were used.")
