@@ -100,6 +100,21 @@ def test_a_drag_redraws_the_live_preview(page):
     assert "fast student" in page.locator("#live-note").inner_text()
 
 
+def test_the_preview_follows_a_point_while_it_is_still_held(page):
+    src = "() => { const i = document.querySelector('#live-preview img'); return i ? i.src : ''; }"
+    page.wait_for_function("() => document.querySelector('#live-preview img') !== null", timeout=30_000)
+    before = page.evaluate(src)
+    box = page.locator("#skeleton-editor circle[data-i='9']").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(1, 13):  # a slow drag: more than the editor's DRAG_EVERY_MS between moves
+        page.mouse.move(x + 4 * k, y - 5 * k)
+        page.wait_for_timeout(60)
+    page.wait_for_function(f"(old) => ({src})() !== old", arg=before, timeout=30_000)  # a frame mid-drag
+    page.mouse.up()
+
+
 def test_double_click_hides_a_point_and_undo_brings_it_back(page):
     page.locator("#skeleton-editor circle[data-i='0']").dblclick()
     page.wait_for_function(

@@ -139,12 +139,18 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
     if pipeline_loader is not None:
         # "always_last": while a frame draws, later edits collapse into the newest one (a drag storm queues one).
-        redraw = served(live_preview_handler(pipeline_loader))
-        for event in (editor.change, live.change, preview_seed.submit):
+        redraw = live_preview_handler(pipeline_loader)
+
+        def redraw_mid_drag(live_on: Any, seed: Any, evt: gr.EventData) -> tuple[Any, str]:
+            return redraw((evt._data or {}).get("value"), live_on, seed)  # the pose mid-drag rides in the event
+
+        events = [(served(redraw), event, [editor, live, preview_seed])
+                  for event in (editor.change, live.change, preview_seed.submit)]  # fmt: skip
+        events.append((served(redraw_mid_drag), editor.drag, [live, preview_seed]))
+        for fn, event, inputs in events:
             event(
-                redraw, [editor, live, preview_seed], [preview, preview_note], api_visibility="private",
-                trigger_mode="always_last", show_progress="minimal", concurrency_id="preview",
-                concurrency_limit=settings.CONCURRENCY,
+                fn, inputs, [preview, preview_note], api_visibility="private", trigger_mode="always_last",
+                show_progress="hidden", concurrency_id="preview", concurrency_limit=settings.CONCURRENCY,
             )  # fmt: skip
     return PoseTab(editor=editor, drawing=drawing, json=json_box)
 

@@ -4,7 +4,8 @@ Its value is our pose JSON, `{"format": "coco17", "width", "height", "keypoints"
 (x, y in [0, 1] of the frame), plus an optional `"background"` (a data URL of the photo). In the
 browser: drag a point (pointer events, so mouse, pen and touch), double-click a point to hide or show
 it, "Undo" steps back through the last 50 edits. The new value is written on pointer-up, which fires
-`.change` in Python.
+`.change` in Python; while a point moves, a custom `drag` event carries the pose as it is now (at most every
+DRAG_EVERY_MS, `{"value": pose}` in `gr.EventData._data`), without re-rendering the editor.
 
     python -m ui.skeleton_editor      # the editor alone, printing each value it sends
 """
@@ -69,8 +70,11 @@ CSS_TEMPLATE = """
 .pe-empty { padding: 40px; text-align: center; border: 1px dashed #888; border-radius: 8px; opacity: 0.8; }
 """
 
+DRAG_EVERY_MS = 150  # the live preview's frame budget: a drag sends at most this often
+
 JS_ON_LOAD = r"""
 const clone = (v) => (v == null ? v : JSON.parse(JSON.stringify(v)));
+let lastDragSent = 0;
 const history = [];
 let last = clone(props.value);
 let drag = null;
@@ -114,6 +118,13 @@ element.addEventListener('pointermove', (e) => {
   drag.c.setAttribute('cx', x * drag.vw); drag.c.setAttribute('cy', y * drag.vh);
   drag.svg.querySelectorAll(`line[data-a="${drag.i}"]`).forEach((l) => { l.setAttribute('x1', x * drag.vw); l.setAttribute('y1', y * drag.vh); });
   drag.svg.querySelectorAll(`line[data-b="${drag.i}"]`).forEach((l) => { l.setAttribute('x2', x * drag.vw); l.setAttribute('y2', y * drag.vh); });
+  const now = Date.now();
+  if (now - lastDragSent >= props.drag_every_ms) {  // the pose as it is now, for the live preview
+    lastDragSent = now;
+    const next = clone(props.value);
+    next.keypoints[drag.i] = [x, y, next.keypoints[drag.i][2] ?? 1];
+    trigger('drag', { value: next });
+  }
 });
 
 function toggle(i) {
@@ -162,6 +173,7 @@ def skeleton_editor(value: dict[str, Any] | None = None, **kwargs: Any) -> gr.HT
         limbs=[list(ab) for ab in LIMBS],
         point_colors=POINT_COLORS,
         limb_colors=LIMB_COLORS,
+        drag_every_ms=DRAG_EVERY_MS,
         **kwargs,
     )
 
