@@ -8,3 +8,4 @@ class InputError(ValueError):
 
 # Sentences that more than one back end says (the real pipeline and the fake one).
 NO_FIGURE = "No character was found in the picture for the look; use a picture of one figure that fills the frame."
+NO_FAST = "This model has no fast generator (fast_unet/), so it cannot draw a quick preview."

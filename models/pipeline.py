@@ -32,7 +32,7 @@ from models.autoencoder import decode as ae_decode
 from models.backend import Callback, Capabilities, Wrap
 from models.checks import check_common, check_size
 from models.colour_palette import PALETTE_FILE, load_palette, save_palette
-from models.errors import NO_FIGURE, InputError
+from models.errors import NO_FAST, NO_FIGURE, InputError
 from models.image_io import pad_to_square
 from models.pose import Pose, fit_to_square
 from models.samplers import MAX_FAST_STEPS, make_fast_scheduler, make_scheduler, sample_loop
@@ -216,7 +216,7 @@ class PosePipeline:
             pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
         )
         if fast and self.fast_unet is None:
-            raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+            raise InputError(NO_FAST)
         if fast and steps > MAX_FAST_STEPS:
             raise InputError(f"The fast generator takes 1 to {MAX_FAST_STEPS} steps; got {steps}.")
         check_size(size, self.size_multiple, self.native_size)
@@ -284,7 +284,7 @@ class PosePipeline:
         consistency sampler."""
         if settings.get("fast"):
             if self.fast_unet is None:
-                raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+                raise InputError(NO_FAST)
             return self.fast_unet, make_fast_scheduler(self.scheduler_config)
         guidance = settings["guidance"]
         scheduler = make_scheduler(settings["sampler"], self.scheduler_config)

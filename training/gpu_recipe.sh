@@ -6,6 +6,8 @@
 #   3. train the pose-conditioned LDM on its latents with zero terminal SNR (LDM_MIN minutes), its body from
 #      LDM_INIT (default: the shipped weights; a new autoencoder's first and last layers start afresh),
 #   4. measure what a person sees (`training.eval quality`) on the result,
+#   5. with DISTILL_MIN > 0, distil it into the few-step student for live previews (`training.train_distill`,
+#      DISTILL_MIN minutes; then `OUT/lcm/final/` is the pipeline folder with `fast_unet/`),
 #   and beside 2-3 on the same GPU, any EXTRA command given in $EXTRA (e.g. the domain CLIP run).
 #   SYNTH_ARGS goes to step 1 (e.g. --pairs, for LDM_ARGS="--pair-weight 2 ..."), AE_ARGS and LDM_ARGS to 2 and 3.
 #
@@ -62,3 +64,10 @@ fi
 stamp "evaluating"
 $PY -m training.eval quality --json --model "$OUT/ldm/final" --sheet "$OUT/quality.png" > "$OUT/quality.json"
 stamp "done: $(cat "$OUT/quality.json")"
+if [ "${DISTILL_MIN:-0}" != "0" ]; then
+  stamp "few-step student ($DISTILL_MIN min)"
+  $PY -m training.train_distill --teacher "$OUT/ldm/final" --data "$OUT/data" --out "$OUT/lcm" --preset gpu \
+    --minutes "$DISTILL_MIN" > "$OUT/lcm.log" 2>&1
+  $PY -m benchmarks.preview --model "$OUT/lcm/final" --json > "$OUT/preview.json" || true
+  stamp "student done: $(tail -1 "$OUT/lcm.log")"
+fi

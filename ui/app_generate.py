@@ -17,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from models import paths
-from models.errors import InputError
+from models.errors import NO_FAST, InputError
 from models.pose import Pose
 from ui import settings
 from ui.common import (
@@ -240,7 +240,7 @@ def check_fast(pipe: Any, fast: Any, steps: int) -> bool:
     if fast not in (True, 1, "true", "True"):
         raise InputError(f"fast must be true or false; got {fast!r}.")
     if "fast" not in capabilities(pipe):
-        raise InputError("This model has no fast generator (fast_unet/), so it cannot draw a quick preview.")
+        raise InputError(NO_FAST)
     if steps > MAX_FAST_STEPS:
         raise InputError(f"The fast generator takes 1 to {MAX_FAST_STEPS} steps; got {steps}.")
     return True
