@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from models.errors import InputError
 from training.eval import EVAL_SEED
-from training.eval_quality import EYES, blurred, c2st, detail, eyes_drawn, face_share, psnr_images, real_poses
+from training.eval_quality import (
+    EYES,
+    blurred,
+    c2st,
+    detail,
+    eyes_drawn,
+    eyes_located,
+    face_share,
+    psnr_images,
+    real_poses,
+)
 from training.synth import make_sample
 
 
@@ -31,6 +43,26 @@ def test_renders_have_eyes_and_blur_or_a_smaller_drawing_erases_them(renders):
     assert face_share(blurred(images, 1.5), poses)[0] <= 1 / 6
     enlarged = [im.resize((128, 128), Image.BILINEAR).resize((256, 256), Image.BILINEAR) for im in images]
     assert face_share(enlarged, poses)[0] <= 1 / 6
+
+
+JUDGE = Path(__file__).resolve().parents[1] / "weights" / "attributes"
+
+
+@pytest.mark.skipif(not (JUDGE / "config.json").is_file(), reason="no shipped attribute judge")
+def test_the_judge_finds_eyes_where_the_pose_puts_them_and_not_in_speckle(renders):
+    from models.attributes import load_attribute_classifier
+
+    judge = load_attribute_classifier(JUDGE)
+    images, poses = [r[0] for r in renders], [r[1] for r in renders]
+    assert face_share(images, poses, judge) == (1.0, 6)
+    rng = np.random.default_rng(0)
+    speckled = [Image.fromarray(np.clip(np.asarray(im, np.float32) + rng.normal(0, 90, (256, 256, 3)), 0, 255)
+                                .astype(np.uint8)) for im in images]  # fmt: skip
+    blank = [Image.new("RGB", (256, 256), "white")] * len(images)
+    assert face_share(blank, poses, judge)[0] == 0.0
+    assert face_share(speckled, poses, judge)[0] <= face_share(speckled, poses)[0] + 1 / 6
+    moved = [type(p)(np.roll(p.keypoints, 5, axis=0), p.width, p.height) for p in poses]  # eyes somewhere else
+    assert eyes_located(judge, images, moved).mean() <= 1 / 3
 
 
 def test_eyes_drawn_needs_a_pose_that_shows_both_eyes(renders):
