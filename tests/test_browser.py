@@ -219,7 +219,10 @@ def screenshots(folder: Path, model: str | None = None, clip: str | None = None)
             if PHOTO.exists():
                 pg.locator("input[type=file]").first.set_input_files(str(PHOTO))
                 pg.wait_for_selector("#skeleton-editor svg image")
-                pg.wait_for_timeout(1500)
+            pg.wait_for_function(  # the live preview of the pose the photo gave (the first one loads the model)
+                "() => (document.querySelector('#live-note') || {}).innerText?.includes('Drawn in')"
+            )
+            pg.wait_for_timeout(1500)
             pg.screenshot(path=str(folder / "pose.png"), full_page=True)
             pg.get_by_role("tab", name="Generate").click()
             pg.locator("#generate-btn").click()
