@@ -196,11 +196,9 @@ def resolve_clip(clip: Any) -> Any:
 
 def resolve_detector(detector: Any) -> Any:
     """A KeypointDetector in eval mode: the one given, or loaded from a folder (None: weights/detector)."""
-    if detector is None or isinstance(detector, (str, Path)):
-        from models.detector import load_detector
+    from models.detector import load_detector
 
-        return load_detector(detector)
-    return detector.eval().requires_grad_(False)
+    return load_detector(detector).eval().requires_grad_(False)
 
 
 # -- checks -----------------------------------------------------------------------------------------

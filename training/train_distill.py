@@ -76,6 +76,7 @@ class DistillLoss(torch.nn.Module):
         self.prediction_type = sched.config.prediction_type
         self.register_buffer("alphas", sched.alphas_cumprod.float().clone(), persistent=False)
         self.register_buffer("skip", skip_timesteps(sched.config.num_train_timesteps), persistent=False)
+        self.skip_step = sched.config.num_train_timesteps // len(self.skip)  # t_n - t_{n-1}
 
     def forward(
         self, z0: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, generator: torch.Generator
@@ -84,8 +85,7 @@ class DistillLoss(torch.nn.Module):
         b, dev = z0.shape[0], z0.device
         n = torch.randint(0, len(self.skip), (b,), generator=generator).to(dev)
         t = self.skip[n]
-        ratio = int(self.skip[1] - self.skip[0]) if len(self.skip) > 1 else int(self.skip[0]) + 1
-        t_prev = (t - ratio).clamp(min=0)
+        t_prev = (t - self.skip_step).clamp(min=0)
         eps = torch.randn(z0.shape, generator=generator).to(dev)
         a = self.alphas[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
