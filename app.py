@@ -21,8 +21,7 @@ CONTROLNET_HELP = "OpenPose ControlNet (diffusers folder or Hub id) for a Stable
 
 
 def _pose_command(args: argparse.Namespace) -> int:
-    from models.pose_input import main_pose
-    from models.presets import list_presets
+    from models.pose_input import list_presets, main_pose
 
     if args.list_presets:
         print("\n".join(list_presets()))

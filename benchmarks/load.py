@@ -218,14 +218,41 @@ def mixed(url: str, pid: int | None, args: argparse.Namespace, report: dict[str,
     first = connect(url)
     # loads the model (not counted) and gives /edit a state to start from
     *_, states = call(first, args.startup_timeout, text, 0, args.steps, args.sampler, 2.0, 1, api_name="/generate")
-    state = json.dumps(states[0])
+    mix = Mix(args, text, json.dumps(states[0]))
     clients = [first] + [connect(url) for _ in range(args.users - 1)]  # set-up, one at a time, not counted
-    latencies: dict[str, list[float]] = {name: [] for name in ENDPOINTS}
-    counts = {name: {"served": 0, "failed": 0, "refused": 0} for name in ENDPOINTS}
-    errors: list[str] = []
-    lock = threading.Lock()
+    warmup = mix.warm_up(clients)
+    report["rss_mb_after_warmup"] = rss_mb(pid)
+    wall = mix.run_users(clients)
+    total = mix.totals()
+    report.update({"seconds": round(wall, 2), "steps": args.steps, "sampler": args.sampler, **total,
+                   "warmup": warmup, **mix.summary(wall)})  # fmt: skip
+    failed = total["failed"] + sum(c.get("failed", 0) for c in warmup.values())
+    # only deliberate refusals are allowed; a queue-full run must also have been refused at least once
+    return failed == 0 and (args.scenario != "queue-full" or total["refused"] > 0)
 
-    def run(client: Any, endpoint: str, seed: int) -> None:
+
+def together(fn: Any, n: int) -> None:
+    """`fn(0)` ... `fn(n - 1)`, each in its own thread, all at once; returns when all have."""
+    threads = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+class Mix:
+    """The mixed scenario's calls, and their latencies and served / failed / refused counts per endpoint."""
+
+    def __init__(self, args: argparse.Namespace, text: str, state: str) -> None:
+        self.args, self.text, self.state = args, text, state
+        self.latencies: dict[str, list[float]] = {name: [] for name in ENDPOINTS}
+        self.counts = {name: {"served": 0, "failed": 0, "refused": 0} for name in ENDPOINTS}
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def ask(self, client: Any, endpoint: str, seed: int) -> None:
+        """One call of `endpoint`, timed and counted; a refused user waits `--backoff` before asking again."""
+        args, text, state = self.args, self.text, self.state
         t0 = time.perf_counter()
         try:
             if endpoint == "/pose":
@@ -235,80 +262,74 @@ def mixed(url: str, pid: int | None, args: argparse.Namespace, report: dict[str,
                 call(client, args.request_timeout, state, edit, 0, 0, api_name="/edit")
             else:
                 call(client, args.request_timeout, text, seed, args.steps, args.sampler, 2.0, 1, api_name="/generate")
-            with lock:
-                latencies[endpoint].append(time.perf_counter() - t0)
-                counts[endpoint]["served"] += 1
+            with self.lock:
+                self.latencies[endpoint].append(time.perf_counter() - t0)
+                self.counts[endpoint]["served"] += 1
         except Exception as err:  # noqa: BLE001 - counted and reported
             refused = is_refusal(err)
-            with lock:
-                counts[endpoint]["refused" if refused else "failed"] += 1
+            with self.lock:
+                self.counts[endpoint]["refused" if refused else "failed"] += 1
                 if not refused:
-                    errors.append(f"{endpoint} {type(err).__name__}: {str(err)[:160]}")
+                    self.errors.append(f"{endpoint} {type(err).__name__}: {str(err)[:160]}")
             if refused:
                 time.sleep(args.backoff)  # as a person would, rather than a storm of retries
 
-    # Warm-up, not counted in the latencies (refusals and failures are reported): every user calls each endpoint of
-    # the mix once, all at once, so batches of every size and every path have run before the RSS is read.
-    def warm_up(k: int) -> None:
-        for endpoint in ("/pose", "/generate", "/edit"):
-            share = {"/pose": args.pose_share, "/edit": args.edit_share}.get(endpoint, 1.0)
-            if share > 0:
-                run(clients[k], endpoint, 900_000 + k)
+    def warm_up(self, clients: list[Any]) -> dict[str, dict[str, int]]:
+        """Every user calls each endpoint of the mix once, all at once; returns those counts, then starts afresh."""
+        # so batches of every size and every path have run before the RSS is read; not counted in the latencies
+        # (refusals and failures are reported)
+        shares = {"/pose": self.args.pose_share, "/edit": self.args.edit_share}
 
-    warm = [threading.Thread(target=warm_up, args=(k,)) for k in range(len(clients))]
-    for t in warm:
-        t.start()
-    for t in warm:
-        t.join()
-    warmup = {name: dict(c) for name, c in counts.items() if any(c.values())}
-    for v in latencies.values():
-        v.clear()
-    for c in counts.values():
-        c.update(served=0, failed=0, refused=0)
-    report["rss_mb_after_warmup"] = rss_mb(pid)
-    deadline = time.perf_counter() + args.seconds
+        def user(k: int) -> None:
+            for endpoint in ("/pose", "/generate", "/edit"):
+                if shares.get(endpoint, 1.0) > 0:
+                    self.ask(clients[k], endpoint, 900_000 + k)
 
-    def user(k: int) -> None:
-        i = 0
-        while time.perf_counter() < deadline:
-            i += 1
-            r = (i * 0.618 + k * 0.37) % 1  # a fixed, well-spread mix per user
-            endpoint = (
-                "/pose" if r < args.pose_share else "/edit" if r < args.pose_share + args.edit_share else "/generate"
-            )
-            run(clients[k], endpoint, k * 1000 + i)
+        together(user, len(clients))
+        warmup = {name: dict(c) for name, c in self.counts.items() if any(c.values())}
+        for v in self.latencies.values():
+            v.clear()
+        for c in self.counts.values():
+            c.update(served=0, failed=0, refused=0)
+        return warmup
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=user, args=(k,)) for k in range(args.users)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    total = {key: sum(c[key] for c in counts.values()) for key in ("served", "failed", "refused")}
-    report.update(
-        {
-            "seconds": round(wall, 2),
-            "steps": args.steps,
-            "sampler": args.sampler,
-            **total,
-            "warmup": warmup,
-            "throughput_rps": round(total["served"] / wall, 2),
+    def run_users(self, clients: list[Any]) -> float:
+        """`args.users` users asking in a fixed mix until `args.seconds` have passed; the wall seconds taken."""
+        args = self.args
+        below_pose, below_edit = args.pose_share, args.pose_share + args.edit_share
+        deadline = time.perf_counter() + args.seconds
+
+        def user(k: int) -> None:
+            i = 0
+            while time.perf_counter() < deadline:
+                i += 1
+                r = (i * 0.618 + k * 0.37) % 1  # a fixed, well-spread mix per user
+                endpoint = "/pose" if r < below_pose else "/edit" if r < below_edit else "/generate"
+                self.ask(clients[k], endpoint, k * 1000 + i)
+
+        t0 = time.perf_counter()
+        together(user, args.users)
+        return time.perf_counter() - t0
+
+    def totals(self) -> dict[str, int]:
+        """Served, failed and refused calls over all endpoints."""
+        return {key: sum(c[key] for c in self.counts.values()) for key in ("served", "failed", "refused")}
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        """Requests per second, the counts and latency quantiles per endpoint, and the first distinct errors."""
+        return {
+            "throughput_rps": round(self.totals()["served"] / wall, 2),
             "endpoints": {
                 name: {
-                    **counts[name],
+                    **self.counts[name],
                     "p50_s": percentile(v, 0.5),
                     "p95_s": percentile(v, 0.95),
                     "mean_s": round(statistics.fmean(v), 4) if v else None,
                 }
-                for name, v in latencies.items()
+                for name, v in self.latencies.items()
             },
-            "errors": sorted(set(errors))[:5],
+            "errors": sorted(set(self.errors))[:5],
         }
-    )
-    failed = total["failed"] + sum(c.get("failed", 0) for c in warmup.values())
-    # only deliberate refusals are allowed; a queue-full run must also have been refused at least once
-    return failed == 0 and (args.scenario != "queue-full" or total["refused"] > 0)
 
 
 def throughput(url: str, args: argparse.Namespace) -> dict:

@@ -79,7 +79,7 @@ def attribute_index(name: str, value: str, classes: Mapping[str, Sequence[str]] 
     return names.index(value)
 
 
-# Phrases of the captions (`training.captions`) that name one attribute value, for judging prompts.
+# Phrases of the captions (`training.character.tags`) that name one attribute value, for judging prompts.
 _TOPS = ("dress", "blouse", "shirt", "hoodie", "kimono")
 _BOTTOMS = ("skirt", "trousers", "shorts", "collar", "sash")
 

@@ -13,14 +13,20 @@ num_images or size); its own extras are keyword-only with defaults (ControlNet's
 controlnet_scale). A back end refuses, with one sentence, what it lacks: a style code on the fork, a guidance
 scale it cannot honour. `wrap(state, model_fn) -> model_fn` wraps the denoiser `model_fn(z_t, t)` for one
 render, as k-diffusion's model wrappers do (CLIP guidance: `models.clip_guidance`).
+
+Heavy modules (torch, diffusers) are imported inside the helpers: `models.backends` picks a back end without them.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from models.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +41,7 @@ ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 Wrap = Callable[["GenerationState", ModelFn], ModelFn]
 # callback(step, total, preview_image or None): after every sampler step, a preview every few steps.
 Callback = Callable[[int, int, "Image.Image | None"], None]
+PREVIEW_EVERY = 5  # decode (or approximate) the z_0 estimate for the callback every this many steps
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,6 @@ class Capabilities:
     directions: tuple[str, ...] = ()  # style-code directions (`models.directions`: "sefa", "ganspace")
     refine: tuple[str, ...] = ()  # CLIP refinement modes (`models.refine`: "style", "latent")
     prompt: bool = False  # a text prompt and negative prompt (Stable Diffusion)
-    hspace: bool = False  # h-space directions of the UNet's bottleneck (`models.hspace`)
     clip_guidance: bool = False  # CLIP-guided sampling through `render(wrap=...)` (`models.clip_guidance`)
     fast: bool = False  # a few-step student for previews (`fast=True`: `models.pipeline`, `training.train_distill`)
 
@@ -60,7 +66,6 @@ class Capabilities:
             "guidance": self.max_guidance is not None,
             "style": self.style_code,
             "prompt": self.prompt,
-            "hspace": self.hspace,
             "clip_guidance": self.clip_guidance,
             "fast": self.fast,
         }
@@ -74,15 +79,108 @@ class Capabilities:
 
 @runtime_checkable
 class Backend(Protocol):
-    """The calls every back end answers, by keyword; `models.backends.load_backend` picks one."""
+    """The calls every back end answers, by keyword; `models.backends.load_backend` picks one. The parameters are
+    each back end's own to spell out (the module docstring's names, in that order, with its defaults and extras)."""
 
     CAPABILITIES: ClassVar[Capabilities]
     native_size: int  # the side in pixels the model was trained at (the default size)
     size_multiple: int  # sizes are multiples of this, up to 4 x native_size
 
+    def check_inputs(self, **inputs: Any) -> None:
+        """Raise InputError with one sentence for any input (pose, seed, ..., num_images, size) it cannot honour."""
+
+    def prepare(self, **settings: Any) -> GenerationState:
+        """The state of one image before sampling (check_inputs' names but num_images): its noise from `seed`."""
+
+    def render(
+        self, state: GenerationState, callback: Callback | None = None, **options: Any
+    ) -> tuple[list[Image.Image], GenerationState]:
+        """Sample and decode a state; `wrap=` wraps its model_fn, `style_at(step)` (style codes only) is each step's s."""
+
+    def __call__(self, pose: Pose, seed: int, **settings: Any) -> tuple[list[Image.Image], list[GenerationState]]:
+        """Check, prepare and render `num_images` images (image i from seed `seed + i`): `generate`."""
+
+
+# -- shared by the back ends' constructors, checks and calls -------------------------------------------
+def default_device(device: str | torch.device | None) -> torch.device:
+    """`device`, or cuda when there is one, else the CPU."""
+    import torch
+
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def model_sizes(latent_factor: int, unet_config: Any) -> tuple[int, int]:
+    """(native_size, size_multiple): the UNet's sample size in pixels, and the multiple its halvings divide evenly."""
+    native_size = int(unet_config.sample_size) * latent_factor
+    return native_size, latent_factor * 2 ** (len(unet_config.block_out_channels) - 1)
+
+
+def check_style_code(style: Any, style_dim: int) -> None:
+    """A style code, when given, is `style_dim` finite numbers."""
+    import numpy as np
+
+    if style is not None:
+        arr = np.asarray(style, dtype=np.float64)
+        if arr.shape != (style_dim,) or not np.isfinite(arr).all():
+            raise InputError(f"The style code must be {style_dim} finite numbers.")
+
+
+def state_settings(steps: int, guidance: float, sampler: str, eta: float, size: int, **extras: Any) -> dict:
+    """A state's settings: the common ones as plain numbers, in this order, then the back end's own."""
+    common = {"steps": int(steps), "guidance": float(guidance), "sampler": sampler, "eta": float(eta)}
+    return {**common, "size": int(size), **extras}
+
+
+def generate(
+    backend: Any,
+    *,
+    pose: Pose,
+    seed: int,
+    num_images: int,
+    callback: Callback | None,
+    wrap: Wrap | None = None,
+    **settings: Any,
+) -> tuple[list[Image.Image], list[GenerationState]]:
+    """Every back end's `__call__`: check the inputs, then prepare and render image i from seed `seed + i`
+    (`settings`: prepare's; size None: the native size); `callback` counts the steps of all images as one run."""
+    if settings.get("size") is None:
+        settings["size"] = backend.native_size
+    backend.check_inputs(pose=pose, seed=seed, num_images=num_images, **settings)
+    options = {"wrap": wrap} if wrap is not None else {}  # the UI's stand-in has no denoiser to wrap
+    images: list[Image.Image] = []
+    states: list[GenerationState] = []
+    for i in range(num_images):
+        state = backend.prepare(pose=pose, seed=int(seed) + i, **settings)
+        each = None
+        if callback is not None:
+
+            def each(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
+                callback(i * total + step, num_images * total, preview)
+
+        image, done = backend.render(state, each, **options)
+        images += image
+        states.append(done)
+    return images, states
+
+
+class NoStyleBackend:
+    """What the back ends without a style code share (`ForkPipeline`, `ControlNetBackend`): the checks, a state that
+    is z_T alone, the sampling loop and render. A subclass sets the attributes below and gives `model_fn(state)`
+    and `decode(z_0)` (and a cheaper `preview(z_0, size)` where it has one)."""
+
+    CAPABILITIES: ClassVar[Capabilities]
+    NAME: ClassVar[str]  # the back end in a sentence ("Stable Diffusion")
+    NO_STYLE: ClassVar[str]  # the sentence that refuses a style code
+    device: torch.device
+    dtype: torch.dtype
+    unet: Any  # a diffusers UNet2DConditionModel
+    scheduler_config: Any  # the training DDPMScheduler's config, which every sampler is built from
+    latent_factor: int  # pixels per latent cell
+    native_size: int
+    size_multiple: int
+
     def check_inputs(
         self,
-        *,
         pose: Pose,
         seed: int,
         steps: int,
@@ -93,56 +191,83 @@ class Backend(Protocol):
         num_images: int,
         size: int,
     ) -> None:
-        """Raise InputError with one sentence for any input the back end cannot honour."""
+        """Raise InputError with one sentence for any input the back end cannot honour (any style code)."""
+        import numpy as np
 
-    def prepare(
-        self,
-        *,
-        pose: Pose,
-        seed: int,
-        steps: int = ...,
-        guidance: float | None = ...,
-        sampler: str = ...,
-        style: Any = None,
-        eta: float = 0.0,
-        size: int | None = None,
+        from models.checks import check_common, check_size
+
+        limits = {"max_steps": self.CAPABILITIES.max_steps, "max_guidance": self.CAPABILITIES.max_guidance}
+        check_common(pose, seed, steps, guidance, sampler, eta, num_images, **limits)
+        check_size(size, self.size_multiple, self.native_size)
+        if style is not None and np.asarray(style).size:
+            raise InputError(self.NO_STYLE)
+
+    def noise_state(self, pose: Pose, seed: int, settings: dict[str, Any]) -> GenerationState:
+        """The state of one image before sampling: z_T drawn from `seed` at `settings["size"]`, no style code."""
+        import numpy as np
+        import torch
+
+        from models.state import GenerationState
+
+        side = settings["size"] // self.latent_factor
+        g = torch.Generator("cpu").manual_seed(int(seed))
+        z_T = torch.randn((1, self.unet.config.in_channels, side, side), generator=g, dtype=torch.float32)
+        return GenerationState(pose, int(seed), np.zeros(0, np.float32), z_T, settings)
+
+    def denoise(
+        self, state: GenerationState, callback: Callback | None = None, model_fn: ModelFn | None = None
     ) -> GenerationState:
-        """The state of one image before sampling: its noise (and style code) drawn from `seed`."""
+        """Sample z_0 for a state; `model_fn` replaces the back end's own (e.g. a CLIP-guided wrapper)."""
+        import torch
+
+        from models.samplers import make_scheduler, sample_loop
+        from models.state import GenerationState
+
+        cfg = state.settings
+        g = torch.Generator("cpu").manual_seed(state.seed)
+        torch.randn(tuple(state.z_T.shape), generator=g)  # advance past z_T, as prepare drew it
+        scheduler = make_scheduler(cfg["sampler"], self.scheduler_config)
+
+        def on_step(step: int, total: int, z0: torch.Tensor) -> None:
+            callback(step, total, self.preview(z0, cfg["size"]) if step % PREVIEW_EVERY == 0 and step < total else None)
+
+        with torch.no_grad():
+            z0 = sample_loop(
+                model_fn or self.model_fn(state),
+                scheduler,
+                state.z_T.to(self.device, self.dtype),
+                cfg["steps"],
+                generator=g,
+                eta=cfg["eta"],
+                callback=on_step if callback is not None else None,
+            )
+        return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
 
     def render(
         self,
         state: GenerationState,
         callback: Callback | None = None,
-        *,
         wrap: Wrap | None = None,
         style_at: Callable[[int], Any] | None = None,
     ) -> tuple[list[Image.Image], GenerationState]:
-        """Sample and decode a state; `wrap` wraps its model_fn, `style_at(step)` is the s of each step."""
+        """Re-render a state (the same noise and settings give the same pixels); `wrap` wraps its model_fn (CLIP
+        guidance); a `style_at` is refused (no style code)."""
+        if style_at is not None:
+            raise InputError(f"{self.NAME} has no style code, so there is no style to change over a range of steps.")
+        done = self.denoise(state, callback, wrap(state, self.model_fn(state)) if wrap is not None else None)
+        return self.decode(done.z_0), done
 
-    def __call__(
-        self,
-        pose: Pose,
-        seed: int,
-        *,
-        steps: int = ...,
-        guidance: float | None = ...,
-        sampler: str = ...,
-        style: Any = None,
-        eta: float = 0.0,
-        num_images: int = 1,
-        callback: Callback | None = None,
-        size: int | None = None,
-        wrap: Wrap | None = None,
-    ) -> tuple[list[Image.Image], list[GenerationState]]:
-        """Check, prepare and render `num_images` images (image i from seed `seed + i`)."""
+    def model_fn(self, state: GenerationState) -> ModelFn:
+        """`model_fn(z_t, t)` for `sample_loop`, conditioned as the state says (the subclass's)."""
+        raise NotImplementedError
 
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """z_0 -> PIL images (the subclass's)."""
+        raise NotImplementedError
 
-def refuse_style_at(style_at: Any, what: str) -> None:
-    """Raise InputError when a back end without a style code is given a per-step style (`render(style_at=...)`)."""
-    if style_at is not None:
-        from models.errors import InputError
-
-        raise InputError(f"{what} has no style code, so there is no style to change over a range of steps.")
+    def preview(self, latent: torch.Tensor, size: int) -> Image.Image:
+        """The callback's look at a z_0 estimate, `size` pixels square: decoded, as the final image is."""
+        return self.decode(latent)[0]
 
 
 # -- reaching a model: shared by the back ends' loaders ------------------------------------------------
@@ -166,3 +291,77 @@ def unreachable(name: str, what: str = "model") -> str:
             "and HF_HUB_OFFLINE=1 keeps the Hub out of reach."
         )
     return f"The {what} {name} is neither a local folder nor a reachable Hub repository."
+
+
+# -- reading a checkpoint file (tensors only): the fork's, and what the picker reads to tell it apart --------
+CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
+
+
+class _Ignored:
+    """Stands in for a non-tensor object a Lightning checkpoint pickles (callbacks); never runs its code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+# Lightning writes its ModelCheckpoint callback's class into `callbacks`; it is data we skip, not code we run.
+_STUB_GLOBALS = [
+    (_Ignored, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+    (_Ignored, "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint"),
+]
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a `.safetensors` file or a torch checkpoint read with `weights_only=True` (its "state_dict")."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"The checkpoint {path} does not exist.")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 -- a bad header is the user's file, not our bug
+            raise InputError(f"{path.name} is not a readable safetensors file ({type(err).__name__}).") from None
+    not_one = InputError(f"{path.name} is not a checkpoint (neither safetensors nor a torch file).")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
+        raise not_one
+    try:
+        with torch.serialization.safe_globals(_STUB_GLOBALS):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        names = _unsafe_globals(path)
+        what = f" ({', '.join(names[:3])})" if names else ""
+        if "weights_only" in str(err) or names:
+            raise InputError(
+                f"{path.name} pickles Python objects besides tensors{what}, which are not loaded for safety; "
+                "convert it to .safetensors."
+            ) from None
+        raise not_one from None
+    except Exception:  # noqa: BLE001 -- truncated files, text files, zip errors: all "not a checkpoint"
+        raise not_one from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise InputError(f"{path.name} holds a {type(obj).__name__}, not a state dict of tensors.")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise InputError(f"{path.name} holds no tensors.")
+    return tensors
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The pickled globals that keep `weights_only=True` from reading the file (empty when it cannot tell)."""
+    import torch
+
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 -- only zip-format checkpoints can be listed
+        return []

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from models.backend import Capabilities, is_offline, unreachable
+from models.backend import CHECKPOINT_SUFFIXES, Capabilities, is_offline, unreachable
 from models.errors import InputError
 
 Kind = Literal["ours", "fork", "sd"]
@@ -27,8 +27,6 @@ OPENPOSE_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
 
 def _looks_like_hub_id(name: str) -> bool:
     """`owner/name`, not a path (no leading `.` or `/`, one slash, no checkpoint suffix)."""
-    from models.compvis import CHECKPOINT_SUFFIXES
-
     return (
         name.count("/") == 1
         and not name.startswith((".", "/", "~"))
@@ -103,12 +101,9 @@ def load_backend(model: str | os.PathLike, controlnet: str | os.PathLike | None 
         what = "the keypoint LDM's checkpoint" if kind == "fork" else "a Pose Studio model"
         raise InputError(f"--controlnet goes with a Stable Diffusion model, and {name} is {what}.")
     if kind == "fork":
-        from models.compvis import ForkPipeline, describe_other, is_fork_checkpoint, read_state_dict
+        from models.compvis import ForkPipeline
 
-        sd = read_state_dict(Path(name).expanduser())
-        if not is_fork_checkpoint(sd):
-            raise InputError(f"{Path(name).name}: {describe_other(sd)}")
-        return ForkPipeline.from_state_dict(sd, device=device)
+        return ForkPipeline.from_checkpoint(Path(name).expanduser(), device=device)
     if kind == "sd":
         if not controlnet:
             raise InputError(

@@ -6,7 +6,7 @@ short window run as one batch through the UNet, oldest request first, on one wor
 
 Why: a UNet pass over 8 images costs less than 8 passes over one (larger matrix products, fewer calls; measured
 on this repository's 2-core machine, one torch thread, the CPU shared with training: 1.15-1.4x the images per
-second, `python -m benchmarks.throughput`), and one request per pass made a crowd wait in a line. Each image keeps
+second, `python -m benchmarks.speed throughput`), and one request per pass made a crowd wait in a line. Each image keeps
 its own noise: z_T and s come from its seed (`PosePipeline.prepare`) and ancestral noise from its own generator
 (diffusers' `randn_tensor` draws a list of generators one image at a time), so a batched image equals the
 single-request one up to float rounding.

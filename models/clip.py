@@ -12,6 +12,7 @@ open_clip is imported lazily: it pulls in torchvision and transformers (seconds 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from copy import deepcopy
@@ -184,6 +185,18 @@ def save_clip(
 
 
 # -- loading ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def _load_clip_cached(spec: str) -> ClipScorer:
+    return load_clip(spec)
+
+
+def resolve_clip(clip: Any) -> ClipScorer:
+    """A ClipScorer: the one given, or `load_clip(spec)` cached per process (None: `DEFAULT_CLIP`)."""
+    if clip is None or isinstance(clip, (str, Path)):
+        return _load_clip_cached(str(DEFAULT_CLIP if clip is None else clip))
+    return clip
+
+
 def load_clip(spec: str | Path | None = None, device: str | torch.device | None = None) -> ClipScorer:
     """A CLIP from a folder of ours, `NAME:TAG` (open_clip pretrained tag, from the cache offline),
     `NAME:/path/checkpoint.safetensors|.pt|.bin`, or `hf-hub:org/repo`; bad specs raise one-sentence InputErrors."""

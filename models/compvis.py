@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +33,20 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from PIL import Image
 
 from models.autoencoder import to_pil
-from models.backend import Callback, Capabilities, ModelFn, Wrap, refuse_style_at
-from models.checks import check_common, check_size
+from models.backend import (
+    Callback,
+    Capabilities,
+    ModelFn,
+    NoStyleBackend,
+    Wrap,
+    default_device,
+    generate,
+    model_sizes,
+    read_state_dict,
+    state_settings,
+)
 from models.errors import InputError
 from models.pose import FORK_FRAME, NUM_KEYPOINTS, Pose, to_fork
-from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 
 UNET_PREFIX = "model.diffusion_model."
@@ -54,7 +61,6 @@ REQUIRED_KEYS = (
     VQ_PREFIX + "quantize.embedding.weight",
     VQ_PREFIX + "quant_conv.weight",
 )
-CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 
 # The fork's config (what the checkpoint's shapes cannot tell).
 FORK_NUM_HEADS = 8  # num_heads: 8 with legacy: false, so each head has channels / 8 dimensions
@@ -63,74 +69,7 @@ FORK_GRID = 32  # the keypoints are cells of a 32 x 32 grid over the 512 frame (
 FORK_BETAS = (0.0015, 0.0195)  # linear_start, linear_end of the fork's config
 FORK_TIMESTEPS = 1000
 MAX_STEPS = 1000  # the fork's own sampler ran 500 DDIM steps (-c 500)
-PREVIEW_EVERY = 5
 DEFAULT_STEPS = 50
-
-
-# -- reading a checkpoint (tensors only) ------------------------------------------------------------
-class _Ignored:
-    """Stands in for a non-tensor object a Lightning checkpoint pickles (callbacks); never runs its code."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-# Lightning writes its ModelCheckpoint callback's class into `callbacks`; it is data we skip, not code we run.
-_STUB_GLOBALS = [
-    (_Ignored, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
-    (_Ignored, "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint"),
-]
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a `.safetensors` file or a torch checkpoint read with `weights_only=True` (its "state_dict")."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"The checkpoint {path} does not exist.")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as err:  # noqa: BLE001 -- a bad header is the user's file, not our bug
-            raise InputError(f"{path.name} is not a readable safetensors file ({type(err).__name__}).") from None
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, or a legacy pickle
-        raise InputError(f"{path.name} is not a checkpoint (neither safetensors nor a torch file).")
-    try:
-        with torch.serialization.safe_globals(_STUB_GLOBALS):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        names = _unsafe_globals(path)
-        what = f" ({', '.join(names[:3])})" if names else ""
-        if "weights_only" in str(err) or names:
-            raise InputError(
-                f"{path.name} pickles Python objects besides tensors{what}, which are not loaded for safety; "
-                "convert it to .safetensors."
-            ) from None
-        raise InputError(f"{path.name} is not a checkpoint (neither safetensors nor a torch file).") from None
-    except Exception:  # noqa: BLE001 -- truncated files, text files, zip errors: all "not a checkpoint"
-        raise InputError(f"{path.name} is not a checkpoint (neither safetensors nor a torch file).") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise InputError(f"{path.name} holds a {type(obj).__name__}, not a state dict of tensors.")
-    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise InputError(f"{path.name} holds no tensors.")
-    return tensors
-
-
-def _unsafe_globals(path: Path) -> list[str]:
-    """The pickled globals that keep `weights_only=True` from reading the file (empty when it cannot tell)."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # noqa: BLE001 -- only zip-format checkpoints can be listed
-        return []
 
 
 def is_fork_checkpoint(sd: dict[str, torch.Tensor]) -> bool:
@@ -165,13 +104,8 @@ def _by_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
 
 def _ema_weights(sd: dict[str, torch.Tensor], unet_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The EMA copy of the UNet (LitEma stores `model_ema.<key without dots>`), or None when it is incomplete."""
-    ema = {}
-    for key in unet_sd:
-        flat = EMA_PREFIX + ("diffusion_model." + key).replace(".", "")
-        if flat not in sd:
-            return None
-        ema[key] = sd[flat]
-    return ema
+    flat = {key: EMA_PREFIX + ("diffusion_model." + key).replace(".", "") for key in unet_sd}
+    return {key: sd[name] for key, name in flat.items()} if all(name in sd for name in flat.values()) else None
 
 
 def rename(
@@ -446,11 +380,13 @@ def fork_context(pose: Pose, grid: int = FORK_GRID) -> np.ndarray:
     return fork_tokens(to_fork(fitted), grid)[None]
 
 
-class ForkPipeline:
+class ForkPipeline(NoStyleBackend):
     """The keypoint-LDM fork (VQ-f4 + keypoint cross-attention UNet): a `models.backend.Backend`."""
 
     # no style code, and no unconditional branch (the fork never dropped the keypoints in training): no guidance
-    CAPABILITIES = Capabilities(max_steps=MAX_STEPS, max_guidance=None, hspace=True, clip_guidance=True)
+    CAPABILITIES = Capabilities(max_steps=MAX_STEPS, max_guidance=None, clip_guidance=True)
+    NAME = "The keypoint LDM"
+    NO_STYLE = "The keypoint LDM has no style code; leave the style empty."
 
     def __init__(
         self,
@@ -461,9 +397,7 @@ class ForkPipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ):
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = default_device(device)
         # float32 even on a GPU: the context carries raw cell indices up to 1023, which can overflow fp16 logits.
         self.dtype = dtype or torch.float32
         cast = {"dtype": self.dtype} if self.dtype != torch.float32 else {}
@@ -473,8 +407,7 @@ class ForkPipeline:
         self.scheduler_config = scheduler.config
         self.scale_factor = float(scale_factor)
         self.latent_factor = 2 ** (len(vqvae.config.block_out_channels) - 1)
-        self.native_size = unet.config.sample_size * self.latent_factor
-        self.size_multiple = self.latent_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        self.native_size, self.size_multiple = model_sizes(self.latent_factor, unet.config)
 
     @classmethod
     def from_state_dict(
@@ -507,26 +440,7 @@ class ForkPipeline:
             raise InputError(f"{Path(path).name}: {describe_other(sd)}")
         return cls.from_state_dict(sd, device=device, dtype=dtype)
 
-    # -- checks ------------------------------------------------------------------------------------
-    def check_inputs(
-        self,
-        pose: Pose,
-        seed: int,
-        steps: int,
-        guidance: float | None,
-        sampler: str,
-        style: Any,
-        eta: float,
-        num_images: int,
-        size: int,
-    ) -> None:
-        """Raise InputError with one sentence for any input the fork cannot honour (`guidance` is ignored)."""
-        check_common(pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=None)
-        check_size(size, self.size_multiple, self.native_size)
-        if style is not None and np.asarray(style).size:
-            raise InputError("The keypoint LDM has no style code; leave the style empty.")
-
-    # -- building blocks (shared with h-space directions and CLIP guidance) -------------------------
+    # -- building blocks (shared with CLIP guidance); checks, denoise and render: NoStyleBackend's ----
     def context(self, pose: Pose) -> torch.Tensor:
         """The `(1, 1, 17)` cross-attention context of the pose."""
         return torch.from_numpy(fork_context(pose))[None].to(self.device, self.dtype)
@@ -543,12 +457,7 @@ class ForkPipeline:
         size: int | None = None,
     ) -> GenerationState:
         """The state of one image before sampling: z_T drawn from `seed` (no style code; guidance recorded as 1.0)."""
-        size = size or self.native_size
-        side = size // self.latent_factor
-        g = torch.Generator("cpu").manual_seed(int(seed))
-        z_T = torch.randn((1, self.unet.config.in_channels, side, side), generator=g, dtype=torch.float32)
-        settings = {"steps": int(steps), "guidance": 1.0, "sampler": sampler, "eta": float(eta), "size": int(size)}
-        return GenerationState(pose, int(seed), np.zeros(0, np.float32), z_T, settings)
+        return self.noise_state(pose, seed, state_settings(steps, 1.0, sampler, eta, size or self.native_size))
 
     def predict(self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """eps(z_t, t, c): the UNet's noise prediction (differentiable)."""
@@ -559,34 +468,6 @@ class ForkPipeline:
         context = self.context(state.pose)
         return lambda x, t: self.predict(x, t, context)
 
-    @torch.no_grad()
-    def denoise(
-        self,
-        state: GenerationState,
-        callback: Callback | None = None,
-        model_fn: ModelFn | None = None,
-    ) -> GenerationState:
-        """Sample z_0 for a state; `model_fn` replaces the plain UNet (e.g. a CLIP-guided wrapper)."""
-        cfg = state.settings
-        g = torch.Generator("cpu").manual_seed(state.seed)
-        torch.randn(tuple(state.z_T.shape), generator=g)  # advance past z_T, as prepare drew it
-        scheduler = make_scheduler(cfg["sampler"], self.scheduler_config)
-
-        def on_step(step: int, total: int, z0: torch.Tensor) -> None:
-            preview = self.decode(z0)[0] if step % PREVIEW_EVERY == 0 and step < total else None
-            callback(step, total, preview)
-
-        z0 = sample_loop(
-            model_fn or self.model_fn(state),
-            scheduler,
-            state.z_T.to(self.device, self.dtype),
-            cfg["steps"],
-            generator=g,
-            eta=cfg["eta"],
-            callback=on_step if callback is not None else None,
-        )
-        return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
-
     def decode_tensor(self, latent: torch.Tensor) -> torch.Tensor:
         """z_0 -> images in [-1, 1] through the VQ first stage (quantised; differentiable straight through)."""
         return self.vae.decode(latent.to(self.device, self.dtype) / self.scale_factor).sample
@@ -595,19 +476,6 @@ class ForkPipeline:
     def decode(self, latent: torch.Tensor) -> list[Image.Image]:
         """z_0 -> PIL images."""
         return to_pil(self.decode_tensor(latent))
-
-    def render(
-        self,
-        state: GenerationState,
-        callback: Callback | None = None,
-        wrap: Wrap | None = None,
-        style_at: Callable[[int], Any] | None = None,
-    ) -> tuple[list[Image.Image], GenerationState]:
-        """Re-render a state (the same noise and pose give the same pixels); `wrap` wraps its model_fn (CLIP guidance);
-        a `style_at` is refused (no style code)."""
-        refuse_style_at(style_at, "The keypoint LDM")
-        done = self.denoise(state, callback, wrap(state, self.model_fn(state)) if wrap is not None else None)
-        return self.decode(done.z_0), done
 
     # -- the one way to run it ---------------------------------------------------------------------
     def __call__(
@@ -625,26 +493,7 @@ class ForkPipeline:
         wrap: Wrap | None = None,
     ) -> tuple[list[Image.Image], list[GenerationState]]:
         """Draw `num_images` characters in `pose` (seed + i each); `guidance` is ignored (states record 1.0)."""
-        # The fork never dropped the keypoints in training: it has no unconditional branch to guide against.
-        # 1. Check inputs.
-        size = self.native_size if size is None else size
-        self.check_inputs(
-            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
-            num_images=num_images, size=size,
+        return generate(
+            self, pose=pose, seed=seed, num_images=num_images, callback=callback, wrap=wrap, steps=steps,
+            guidance=guidance, sampler=sampler, style=style, eta=eta, size=size,
         )  # fmt: skip
-        images: list[Image.Image] = []
-        states: list[GenerationState] = []
-        for i in range(num_images):
-            # 2. Noise z_T from the image's seed.
-            state = self.prepare(pose=pose, seed=int(seed) + i, steps=steps, sampler=sampler, eta=float(eta), size=size)
-            # 3. Denoising loop with the keypoint context, 4. decode through the VQ first stage.
-            cb = None
-            if callback is not None:
-
-                def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
-                    callback(i * total + step, num_images * total, preview)
-
-            image, done = self.render(state, cb, wrap=wrap)
-            images += image
-            states.append(done)
-        return images, states

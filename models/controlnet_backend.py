@@ -5,9 +5,9 @@ the control image.
     images, states = backend(pose, seed=0, prompt="1girl, red dress", negative_prompt="lowres", guidance=7.5)
 
 The components come from diffusers (`StableDiffusionControlNetPipeline.from_pretrained`); the denoising loop is
-ours (`models.samplers.sample_loop`, as PosePipeline's), so CLIP guidance and h-space edits wrap the same
-`model_fn(z_t, t)` for every back end. Classifier-free guidance over the prompt (Ho & Salimans 2022, Eq. 6),
-with the ControlNet's residuals added to both branches as diffusers' pipeline does:
+ours (`models.samplers.sample_loop`, as PosePipeline's), so CLIP guidance wraps the same `model_fn(z_t, t)` for
+every back end. Classifier-free guidance over the prompt (Ho & Salimans 2022, Eq. 6), with the ControlNet's
+residuals added to both branches as diffusers' pipeline does:
     eps = eps(z_t, t, c_neg, pose) + g * (eps(z_t, t, c, pose) - eps(z_t, t, c_neg, pose))
 """
 
@@ -21,11 +21,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.backend import Callback, Capabilities, ModelFn, Wrap, is_offline, refuse_style_at, unreachable
-from models.checks import check_common, check_size
+from models.backend import (
+    Callback,
+    Capabilities,
+    ModelFn,
+    NoStyleBackend,
+    Wrap,
+    default_device,
+    generate,
+    is_offline,
+    model_sizes,
+    state_settings,
+    unreachable,
+)
 from models.errors import InputError
 from models.pose import Pose
-from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 
 DEFAULT_PROMPT = "1girl, solo, full body, anime style, best quality"
@@ -34,7 +44,6 @@ DEFAULT_GUIDANCE = 7.5
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
 MAX_PROMPT_CHARS = 2000
-PREVIEW_EVERY = 5
 # SD 1.x latent -> RGB, a linear fit (the common "cheap approximation" preview): no VAE pass per preview.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 DEFAULT_STEPS = 20
@@ -67,16 +76,16 @@ def _load(what: str, name: str, load: Callable[[], Any]) -> Any:
         raise InputError(unreachable(name, what)) from None
 
 
-class ControlNetBackend:
+class ControlNetBackend(NoStyleBackend):
     """Stable Diffusion + an OpenPose ControlNet: a `models.backend.Backend` with a prompt and a negative prompt."""
 
-    CAPABILITIES = Capabilities(
-        max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE, prompt=True, hspace=True, clip_guidance=True
-    )
+    CAPABILITIES = Capabilities(max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE, prompt=True, clip_guidance=True)
+    NAME = "Stable Diffusion"
+    NO_STYLE = "Stable Diffusion has no style code; describe the character in the prompt instead."
 
     def __init__(self, pipe: Any, device: str | torch.device | None = None):
         self.pipe = pipe
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self.vae, self.unet, self.controlnet = pipe.vae, pipe.unet, pipe.controlnet
@@ -85,8 +94,7 @@ class ControlNetBackend:
         self.dtype = self.unet.dtype
         self.scheduler_config = pipe.scheduler.config
         self.latent_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.native_size = int(self.unet.config.sample_size) * self.latent_factor
-        self.size_multiple = self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        self.native_size, self.size_multiple = model_sizes(self.latent_factor, self.unet.config)
 
     @classmethod
     def from_pretrained(
@@ -100,7 +108,7 @@ class ControlNetBackend:
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
         offline = {"local_files_only": True} if is_offline() else {}
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = default_device(device)
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         model, controlnet = str(model), str(controlnet)
         cn = _load(
@@ -118,7 +126,7 @@ class ControlNetBackend:
             )
         return cls(pipe, device=device)
 
-    # -- checks ------------------------------------------------------------------------------------
+    # -- checks (the common ones: NoStyleBackend's) --------------------------------------------------
     def check_inputs(
         self,
         pose: Pose,
@@ -136,19 +144,17 @@ class ControlNetBackend:
         controlnet_scale: float = 1.0,
     ) -> None:
         """Raise InputError with one sentence for any input the back end cannot honour."""
-        check_common(
-            pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
-        )
-        check_size(size, self.size_multiple, self.native_size)
-        if style is not None and np.asarray(style).size:
-            raise InputError("Stable Diffusion has no style code; describe the character in the prompt instead.")
+        super().check_inputs(
+            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
+            num_images=num_images, size=size,
+        )  # fmt: skip
         for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
             if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
                 raise InputError(f"The {name} must be text of at most {MAX_PROMPT_CHARS} characters.")
         if not isinstance(controlnet_scale, (int, float)) or not 0 <= controlnet_scale <= 2:
             raise InputError("The ControlNet scale must be a number from 0 to 2.")
 
-    # -- building blocks (shared with h-space directions and CLIP guidance) -------------------------
+    # -- building blocks (shared with CLIP guidance); denoise and render: NoStyleBackend's --------------
     @torch.no_grad()
     def text_embeddings(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The CLIP text encoder's states for the prompt and the negative prompt, `(1, 77, d)` each."""
@@ -177,21 +183,10 @@ class ControlNetBackend:
     ) -> GenerationState:
         """The state of one image before sampling: z_T drawn from `seed` (no style code); the prompt lives in the
         settings."""
-        size = size or self.native_size
-        side = size // self.latent_factor
-        g = torch.Generator("cpu").manual_seed(int(seed))
-        z_T = torch.randn((1, self.unet.config.in_channels, side, side), generator=g, dtype=torch.float32)
-        settings = {
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "sampler": sampler,
-            "eta": float(eta),
-            "size": int(size),
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "controlnet_scale": float(controlnet_scale),
-        }
-        return GenerationState(pose, int(seed), np.zeros(0, np.float32), z_T, settings)
+        prompts = {"prompt": prompt, "negative_prompt": negative_prompt, "controlnet_scale": float(controlnet_scale)}
+        return self.noise_state(
+            pose, seed, state_settings(steps, guidance, sampler, eta, size or self.native_size, **prompts)
+        )
 
     def predict(
         self,
@@ -230,34 +225,6 @@ class ControlNetBackend:
 
         return model_fn
 
-    @torch.no_grad()
-    def denoise(
-        self,
-        state: GenerationState,
-        callback: Callback | None = None,
-        model_fn: ModelFn | None = None,
-    ) -> GenerationState:
-        """Sample z_0 for a state; `model_fn` replaces the plain guided model (e.g. a CLIP-guided wrapper)."""
-        cfg = state.settings
-        g = torch.Generator("cpu").manual_seed(state.seed)
-        torch.randn(tuple(state.z_T.shape), generator=g)  # advance past z_T, as prepare drew it
-        scheduler = make_scheduler(cfg["sampler"], self.scheduler_config)
-
-        def on_step(step: int, total: int, z0: torch.Tensor) -> None:
-            preview = latent_preview(z0, cfg["size"]) if step % PREVIEW_EVERY == 0 and step < total else None
-            callback(step, total, preview)
-
-        z0 = sample_loop(
-            model_fn or self.model_fn(state),
-            scheduler,
-            state.z_T.to(self.device, self.dtype),
-            cfg["steps"],
-            generator=g,
-            eta=cfg["eta"],
-            callback=on_step if callback is not None else None,
-        )
-        return GenerationState(state.pose, state.seed, state.style, state.z_T, dict(cfg), z0.float().cpu())
-
     def decode_tensor(self, latent: torch.Tensor) -> torch.Tensor:
         """z_0 -> images in [-1, 1] through the SD VAE (differentiable)."""
         latent = latent.to(self.device, self.dtype) / self.vae.config.scaling_factor
@@ -271,18 +238,9 @@ class ControlNetBackend:
         arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
 
-    def render(
-        self,
-        state: GenerationState,
-        callback: Callback | None = None,
-        wrap: Wrap | None = None,
-        style_at: Callable[[int], Any] | None = None,
-    ) -> tuple[list[Image.Image], GenerationState]:
-        """Re-render a state (the same noise, pose and prompt give the same pixels); `wrap` wraps its model_fn; a
-        `style_at` is refused (no style code)."""
-        refuse_style_at(style_at, "Stable Diffusion")
-        done = self.denoise(state, callback, wrap(state, self.model_fn(state)) if wrap is not None else None)
-        return self.decode(done.z_0), done
+    def preview(self, latent: torch.Tensor, size: int) -> Image.Image:
+        """The callback's look at a z_0 estimate: `latent_preview`, no VAE pass."""
+        return latent_preview(latent, size)
 
     # -- the one way to run it ---------------------------------------------------------------------
     def __call__(
@@ -303,32 +261,12 @@ class ControlNetBackend:
         controlnet_scale: float = 1.0,
     ) -> tuple[list[Image.Image], list[GenerationState]]:
         """Draw `num_images` characters in `pose` (seed + i each); prompts default to an anime character."""
-        # 1. Check inputs (None picks the defaults).
-        size = self.native_size if size is None else size
+        # None picks the defaults
         guidance = DEFAULT_GUIDANCE if guidance is None else guidance
         prompt = DEFAULT_PROMPT if prompt is None else prompt
         negative_prompt = DEFAULT_NEGATIVE if negative_prompt is None else negative_prompt
-        self.check_inputs(
-            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
-            num_images=num_images, size=size, prompt=prompt, negative_prompt=negative_prompt,
-            controlnet_scale=controlnet_scale,
+        return generate(
+            self, pose=pose, seed=seed, num_images=num_images, callback=callback, wrap=wrap, steps=steps,
+            guidance=guidance, sampler=sampler, style=style, eta=eta, size=size, prompt=prompt,
+            negative_prompt=negative_prompt, controlnet_scale=controlnet_scale,
         )  # fmt: skip
-        images: list[Image.Image] = []
-        states: list[GenerationState] = []
-        for i in range(num_images):
-            # 2. Noise z_T from the image's seed; the prompt and the pose drawing go into the settings.
-            state = self.prepare(
-                pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, eta=float(eta),
-                size=size, prompt=prompt, negative_prompt=negative_prompt, controlnet_scale=float(controlnet_scale),
-            )  # fmt: skip
-            # 3. Denoising loop (text encoding and the control image inside), 4. decode.
-            cb = None
-            if callback is not None:
-
-                def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
-                    callback(i * total + step, num_images * total, preview)
-
-            image, done = self.render(state, cb, wrap=wrap)
-            images += image
-            states.append(done)
-        return images, states

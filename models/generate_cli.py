@@ -10,6 +10,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, PngImagePlugin
 
@@ -148,73 +149,9 @@ def check_finite(states: list) -> None:
 
 def main_generate(args: argparse.Namespace) -> int:
     """Run `generate`: print one JSON line (the record, or an error) and return the exit code."""
-    from models.backends import capabilities, load_backend, model_kind
-    from models.directions import parse_edits
-    from models.pose_input import read_pose_input
-
     started = time.perf_counter()
     try:
-        check_limits(args)
-        paths = output_paths(args.out, args.num_images)
-        check_writable(paths)
-        source = read_pose_input(args.pose)
-        look = read_style_image(getattr(args, "style_image", None))  # a bad picture fails before the model loads
-        edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
-        prompt = getattr(args, "prompt", None)
-        if getattr(args, "fast", False) and (edits or prompt):
-            raise InputError("--fast draws quick previews; --edit and --prompt need the full model.")
-        # Stable Diffusion reads --prompt as its text condition; the other back ends refine with CLIP.
-        text_model = model_kind(args.model) == "sd"
-        if prompt and not text_model:  # bad refine settings fail before the model loads
-            check_refine_args(args)
-        pipe = load_backend(args.model, getattr(args, "controlnet", None), device=args.device)
-        caps = capabilities(pipe)
-        extra = {} if args.guidance is None else {"guidance": args.guidance}  # None: the model's own default
-        if "prompt" in caps:
-            extra.update(prompt=prompt, negative_prompt=getattr(args, "negative_prompt", None))
-        if getattr(args, "fast", False):
-            if "fast" not in caps:
-                raise InputError("--fast needs a model with a few-step student (fast_unet/); this one has none.")
-            extra["fast"] = True
-        if edits and "style" not in caps:
-            raise InputError("--edit moves the style code, and this model has none.")
-        if look is not None:
-            if not callable(getattr(pipe, "style_from_image", None)):
-                raise InputError("--style-image sets the style code, and this model has none.")
-            extra["style"] = pipe.style_from_image(look)
-        # The keypoint LDM has neither prompts nor a style code to refine: --prompt steers its sampling with CLIP.
-        guided = bool(prompt) and "clip_guidance" in caps and not caps & {"prompt", "refine_style", "refine_latent"}
-        t0 = time.perf_counter()
-        if edits:  # the edits and any clamping note land in settings["edit"]: the JSON line and the PNGs
-            from models.editing import generate_edited
-
-            images, states = generate_edited(
-                pipe, source.pose, args.seed, edits, args.steps, sampler=args.sampler,
-                num_images=args.num_images, messages=edit_messages, **extra,
-            )  # fmt: skip
-        elif guided:
-            from models.clip_guidance import generate_guided
-            from models.refine import resolve_clip
-
-            images, states = generate_guided(
-                pipe, source.pose, args.seed, resolve_clip(getattr(args, "clip", None)), prompt,
-                getattr(args, "negative_prompt", None), steps=args.steps, sampler=args.sampler,
-                num_images=args.num_images, **extra,
-            )  # fmt: skip
-        else:
-            images, states = pipe(
-                source.pose,
-                seed=args.seed,
-                steps=args.steps,
-                sampler=args.sampler,
-                num_images=args.num_images,
-                **extra,
-            )
-        seconds = time.perf_counter() - t0
-        refine_records: list[dict] = []
-        if prompt and "prompt" not in caps and not guided:
-            images, states, refine_records = refine_states(pipe, states, args)
-        check_finite(states)
+        paths, images, states, seconds, refine_records = _generate(args)
     except InputError as err:
         print(json.dumps({"input": args.pose, "error": str(err)}))
         return 1
@@ -252,3 +189,78 @@ def main_generate(args: argparse.Namespace) -> int:
     print(json.dumps(line))
     sys.stdout.flush()
     return 0
+
+
+def _generate(args: argparse.Namespace) -> tuple[list[Path], list[Any], list[Any], float, list[dict]]:
+    """(output paths, images, states, seconds of sampling, refine records) of a `generate` call; InputError for bad
+    input, checked before the model loads wherever it can be."""
+    from models.backends import load_backend, model_kind
+    from models.directions import parse_edits
+    from models.pose_input import read_pose_input
+
+    check_limits(args)
+    paths = output_paths(args.out, args.num_images)
+    check_writable(paths)
+    source = read_pose_input(args.pose)
+    look = read_style_image(getattr(args, "style_image", None))  # a bad picture fails before the model loads
+    edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
+    prompt = getattr(args, "prompt", None)
+    if getattr(args, "fast", False) and (edits or prompt):
+        raise InputError("--fast draws quick previews; --edit and --prompt need the full model.")
+    # Stable Diffusion reads --prompt as its text condition; the other back ends refine with CLIP.
+    if prompt and model_kind(args.model) != "sd":  # bad refine settings fail before the model loads
+        check_refine_args(args)
+    pipe = load_backend(args.model, getattr(args, "controlnet", None), device=args.device)
+    extra, guided = _call_options(pipe, args, prompt, bool(edits), look)
+    t0 = time.perf_counter()
+    if edits:  # the edits and any clamping note land in settings["edit"]: the JSON line and the PNGs
+        from models.editing import generate_edited
+
+        images, states = generate_edited(
+            pipe, source.pose, args.seed, edits, args.steps, sampler=args.sampler,
+            num_images=args.num_images, messages=edit_messages, **extra,
+        )  # fmt: skip
+    elif guided:
+        from models.clip import resolve_clip
+        from models.clip_guidance import generate_guided
+
+        images, states = generate_guided(
+            pipe, source.pose, args.seed, resolve_clip(getattr(args, "clip", None)), prompt,
+            getattr(args, "negative_prompt", None), steps=args.steps, sampler=args.sampler,
+            num_images=args.num_images, **extra,
+        )  # fmt: skip
+    else:
+        images, states = pipe(
+            source.pose, seed=args.seed, steps=args.steps, sampler=args.sampler, num_images=args.num_images, **extra
+        )
+    seconds = time.perf_counter() - t0
+    refine_records: list[dict] = []
+    if prompt and "prompt" not in extra and not guided:
+        images, states, refine_records = refine_states(pipe, states, args)
+    check_finite(states)
+    return paths, images, states, seconds, refine_records
+
+
+def _call_options(
+    pipe: Any, args: argparse.Namespace, prompt: str | None, edits: bool, look: Any
+) -> tuple[dict[str, Any], bool]:
+    """The keyword arguments the back end's call takes for these options, and whether --prompt steers its sampling
+    with CLIP (the keypoint LDM has neither prompts nor a style code to refine); InputError for an option it lacks."""
+    from models.backends import capabilities
+
+    caps = capabilities(pipe)
+    extra: dict[str, Any] = {} if args.guidance is None else {"guidance": args.guidance}  # None: the model's default
+    if "prompt" in caps:
+        extra.update(prompt=prompt, negative_prompt=getattr(args, "negative_prompt", None))
+    if getattr(args, "fast", False):
+        if "fast" not in caps:
+            raise InputError("--fast needs a model with a few-step student (fast_unet/); this one has none.")
+        extra["fast"] = True
+    if edits and "style" not in caps:
+        raise InputError("--edit moves the style code, and this model has none.")
+    if look is not None:
+        if not callable(getattr(pipe, "style_from_image", None)):
+            raise InputError("--style-image sets the style code, and this model has none.")
+        extra["style"] = pipe.style_from_image(look)
+    guided = bool(prompt) and "clip_guidance" in caps and not caps & {"prompt", "refine_style", "refine_latent"}
+    return extra, guided

@@ -29,7 +29,17 @@ from PIL import Image
 
 from models.autoencoder import Autoencoder, downsample_factor, from_pil, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
-from models.backend import Callback, Capabilities, Wrap
+from models.backend import (
+    PREVIEW_EVERY,
+    Callback,
+    Capabilities,
+    Wrap,
+    check_style_code,
+    default_device,
+    generate,
+    model_sizes,
+    state_settings,
+)
 from models.checks import check_common, check_size
 from models.colour_palette import PALETTE_FILE, load_palette, save_palette
 from models.errors import NO_FAST, NO_FIGURE, InputError
@@ -47,7 +57,6 @@ FRAME_CENTRE = (0.5, 0.55)
 DEFAULT_STEPS = 8  # DPM-Solver++ 2M: PCK and FD as at 10 steps (training.eval), ~0.9 s an image on 2 CPU cores
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
-PREVIEW_EVERY = 5  # decode the z_0 estimate for the callback every this many steps
 
 
 def frame_pose(pose: Pose, size: int) -> Pose:
@@ -95,9 +104,7 @@ class PosePipeline:
         mean_latent: Any = None,
         fast_unet: PoseUNet | None = None,
     ):
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = default_device(device)
         if dtype is None:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
@@ -125,9 +132,7 @@ class PosePipeline:
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
         self.latent_factor = downsample_factor(vae)
-        self.native_size = unet.config.sample_size * self.latent_factor
-        # The UNet halves the latent len(block_out_channels) - 1 times: sizes must divide evenly.
-        self.size_multiple = self.latent_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        self.native_size, self.size_multiple = model_sizes(self.latent_factor, unet.config)
 
     # -- loading and saving ------------------------------------------------------------------------
     @classmethod
@@ -220,10 +225,7 @@ class PosePipeline:
         if fast and steps > MAX_FAST_STEPS:
             raise InputError(f"The fast generator takes 1 to {MAX_FAST_STEPS} steps; got {steps}.")
         check_size(size, self.size_multiple, self.native_size)
-        if style is not None:
-            arr = np.asarray(style, dtype=np.float64)
-            if arr.shape != (self.style_dim,) or not np.isfinite(arr).all():
-                raise InputError(f"The style code must be {self.style_dim} finite numbers.")
+        check_style_code(style, self.style_dim)
 
     # -- building blocks (also used by style edits and CLIP refinement) ----------------------------
     def condition(self, pose: Pose, size: int) -> torch.Tensor:
@@ -261,14 +263,8 @@ class PosePipeline:
         side = size // self.latent_factor
         _, z_T, s = self._generator(seed, (1, self.vae.config.latent_channels, side, side))
         s_np = np.asarray(style, dtype=np.float32).copy() if style is not None else s[0].numpy()
-        settings = {
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "sampler": sampler,
-            "eta": float(eta),
-            "size": int(size),
-            **({"fast": True} if fast else {}),  # absent otherwise: a full model's states stay as they were
-        }
+        # `fast` only when set: a full model's states stay as they were
+        settings = state_settings(steps, guidance, sampler, eta, size, **({"fast": True} if fast else {}))
         return GenerationState(pose=pose, seed=int(seed), style=s_np, z_T=z_T, settings=settings)
 
     def start_mean(self, cond: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
@@ -416,28 +412,7 @@ class PosePipeline:
     ) -> tuple[list[Image.Image], list[GenerationState]]:
         """Draw `num_images` characters in `pose`; image i uses seed `seed + i` (`wrap`: `render`'s; `fast`: the
         few-step student, 1 to MAX_FAST_STEPS steps). Returns images and states."""
-        # 1. Check inputs.
-        size = self.native_size if size is None else size
-        self.check_inputs(
-            pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
-            num_images=num_images, size=size, fast=fast,
+        return generate(
+            self, pose=pose, seed=seed, num_images=num_images, callback=callback, wrap=wrap, steps=steps,
+            guidance=guidance, sampler=sampler, style=style, eta=eta, size=size, fast=fast,
         )  # fmt: skip
-        images: list[Image.Image] = []
-        states: list[GenerationState] = []
-        for i in range(num_images):
-            # 2. Noise z_T and style s from the image's seed.
-            state = self.prepare(
-                pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=style,
-                eta=float(eta), size=size, fast=fast,
-            )  # fmt: skip
-            # 3. Denoising loop (the condition map is drawn inside), 4. decode.
-            cb = None
-            if callback is not None:
-
-                def cb(step: int, total: int, preview: Image.Image | None, i: int = i) -> None:
-                    callback(i * total + step, num_images * total, preview)
-
-            image, done = self.render(state, cb, wrap=wrap)
-            images += image
-            states.append(done)
-        return images, states

@@ -1,9 +1,13 @@
-"""Turn what a user gives as a pose (a photo, a keypoint JSON file, a preset name) into a Pose.
+"""Turn what a user gives as a pose (a photo, a keypoint JSON file, a preset name from `models/presets/`) into a Pose.
 
 `main_pose` is the whole `python app.py pose INPUT... [--preview DIR]` command: one JSON line per
 input on stdout, `{"input", "format": "coco17", "width", "height", "keypoints"}` or `{"input",
 "error"}`, and exit code 1 when any input failed. Those lines are our own JSON, so each one (saved
 to a file) reads back as an input.
+
+A photo goes through mediapipe's `solutions.pose` (`extract_pose`), a single-person model: its detector finds
+people, and the landmark model then runs on the detection it ranks first (the highest score: in practice the most
+prominent, usually the largest and most central, person). With several people in a photo we return one, never a mix.
 """
 
 from __future__ import annotations
@@ -11,20 +15,81 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from models.condition import openpose_drawing, skeleton_overlay
 from models.errors import InputError
 from models.image_io import IMAGE_SUFFIXES, load_image, looks_like_image
-from models.pose import FORK_NAMES, Pose, loads
-from models.presets import list_presets, load_preset
+from models.pose import FORK_NAMES, Pose, from_mediapipe, load, loads
 
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # named poses: our own JSON, 512 x 512 frame, front view
 MAX_JSON_BYTES = 5 * 1024 * 1024  # a keypoint file is a few kB; anything this big is not one
 PREVIEW_MAX_SIDE = 1024  # previews of large photos are drawn at most this big
+
+
+# -- a photo: mediapipe's bundled pose model (BlazePose, 0.10.21) ------------------------------------
+INFERENCE_MAX_SIDE = 1024  # mediapipe works at 256 px; a smaller copy only saves conversion time
+
+
+class NoPersonError(InputError):
+    """The pose model found no person in the image."""
+
+
+class _Model:
+    """One lazily built mediapipe Pose per process; its `process` is not thread-safe, so a lock guards it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pose: Any = None
+
+    def run(self, rgb: np.ndarray) -> Any:
+        """Run the model on an `(H, W, 3)` uint8 RGB array; returns mediapipe's result."""
+        with self._lock:
+            if self._pose is None:
+                import mediapipe as mp  # slow import (about a second); only the photo path needs it
+
+                self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+            return self._pose.process(rgb)
+
+
+_MODEL = _Model()
+
+
+def extract_pose(image: str | Path | bytes | Image.Image | np.ndarray) -> Pose:
+    """The 17 COCO keypoints of the most prominent person, in a frame the size of the image."""
+    # 1. Load (limits, EXIF rotation, RGB).
+    im = load_image(image)
+    width, height = im.size
+    # 2. Shrink large photos; mediapipe's landmarks are normalised, so they hold for the original.
+    scale = INFERENCE_MAX_SIDE / max(width, height)
+    if scale < 1:
+        im = im.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
+    # 3. Run the model.
+    result = _MODEL.run(np.ascontiguousarray(np.asarray(im, dtype=np.uint8)))
+    if result.pose_landmarks is None:
+        raise NoPersonError("No person found in the image.")
+    # 4. Low-visibility points are kept where mediapipe put them and marked by their visibility.
+    return from_mediapipe(result.pose_landmarks, width, height)
+
+
+def list_presets() -> list[str]:
+    """The preset names, sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> Pose:
+    """The preset pose called `name` (an unknown name raises an InputError that lists the known ones)."""
+    names = list_presets()
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in names:
+        raise InputError(f"There is no preset pose called '{name}'; the presets are: {', '.join(names)}.")
+    return load(PRESET_DIR / f"{key}.json")
 
 
 @dataclass(frozen=True)
@@ -46,7 +111,6 @@ def read_pose_input(spec: str) -> PoseInput:
     if path.is_file():
         if looks_like_image(path):
             # Imported here: it imports mediapipe (a second or more), which only photos need.
-            from models.extract import extract_pose
 
             image = load_image(path)
             return PoseInput(extract_pose(image), "image", image)

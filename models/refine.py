@@ -12,53 +12,46 @@ Two variables can move (ARCHITECTURE.md, "CLIP refinement"), each by normalised 
   CPU, where time binds and memory does not, it is off). The result is re-rendered with the state's
   own sampler and steps, so it is an ordinary state.
 * `latent`: the final latent z_0, as VQGAN-CLIP does (Crowson et al. 2022): the CLIP loss averaged
-  over random cutouts of the decoded image (random crops and resizes, flips, noise), with a small L2
-  tether to the original z_0 that keeps it near what the decoder knows. A prompt that names a part
-  ("pink hair", "red dress", "teal background") moves only that part: the part parser or the pose and
-  the image's colours give its region (`models.edit_regions`), and the region gets one affine map of
-  the latent's channels (z -> z + A z + b), a recolouring that cannot turn into the dithered texture a
-  free z_0 drifts to; a prompt that names no part moves a smooth offset of z_0 (`offset_grid`). A colour
-  prompt's steps start from a colour search (`models.colour_search`): CLIP picks the region's colour
-  among those the decoder can draw, since gradient steps from blue hair towards "pink hair" stall at purple.
+  over random cutouts of the decoded image, with a small L2 tether to the original z_0 that keeps it near what the
+  decoder knows. A prompt that names a part ("pink hair", "teal background") is a recolouring (`models.recolour`):
+  each named region gets one affine map of the latent's channels (z -> z + A z + b), which cannot turn into the
+  dithered texture a free z_0 drifts to, starting from a colour search (gradient steps from blue hair towards
+  "pink hair" stall at purple); a prompt that names no part moves a smooth offset of z_0 (`offset_grid`).
 * `both`: style first, then latent from the re-rendered z_0.
 
-The loss (VQGAN-CLIP's `Prompt` module, summed over the weighted prompts of `models.prompts`):
-    L = sum_i w_i * mean_cutouts d(E_img(cutout), E_txt(text_i))
-        + contrast * sum_{i: w_i > 0, colour} w_i * mean_cutouts CE(softmax(scale * E_img . [text_i, others]), 0)
-        + pose_weight * L_pose + tether terms
-    d(a, b) = 2 arcsin(|a - b| / 2)^2        (squared great-circle distance of unit vectors)
-with `L_pose` the keypoint detector's heatmap loss (`models.detector.heatmap_loss`: spatial-softmax
-cross-entropy) of the decoded image against Gaussians at the input pose fitted to the frame. The
-contrast term reads a colour prompt as CLIP's zero-shot classifier over the same words in every other
-colour ("pink hair" against "red hair", "blue hair", ...): pulling towards pink alone also pulls
-towards what pink shares with its neighbours, the classifier only towards what sets pink apart.
+The loss (`models.clip_guidance.prompt_loss`, summed over the weighted prompts of `models.prompts`):
+    L = prompt_loss + contrast * sum_{i: w_i > 0, colour} w_i * mean_cutouts CE(softmax(scale * E_img . [text_i,
+        others]), 0) + pose_weight * L_pose + tether terms
+with `L_pose` the keypoint detector's heatmap loss (`models.detector.heatmap_loss`) of the decoded image against
+Gaussians at the input pose fitted to the frame. The contrast term reads a colour prompt as CLIP's zero-shot
+classifier over the same words in every other colour: pulling towards pink alone also pulls towards what pink
+shares with its neighbours, the classifier only towards what sets pink apart.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal, get_args
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.checkpoint import checkpoint
 
+from models import recolour
 from models.autoencoder import decode as ae_decode
 from models.autoencoder import to_pil
 from models.backends import capabilities
-from models.colour_search import make_cutouts  # CLIP's augmented views, shared with the search
+from models.clip import resolve_clip
+from models.clip_guidance import contrast_loss, make_cutouts, prompt_loss, text_embeddings
 from models.errors import InputError
 from models.pipeline import frame_pose  # the one framing of a pose in the output square
-from models.prompts import Term, colour_alternatives, prompt_terms, truncation_messages
-from models.samplers import start_sample
+from models.prompts import Term, prompt_terms
+from models.samplers import make_scheduler, sample_loop
 from models.state import GenerationState
 
 RefineMode = Literal["style", "latent", "both"]
@@ -67,9 +60,6 @@ REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 MAX_REFINE_STEPS = 100
 MAX_LR = 1.0
 MAX_POSE_WEIGHT = 100.0
-# A parsed part covering less of the image than this (a hidden hair line) is keyed from the pose instead.
-MIN_PARSED = 0.002
-
 
 # Style mode: the deterministic DDIM steps from z_T that the gradient flows through.
 STYLE_DDIM_STEPS = 4
@@ -91,14 +81,14 @@ class RefineSettings:
     # same prompt in every other colour ("red hair", "blue hair", ...; `models.prompts.colour_alternatives`).
     contrast: float = 0.0
     # Latent mode: before the gradient steps, each colour prompt's region is recoloured to the decoder-gamut colour
-    # CLIP scores best (`models.colour_search`); this many candidates are projected into z_0 and decoded (0: off).
+    # CLIP scores best (`models.recolour`); this many candidates are projected into z_0 and decoded (0: off).
     colour_search: int = 0
     # Latent mode: weight of mean((1 - m) (x - x_start)^2) over the decoded pixels x outside the named regions m.
     # The decoder's group norms see the whole latent, so a region's change also tints the rest of the picture.
     keep_outside: float = 0.0
 
 
-# Chosen by `training.eval_refine` sweeps; what was tried, the figures and the decisions: docs/EXPERIMENTS.md.
+# Chosen by `python -m training.eval refine` sweeps; what was tried, the figures and the decisions: docs/EXPERIMENTS.md.
 DEFAULTS: dict[str, RefineSettings] = {
     "style": RefineSettings(steps=4, lr=0.3, pose_weight=0.0, cutouts=2, tether=0.0),
     "latent": RefineSettings(
@@ -132,25 +122,7 @@ class RefineResult:
     losses: list[dict[str, float]] = field(default_factory=list)  # the loss parts of every step
 
 
-# -- losses (pure) ----------------------------------------------------------------------------------
-def spherical_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared great-circle distance of unit vectors, `2 arcsin(|a - b| / 2)^2`, broadcast over leading dims."""
-    return (a - b).norm(dim=-1).div(2).clamp(max=1.0).arcsin().pow(2).mul(2)
-
-
-def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """`sum_i w_i * mean_n d(image_n, text_i)` for unit image `(N, D)` and text `(T, D)` embeddings."""
-    dists = spherical_dist(image_embeds[:, None, :], text_embeds[None, :, :])  # (N, T)
-    return (dists.mean(dim=0) * weights).sum()
-
-
-def contrast_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, scale: float) -> torch.Tensor:
-    """Cross-entropy of class 0 under CLIP's zero-shot softmax (Radford et al. 2021) of unit image `(N, D)`
-    against unit class `(K, D)` embeddings at logit `scale`, averaged over the N views."""
-    logits = scale * image_embeds @ class_embeds.T
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
+# -- the pose term -----------------------------------------------------------------------------------
 class PoseTerm:
     """The detector's heatmap loss of an image `(1, 3, S, S)` in [-1, 1] against the fitted input pose."""
 
@@ -176,24 +148,6 @@ class PoseTerm:
 
 
 # -- loading (cached: one CLIP and one detector per process) ----------------------------------------
-@functools.lru_cache(maxsize=2)
-def _load_clip_cached(spec: str) -> Any:
-    from models.clip import load_clip
-
-    return load_clip(spec)
-
-
-def resolve_clip(clip: Any) -> Any:
-    """A ClipScorer: the one given, or `models.clip.load_clip(spec)` (None: `models.clip.DEFAULT_CLIP`)."""
-    if clip is None or isinstance(clip, (str, Path)):
-        if clip is None:
-            from models.clip import DEFAULT_CLIP
-
-            clip = DEFAULT_CLIP
-        return _load_clip_cached(str(clip))
-    return clip
-
-
 def resolve_detector(detector: Any) -> Any:
     """A KeypointDetector in eval mode: the one given, or loaded from a folder (None: weights/detector)."""
     from models.detector import load_detector
@@ -243,47 +197,25 @@ def stage_settings(
 
 
 # -- the differentiable sampler (style mode) ---------------------------------------------------------
-def ddim_timesteps(pipeline: Any, steps: int) -> list[tuple[int, int]]:
-    """`(t, t_prev)` of each step of the pipeline's own `ddim` sampler for `steps` steps: its timestep
-    spacing, and diffusers' `t_prev = t - T // steps` (-1: the final alpha_bar_0)."""
-    from models.samplers import make_scheduler
-
-    sched = make_scheduler("ddim", pipeline.scheduler_config)
-    sched.set_timesteps(steps)
-    ratio = sched.config.num_train_timesteps // steps
-    return [(int(t), int(t) - ratio) for t in sched.timesteps]
-
-
-def ddim_sample(
+def style_sample(
     model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    pipeline: Any,
     z_T: torch.Tensor,
     s: torch.Tensor,
-    timesteps: Sequence[tuple[int, int]],
-    alphas_cumprod: torch.Tensor,
-    prediction_type: str = "v_prediction",
+    z_mean: torch.Tensor | None,
+    steps: int = STYLE_DDIM_STEPS,
     checkpointing: bool = True,
 ) -> torch.Tensor:
-    """Deterministic DDIM (Song et al. 2021, Eq. 12, eta = 0) from z_T over `(t, t_prev)` pairs,
-    differentiable in `s`; `model_fn(z_t, t, s)`. A `t_prev < 0` lands on alpha_bar_0, as diffusers'
-    DDIM with `set_alpha_to_one=False`, so it reproduces the pipeline's `ddim` sampler."""
-    x = z_T
-    for t, t_prev in timesteps:
-        t_tensor = torch.tensor(t, device=x.device)
+    """z_0 from z_T by the pipeline's own deterministic `ddim` sampler (`models.samplers.sample_loop`, eta = 0),
+    differentiable in `s`; `model_fn(z_t, t, s)`. With `checkpointing` every model call is recomputed in the backward
+    pass (`torch.utils.checkpoint`), so memory stays flat in the number of steps."""
+
+    def fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if checkpointing:
-            out = checkpoint(model_fn, x, t_tensor, s, use_reentrant=False)
-        else:
-            out = model_fn(x, t_tensor, s)
-        out = out.float()
-        a = alphas_cumprod[t]
-        if prediction_type == "v_prediction":
-            x0 = a.sqrt() * x - (1 - a).sqrt() * out  # z_0 = sqrt(a) z_t - sqrt(1 - a) v
-            eps = (1 - a).sqrt() * x + a.sqrt() * out  # eps = sqrt(1 - a) z_t + sqrt(a) v
-        else:
-            eps = out
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-        a_prev = alphas_cumprod[max(t_prev, 0)]
-        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    return x
+            return checkpoint(model_fn, z_t, t, s, use_reentrant=False).float()
+        return model_fn(z_t, t, s).float()
+
+    return sample_loop(fn, make_scheduler("ddim", pipeline.scheduler_config), z_T, steps, z_mean=z_mean)
 
 
 # -- the stages -------------------------------------------------------------------------------------
@@ -389,9 +321,6 @@ def _style_stage(
     device, dtype = pipeline.device, pipeline.dtype
     cond = pipeline.condition(state.pose, cfg["size"])
     z_T = state.z_T.to(device, torch.float32)
-    alphas = pipeline.scheduler.alphas_cumprod.to(device, torch.float32)
-    timesteps = ddim_timesteps(pipeline, STYLE_DDIM_STEPS)
-    prediction = pipeline.scheduler_config.prediction_type
     guidance = cfg["guidance"]
     # Recompute each UNet call in the backward pass on a GPU, where memory binds; not on a CPU, where time binds
     # (128 px, 4 DDIM steps, 1 thread: 2.75 s and +208 MB a step with it, 1.40 s and +334 MB without).
@@ -402,8 +331,8 @@ def _style_stage(
 
     def forward(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the start moves with s too (E[z_0 | s, pose], `models.mean_latent`), so the gradient reaches s both ways
-        z_start = start_sample(z_T, alphas[timesteps[0][0]], pipeline.start_mean(cond, s[None].to(dtype)))
-        z0 = ddim_sample(model_fn, z_start, s[None], timesteps, alphas, prediction, checkpointing)
+        z_mean = pipeline.start_mean(cond, s[None].to(dtype))
+        z0 = style_sample(model_fn, pipeline, z_T, s[None], z_mean, STYLE_DDIM_STEPS, checkpointing)
         image = ae_decode(pipeline.vae, z0.to(dtype)).float()
         loss, parts = objective(image, settings.cutouts, settings.pose_weight, settings.contrast)
         log.append(parts)
@@ -413,93 +342,6 @@ def _style_stage(
     s = _optimise(s0, forward, settings, on_image, messages)
     _, done = pipeline.render(state.with_style(s.cpu().numpy()))
     return done
-
-
-def region_pixel_masks(
-    state: GenerationState, terms: Sequence[Term], image: Image.Image, parser: Any = None
-) -> dict[str, np.ndarray] | None:
-    """`{region: (H, W) mask}` in the state's `image` pixels for each region the positive terms name: the `parser`'s
-    part probabilities (`models.part_parser`) for the hair, body and background when one is given and finds the
-    part, else the pose's regions without the backdrop's colours (`models.edit_regions.colour_keyed_masks`); None
-    when a term names no region, or names one the pose cannot place (a face seen from behind): the change may then
-    go anywhere."""
-    from models.edit_regions import colour_keyed_masks, prompt_regions
-
-    regions: set[str] = set()
-    for text, weight in terms:
-        if weight > 0:
-            named = prompt_regions(text)
-            if named is None:
-                return None
-            regions |= named
-    if not regions:
-        return None
-    pixels = np.asarray(image.convert("RGB"))
-    size = pixels.shape[0]
-    keyed: dict[str, np.ndarray] = {}
-    if parser is not None:
-        from models.part_parser import part_masks_from_probs
-
-        probs = parser.parse([image])[0]
-        for region, mask in part_masks_from_probs(probs, regions).items():
-            if mask.shape[0] != size:
-                mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
-            if mask.mean() >= MIN_PARSED:  # a part the parser does not see falls back to the colour key
-                keyed[region] = mask
-    if regions - set(keyed):
-        pose = frame_pose(state.pose, size)
-        keyed |= colour_keyed_masks(pixels, pose, regions - set(keyed), soften=size / 64)
-    if any(m.min() >= 1.0 for m in keyed.values()):
-        return None
-    return keyed
-
-
-def latent_masks(keyed: dict[str, np.ndarray], latent_size: int) -> torch.Tensor:
-    """`(R, 1, h, w)`: pixel masks (`region_pixel_masks`) averaged onto the latent grid, in `REGIONS` order."""
-    from models.edit_regions import REGIONS
-
-    stacked = torch.from_numpy(np.stack([keyed[r] for r in REGIONS if r in keyed]))[:, None]
-    return F.interpolate(stacked, size=(latent_size, latent_size), mode="area")
-
-
-def _searched_start(
-    pipeline: Any, objective: _Objective, z: torch.Tensor, image: torch.Tensor, keyed: dict[str, np.ndarray], top: int
-) -> torch.Tensor:
-    """z_0 with each colour term's regions recoloured by `models.colour_search.colour_search`, one term after another;
-    the candidates are the pipeline's palette for the term's part (`models.colour_palette`), else the decoder's gamut."""
-    from models.colour_search import colour_search, decoder_gamut
-    from models.edit_regions import prompt_regions
-
-    palette = getattr(pipeline, "palette", {})
-    shown = z  # the latent `image` shows
-    for text, _weight, classes in objective.contrasts:
-        regions = prompt_regions(text) or set()
-        if not regions <= set(keyed):
-            continue
-        mask = torch.from_numpy(np.max([keyed[r] for r in regions], axis=0))[None, None].to(image.device)
-        if z is not shown:
-            with torch.no_grad():
-                image = ae_decode(pipeline.vae, z.to(pipeline.dtype)).float().clamp(-1, 1)
-            shown = z
-        if len(regions) == 1 and next(iter(regions)) in palette:  # the training data's colours of that part
-            colours = torch.as_tensor(palette[next(iter(regions))], dtype=torch.float32)
-        else:  # built once per autoencoder, and only when a part has no palette
-            colours = decoder_gamut(pipeline.vae)[1]
-        z = colour_search(pipeline.vae, objective.clip, z, image, mask, classes, colours, top)
-    return z
-
-
-def _search_score(objective: _Objective) -> Callable[[torch.Tensor], float]:
-    """Minus the mean over the colour terms of CLIP's zero-shot probability (`models.colour_search.view_prob`): how
-    the colour search ranks its candidates, and so how the gradient steps' iterates and its start are ranked."""
-    from models.colour_search import class_prob, view_embeddings
-
-    def score(image: torch.Tensor) -> float:
-        embeds = view_embeddings(objective.clip, image)[0]  # one image-tower pass for every colour term
-        probs = [float(class_prob(objective.clip, embeds, classes).mean()) for _, _, classes in objective.contrasts]
-        return -float(np.mean(probs))
-
-    return score
 
 
 def _latent_stage(
@@ -513,7 +355,7 @@ def _latent_stage(
     terms: Sequence[Term],
 ) -> GenerationState:
     """Optimise one affine map of z_0's channels per region the `terms` name, each moving only its region
-    (`latent_masks`), from the colour search's start when `settings.colour_search` (`models.colour_search`); a
+    (`models.recolour.latent_masks`), from the colour search's start when `settings.colour_search`; a
     prompt that names no region moves a smooth offset of z_0 (`offset_grid`). Cutouts and the tether to the start."""
     device, dtype = pipeline.device, pipeline.dtype
     if state.z_0 is None:
@@ -523,14 +365,17 @@ def _latent_stage(
     if terms:
         with torch.no_grad():
             image = ae_decode(pipeline.vae, z_start.to(dtype)).float().clamp(-1, 1)
-        keyed = region_pixel_masks(state, terms, to_pil(image)[0], getattr(pipeline, "parser", None))
+        keyed = recolour.region_pixel_masks(state, terms, to_pil(image)[0], getattr(pipeline, "parser", None))
         if keyed is not None:
-            masks = latent_masks(keyed, int(z_start.shape[-1])).to(device)
+            masks = recolour.latent_masks(keyed, int(z_start.shape[-1])).to(device)
             outside = 1 - torch.from_numpy(np.max(list(keyed.values()), axis=0)).to(device)
             start_image = image
             if settings.colour_search > 0 and objective.contrasts:
-                z_start = _searched_start(pipeline, objective, z_start, image, keyed, settings.colour_search)
-                score = _search_score(objective)
+                clip, contrasts = objective.clip, objective.contrasts
+                z_start = recolour.searched_start(
+                    pipeline, clip, contrasts, z_start, image, keyed, settings.colour_search
+                )
+                score = recolour.search_score(clip, contrasts)
 
     channels = z_start.shape[1]
 
@@ -562,28 +407,6 @@ def _latent_stage(
 
 
 # -- the entry point --------------------------------------------------------------------------------
-def _text_embeddings(
-    scorer: Any, terms: Sequence[Term], contrast: bool, messages: list[str]
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, float, torch.Tensor]]]:
-    """The terms' unit text embeddings `(T, D)` and weights `(T,)`, and with `contrast` each positive colour term's
-    classes (its text, then the same words in the other colours); a prompt cut at the tokenizer's length is noted."""
-    texts = [t for t, _ in terms]
-    _, truncated = scorer.tokenize(texts)
-    messages += truncation_messages(terms, truncated, int(scorer.context_length))
-    others = [colour_alternatives(t) if contrast and w > 0 else [] for t, w in terms]
-    with torch.no_grad():  # one text-tower forward for the terms and all their alternatives
-        embeds = scorer.encode_text(texts + [o for alts in others for o in alts]).float()
-    text_embeds = embeds[: len(texts)]
-    weights = torch.tensor([w for _, w in terms], dtype=torch.float32, device=text_embeds.device)
-    contrasts, at = [], len(texts)
-    for i, alts in enumerate(others):
-        if alts:
-            classes = torch.cat([text_embeds[i : i + 1], embeds[at : at + len(alts)]])
-            contrasts.append((terms[i][0], terms[i][1], classes))
-            at += len(alts)
-    return text_embeds, weights, contrasts
-
-
 def refine(
     pipeline: Any,
     state: GenerationState,
@@ -627,7 +450,7 @@ def refine(
 
     # 2. Text embeddings of the weighted prompts (cut at the tokenizer's length, said so).
     scorer = resolve_clip(clip)
-    text_embeds, weights, contrasts = _text_embeddings(scorer, terms, any(s.contrast > 0 for _, s in stages), messages)
+    text_embeds, weights, contrasts = text_embeddings(scorer, terms, any(s.contrast > 0 for _, s in stages), messages)
 
     # 3. The pose term (only when weighted), and the cutout randomness from the state's seed.
     pose_term = None
@@ -669,11 +492,7 @@ __all__ = [
     "RefineResult",
     "RefineSettings",
     "check_refine_inputs",
-    "contrast_loss",
-    "ddim_sample",
-    "make_cutouts",
     "ngd_step",
-    "prompt_loss",
     "refine",
-    "spherical_dist",
+    "style_sample",
 ]

@@ -45,3 +45,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """The tiny random pipeline of `tests.test_pipeline`, one per test module (a module may define its own)."""
+    from tests.test_pipeline import tiny_pipeline
+
+    return tiny_pipeline()
+
+
+@pytest.fixture
+def pose():
+    """A standing front-view pose in a 512 x 512 frame."""
+    from models.pose import Pose
+    from tests.test_pipeline import STANDING
+
+    return Pose(STANDING, 512, 512)

@@ -3,8 +3,8 @@ keypoint-LDM fork's pipeline and Stable Diffusion + ControlNet.
 
 Each answers check_inputs / prepare / render by keyword with the same names, renders a state to the same pixels,
 lets a model wrapper wrap its denoiser, and its Capabilities agree with what it does: every app endpoint
-(generate, refine, edit, explore) and every extra (style code, directions, refinement, prompt, h-space, CLIP
-guidance) either works or is refused with our own one sentence, never an unexpected error.
+(generate, refine, edit, explore) and every extra (style code, directions, refinement, prompt, CLIP guidance)
+either works or is refused with our own one sentence, never an unexpected error.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch
 from models.backend import Backend, Capabilities
 from models.backends import capabilities, load_backend
 from models.errors import InputError
-from models.pose import Pose
-from tests.test_pipeline import STANDING, tiny_pipeline
+from tests.test_pipeline import tiny_pipeline
 from tests.test_public_weights import FakeClip, build_sd_folders, fork_state_dict
 from ui import app_explore, app_generate, app_refine, common, outputs
 
@@ -41,7 +40,6 @@ FEATURES = (
     "refine_style",
     "refine_latent",
     "prompt",
-    "hspace",
     "clip_guidance",
     "fast",
 )
@@ -74,11 +72,6 @@ def served_files(tmp_path, monkeypatch):
     """The endpoints' files go to a temporary folder."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.setattr(outputs, "_FOLDER", None)
-
-
-@pytest.fixture
-def pose() -> Pose:
-    return Pose(STANDING, 512, 512)
 
 
 def size_of(backend) -> int:
@@ -208,7 +201,6 @@ def test_inputs_a_back_end_cannot_honour_are_one_sentence(backends, kind, pose):
 def _feature(backend, name: str, pose, clip) -> None:
     """Use the feature `name` of `backend` once; an InputError says it is not offered."""
     from models.clip_guidance import clip_guided
-    from models.hspace import fit_hspace
 
     state = state_of(backend, pose)
     loader = lambda: backend
@@ -230,9 +222,6 @@ def _feature(backend, name: str, pose, clip) -> None:
         if "prompt" not in inspect.signature(backend.prepare).parameters:
             raise InputError("This model takes no prompt.")
         assert state_of(backend, pose, prompt="red dress").settings["prompt"] == "red dress"
-    elif name == "hspace":
-        space = fit_hspace(backend, pose, n_samples=2, n_components=1, steps=1, size=size_of(backend))
-        assert space.components.shape[0] == 1
     elif name == "fast":
         if "fast" not in inspect.signature(backend.prepare).parameters:
             raise InputError("This model has no fast generator.")

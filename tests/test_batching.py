@@ -14,21 +14,11 @@ import torch
 
 from models.batching import Batcher, BusyError, batcher_for, denoise_batch, render_batch
 from models.errors import InputError
-from models.pose import Pose, mirror
-from tests.test_pipeline import STANDING, tiny_pipeline
+from models.pose import mirror
+from tests.test_pipeline import tiny_pipeline
 from ui import app_generate, common, settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
-
-
-@pytest.fixture
-def pose() -> Pose:
-    return Pose(STANDING, 512, 512)
 
 
 def run_threads(fns: list, stagger: float = 0.0) -> list:

@@ -6,6 +6,7 @@ python tests/test_browser.py --screenshots docs/screenshots --model weights [--c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -145,25 +146,29 @@ def test_mirror_then_undo_restores_the_pose(page):
     page.wait_for_function(f"(old) => ({js_keypoints})() === old", arg=before_text)
 
 
-def generate(page) -> None:
-    """Generate one image in the Generate tab (it becomes the current result)."""
-    page.get_by_role("tab", name="Generate").click()
-    page.locator("#generate-btn").click()
-    page.wait_for_selector("#results img", timeout=180_000)
-    page.wait_for_selector("#downloads a")
-
-
-def test_generate_shows_an_image(page):
+@contextlib.contextmanager
+def generated(page, tab: str | None = None):
+    """Generate one image in the Generate tab (it becomes the current result), open `tab`, and go back to the Pose
+    tab afterwards, whatever happened, so the next test starts where the page opens."""
     try:
-        generate(page)
+        page.get_by_role("tab", name="Generate").click()
+        page.locator("#generate-btn").click()
+        page.wait_for_selector("#results img", timeout=180_000)
+        page.wait_for_selector("#downloads a")
+        if tab:
+            page.get_by_role("tab", name=tab).click()
+        yield
     finally:
         page.get_by_role("tab", name="Pose").click()
 
 
+def test_generate_shows_an_image(page):
+    with generated(page):
+        assert page.locator("#results img").count() >= 1
+
+
 def test_refine_shows_before_and_after(page):
-    try:
-        generate(page)
-        page.get_by_role("tab", name="Refine").click()
+    with generated(page, "Refine"):
         page.wait_for_selector("#before img")  # the current result followed the generation
         page.locator("#refine-prompt textarea").fill("pink hair | glasses:-0.5")
         page.locator("#refine-btn").click()
@@ -173,14 +178,10 @@ def test_refine_shows_before_and_after(page):
         page.locator("#refine-prompt textarea").fill("pink hair:xx")  # a bad weight: one sentence, no traceback
         page.locator("#refine-btn").click()
         page.get_by_text("is not a number").first.wait_for()
-    finally:
-        page.get_by_role("tab", name="Pose").click()
 
 
 def test_explore_slider_rerenders(page):
-    try:
-        generate(page)
-        page.get_by_role("tab", name="Explore").click()
+    with generated(page, "Explore"):
         page.get_by_text("0: background red").first.wait_for()  # the labels of the fake's SeFa directions
         number = page.locator("#direction-0 input[type=number]")
         number.fill("2")
@@ -189,18 +190,23 @@ def test_explore_slider_rerenders(page):
         page.locator("#explore-reset").click()
         page.wait_for_selector("#explore-downloads a", state="detached")
         assert number.input_value() == "0"
-    finally:
-        page.get_by_role("tab", name="Pose").click()
 
 
 @pytest.mark.skipif(not PHOTO.exists(), reason=f"no photo at {PHOTO}")
 def test_upload_a_photo_shows_the_skeleton(page):
     page.locator("input[type=file]").first.set_input_files(str(PHOTO))
     page.wait_for_selector("#skeleton-editor svg image", timeout=120_000)  # the photo behind the editor
-    pose = pose_json(page)
     from PIL import Image
 
-    assert (pose["width"], pose["height"]) == Image.open(PHOTO).size
+    width, height = Image.open(PHOTO).size
+    # The JSON panel follows the editor's change event, which may land after the photo shows.
+    page.wait_for_function(
+        "([w, h]) => { const j = JSON.parse(document.querySelector('#pose-json .cm-content').innerText);"
+        " return j.width === w && j.height === h; }",
+        arg=[width, height],
+    )
+    pose = pose_json(page)
+    assert (pose["width"], pose["height"]) == (width, height)
 
 
 def screenshots(folder: Path, model: str | None = None, clip: str | None = None) -> None:

@@ -9,8 +9,7 @@ from PIL import Image
 
 from models import pose_input
 from models.pose import FORK_NAMES, load, to_coco_flat, to_fork, to_openpose18
-from models.pose_input import main_pose, pose_record, read_pose_input
-from models.presets import load_preset
+from models.pose_input import load_preset, main_pose, pose_record, read_pose_input
 
 
 @pytest.fixture

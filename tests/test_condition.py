@@ -15,7 +15,7 @@ from models.condition import (
     skeleton_overlay,
 )
 from models.pose import LIMBS, NUM_KEYPOINTS, Pose
-from models.presets import load_preset
+from models.pose_input import load_preset
 
 
 def with_hidden(pose: Pose, index: int) -> Pose:

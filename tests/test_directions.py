@@ -24,20 +24,10 @@ from models.directions import (
 from models.editing import edit, generate_edited, rerender
 from models.errors import InputError
 from models.pose import Pose
-from tests.test_pipeline import STANDING, tiny_pipeline
+from tests.test_pipeline import STANDING
 from training import eval_directions as ed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
-
-
-@pytest.fixture
-def pose() -> Pose:
-    return Pose(STANDING, 512, 512)
 
 
 def _pixels(images) -> np.ndarray:

@@ -116,12 +116,13 @@ def test_cli_fast_draws_with_the_student_or_says_why_not(data, teacher, tmp_path
 
 
 def test_preview_benchmark_times_a_drag_with_the_student(data, teacher, tmp_path, capsys):  # noqa: F811
-    from benchmarks import preview
+    from benchmarks import speed
 
     final = train_distill.main(
         ["--teacher", str(teacher), "--data", str(data), "--out", str(tmp_path / "lcm"), "--preset", "tiny"]
     )
-    result = preview.main(["--model", str(final), "--frames", "2", "--threads", "1", "--json"])
+    result = speed.main(["preview", "--model", str(final), "--frames", "2", "--threads", "1", "--json"])
     assert result["drawn_with"] == "fast student" and result["frames"] == 2 and result["steps"] == 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["seconds_p50"] > 0
-    assert preview.main(["--model", str(teacher), "--frames", "1", "--threads", "1"])["drawn_with"] == "full model"
+    full = speed.main(["preview", "--model", str(teacher), "--frames", "1", "--threads", "1"])
+    assert full["drawn_with"] == "full model"

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from models.errors import InputError
-from training.character import sample_character
-from training.eval_directions import load_attributes
+from training.character import SWAPS, sample_character, swap
+from training.eval_common import load_attributes
 from training.eval_judge import crosstalk, main, pairs
-from training.swaps import SWAPS, swap
 
 # the Character fields each swap may touch
 FIELDS = {"outfit_color": {"outfit_colors"}, "outfit_color2": {"outfit_colors"}}

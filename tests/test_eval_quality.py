@@ -93,7 +93,7 @@ def test_two_sample_test_tells_blur_apart_and_not_renders_from_renders():
 
 
 def test_real_poses_include_the_presets():
-    from models.presets import list_presets
+    from models.pose_input import list_presets
 
     names = [n for n, _ in real_poses()]
     assert set(list_presets()) <= set(names)

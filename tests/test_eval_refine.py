@@ -6,8 +6,8 @@ import pytest
 
 from models.attributes import ATTRIBUTES
 from models.errors import InputError
-from training import eval_refine
-from training.eval_refine import PROMPT_ATTRIBUTES, attribute_prompt, check_asked, choose_prompt, others_changed
+from training import eval_clip
+from training.eval_clip import PROMPT_ATTRIBUTES, attribute_prompt, check_asked, choose_prompt, others_changed
 
 CLASSES = {name: list(values) for name, values in ATTRIBUTES.items()}
 SEEN = {"hair_color": "pink", "hair_style": "twintails", "eye_color": "blue", "outfit": "dress",
@@ -48,5 +48,5 @@ def test_bad_asked_attributes_are_one_sentence(names, words):
 
 
 def test_the_command_refuses_an_unknown_attribute_before_loading(capsys):
-    assert eval_refine.main(["--json", "--ask", "hats", "--n", "1"]) == 1
+    assert eval_clip.main_refine(["--json", "--ask", "hats", "--n", "1"]) == 1
     assert "Unknown attribute 'hats'" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""models/extract.py on the shared real photos (mediapipe 0.10.21's bundled pose model)."""
+"""models.pose_input.extract_pose on the shared real photos (mediapipe 0.10.21's bundled pose model)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import extract
+from models import pose_input
 from models.errors import InputError
-from models.extract import NoPersonError, extract_pose
 from models.pose import NUM_KEYPOINTS
+from models.pose_input import NoPersonError, extract_pose
 from tests.conftest import NO_PERSON_PHOTOS, photo_paths
 
 
@@ -38,14 +38,14 @@ def test_no_person_is_an_input_error():
 def test_model_is_built_once_and_thread_safe(photos_dir):
     path = photos_dir / "02_yoga_tree_pose.jpg"
     first = extract_pose(path)
-    model = extract._MODEL._pose
+    model = pose_input._MODEL._pose
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(extract_pose(path))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert extract._MODEL._pose is model
+    assert pose_input._MODEL._pose is model
     assert all(r.isclose(first, atol=1e-4) for r in results)
 
 

@@ -69,7 +69,7 @@ def load_pipeline(folder: Path = WEIGHTS):
 
 def golden_run(pipe) -> tuple[Image.Image, object]:
     """The image and state of `CASE` with `pipe`."""
-    from models.presets import load_preset
+    from models.pose_input import load_preset
 
     pose = load_preset(CASE["preset"])
     (image,), (state,) = pipe(
@@ -129,7 +129,8 @@ def test_the_refinement_frames_the_pose_where_the_pipeline_draws_it(shipped):
     from models.detector import decode_heatmaps, gaussian_targets
     from models.edit_regions import colour_keyed_masks
     from models.pipeline import frame_pose
-    from models.refine import PoseTerm, region_pixel_masks, resolve_detector
+    from models.recolour import region_pixel_masks
+    from models.refine import PoseTerm, resolve_detector
 
     if not (WEIGHTS / "detector" / "config.json").is_file():
         pytest.skip("the shipped detector (weights/detector) is absent")

@@ -84,7 +84,7 @@ class _FixedParser:
 
 def test_refinement_masks_come_from_the_parser_where_it_sees_the_part():
     from models.pose import Pose
-    from models.refine import region_pixel_masks
+    from models.recolour import region_pixel_masks
     from models.state import GenerationState
     from tests.test_pipeline import STANDING
 

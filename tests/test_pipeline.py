@@ -50,16 +50,6 @@ def tiny_pipeline(seed: int = 0) -> PosePipeline:
     return PosePipeline(vae, unet, training_scheduler(), device="cpu")
 
 
-@pytest.fixture(scope="module")
-def pipe() -> PosePipeline:
-    return tiny_pipeline()
-
-
-@pytest.fixture
-def pose() -> Pose:
-    return Pose(STANDING, 512, 512)
-
-
 def _arrays(images) -> list[np.ndarray]:
     return [np.asarray(im) for im in images]
 

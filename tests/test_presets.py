@@ -1,4 +1,4 @@
-"""models/presets.py: the named poses are plausible front views of a whole body."""
+"""models/presets/ (models.pose_input.load_preset): the named poses are plausible front views of a whole body."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from models.errors import InputError
 from models.pose import COCO_NAMES, Pose, loads
-from models.presets import list_presets, load_preset
+from models.pose_input import list_presets, load_preset
 
 REQUIRED = (
     "standing", "walking", "running", "jumping", "sitting", "kneeling", "arms_up", "waving", "pointing",

@@ -20,24 +20,13 @@ import torch
 import app
 from models.backends import capabilities, load_backend, model_kind
 from models.errors import InputError
-from models.pose import FORK_NAMES, Pose
+from models.pose import FORK_NAMES
 
-STANDING = np.array([
-    [0.50, 0.15, 1], [0.47, 0.13, 1], [0.53, 0.13, 1], [0.44, 0.15, 1], [0.56, 0.15, 1],
-    [0.40, 0.28, 1], [0.60, 0.28, 1], [0.36, 0.42, 1], [0.64, 0.42, 1], [0.35, 0.55, 1],
-    [0.65, 0.55, 1], [0.44, 0.55, 1], [0.56, 0.55, 1], [0.44, 0.72, 1], [0.56, 0.72, 1],
-    [0.44, 0.90, 1], [0.56, 0.90, 0.2],
-], dtype=np.float32)  # fmt: skip
 FORK_SIZE = 128  # the tiny fork: f2 VQ first stage, a 64 x 64 latent (the fork's image_size)
 SD_SIZE = 64  # the tiny SD: f2 VAE, a 32 x 32 latent
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
-
-
-@pytest.fixture
-def pose() -> Pose:
-    return Pose(STANDING, 512, 512)
 
 
 # -- the fork's key names, written from the constructors (not from our converter) -----------------
@@ -265,7 +254,7 @@ def test_fork_safetensors_prefers_ema_and_is_deterministic(tmp_path, pose):
     path = tmp_path / "fork.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     backend = load_backend(str(path), device="cpu")
-    assert capabilities(backend) == {"hspace", "clip_guidance"}
+    assert capabilities(backend) == {"clip_guidance"}
     w = backend.unet.state_dict()["conv_in.weight"]
     assert torch.equal(w, sd["model_ema.diffusion_modelinput_blocks00weight"])
     images, states = backend(pose, seed=5, steps=2, sampler="euler_a", size=64, num_images=2)
@@ -341,7 +330,7 @@ def test_lazy_pipeline_serves_a_checkpoint_file(fork_ckpt, monkeypatch):
     loader = server.LazyPipeline(str(fork_ckpt), "cpu")
     assert loader.status() == ""
     backend = loader()
-    assert type(backend).__name__ == "ForkPipeline" and capabilities(backend) == {"hspace", "clip_guidance"}
+    assert type(backend).__name__ == "ForkPipeline" and capabilities(backend) == {"clip_guidance"}
 
 
 # -- Stable Diffusion + ControlNet ------------------------------------------------------------------------
@@ -445,7 +434,7 @@ def test_sd_controlnet_backend_state_and_callback(sd_folders, pose):
     base, cn = sd_folders
     assert model_kind(str(base)) == "sd"
     backend = load_backend(str(base), str(cn), device="cpu")
-    assert capabilities(backend) == {"guidance", "prompt", "hspace", "clip_guidance"}
+    assert capabilities(backend) == {"guidance", "prompt", "clip_guidance"}
     steps: list[tuple[int, int]] = []
     images, states = backend(
         pose, seed=2, steps=5, guidance=3.0, sampler="ddim", callback=lambda i, n, _p: steps.append((i, n))
@@ -485,7 +474,7 @@ def test_capabilities_of_ours_and_look_alikes():
     assert "prompt" in ControlNetBackend.CAPABILITIES and "style" not in ForkPipeline.CAPABILITIES
 
 
-# -- CLIP guidance and h-space directions for these back ends ---------------------------------------------
+# -- CLIP guidance for these back ends --------------------------------------------------------------------
 class FakeClip:
     """A stand-in CLIP: a fixed random projection of 8 x 8 images; texts embed by a seed from their characters."""
 
@@ -514,17 +503,18 @@ def fork_backend(fork_sd):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_cond_model_fn_moves_the_denoised_estimate_by_sigma_squared(prediction_type):
     """k-diffusion's D' = D + sigma^2 grad in DDPM terms: z_0' = z_0 + (1 - a) / sqrt(a) * grad; no grad, no change."""
-    from models.clip_guidance import make_cond_model_fn, x0_from_output
+    from models.clip_guidance import make_cond_model_fn
+    from models.samplers import split_output
 
     alphas = torch.linspace(0.99, 0.01, 1000)
     z_t, t = torch.randn(1, 3, 4, 4), torch.tensor(600)
     model_fn = lambda x, _t: 0.5 * x  # any differentiable model
     a = alphas[600]
-    plain = x0_from_output(model_fn(z_t, t), z_t, a, prediction_type)
+    plain = split_output(prediction_type, model_fn(z_t, t), z_t, a)[0]
     zero = make_cond_model_fn(model_fn, lambda x, _t, d: torch.zeros_like(x), alphas, prediction_type)
     assert torch.allclose(zero(z_t, t), model_fn(z_t, t), atol=1e-5)
     push = make_cond_model_fn(model_fn, lambda x, _t, d: torch.ones_like(x), alphas, prediction_type)
-    moved = x0_from_output(push(z_t, t), z_t, a, prediction_type)
+    moved = split_output(prediction_type, push(z_t, t), z_t, a)[0]
     assert torch.allclose(moved - plain, torch.full_like(plain, float((1 - a) / a.sqrt())), atol=1e-4)
 
 
@@ -548,29 +538,3 @@ def test_clip_guided_sampling_on_the_fork(fork_backend, pose):
         from ui.fake import FakePipeline
 
         clip_guided(FakePipeline(), state, FakeClip(), "red hair")
-
-
-@pytest.mark.parametrize("which", ["fork", "sd"])
-def test_hspace_directions(which, request, pose):
-    """PCA of h_T gives unit components with falling variance; amount 0 re-renders the state, 3 sigma moves it."""
-    from models.hspace import fit_hspace, render_hspace
-
-    if which == "fork":
-        backend, size = request.getfixturevalue("fork_backend"), 64
-    else:
-        base, cn = request.getfixturevalue("sd_folders")
-        backend, size = load_backend(str(base), str(cn), device="cpu"), SD_SIZE
-    space = fit_hspace(backend, pose, n_samples=4, n_components=2, steps=2, size=size)
-    channels = backend.unet.config.block_out_channels[-1]
-    assert space.components.shape[:2] == (2, channels)
-    assert torch.allclose(space.components.flatten(1).norm(dim=1), torch.ones(2), atol=1e-4)
-    assert space.var_ratio[0] >= space.var_ratio[1] and space.stdev[0] > 0
-    state = backend.prepare(pose, seed=1, steps=2, size=size)
-    plain, _ = backend.render(state)
-    same, _ = render_hspace(backend, state, space, {0: 0.0})
-    moved, done = render_hspace(backend, state, space, {0: 3.0}, share=1.0)
-    assert np.array_equal(np.asarray(same[0]), np.asarray(plain[0]))
-    assert not np.array_equal(np.asarray(moved[0]), np.asarray(plain[0]))
-    assert done.settings["hspace"] == {"amounts": {"0": 3.0}, "share": 1.0}
-    with pytest.raises(InputError, match="h-space directions; 5 is not one"):
-        render_hspace(backend, state, space, {5: 1.0})

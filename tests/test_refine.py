@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.clip_guidance import make_cutouts, prompt_loss, spherical_dist
 from models.errors import InputError
 from models.pose import Pose
 from models.prompts import MAX_TERMS, parse_prompts, prompt_terms
@@ -17,14 +18,10 @@ from models.refine import (
     REFINE_MODES,
     RefineSettings,
     _optimise,
-    ddim_sample,
-    ddim_timesteps,
-    make_cutouts,
-    prompt_loss,
     refine,
-    spherical_dist,
+    style_sample,
 )
-from tests.test_pipeline import STANDING, tiny_pipeline
+from tests.test_pipeline import STANDING
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -44,11 +41,6 @@ def detector():
 
     torch.manual_seed(0)
     return KeypointDetector(image_size=32, channels=(4, 8, 8, 8), decoder_channels=8).eval()
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +103,18 @@ def test_cutouts_are_seeded():
     assert a.shape == (4, 3, 16, 16) and torch.equal(a, b)
 
 
-def test_ddim_path_matches_the_pipeline_sampler_and_checkpointing_keeps_gradients(pipe, state):
+def test_style_path_matches_the_pipeline_sampler_and_checkpointing_keeps_gradients(pipe, state):
     cond = pipe.condition(state.pose, state.settings["size"])
     done = pipe.denoise(pipe.prepare(state.pose, state.seed, steps=3, sampler="ddim"))
 
     def fn(z, t, s):
         return pipe.predict(z, t, cond, s, state.settings["guidance"])
 
-    alphas = pipe.scheduler.alphas_cumprod.float()
     grads = []
     for ck in (False, True):
         s = torch.as_tensor(state.style)[None].clone().requires_grad_(True)
         with torch.enable_grad():
-            z0 = ddim_sample(fn, state.z_T, s, ddim_timesteps(pipe, 3), alphas, checkpointing=ck)
+            z0 = style_sample(fn, pipe, state.z_T, s, pipe.start_mean(cond, s), steps=3, checkpointing=ck)
             z0.square().mean().backward()
         assert torch.allclose(z0.detach(), done.z_0, atol=1e-5)
         grads.append(s.grad)
@@ -151,7 +142,7 @@ def test_each_mode_changes_the_state_and_streams_images(pipe, state, clip, detec
 
 @pytest.mark.parametrize("search", [0, 2])
 def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, clip, monkeypatch, search):
-    from models.refine import latent_masks, region_pixel_masks
+    from models.recolour import latent_masks, region_pixel_masks
 
     settings = RefineSettings(steps=2, lr=0.5, pose_weight=0.0, cutouts=2, tether=0.0, offset_grid=4, contrast=3.0,
                               colour_search=search, keep_outside=10.0)  # fmt: skip
@@ -165,7 +156,7 @@ def test_latent_regions_move_each_named_region_by_its_own_change(pipe, state, cl
     delta = result.state.z_0 - state.z_0
     assert delta.abs().max() > 0 and "contrast" in result.losses[0] and "keep" in result.losses[0]
     touched = (masks.sum(dim=0, keepdim=True) > 0).float()
-    if search:  # the search's projection sets the region's cells grown by one (`models.colour_search.region_cells`)
+    if search:  # the search's projection sets the region's cells grown by one (`models.recolour.region_cells`)
         touched = torch.nn.functional.max_pool2d(touched, 3, stride=1, padding=1)
     outside = (touched[0] == 0).expand_as(delta[0])
     assert outside.any() and delta[0][outside].abs().max() == 0  # nothing moves outside the named regions
@@ -251,7 +242,7 @@ def test_optimise_returns_the_best_iterate_not_the_last():
 
 
 def test_keep_outside_holds_the_pixels_outside_the_named_region(pipe, state, clip, monkeypatch):
-    from models.refine import region_pixel_masks
+    from models.recolour import region_pixel_masks
 
     image = pipe.decode(state.z_0)[0]
     keyed = region_pixel_masks(state, [("pink hair", 1.0)], image)
@@ -281,23 +272,23 @@ def test_optimise_with_a_score_ranks_the_start_too():
 
 
 def test_search_uses_the_pipeline_palette_for_its_part(pipe, state, clip, monkeypatch):
-    import models.colour_search as colour_search_module
+    from models import recolour
 
     seen = []
-    real = colour_search_module.colour_search
+    real = recolour.colour_search
 
     def spy(vae, clip_model, z, image, mask, classes, colours, top=4, **kw):
         seen.append(colours)
         return real(vae, clip_model, z, image, mask, classes, colours, top, **kw)
 
-    monkeypatch.setattr(colour_search_module, "colour_search", spy)
+    monkeypatch.setattr(recolour, "colour_search", spy)
     settings = replace(DEFAULTS["latent"], steps=1, colour_search=2)
     monkeypatch.setitem(DEFAULTS, "latent", settings)
     palette = np.float32([[0.9, -0.9, -0.9], [-0.9, 0.9, -0.9]])
     monkeypatch.setattr(pipe, "palette", {"background": palette})
     refine(pipe, state, "red background | pink hair", mode="latent", clip=clip)
     assert len(seen) == 2
-    from models.colour_search import decoder_gamut
+    from models.recolour import decoder_gamut
 
     by_palette = {np.array_equal(c.numpy(), palette): c for c in seen}
     assert set(by_palette) == {True, False}  # the background's candidates: the palette
@@ -305,20 +296,19 @@ def test_search_uses_the_pipeline_palette_for_its_part(pipe, state, clip, monkey
 
 
 def test_a_refinement_no_step_improves_keeps_the_image_and_says_so(pipe, state, clip, monkeypatch):
-    import models.colour_search as colour_search_module
-    import models.refine as refine_module
+    from models import recolour
 
-    monkeypatch.setattr(colour_search_module, "colour_search", lambda vae, clip_model, z, *args, **kw: z)
+    monkeypatch.setattr(recolour, "colour_search", lambda vae, clip_model, z, *args, **kw: z)
     calls = []
 
-    def first_is_best(objective):
+    def first_is_best(clip_model, contrasts):
         def score(image):  # the start (the first image scored) beats every step
             calls.append(image)
             return -1.0 if len(calls) == 1 else 0.0
 
         return score
 
-    monkeypatch.setattr(refine_module, "_search_score", first_is_best)
+    monkeypatch.setattr(recolour, "search_score", first_is_best)
     monkeypatch.setitem(DEFAULTS, "latent", replace(DEFAULTS["latent"], steps=2, colour_search=2))
     result = refine(pipe, state, "pink hair", mode="latent", clip=clip)
     assert torch.equal(result.state.z_0, state.z_0)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from models.pose import VISIBLE, Pose
-from training.captions import sentence, tags
 from training.character import (
     EYE_COLORS,
     HAIR_COLORS,
@@ -13,6 +12,8 @@ from training.character import (
     SKIN_TONES,
     Character,
     sample_character,  # fmt: skip
+    sentence,
+    tags,
 )
 from training.render import render
 from training.skeleton import ACTIONS, HIDDEN, sample_pose, sample_rig

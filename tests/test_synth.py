@@ -98,7 +98,7 @@ def test_bad_poses_file(tmp_path):
 def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch):
     from PIL import Image
 
-    import models.extract
+    from models import pose_input
     from models.pose import Pose
     from training.prepare import main as prepare_main
 
@@ -110,10 +110,10 @@ def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch)
 
     def fake(im):
         if im.size == (200, 300):
-            raise models.extract.NoPersonError("No person found in the image.")
+            raise pose_input.NoPersonError("No person found in the image.")
         return Pose(pose.keypoints * np.array([0.5, 0.8, 1], np.float32), *im.size)
 
-    monkeypatch.setattr(models.extract, "extract_pose", fake)
+    monkeypatch.setattr(pose_input, "extract_pose", fake)
     out = tmp_path / "out"
     assert prepare_main(["--images", str(src), "--out", str(out), "--size", "64"]) == 0
     assert [p.name for p in (out / "images").iterdir()] == ["000000.png"]

@@ -58,42 +58,15 @@ def test_train_ae_then_ldm_then_pipeline(data, tmp_path):
     assert json.loads((final / "training_info.json").read_text())["steps"] == 3
     assert "resumed from" in (ae_out / "log.txt").read_text()
 
-    final = train_ldm.main(
-        [
-            "--data",
-            str(data),
-            "--ae",
-            str(ae_out / "final"),
-            "--out",
-            str(ldm_out),
-            "--preset",
-            "tiny",
-            "--flip",
-            "true",
-        ]
-    )
+    ldm_args = ["--data", str(data), "--ae", str(ae_out / "final"), "--out", str(ldm_out), "--preset", "tiny",
+                "--flip", "true"]  # fmt: skip
+    final = train_ldm.main(ldm_args)
     info = json.loads((final / "training_info.json").read_text())
     assert info["steps"] == 2 and {"mu_std", "sigma_mean"} <= set(info["style_posterior"]) | {"mu_std"}
     for sub in ("autoencoder", "unet", "style_encoder", "scheduler"):
         assert (final / sub).is_dir()
     assert (ldm_out / "cache" / "latents.npy").exists()
-    train_ldm.main(
-        [
-            "--data",
-            str(data),
-            "--ae",
-            str(ae_out / "final"),
-            "--out",
-            str(ldm_out),
-            "--preset",
-            "tiny",
-            "--flip",
-            "true",
-            "--steps",
-            "3",
-            "--resume",
-        ]
-    )
+    train_ldm.main([*ldm_args, "--steps", "3", "--resume"])
     log = (ldm_out / "log.txt").read_text()
     assert "latents from cache" in log and "resumed from" in log
     assert json.loads((final / "training_info.json").read_text())["steps"] == 3

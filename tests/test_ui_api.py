@@ -132,7 +132,7 @@ def test_bad_images_get_our_sentence_then_still_serving(client, tmp_path):
 
 def test_sixteen_bit_photo_reaches_the_finder_as_the_cli_reads_it(client, tmp_path, monkeypatch):
     """A 16-bit PNG arrives unconverted and is scaled as models.image_io scales it (not re-encoded near white)."""
-    from models import extract
+    from models import pose_input
     from models.image_io import load_image
 
     arr = np.zeros((96, 64), np.uint16)
@@ -145,7 +145,7 @@ def test_sixteen_bit_photo_reaches_the_finder_as_the_cli_reads_it(client, tmp_pa
         seen.append(np.asarray(image))
         return common.default_pose()
 
-    monkeypatch.setattr(extract, "extract_pose", finder)
+    monkeypatch.setattr(pose_input, "extract_pose", finder)
     pose, _ = client.predict(handle_file(str(path)), "", api_name="/pose")
     assert (pose["width"], pose["height"]) == (64, 96)
     assert np.array_equal(seen[0], np.asarray(load_image(path)))  # what the command line reads

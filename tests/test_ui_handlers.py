@@ -95,12 +95,12 @@ def test_photo_not_an_image(tmp_path):
 
 
 def test_photo_with_nobody_keeps_photo_and_warns(tmp_path, monkeypatch):
-    from models import extract
+    from models import pose_input
 
     def nobody(image):
-        raise extract.NoPersonError("No person was found in the photo.")
+        raise pose_input.NoPersonError("No person was found in the photo.")
 
-    monkeypatch.setattr(extract, "extract_pose", nobody)
+    monkeypatch.setattr(pose_input, "extract_pose", nobody)
     path = tmp_path / "empty.png"
     Image.new("RGB", (320, 240), (200, 220, 240)).save(path)
     with pytest.warns(UserWarning):
@@ -109,9 +109,9 @@ def test_photo_with_nobody_keeps_photo_and_warns(tmp_path, monkeypatch):
 
 
 def test_photo_with_person_opens_in_editor(tmp_path, monkeypatch):
-    from models import extract
+    from models import pose_input
 
-    monkeypatch.setattr(extract, "extract_pose", lambda image: common.default_pose())
+    monkeypatch.setattr(pose_input, "extract_pose", lambda image: common.default_pose())
     path = tmp_path / "person.png"
     Image.new("RGB", (300, 400), (90, 90, 90)).save(path)
     overlay, v, text = app_pose.extract_from_photo(str(path), value())
@@ -404,18 +404,6 @@ def test_refine_and_explore_with_tiny_real_models():
     assert np.array_equal(np.asarray(api_image), np.asarray(image))
     outs = list(app_refine.refine_handler(lambda: pipe, clip)(current, "pink hair", "", "style", 1, 1.0, 0.0))
     assert outs[-1][3].state.seed == 3 and outs[-1][1].size == current.image.size
-
-
-def test_the_refine_tabs_defaults_are_the_models():
-    """The Refine tab and the demo stand-in show the step counts, pose weights and step sizes models.refine runs."""
-    from models.refine import BOTH_STEPS, DEFAULTS
-    from ui import app_refine, fake
-
-    assert app_refine.DEFAULT_STEPS == {
-        "style": DEFAULTS["style"].steps, "latent": DEFAULTS["latent"].steps, "both": sum(BOTH_STEPS.values()),
-    }  # fmt: skip
-    assert {m: app_refine.DEFAULT_POSE_WEIGHT[m] for m in DEFAULTS} == {m: s.pose_weight for m, s in DEFAULTS.items()}
-    assert fake.DEFAULT_LR == {m: s.lr for m, s in DEFAULTS.items()}
 
 
 # -- back ends with other signatures; output and logging --------------------------------------------

@@ -2,14 +2,24 @@
 
 Names are short and captionable ("pink hair", "twintails"); the eval and CLIP code use the tuples
 below (`HAIR_COLORS`, `HAIR_STYLES`, `EYE_COLORS`, `OUTFITS`, `BACKGROUNDS`, ...) as class labels.
+A character's captions (`tags`, `sentence`), and the same character with one attribute changed (`swap`):
+
+    c2 = swap(c, "hair_color", rng)      # c with another hair colour; None where the swap does not apply
+
+The swaps are used by `training.eval judge` (the judge's cross-talk on one-attribute changes) and by
+`training.synth --pairs` (training pairs that differ in one attribute, for `train_ldm --pair-weight`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from models.errors import InputError
 
 RGB = tuple[int, int, int]
 
@@ -164,3 +174,148 @@ def attributes_markdown() -> str:
 
 if __name__ == "__main__":
     print(attributes_markdown(), end="")
+
+
+# -- captions: booru-style tags and one plain English sentence ---------------------------------------
+_ACTION_TAGS = {
+    "stand": "standing", "walk": "walking", "run": "running", "jump": "jumping", "sit": "sitting",
+    "kneel": "kneeling", "arms up": "arms up", "wave": "waving", "point": "pointing", "dance": "dancing",
+    "fight": "fighting stance", "hands on hips": "hands on hips",
+}  # fmt: skip
+_YAW_TAGS = {"front": "from front", "three-quarter": "three-quarter view", "side": "from side", "back": "from behind"}
+
+
+def outfit_words(c: Character) -> str:
+    """The outfit with its colours, e.g. 'white blouse and blue skirt'."""
+    a, b = c.outfit_colors
+    return {
+        "dress": f"{a} dress",
+        "blouse and skirt": f"{a} blouse and {b} skirt",
+        "shirt and trousers": f"{a} shirt and {b} trousers",
+        "sailor uniform": f"sailor uniform with {b} collar",
+        "hoodie and shorts": f"{a} hoodie and {b} shorts",
+        "kimono": f"{a} kimono with {b} sash",
+    }[c.outfit]
+
+
+def tags(character: Character, action: str | None = None, yaw: str | None = None) -> str:
+    """Comma-separated tags, e.g. '1girl, twintails, pink hair, blue eyes, sailor uniform, ...'."""
+    c = character
+    out = [f"1{c.gender}", c.hair_style, f"{c.hair_color} hair", f"{c.eye_color} eyes", f"{c.skin} skin", c.outfit]
+    out.append(outfit_words(c))
+    out += list(c.accessories)
+    if c.legwear != "none":
+        out.append(f"{c.legwear_color} {c.legwear}")
+    out.append(f"{c.shoe_color} {c.shoes}")
+    if c.smile:
+        out.append("smile")
+    if c.blush:
+        out.append("blush")
+    if action:
+        out.append(_ACTION_TAGS.get(action, action))
+    if yaw:
+        out.append(_YAW_TAGS.get(yaw, yaw))
+    out.append(f"{c.background_color} background")
+    if c.background != "plain":
+        out.append(f"{c.background} background")
+    return ", ".join(out)
+
+
+_ACTION_WORDS = {
+    "stand": "standing", "walk": "walking", "run": "running", "jump": "jumping", "sit": "sitting on a stool",
+    "kneel": "kneeling", "arms up": "with arms up", "wave": "waving", "point": "pointing", "dance": "dancing",
+    "fight": "in a fighting stance", "hands on hips": "with hands on hips",
+}  # fmt: skip
+_YAW_WORDS = {"front": "seen from the front", "three-quarter": "seen in three-quarter view",
+              "side": "seen from the side", "back": "seen from behind"}  # fmt: skip
+_HAIR_WORDS = {
+    "short hair": "short {} hair", "bob cut": "{} hair in a bob cut", "long hair": "long {} hair",
+    "twintails": "{} hair in twintails", "ponytail": "{} hair in a ponytail", "spiked hair": "spiky {} hair",
+    "hair bun": "{} hair in a bun",
+}  # fmt: skip
+
+
+def sentence(character: Character, action: str | None = None, yaw: str | None = None) -> str:
+    """One sentence, e.g. 'An anime girl with pink hair in twintails and blue eyes, wearing ..., waving.'."""
+    c = character
+    hair = _HAIR_WORDS[c.hair_style].format(c.hair_color)
+    s = f"An anime {c.gender} with {hair}, {c.eye_color} eyes and {c.skin} skin, wearing a {outfit_words(c)}"
+    if c.legwear != "none":
+        s += f", {c.legwear_color} {c.legwear}"
+    s += f" and {c.shoe_color} {c.shoes}"
+    if c.accessories:
+        s += ", with " + " and ".join(_article(a) for a in c.accessories)
+    if action:
+        s += f", {_ACTION_WORDS.get(action, action)}"
+    if yaw:
+        s += f", {_YAW_WORDS.get(yaw, yaw)}"
+    kind = "plain" if c.background == "plain" else c.background
+    s += f", on {_article(c.background_color)} {kind} background."
+    return s
+
+
+def _article(word: str) -> str:
+    if word.endswith("s"):  # glasses, cat ears
+        return word
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+# -- one attribute changed, the rest kept: the renderer's exact counterfactuals -----------------------
+# Outfits whose colours follow their own rule: a sailor uniform's top is always white, a dress shows its second
+# colour only as a 1 px belt (`models.attributes.record_labels`). Colour swaps skip them.
+_FIXED_COLOURS = ("sailor uniform", "dress")
+
+
+def _other(rng: np.random.Generator, pool: Sequence[str], *current: str) -> str:
+    """A class of `pool` other than the `current` ones, drawn by `rng`."""
+    left = [p for p in pool if p not in current]
+    return left[int(rng.integers(len(left)))]
+
+
+def _outfit_colour(slot: int) -> Callable[[Character, np.random.Generator], Character | None]:
+    """A swap of the outfit's main (0) or second (1) colour, keeping the two different."""
+
+    def swap_colour(c: Character, rng: np.random.Generator) -> Character | None:
+        if c.outfit in _FIXED_COLOURS:
+            return None
+        colours = list(c.outfit_colors)
+        colours[slot] = _other(rng, list(CLOTH_COLORS), *colours)
+        return dataclasses.replace(c, outfit_colors=(colours[0], colours[1]))
+
+    return swap_colour
+
+
+def _outfit(c: Character, rng: np.random.Generator) -> Character | None:
+    """Another outfit the renderer gives this gender, among those that take any two colours."""
+    pool = ("shirt and trousers", "hoodie and shorts", "kimono") if c.gender == "boy" else OUTFITS
+    pool = [o for o in pool if o not in _FIXED_COLOURS]
+    if c.outfit in _FIXED_COLOURS or len(pool) < 2:
+        return None
+    return dataclasses.replace(c, outfit=_other(rng, pool, c.outfit))
+
+
+def _hair_style(c: Character, rng: np.random.Generator) -> Character:
+    """Another hair style the renderer gives this gender."""
+    pool = ("short hair", "spiked hair", "ponytail") if c.gender == "boy" else HAIR_STYLES
+    return dataclasses.replace(c, hair_style=_other(rng, pool, c.hair_style))
+
+
+# attribute (the judge's head name) -> the swap that changes it alone, or None where it does not apply
+SWAPS: dict[str, Callable[[Character, np.random.Generator], Character | None]] = {
+    "background_color": lambda c, r: dataclasses.replace(c, background_color=_other(r, list(BACKGROUNDS), c.background_color)),
+    "background": lambda c, r: dataclasses.replace(c, background=_other(r, BACKGROUND_KINDS, c.background)),
+    "hair_color": lambda c, r: dataclasses.replace(c, hair_color=_other(r, list(HAIR_COLORS), c.hair_color)),
+    "hair_style": _hair_style,
+    "outfit": _outfit,
+    "outfit_color": _outfit_colour(0),
+    "outfit_color2": _outfit_colour(1),
+    "skin": lambda c, r: dataclasses.replace(c, skin=_other(r, list(SKIN_TONES), c.skin)),
+    "eye_color": lambda c, r: dataclasses.replace(c, eye_color=_other(r, list(EYE_COLORS), c.eye_color)),
+}  # fmt: skip
+
+
+def swap(character: Character, attribute: str, rng: np.random.Generator) -> Character | None:
+    """`character` with only `attribute` set to another class (drawn by `rng`); None where the swap does not apply."""
+    if attribute not in SWAPS:
+        raise InputError(f"Unknown attribute '{attribute}'; known: {', '.join(SWAPS)}.")
+    return SWAPS[attribute](character, rng)

@@ -50,6 +50,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,32 +70,26 @@ from models.directions import (
 )
 from models.editing import edit
 from models.errors import InputError
-from training.eval import (
+from training.eval_common import (
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     EVAL_SEED,
     heldout_render,
+    load_attributes,
     load_detector,
     output_frame_pose,
     pck_counts,
+    to_unit,
 )
+from training.eval_judge import CHANGE_TV, SUBTLE, attribute_changes, label_from_changes
 
 VISIBLE_PIXELS = 4.0  # mean |change| in [0, 255] units for an edit to count as visible (module docstring)
-CHANGE_TV = 0.25  # mean total variation of an attribute's class probabilities for it to count as changed
-SECOND_RATIO = 0.6  # a second attribute is named when it changes at least this share of the first
 NOISE_SIGMA = 0.1  # the isotropic perturbation of s that gives the noise floor
 PCK_TARGET = 0.8
-SUBTLE = "subtle (no attribute change)"
+SIDES = ((-1.0, "minus"), (1.0, "plus"))  # the sign of each side of an edit, and its name
 
 
 # -- pure measures --------------------------------------------------------------------------------
-def to_unit(images: Sequence[Image.Image]) -> Any:
-    """PIL images -> float tensor (B, 3, H, W) in [-1, 1] (the attribute classifier's input)."""
-    from models.autoencoder import from_pil
-
-    return from_pil(images)
-
-
 def pixel_change(a: Sequence[Image.Image], b: Sequence[Image.Image]) -> float:
     """Mean |a - b| over images, pixels and channels, in [0, 255] units."""
     x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in a])
@@ -111,43 +106,6 @@ def feature_distance(edited: np.ndarray, base: np.ndarray) -> float:
         return float("nan")
     pair = [np.linalg.norm(base[i] - base[j]) for i in range(n) for j in range(i + 1, n)]
     return moved / max(float(np.mean(pair)), 1e-12)
-
-
-def pretty_attribute(name: str) -> str:
-    """`hair_color` -> `hair colour` (labels are for people)."""
-    return name.replace("_", " ").replace("color", "colour")
-
-
-def attribute_changes(
-    minus: dict[str, np.ndarray], plus: dict[str, np.ndarray], classes: dict[str, Sequence[str]]
-) -> dict[str, dict[str, Any]]:
-    """Per attribute: mean total variation between paired probabilities (N, C), share of argmax flips,
-    and the class that loses most (`from`) and gains most (`to`) mean probability."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, probs in minus.items():
-        p, q = np.asarray(probs, np.float64), np.asarray(plus[name], np.float64)
-        tv = 0.5 * np.abs(q - p).sum(axis=1)
-        delta = q.mean(axis=0) - p.mean(axis=0)
-        names = list(classes.get(name, [str(c) for c in range(p.shape[1])]))
-        out[name] = {
-            "tv": float(tv.mean()),
-            "flips": float((p.argmax(axis=1) != q.argmax(axis=1)).mean()),
-            "from": names[int(delta.argmin())],
-            "to": names[int(delta.argmax())],
-        }
-    return out
-
-
-def label_from_changes(changes: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
-    """The label ("hair colour (pink → blue)", a second joined by " + ", or SUBTLE) and the changed attributes."""
-    changed = sorted((n for n, c in changes.items() if c["tv"] >= CHANGE_TV), key=lambda n: -changes[n]["tv"])
-    if not changed:
-        return SUBTLE, []
-    named = changed[:1]
-    if len(changed) > 1 and changes[changed[1]]["tv"] >= SECOND_RATIO * changes[changed[0]]["tv"]:
-        named.append(changed[1])
-    parts = [f"{pretty_attribute(n)} ({changes[n]['from']} → {changes[n]['to']})" for n in named]
-    return " + ".join(parts), changed
 
 
 def attribute_probs(classifier: Any, images: Sequence[Image.Image]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -167,18 +125,6 @@ def attribute_probs(classifier: Any, images: Sequence[Image.Image]) -> tuple[dic
     feats = torch.cat(captured).float().cpu().numpy() if captured else None
     out = {n: (p.detach().float().cpu().numpy() if torch.is_tensor(p) else np.asarray(p)) for n, p in probs.items()}
     return out, feats
-
-
-def load_attributes(path: str | None = None) -> tuple[Any, dict[str, Sequence[str]]] | None:
-    """The attribute classifier and its class names (`models.attributes`), or None when it is not available."""
-    try:
-        from models.attributes import ATTRIBUTES, load_attribute_classifier
-
-        clf = load_attribute_classifier(path) if path else load_attribute_classifier()
-    except (ImportError, InputError, OSError, ValueError) as err:
-        print(f"no attribute classifier: {type(err).__name__}: {err}", file=sys.stderr)
-        return None
-    return clf, dict(getattr(clf, "classes", None) or ATTRIBUTES)
 
 
 def training_steps(model: str | Path) -> int | None:
@@ -218,7 +164,7 @@ def pathway_renders(
     """The renders at -amount and +amount with the edit given to one pathway of s: "start" (the sampler's start
     E[z_0 | s, pose] reads the edited s, the UNet the unedited one) or "unet" (the other way round)."""
     sides: dict[str, list[Image.Image]] = {}
-    for sign, name in ((-1.0, "minus"), (1.0, "plus")):
+    for sign, name in SIDES:
         images = []
         for st in states:
             base = np.asarray(st.style, dtype=np.float32)
@@ -252,6 +198,17 @@ def judged_row(
 
 
 # -- the evaluation -------------------------------------------------------------------------------
+@dataclass
+class Unedited:
+    """The unedited renders of the held-out poses: their states, images, target poses and features."""
+
+    states: list[Any]
+    images: list[Image.Image]
+    targets: list[Any]
+    feats: np.ndarray
+    attr_feats: np.ndarray | None
+
+
 def evaluate_directions(
     pipe: Any,
     detector: Any,
@@ -269,42 +226,61 @@ def evaluate_directions(
 ) -> dict[str, Any]:
     """Render every direction at +-amount on held-out poses; return figures and labels (module docstring); with
     `pathways`, also each direction's changes through the start alone and through the UNet alone."""
-    # 1. Check inputs.
     if seeds < 1 or steps < 1 or k < 1:
         raise InputError("--seeds, --steps and --k must be at least 1.")
     if not 0 < amount <= MAX_SIGMA:
         raise InputError(f"--amount must be above 0 and at most {MAX_SIGMA:g} standard deviations.")
     started = time.perf_counter()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    clf, classes = attributes if attributes is not None else (None, {})
+    judge = attributes if attributes is not None else (None, {})
     if pathways and getattr(pipe, "mean_latent", None) is None:
         raise InputError("--pathways needs a model with a sampler start (mean_latent/): without one s has one path.")
-
-    # 2. The unedited renders of held-out poses (seed EVAL_SEED + i), their target poses and features.
     if poses is None:
         poses = [heldout_render(i).pose for i in range(seeds)]
-    states = [pipe.prepare(poses[i], EVAL_SEED + i, steps=steps) for i in range(seeds)]
-    base, targets = [], []
-    for st in states:
-        images, done = pipe.render(st)
-        base += images
-        targets.append(output_frame_pose(pipe, done, images[0]))
-    base_feats = detector.embed(base)
-    base_attr_feats = attribute_probs(clf, base)[1] if clf is not None else None
-    hits, total = pck_counts(detector.detect(base), targets)
+    ref = unedited_renders(pipe, detector, judge[0], [poses[i] for i in range(seeds)], steps)
+    result = _result_header(pipe, detector, judge[0], ref, seeds, steps, amount)
+    for method in [*methods, *(["axes"] if axes > 0 else [])]:
+        dirs = style_axes(pipe, axes) if method == "axes" else directions_for(pipe, method, k, feature=ganspace_feature)
+        rows = []
+        for i in range(len(dirs)):
+            row = direction_row(pipe, detector, judge, ref, dirs, (method, i), amount, pathways)
+            rows.append(row)
+            say(f"{method} {i}: {row['pixel_change']:.2f} px, pck {row['pck']:.3f}, {row.get('label', '')}")
+        result["methods"][method] = {"options": dirs.options, "summary": summarise(rows), "directions": rows}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
 
-    # 3. The noise floor: s perturbed by N(0, NOISE_SIGMA^2 I).
+
+def unedited_renders(pipe: Any, detector: Any, clf: Any, poses: Sequence[Any], steps: int) -> Unedited:
+    """The unedited render of each pose (seed EVAL_SEED + i), its pose in the output frame, and its features."""
+    states = [pipe.prepare(pose, EVAL_SEED + i, steps=steps) for i, pose in enumerate(poses)]
+    images, targets = [], []
+    for st in states:
+        out, done = pipe.render(st)
+        images += out
+        targets.append(output_frame_pose(pipe, done, out[0]))
+    feats = detector.embed(images)
+    attr_feats = attribute_probs(clf, images)[1] if clf is not None else None
+    return Unedited(states, images, targets, feats, attr_feats)
+
+
+def _result_header(
+    pipe: Any, detector: Any, clf: Any, ref: Unedited, seeds: int, steps: int, amount: float
+) -> dict[str, Any]:
+    """The figures that do not depend on a direction: the model's hashes, the settings, the noise floor (s
+    perturbed by N(0, NOISE_SIGMA^2 I)) and the detector's PCK on the unedited renders."""
+    hits, total = pck_counts(detector.detect(ref.images), ref.targets)
     rng = np.random.default_rng(0)
     noisy = [pipe.render(st.with_style(st.style + NOISE_SIGMA * rng.standard_normal(st.style.shape)))[0][0]
-             for st in states]  # fmt: skip
-    result: dict[str, Any] = {
+             for st in ref.states]  # fmt: skip
+    return {
         "style_affine_sha256": model_hash(pipe),
         "mean_latent_sha256": start_hash(pipe),
         "seeds": seeds,
         "steps": steps,
         "amount_sigma": amount,
         "visible_threshold_pixels": VISIBLE_PIXELS,
-        "noise_floor_pixels": pixel_change(noisy, base),
+        "noise_floor_pixels": pixel_change(noisy, ref.images),
         "noise_sigma": NOISE_SIGMA,
         "change_threshold_tv": CHANGE_TV,
         "pck_unedited": hits / total if total else float("nan"),
@@ -314,36 +290,36 @@ def evaluate_directions(
         "methods": {},
     }
 
-    # 4. Each direction at -amount and +amount.
-    for method in [*methods, *(["axes"] if axes > 0 else [])]:
-        dirs = style_axes(pipe, axes) if method == "axes" else directions_for(pipe, method, k, feature=ganspace_feature)
-        rows = []
-        for i in range(len(dirs)):
-            sides: dict[str, list[Image.Image]] = {}
-            for sign, name in ((-1.0, "minus"), (1.0, "plus")):
-                sides[name] = [edited_render(pipe, st, (method, i), sign * amount, dirs) for st in states]
-            edited = sides["minus"] + sides["plus"]
-            h, n = pck_counts(detector.detect(edited), targets + targets)
-            judged, feats = judged_row(sides, base, clf, classes)
-            row: dict[str, Any] = {
-                "index": i,
-                "explained": float(dirs.explained[i]),
-                "feature_distance": feature_distance(detector.embed(edited), np.concatenate([base_feats, base_feats])),
-                "pck": h / n if n else float("nan"),
-                **judged,
-            }
-            if base_attr_feats is not None and feats is not None:
-                row["feature_distance_attributes"] = feature_distance(
-                    feats, np.concatenate([base_attr_feats, base_attr_feats])
-                )
-            if pathways:
-                arms = {arm: pathway_renders(pipe, states, (method, i), amount, dirs, arm) for arm in ("start", "unet")}
-                row["pathways"] = {arm: judged_row(renders, base, clf, classes)[0] for arm, renders in arms.items()}
-            rows.append(row)
-            say(f"{method} {i}: {row['pixel_change']:.2f} px, pck {row['pck']:.3f}, {row.get('label', '')}")
-        result["methods"][method] = {"options": dirs.options, "summary": summarise(rows), "directions": rows}
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    return result
+
+def direction_row(
+    pipe: Any,
+    detector: Any,
+    judge: tuple[Any, dict[str, Sequence[str]]],
+    ref: Unedited,
+    dirs: Directions,
+    key: tuple[str, int],
+    amount: float,
+    pathways: bool,
+) -> dict[str, Any]:
+    """The figures of one direction (`key`: method, index) at -amount and +amount (module docstring)."""
+    clf, classes = judge
+    sides = {name: [edited_render(pipe, st, key, sign * amount, dirs) for st in ref.states] for sign, name in SIDES}
+    edited = sides["minus"] + sides["plus"]
+    h, n = pck_counts(detector.detect(edited), ref.targets + ref.targets)
+    judged, feats = judged_row(sides, ref.images, clf, classes)
+    row: dict[str, Any] = {
+        "index": key[1],
+        "explained": float(dirs.explained[key[1]]),
+        "feature_distance": feature_distance(detector.embed(edited), np.concatenate([ref.feats, ref.feats])),
+        "pck": h / n if n else float("nan"),
+        **judged,
+    }
+    if ref.attr_feats is not None and feats is not None:
+        row["feature_distance_attributes"] = feature_distance(feats, np.concatenate([ref.attr_feats, ref.attr_feats]))
+    if pathways:
+        arms = {arm: pathway_renders(pipe, ref.states, key, amount, dirs, arm) for arm in ("start", "unet")}
+        row["pathways"] = {arm: judged_row(renders, ref.images, clf, classes)[0] for arm, renders in arms.items()}
+    return row
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -406,8 +382,8 @@ def label_cache(result: dict[str, Any], model: str | Path) -> dict[str, Any]:
 
 
 # -- command line ---------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, evaluate, print figures and/or write the label cache."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(prog="python -m training.eval_directions", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--label", action="store_true", help="write the automatic labels to --out")
@@ -432,37 +408,63 @@ def main(argv: list[str] | None = None) -> int:
         "--axes", type=int, default=0, help="also the first N axes of s, one by one (a diagnostic; `style_axes`)"
     )
     parser.add_argument("--device", default="cpu", help="device of the pipeline, float32 on any (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _evaluate_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the options, load the models and evaluate."""
+    import torch
+
+    from models.pipeline import PosePipeline
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}.")
+    attributes = load_attributes(args.attributes)
+    if args.label and attributes is None:
+        raise InputError("--label needs the attribute classifier (models.attributes), which could not be loaded.")
+    # float32 everywhere, so that a GPU run gives the CPU's figures (and labels) up to round-off.
+    pipe = PosePipeline.from_pretrained(args.model, device=args.device, dtype=torch.float32)
+    return evaluate_directions(
+        pipe,
+        load_detector(args.detector),
+        attributes,
+        methods,
+        args.k,
+        args.seeds,
+        args.steps,
+        args.amount,
+        progress=not args.json,
+        ganspace_feature=args.ganspace_feature,
+        pathways=args.pathways,
+        axes=args.axes,
+    )
+
+
+def _show(result: dict[str, Any]) -> None:
+    """One line a method and one a direction (and its pathways), then the noise floor."""
+    for method, r in result["methods"].items():
+        print(f"{method}: {json.dumps(r['summary'])}")
+        for d in r["directions"]:
+            print(
+                f"  {d['index']:>2} px {d['pixel_change']:6.2f} feat {d['feature_distance']:.3f} "
+                f"pck {d['pck']:.3f} {d.get('label', '')}"
+            )
+            for arm, a in d.get("pathways", {}).items():
+                print(f"       {arm} only: px {a['pixel_change']:6.2f} {a.get('label', '')}")
+    print(f"noise floor {result['noise_floor_pixels']:.2f} px; {result['seconds']} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, evaluate, print figures and/or write the label cache."""
+    args = _parser().parse_args(argv)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        from models.pipeline import PosePipeline
-
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}.")
-        attributes = load_attributes(args.attributes)
-        if args.label and attributes is None:
-            raise InputError("--label needs the attribute classifier (models.attributes), which could not be loaded.")
-        # float32 everywhere, so that a GPU run gives the CPU's figures (and labels) up to round-off.
-        pipe = PosePipeline.from_pretrained(args.model, device=args.device, dtype=torch.float32)
-        result = evaluate_directions(
-            pipe,
-            load_detector(args.detector),
-            attributes,
-            methods,
-            args.k,
-            args.seeds,
-            args.steps,
-            args.amount,
-            progress=not args.json,
-            ganspace_feature=args.ganspace_feature,
-            pathways=args.pathways,
-            axes=args.axes,
-        )
+        result = _evaluate_args(args)
     except InputError as err:
         print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
         return 1
@@ -478,16 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
-        for method, r in result["methods"].items():
-            print(f"{method}: {json.dumps(r['summary'])}")
-            for d in r["directions"]:
-                print(
-                    f"  {d['index']:>2} px {d['pixel_change']:6.2f} feat {d['feature_distance']:.3f} "
-                    f"pck {d['pck']:.3f} {d.get('label', '')}"
-                )
-                for arm, a in d.get("pathways", {}).items():
-                    print(f"       {arm} only: px {a['pixel_change']:6.2f} {a.get('label', '')}")
-        print(f"noise floor {result['noise_floor_pixels']:.2f} px; {result['seconds']} s")
+        _show(result)
     return 0
 
 

@@ -1,12 +1,18 @@
-"""How far the attribute classifier's readings move when exactly one attribute of a character changes.
+"""The attribute judge reading a change: the label it gives an edit, and how far its readings move when exactly one
+attribute of a character changes.
 
     python -m training.eval judge --json [--n 40]
 
-For `--n` held-out characters (data set seed JUDGE_EVAL_SEED, never trained on) and each attribute the renderer can
-change alone, the character is drawn twice in the same pose: as sampled, and with that one attribute set to
-another class (`swap`). Both renders go through the autoencoder, since the judge only ever reads decodings. Then the
-judge's class probabilities are compared head by head with the figure `eval directions` uses: the mean total
-variation 0.5 sum_c |p(c) - q(c)|.
+A change is read as `eval directions` labels its edits (`attribute_changes`, `label_from_changes`): per attribute the
+mean total variation 0.5 sum_c |p(c) - q(c)| between the judge's class probabilities before and after; an attribute
+changes at CHANGE_TV or more, a second one is named at SECOND_RATIO of the first, and an edit that changes none is
+SUBTLE.
+
+The cross-talk: for `--n` held-out characters (data set seed JUDGE_EVAL_SEED, never trained on) and each attribute
+the renderer can change alone, the character is drawn twice in the same pose: as sampled, and with that one attribute
+set to another class (`swap`). Both renders go through the autoencoder, since the judge only ever reads decodings.
+Then the judge's class probabilities are compared head by head with the figure `eval directions` uses: the mean
+total variation 0.5 sum_c |p(c) - q(c)|.
 
 Why: `eval directions` counts an attribute as changed at a total variation of CHANGE_TV and names a second one at
 SECOND_RATIO of the first. Each row of the matrix is one true change. Its diagonal says how surely the judge sees
@@ -28,11 +34,55 @@ import numpy as np
 
 from models.errors import InputError
 from training import character as ch
-from training.eval import EVAL_SEED
-from training.eval_directions import CHANGE_TV, SECOND_RATIO, attribute_changes
-from training.swaps import SWAPS, swap
+from training.character import SWAPS, swap
+from training.eval_common import DEFAULT_MODEL, EVAL_SEED, load_attributes
 
 JUDGE_EVAL_SEED = EVAL_SEED + 6  # data set seed of these characters (+5: the sampler start's held-out renders)
+CHANGE_TV = 0.25  # mean total variation of an attribute's class probabilities for it to count as changed
+SECOND_RATIO = 0.6  # a second attribute is named when it changes at least this share of the first
+SUBTLE = "subtle (no attribute change)"
+DESCRIPTION = "How far the attribute classifier's readings move when exactly one attribute of a character changes."
+
+
+# -- reading a change -----------------------------------------------------------------------------
+def pretty_attribute(name: str) -> str:
+    """`hair_color` -> `hair colour` (labels are for people)."""
+    return name.replace("_", " ").replace("color", "colour")
+
+
+def attribute_changes(
+    minus: dict[str, np.ndarray], plus: dict[str, np.ndarray], classes: dict[str, Sequence[str]]
+) -> dict[str, dict[str, Any]]:
+    """Per attribute: mean total variation between paired probabilities (N, C), share of argmax flips,
+    and the class that loses most (`from`) and gains most (`to`) mean probability."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, probs in minus.items():
+        p, q = np.asarray(probs, np.float64), np.asarray(plus[name], np.float64)
+        tv = 0.5 * np.abs(q - p).sum(axis=1)
+        delta = q.mean(axis=0) - p.mean(axis=0)
+        names = list(classes.get(name, [str(c) for c in range(p.shape[1])]))
+        out[name] = {
+            "tv": float(tv.mean()),
+            "flips": float((p.argmax(axis=1) != q.argmax(axis=1)).mean()),
+            "from": names[int(delta.argmin())],
+            "to": names[int(delta.argmax())],
+        }
+    return out
+
+
+def label_from_changes(changes: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
+    """The label ("hair colour (pink → blue)", a second joined by " + ", or SUBTLE) and the changed attributes."""
+    changed = sorted((n for n, c in changes.items() if c["tv"] >= CHANGE_TV), key=lambda n: -changes[n]["tv"])
+    if not changed:
+        return SUBTLE, []
+    named = changed[:1]
+    if len(changed) > 1 and changes[changed[1]]["tv"] >= SECOND_RATIO * changes[changed[0]]["tv"]:
+        named.append(changed[1])
+    parts = [f"{pretty_attribute(n)} ({changes[n]['from']} → {changes[n]['to']})" for n in named]
+    return " + ".join(parts), changed
+
+
+# -- the cross-talk -------------------------------------------------------------------------------
 
 
 def pairs(attribute: str, n: int, seed: int = JUDGE_EVAL_SEED, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +146,7 @@ def crosstalk(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    from training.eval import DEFAULT_MODEL
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=DESCRIPTION)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--n", type=int, default=40, help="held-out characters per attribute (default: 40)")
     p.add_argument("--attributes", default=None, help=f"comma-separated (default: {','.join(SWAPS)})")
@@ -108,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from training.eval_directions import load_attributes
     from training.train_attributes import autoencoder_round_trip
 
     torch.set_num_threads(a.threads)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +45,25 @@ from models import paths
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
-from training.eval import (
+from training.eval_clip import clip_features
+from training.eval_common import (
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     EVAL_SEED,
     frechet_distance,
+    generate,
+    image_grid,
     load_detector,
     pck_counts,
     report,
     round_trip,
+    to_unit,
 )
-from training.eval_directions import to_unit
 
-ROOT = paths.ROOT
-PHOTOS = ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
-KEYPOINT_FILES = ROOT.parent / "shared" / "keypoint_formats"
+PHOTOS = paths.ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
+KEYPOINT_FILES = paths.ROOT.parent / "shared" / "keypoint_formats"
 EYES = (KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye"))
+CLIP_BATCH = 64  # images a CLIP call
 
 
 # -- image statistics (pure) ----------------------------------------------------------------------
@@ -229,8 +231,7 @@ def c2st(a: list[Image.Image], b: list[Image.Image], steps: int = 300, crop: int
 def real_poses() -> list[tuple[str, Pose]]:
     """Poses people make: read by mediapipe from `../shared/photos` (when present), the presets, and the
     fork's keypoint files (when present); (name, pose) pairs."""
-    from models.pose_input import read_pose_input
-    from models.presets import list_presets
+    from models.pose_input import list_presets, read_pose_input
 
     specs = (
         [p for p in sorted(PHOTOS.glob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
@@ -247,13 +248,6 @@ def real_poses() -> list[tuple[str, Pose]]:
     return out
 
 
-def render_pose(pose: Pose, index: int, size: int) -> Any:
-    """A render of `pose` with the reserved split's character `index` (`training.synth.make_sample`)."""
-    from training.synth import make_sample
-
-    return make_sample(EVAL_SEED + 2, index, size, pose=pose)
-
-
 # -- the evaluation -------------------------------------------------------------------------------
 def _dilate(masks: np.ndarray, px: int) -> np.ndarray:
     """Masks (N, H, W) grown by `px` pixels (the sample's figure sits near the render's, not on it)."""
@@ -261,29 +255,9 @@ def _dilate(masks: np.ndarray, px: int) -> np.ndarray:
     return (F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[:, 0] > 0).numpy()
 
 
-def _clip_features(clip: Any, images: list[Image.Image]) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([clip.encode_image(to_unit(images[i : i + 64])) for i in range(0, len(images), 64)]).numpy()
-
-
 def _ratio(a: float, b: float) -> float:
+    """a / b, nan when b is 0."""
     return float(a / b) if b else float("nan")
-
-
-def _generate(
-    pipe: Any, poses: list[Pose], steps: int, seed0: int
-) -> tuple[list[Image.Image], list[Pose], list[float]]:
-    """One image a pose (seed `seed0 + i`), the poses in the output's frame, and the seconds each took."""
-    from training.eval import output_frame_pose
-
-    images, targets, seconds = [], [], []
-    for i, pose in enumerate(poses):
-        t0 = time.perf_counter()
-        out, states = pipe(pose, seed=seed0 + i, steps=steps, num_images=1)
-        seconds.append(time.perf_counter() - t0)
-        images.append(out[0])
-        targets.append(output_frame_pose(pipe, states[0], out[0]))
-    return images, targets, seconds
 
 
 def detail_figures(
@@ -305,15 +279,27 @@ def distribution_figures(
 ) -> dict[str, float]:
     """FD in the domain CLIP's features over the renders' floor (A against B), and the two-sample tests, of each
     set against renders B (`_ae` for the round trips)."""
-    fb = _clip_features(scorer, renders_b)
-    out = {"fd_clip_floor": frechet_distance(_clip_features(scorer, renders_a), fb)}
+    fb = clip_features(renders_b, scorer, CLIP_BATCH)
+    out = {"fd_clip_floor": frechet_distance(clip_features(renders_a, scorer, CLIP_BATCH), fb)}
     out["c2st_floor"] = c2st(renders_a, renders_b)
     for name, (images, _) in sets.items():
         suffix = "_ae" if name else ""
-        out[f"fd_clip_ratio{suffix}"] = _ratio(
-            frechet_distance(_clip_features(scorer, images), fb), out["fd_clip_floor"]
-        )
+        fd = frechet_distance(clip_features(images, scorer, CLIP_BATCH), fb)
+        out[f"fd_clip_ratio{suffix}"] = _ratio(fd, out["fd_clip_floor"])
         out[f"c2st{suffix}"] = c2st(images, renders_b)
+    return out
+
+
+def face_figures(
+    clf: Any, renders: list[Image.Image], poses: list[Pose], sets: dict[str, tuple[list, Any]]
+) -> dict[str, Any]:
+    """`face` (the judge's eye locator; without a judge the per-pixel check) and `face_pixels` (the per-pixel check,
+    with a judge) of the renders and of each set, in its own frame, and `face_n`."""
+    out: dict[str, Any] = {}
+    for suffix, by in (("", clf), ("_pixels", None)) if clf is not None else (("", None),):
+        out[f"face{suffix}_renders"], out["face_n"] = face_share(renders, poses, by)
+        for name, (images, frame) in sets.items():
+            out[f"face{suffix}_ae" if name else f"face{suffix}"] = face_share(images, frame, by)[0]
     return out
 
 
@@ -355,7 +341,7 @@ def evaluate_quality(
     trips = round_trip(vae, renders_a)
     sets = {"ae_": (trips, poses)}
     if pipe is not None:
-        samples, targets, seconds = _generate(pipe, poses, steps, EVAL_SEED)
+        samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED)
         sets[""] = (samples, targets)
 
     # 3. Detail against renders A (whole image and figure), the round trip's PSNR, the distributions against B.
@@ -365,25 +351,13 @@ def evaluate_quality(
     result["ae_psnr_figure"] = psnr_images(trips, renders_a, masks)
     result.update(distribution_figures(load_clip(str(clip)), renders_a, renders_b, sets))
 
-    # 4. Faces (in each set's own frame), and the judge's eye colour through the round trip.
-    clf = None
-    if judge is not None and Path(judge).is_dir():
-        from models.attributes import load_attribute_classifier
-
-        clf = load_attribute_classifier(judge)
-    for suffix, by in (("", clf), ("_pixels", None)) if clf is not None else (("", None),):
-        result[f"face{suffix}_renders"], result["face_n"] = face_share(renders_a, poses, by)
-        for name, (images, frame) in sets.items():
-            result[f"face{suffix}_ae" if name else f"face{suffix}"] = face_share(images, frame, by)[0]
+    # 4. Faces, the judge's eye colour through the round trip, and whether the look follows s.
+    clf = _load_judge(judge)
+    result.update(face_figures(clf, renders_a, poses, sets))
     if clf is not None:
         result["ae_eye_colour_ratio"] = _eye_colour_ratio(clf, first, renders_a, trips)
-        if pipe is not None:  # the look from s: one s, eight noises (`training.eval_style.look_agreement`)
-            from training.eval_style import look_agreement
-
-            look = look_agreement(pipe, clf, poses[:look_n], steps=steps)
-            result["look_follows_s"] = look.pop("look_follows_s")
-            result["look_follows_s_by_attribute"] = look
-            result["look_n"] = look_n
+        if pipe is not None:
+            result.update(_look(pipe, clf, poses, steps, look_n))
 
     # 5. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
     hits_r, total_r = pck_counts(det.detect(renders_a), poses)
@@ -391,12 +365,7 @@ def evaluate_quality(
     if real:
         result.update(_real_pck(pipe, det, steps, size))
     if pipe is not None:
-        hits, total = pck_counts(det.detect(samples), targets)
-        result["pck"] = hits / total
-        result["seconds_per_image"] = statistics.median(seconds)
-        result["fd_detector"] = frechet_distance(det.embed(samples), det.embed(renders_b))
-        result["fd_detector_floor"] = frechet_distance(det.embed(renders_a), det.embed(renders_b))
-        result["fd_detector_n"] = n
+        result.update(_sample_figures(det, sets[""], seconds, renders_a, renders_b))
     result["machine"] = f"{torch.get_num_threads()} torch threads"
     result["model"] = str(model) if model else None
     result["autoencoder"] = str(ae) if ae else "the model's"
@@ -404,6 +373,37 @@ def evaluate_quality(
         rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]
         save_sheet(sheet, [r[:8] for r, _ in rows], [p[:8] for _, p in rows])
     return result
+
+
+def _load_judge(judge: str | Path | None) -> Any:
+    """The attribute judge of a folder, or None when no folder is given or there is none."""
+    if judge is None or not Path(judge).is_dir():
+        return None
+    from models.attributes import load_attribute_classifier
+
+    return load_attribute_classifier(judge)
+
+
+def _look(pipe: Any, clf: Any, poses: list[Pose], steps: int, look_n: int) -> dict[str, Any]:
+    """The look from s on the first `look_n` poses: one s, eight noises a pose (`training.eval_style.look_agreement`)."""
+    from training.eval_style import look_agreement
+
+    look = look_agreement(pipe, clf, poses[:look_n], steps=steps)
+    return {"look_follows_s": look.pop("look_follows_s"), "look_follows_s_by_attribute": look, "look_n": look_n}
+
+
+def _sample_figures(det: Any, generated: tuple[list, list], seconds: list[float], a: list, b: list) -> dict[str, Any]:
+    """The samples' PCK, seconds per image, and FD in the detector's features against renders `b` (with the floor,
+    renders `a` against `b`)."""
+    (samples, targets), fb = generated, det.embed(b)
+    hits, total = pck_counts(det.detect(samples), targets)
+    return {
+        "pck": hits / total,
+        "seconds_per_image": statistics.median(seconds),
+        "fd_detector": frechet_distance(det.embed(samples), fb),
+        "fd_detector_floor": frechet_distance(det.embed(a), fb),
+        "fd_detector_n": len(samples),
+    }
 
 
 def _eye_colour_ratio(clf: Any, first: list[dict], renders: list[Image.Image], trips: list[Image.Image]) -> float:
@@ -426,18 +426,20 @@ def _eye_colour_ratio(clf: Any, first: list[dict], renders: list[Image.Image], t
 def _real_pck(pipe: Any | None, det: Any, steps: int, size: int) -> dict[str, Any]:
     """PCK on poses people make: the detector's ceiling on renders of them and (with a pipeline) the samples'."""
     from models.pipeline import frame_pose
+    from training.synth import make_sample
 
     named = real_poses()
     if not named:
         return {}
     poses = [p for _, p in named]
     photo = [Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") for name, _ in named]
-    renders = [render_pose(frame_pose(p, size), i, size)["render"] for i, p in enumerate(poses)]
+    # Rendered with the reserved split's characters (data set seed EVAL_SEED + 2), in the output's frame.
+    renders = [make_sample(EVAL_SEED + 2, i, size, pose=frame_pose(p, size))["render"] for i, p in enumerate(poses)]
     found = det.detect([r.image for r in renders])
     out: dict[str, Any] = {"real_n": len(poses), "photo_n": sum(photo)}
     arms = {"pck_real_renders": (found, [r.pose for r in renders])}
     if pipe is not None:
-        samples, targets, _ = _generate(pipe, poses, steps, EVAL_SEED + 10_000)
+        samples, targets, _, _ = generate(pipe, poses, steps, EVAL_SEED + 10_000)
         arms["pck_real"] = (det.detect(samples), targets)
     for name, (pred, target) in arms.items():  # every real pose, then the photos' alone (the hardest)
         hits, total = pck_counts(pred, target)
@@ -460,12 +462,8 @@ def save_sheet(path: str | Path, rows: list[list[Image.Image]], poses: list[list
             box = (int(c[0]) - head // 2, int(c[1]) - head // 2, int(c[0]) + head // 2, int(c[1]) + head // 2)
             crops.append(im.crop(box).resize((size, size), Image.NEAREST))
         heads.append(crops)
-    sheet = Image.new("RGB", (size * len(rows[0]), size * 2 * len(rows)), "white")
-    for r, images in enumerate(rows + heads):
-        for c, im in enumerate(images):
-            sheet.paste(im, (c * size, r * size))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    image_grid(rows + heads).save(path)
 
 
 def blurred(images: list[Image.Image], radius: float) -> list[Image.Image]:

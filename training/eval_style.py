@@ -18,7 +18,6 @@ accuracy on renders and `gain` well above 0; the shipped model's figures are in 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import InputError
-from training.eval import DEFAULT_MODEL, EVAL_SEED
+from training.eval_common import DEFAULT_MODEL, EVAL_SEED, load_attributes, report, to_unit
 
 STYLE_EVAL_SEED = EVAL_SEED + 3  # data set seed of this evaluation's renders (+1: detector, +2: CLIP)
 COLOUR_ATTRIBUTES = ("hair_color", "background_color", "outfit_color", "eye_color", "skin")
@@ -38,8 +37,6 @@ LOOK_ATTRIBUTES = ("hair_color", "hair_style", "outfit", "outfit_color", "backgr
 def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
     """`(N, style_dim)`: the style encoder's posterior mean of s for each PIL image."""
     import torch
-
-    from training.eval_directions import to_unit
 
     if pipe.style_encoder is None:
         raise InputError("This model folder has no style_encoder/: s cannot be read off an image.")
@@ -139,7 +136,6 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
     """`style_reading` on `n` held-out renders of STYLE_EVAL_SEED with the shipped (or given) judge."""
     from models.attributes import record_labels
     from models.pipeline import PosePipeline
-    from training.eval_directions import load_attributes
     from training.synth import make_sample
     from training.train_mean_latent import pipeline_free_style, pipeline_layout, pipeline_style_guide
 
@@ -194,18 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        result = evaluate_style(args.model, args.attributes, args.n, args.steps)
-    except InputError as err:
-        print(json.dumps({"error": str(err)}) if args.json else f"error: {err}")
-        return 1
-    if args.json:
-        print(json.dumps(result))
-        return 0
+    return report(lambda: evaluate_style(args.model, args.attributes, args.n, args.steps), args.json, _show)
+
+
+def _show(result: dict[str, Any]) -> None:
+    """One line an attribute, then the colours' means."""
     for name, row in result["attributes"].items():
         print(f"{name:>18}: from s {row['from_s']:.2f}  random s {row['random_s']:.2f}  (n={row['n']})")
     print(f"{'colours':>18}: from s {result['colour_from_s']:.2f}  random s {result['colour_random_s']:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

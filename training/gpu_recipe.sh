@@ -68,6 +68,6 @@ if [ "${DISTILL_MIN:-0}" != "0" ]; then
   stamp "few-step student ($DISTILL_MIN min)"
   $PY -m training.train_distill --teacher "$OUT/ldm/final" --data "$OUT/data" --out "$OUT/lcm" --preset gpu \
     --minutes "$DISTILL_MIN" > "$OUT/lcm.log" 2>&1
-  $PY -m benchmarks.preview --model "$OUT/lcm/final" --json > "$OUT/preview.json" || true
+  $PY -m benchmarks.speed preview --model "$OUT/lcm/final" --json > "$OUT/preview.json" || true
   stamp "student done: $(tail -1 "$OUT/lcm.log")"
 fi

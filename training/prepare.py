@@ -53,8 +53,8 @@ def crop_to_pose(image: Image.Image, pose: Pose, size: int = 128, margin: float 
 
 def prepare(images: str | Path, out: str | Path, size: int = 128, margin: float = 0.08) -> dict:
     """Extract, crop and write every image of a folder; returns the counts."""
-    from models.extract import extract_pose  # mediapipe is slow to import; only this path needs it
     from models.image_io import IMAGE_SUFFIXES, load_image
+    from models.pose_input import extract_pose
 
     src, out = Path(images), Path(out)
     if not src.is_dir():

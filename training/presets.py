@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 
@@ -63,11 +59,8 @@ class LDMPreset:
     """Hyperparameters of the latent diffusion run (`training/train_ldm.py`)."""
 
     image_size: int = 128  # must match the autoencoder's training images
-    block_out_channels: tuple[int, ...] = (
-        64,
-        128,
-        256,
-    )  # UNet widths (32, 16, 8 latent px for f4; ~9.4 GFLOP fwd+bwd a sample)
+    # UNet widths (32, 16, 8 latent px for f4; ~9.4 GFLOP fwd+bwd a sample)
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
     layers_per_block: int = 1
     attention_head_dim: int = 32  # channels per attention head (attention only at the lowest resolution)
     hint_channels: int = 32  # channels of the encoded pose condition concatenated with the latent
@@ -75,7 +68,7 @@ class LDMPreset:
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"  # v is steadier at few steps
     num_train_timesteps: int = 1000
     batch_size: int = 16
-    steps: int = 6000  # at most this many steps (measured speed: docs/EXPERIMENTS.md)
+    steps: int = 6000  # at most this many steps
     minutes: float = 60.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
     lr: float = 3e-4
     warmup: int = 200
@@ -98,7 +91,7 @@ class LDMPreset:
     affine_reg_weight: float = 0.0
     # In "labels" mode, where the other axes of s come from: the encoder's posterior, or the prior N(0, I) as at
     # sampling time. From the posterior they fill up with the guided attributes again, so a UNet trained on them
-    # meets guided and free axes that disagree when it samples (docs/EXPERIMENTS.md, "Style code and guided axes").
+    # meets guided and free axes that disagree when it samples.
     free_style: Literal["posterior", "prior"] = "posterior"
     # With a `synth --pairs` data folder (images 2k, 2k+1 differ in one attribute): batches of whole pairs, each
     # pair with one t, one noise, one pose dropout and one flip (and in "labels" mode one s but for the swapped
@@ -107,7 +100,7 @@ class LDMPreset:
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023); 0 turns it off
     # Rescale the noise schedule to zero terminal SNR (Lin et al. 2024, Sec. 3.1): at t = T the model then sees no
     # trace of the image, whose low frequencies (the colours) the standard schedule leaves readable at SNR 0.005, so
-    # the colours must come from the pose and s instead of the starting noise (issue 6's note). v-prediction and the
+    # the colours must come from the pose and s instead of the starting noise. v-prediction and the
     # plain v-loss only (Min-SNR gives the terminal step, SNR 0, no weight).
     zero_snr: bool = False
     flip: bool = False  # also train on mirrored images (latents of both precomputed: 2x the encoding time)
@@ -122,6 +115,18 @@ class LDMPreset:
     style_channels: tuple[int, ...] = (32, 64, 128, 128)  # style encoder CNN widths (128 -> 8 px)
     style_input_size: int = 128  # the style encoder sees the images resized to this side (models.style_encoder)
 
+
+# What the test presets share: two steps of two images, each step logged, saved and drawn.
+TINY_RUN: dict[str, Any] = {
+    "batch_size": 2,
+    "steps": 2,
+    "minutes": 0,
+    "warmup": 1,
+    "checkpoint_every": 1,
+    "sample_every": 1,
+    "log_every": 1,
+    "num_threads": 1,
+}
 
 AE_PRESETS: dict[str, AEPreset] = {
     "cpu": AEPreset(),
@@ -151,21 +156,19 @@ AE_PRESETS: dict[str, AEPreset] = {
         head_width=8,
         latent_channels=4,
         crop=16,
-        batch_size=2,
-        steps=2,
-        minutes=0,
-        warmup=1,
-        checkpoint_every=1,
-        sample_every=1,
-        log_every=1,
-        num_threads=1,
+        **TINY_RUN,
     ),
 }
 
-# The loss settings of both GPU presets, as measured on the CPU runs and the GPU runs (weights/README.md): the
-# plain v-loss keeps s in use, the ordered KL ramp gathers the code in its first dimensions, the guide gives
-# the first ten axes one attribute each and the affine penalty keeps them apart for SeFa and GANSpace.
-GPU_STYLE_LOSS: dict[str, Any] = {
+# What both GPU presets share: the loss settings found on the CPU and GPU runs (weights/README.md): the plain
+# v-loss keeps s in use, the ordered KL ramp gathers the code in its first dimensions, the guide gives the first ten
+# axes one attribute each and the affine penalty keeps them apart for SeFa and GANSpace.
+GPU_LDM: dict[str, Any] = {
+    "steps": 100000,
+    "flip": True,
+    "max_images": 0,
+    "num_threads": 8,
+    "mixed_precision": "bf16",
     "min_snr_gamma": 0.0,
     "style_kl_weight": 1e-3,
     "style_kl_ramp": 100.0,
@@ -181,38 +184,28 @@ LDM_PRESETS: dict[str, LDMPreset] = {
         layers_per_block=2,
         attention_head_dim=64,
         batch_size=128,
-        steps=100000,
         minutes=0,
-        flip=True,
-        max_images=0,
         lr=2e-4,
         warmup=1000,
         ema_decay=0.9999,
         ema_warmup=2000,
         checkpoint_every=5000,
         sample_every=5000,
-        num_threads=8,
-        mixed_precision="bf16",
-        **GPU_STYLE_LOSS,
+        **GPU_LDM,
         style_channels=(64, 128, 256, 256),
     ),
     # The shipped UNet (7.6M parameters: ~1 s an image on 2 CPU cores), trained on one GPU in minutes.
     "gpu_small": LDMPreset(
         block_out_channels=(64, 128, 192),
         batch_size=256,
-        steps=100000,
         minutes=4.5,
-        flip=True,
-        max_images=0,
         lr=4e-4,
         warmup=300,
         ema_warmup=300,
         checkpoint_every=1500,
         sample_every=1500,
         log_every=100,
-        num_threads=8,
-        mixed_precision="bf16",
-        **GPU_STYLE_LOSS,
+        **GPU_LDM,
     ),
     "tiny": LDMPreset(
         image_size=32,
@@ -220,17 +213,10 @@ LDM_PRESETS: dict[str, LDMPreset] = {
         attention_head_dim=4,
         hint_channels=4,
         style_dim=8,
-        batch_size=2,
-        steps=2,
-        minutes=0,
-        warmup=1,
         ema_warmup=1,
-        checkpoint_every=1,
-        sample_every=1,
-        log_every=1,
         style_channels=(8, 8),
         sample_steps=2,
-        num_threads=1,
+        **TINY_RUN,
     ),
 }
 
@@ -269,17 +255,7 @@ DISTILL_PRESETS: dict[str, DistillPreset] = {
         sample_every=2000,
         log_every=100,
     ),
-    "tiny": DistillPreset(
-        batch_size=2,
-        steps=2,
-        minutes=0,
-        warmup=1,
-        max_images=0,
-        checkpoint_every=1,
-        sample_every=2,
-        log_every=1,
-        num_threads=1,
-    ),
+    "tiny": DistillPreset(**{**TINY_RUN, "max_images": 0, "sample_every": 2}),
 }
 
 
@@ -337,7 +313,7 @@ def preset_dict(preset: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(preset).items()}
 
 
-# -- run helpers shared by both training scripts ---------------------------------------------------
+# -- the schedule of every trainer that has a time budget -----------------------------------------
 def run_progress(step: int, total_steps: int, seconds: float, minutes: float) -> float:
     """How far the run is, in [0, 1]: steps done or time used, whichever is further (`minutes` 0: steps only).
 
@@ -356,143 +332,3 @@ def lr_factor(step: int, warmup: int, progress: float, floor: float = 0.1) -> fl
     if step < warmup:
         return (step + 1) / max(warmup, 1)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def synth_range(text: str) -> tuple[int, int]:
-    """`--synth START:END` -> (START, END - START): samples of a `training.synth` data set, rendered in memory."""
-    try:
-        a, b = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise SystemExit(f"--synth takes START:END (e.g. 0:3000), not {text!r}.") from None
-    if b <= a:
-        raise SystemExit("--synth: END must be greater than START.")
-    return a, b - a
-
-
-def pool_map(fn: Callable[[Any], Any], jobs: list[Any], workers: int = 2, chunksize: int = 16) -> list[Any]:
-    """`[fn(j) for j in jobs]`, in `workers` processes when more than one (`fn` must be a module-level function)."""
-    if workers <= 1:
-        return [fn(j) for j in jobs]
-    from multiprocessing import Pool
-
-    with Pool(workers) as pool:
-        return pool.map(fn, jobs, chunksize=chunksize)
-
-
-def budget_loop(
-    model: Any,
-    optimizer: Any,
-    batch_loss: Callable[[], Any],
-    out: Any,
-    log: Callable[[str], None],
-    *,
-    lr: float,
-    steps: int,
-    minutes: float,
-    step: int = 0,
-    spent: float = 0.0,
-    checkpoint_every: int = 250,
-    report: Callable[[], Any] = lambda: "",
-) -> tuple[int, float]:
-    """Optimise `batch_loss()` until `steps` or `minutes` of wall time (0: no time budget), a 50-step warm-up then a
-    cosine rate over whichever ends first; a log line every 50 steps, `OUT/checkpoint` (`save_trainer_checkpoint`,
-    for `--resume` from `step` and `spent` seconds) and `report()` every `checkpoint_every`. Returns (step, seconds)."""
-    t_start = time.time() - spent
-    while step < steps and (not minutes or time.time() - t_start < minutes * 60):
-        progress = run_progress(step, steps, time.time() - t_start, minutes)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * lr_factor(step, 50, progress, floor=0.0)
-        loss = batch_loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if step % 50 == 0:
-            log(f"step {step} loss {loss.item():.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
-        if step % checkpoint_every == 0:
-            save_trainer_checkpoint(out, model, optimizer, {"step": step, "seconds": time.time() - t_start})
-            log(f"step {step} held-out {report()}")
-    return step, time.time() - t_start
-
-
-def latest_checkpoint(out: Any) -> Any:
-    """The newest `OUT/checkpoints/step_NNNNNNN` folder that finished saving (has `step.json`), or None."""
-    from pathlib import Path
-
-    folders = sorted(Path(out, "checkpoints").glob("step_*"))
-    done = [f for f in folders if (f / "step.json").exists()]
-    return done[-1] if done else None
-
-
-def save_trainer_checkpoint(out: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    """Write OUT/checkpoint atomically: the model (`save_pretrained`) and `trainer_state.pt` (optimiser + `state`)
-    go to a folder written aside, which is then renamed over the old one, so a kill never leaves half a checkpoint."""
-    import torch  # here, so that parsing presets stays free of torch
-
-    out = Path(out)
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), **state}, tmp / "trainer_state.pt")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def machine() -> str:
-    """A short description of the machine (for training_info.json)."""
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
-class RunLog:
-    """Print a line and append it to `OUT/log.txt` (main process only)."""
-
-    def __init__(self, path: Any, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-
-    def __call__(self, text: str) -> None:
-        """Log one line with a timestamp."""
-        import time
-
-        if not self.enabled:
-            return
-        line = f"[{time.strftime('%H:%M:%S')}] {text}"
-        print(line, flush=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-
-class LossWindow:
-    """Running means of the loss parts since the last log line, and the steps per second over it."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.t0 = time.time()
-
-    def add(self, parts: dict[str, float]) -> None:
-        """Count one step's loss parts."""
-        for k, v in parts.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def flush(self, step: int, total: int, lr: float, progress: float) -> tuple[dict[str, float], str]:
-        """The window's mean losses and its log line; starts a new window."""
-        n = max(self.count, 1)
-        losses = {k: v / n for k, v in self.sums.items()}
-        rate = n / max(time.time() - self.t0, 1e-9)
-        line = (
-            f"step {step}/{total} "
-            + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-            + f" lr={lr:.2e} {rate:.3f} steps/s progress {100 * progress:.1f}%"
-        )
-        self.__init__()
-        return losses, line

@@ -41,6 +41,8 @@ FACE_POINTS = {
     "left_ear": (0.93, -0.3, -0.05),
     "right_ear": (-0.93, -0.3, -0.05),
 }
+# The least a face point's surface may turn toward the camera (z of its unit normal) and still be seen.
+FACE_LIMITS = {"nose": -0.05, "left_eye": 0.22, "right_eye": 0.22, "left_ear": -0.35, "right_ear": -0.35}
 
 
 @dataclass
@@ -64,19 +66,31 @@ class Rig:
     yaw_deg: float = 0.0
 
 
-def _rx(a: float) -> np.ndarray:
+def rot_x(a: float) -> np.ndarray:
+    """The rotation by `a` radians about the x axis."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
-def _ry(a: float) -> np.ndarray:
+def rot_y(a: float) -> np.ndarray:
+    """The rotation by `a` radians about the y axis."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
 
 
-def _rz(a: float) -> np.ndarray:
+def rot_z(a: float) -> np.ndarray:
+    """The rotation by `a` radians about the z axis."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def face_turned_away(head_rot: np.ndarray) -> list[bool]:
+    """For each face point (in FACE_POINTS order): whether its surface turns too far from the camera to be seen."""
+    away = []
+    for name, p in FACE_POINTS.items():
+        n = head_rot @ np.array(p)
+        away.append(bool(n[2] / np.linalg.norm(n) < FACE_LIMITS[name]))
+    return away
 
 
 def _direction(elev: float, azim: float, side: float) -> np.ndarray:
@@ -210,95 +224,25 @@ def sample_rig(
     if heads is None:
         heads = float(np.clip(rng.normal(4.2, 0.85), 2.8, 6.6))
     p = _free_params(rng) if action == FREE else _action_params(action, rng)
-    k = heads - 3.0
-
-    # 1. Proportions in head radii (the head is 2.1 tall from crown to chin).
-    neck_len = 0.12 + 0.06 * k
-    rest = heads * 2.1 - 2.1 - neck_len
-    torso_len, leg_len = 0.44 * rest, 0.56 * rest
-    thigh, shin = 0.5 * leg_len, 0.47 * leg_len
-    arm_len = 0.82 * leg_len
-    upper, fore = 0.52 * arm_len, 0.48 * arm_len
-    sw, hw, chest = 0.62 + 0.11 * k, 0.45 + 0.07 * k, 0.42 + 0.06 * k
-    limb_r = 0.2 + 0.025 * k
-
-    # 2. Joints in the body frame (pelvis at the origin, x = character's left, y up, z forward).
-    rad = math.radians
-    torso_rot = _ry(rad(p["twist"])) @ _rz(rad(p["roll"])) @ _rx(rad(p["lean"]))
-    up = torso_rot @ np.array([0.0, 1.0, 0.0])
-    neck = torso_len * up
-    J = np.zeros((NUM_KEYPOINTS, 3))
-    for i, side in ((5, 1.0), (6, -1.0)):
-        J[i] = neck - 0.1 * torso_len * up + torso_rot @ np.array([side * sw, 0.0, 0.0])
-        e, a, b, hint = p["arms"][0 if side > 0 else 1]
-        u = torso_rot @ _direction(e, a, side)
-        h = torso_rot @ (np.array(hint) * np.array([side, 1.0, 1.0]))
-        J[i + 2] = J[i] + upper * u
-        J[i + 4] = J[i + 2] + fore * _bend(u, b, h)
-    for i, side in ((11, 1.0), (12, -1.0)):
-        J[i] = np.array([side * hw, 0.0, 0.0])
-        e, a, b, hint = p["legs"][0 if side > 0 else 1]
-        u = _direction(e, a, side)
-        J[i + 2] = J[i] + thigh * u
-        J[i + 4] = J[i + 2] + shin * _bend(u, b, np.array(hint))
-    head_rot = torso_rot @ _ry(rad(p["head_yaw"])) @ _rx(rad(-p["head_pitch"])) @ _rz(rad(p["head_roll"]))
-    head_c = neck + (neck_len + 0.9) * (head_rot @ np.array([0.0, 1.0, 0.12]))
-    for name, idx in (("nose", 0), ("left_eye", 1), ("right_eye", 2), ("left_ear", 3), ("right_ear", 4)):
-        J[idx] = head_c + head_rot @ np.array(FACE_POINTS[name])
-
-    # 3. Camera: yaw about the vertical, a slight pitch; orthographic (y flips to point down).
+    b = _build(heads)
+    J, torso_rot, head_rot, neck, head_c = _joints(p, b)
+    # The camera: yaw about the vertical, a slight pitch; orthographic (y flips to point down).
     pitch = WIDE_PITCH if wide else 6.0
-    cam = _rx(rad(float(rng.uniform(-pitch, pitch)))) @ _ry(rad(yaw_deg))
-    P = J @ cam.T
-    hc = cam @ head_c
-    nk = cam @ neck
-    body_rot = cam @ torso_rot
-    hrot = cam @ head_rot
-    vis = np.ones(NUM_KEYPOINTS)
-    # Facing: a point whose surface normal turns away from the camera is hidden.
-    for idx, name in enumerate(("nose", "left_eye", "right_eye", "left_ear", "right_ear")):
-        n = hrot @ np.array(FACE_POINTS[name])
-        limit = {"nose": -0.05, "left_eye": 0.22, "right_eye": 0.22}.get(name, -0.35)
-        if n[2] / np.linalg.norm(n) < limit:
-            vis[idx] = HIDDEN
-    for idx, side in ((5, 1), (6, -1), (11, 1), (12, -1)):
-        if (body_rot @ np.array([side, 0.0, 0.0]))[2] < -0.72:
-            vis[idx] = HIDDEN
-
-    # 4. Fit into the unit frame: the drawn extent (head with hair, limbs with thickness).
+    cam = rot_x(math.radians(float(rng.uniform(-pitch, pitch)))) @ rot_y(math.radians(yaw_deg))
+    P, hc, nk = J @ cam.T, cam @ head_c, cam @ neck
+    body_rot, hrot = cam @ torso_rot, cam @ head_rot
     xy = np.stack([P[:, 0], -P[:, 1]], axis=1)
     hxy = np.array([hc[0], -hc[1]])
-    pts = np.concatenate([xy - limb_r * 1.5, xy + limb_r * 1.5, [hxy - 1.25, hxy + 1.25]])
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    ext = hi - lo
-    fill = float(rng.uniform(0.76, 0.92))
-    scale = min(fill / ext[1], 0.92 / ext[0])
-    size = ext * scale
-    room = np.maximum(1.0 - size - 0.04, 0.0)
-    off = (1.0 - size - room) / 2 + room * rng.uniform(0.0, 1.0, 2)
-    if wide and rng.random() < WIDE_CROP:
-        # Zoom in on the upper body: the head (with its hair) stays inside, the frame cuts the legs or the hips.
-        zoom, at = float(rng.uniform(1.3, 2.2)), (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.03, 0.12)))
-        base = scale
-        while True:  # every point within a frame of the image (what a Pose allows), else zoom out a little
-            scale = base * zoom
-            head_x, head_top = (hxy[0] - lo[0]) * scale, (hxy[1] - 1.25 - lo[1]) * scale
-            off = np.array([at[0] - head_x, at[1] - head_top])
-            placed = (xy - lo) * scale + off
-            if (placed > -0.9).all() and (placed < 1.9).all() or zoom <= 1.0:
-                break
-            zoom = max(1.0, zoom * 0.9)
+    lo, scale, off = _fit(xy, hxy, b.limb_r, rng, wide)
 
     def tf(q: np.ndarray) -> np.ndarray:
         return (q - lo) * scale + off
 
-    kp = np.concatenate([tf(xy), vis[:, None]], axis=1).astype(np.float32)
+    kp = np.concatenate([tf(xy), _facing_visibility(hrot, body_rot)[:, None]], axis=1).astype(np.float32)
     outside = ((kp[:, :2] < 0.0) | (kp[:, :2] > 1.0)).any(axis=1)
     kp[outside, 2] = 0.0  # cut off by the frame: absent (COCO flag 0), as a photo's keypoint reader leaves it
-    # The torso's cross-section is an ellipse (half width x half depth); its projected half width:
+    # The torso's cross-section is an ellipse (half width x half depth); its projected half widths:
     bx, fx = body_rot[0, 0], body_rot[0, 2]
-    shoulder_proj = math.hypot(sw * bx, chest * fx)
-    hip_proj = math.hypot(hw * bx, 0.9 * chest * fx)
     return Rig(
         pose=Pose(kp, 128, 128),
         depth=(P[:, 2] * scale).astype(np.float32),
@@ -308,14 +252,117 @@ def sample_rig(
         head_rot=hrot,
         body_rot=body_rot,
         neck=tf(np.array([nk[0], -nk[1]])),
-        shoulder_hw=float(shoulder_proj * scale),
-        hip_hw=float(hip_proj * scale),
-        limb_radius=float(limb_r * scale),
+        shoulder_hw=float(math.hypot(b.sw * bx, b.chest * fx) * scale),
+        hip_hw=float(math.hypot(b.hw * bx, 0.9 * b.chest * fx) * scale),
+        limb_radius=float(b.limb_r * scale),
         heads=heads,
         action=action,
         yaw=yaw_label,
         yaw_deg=yaw_deg,
     )
+
+
+@dataclass
+class _Build:
+    """Body lengths and widths in head radii (the head is 2.1 tall from crown to chin)."""
+
+    neck: float
+    torso: float
+    thigh: float
+    shin: float
+    upper: float  # upper arm
+    fore: float  # forearm
+    sw: float  # half width of the shoulders
+    hw: float  # half width of the hips
+    chest: float  # half depth of the chest
+    limb_r: float
+
+
+def _build(heads: float) -> _Build:
+    """The proportions of a body `heads` head heights tall."""
+    k = heads - 3.0
+    neck = 0.12 + 0.06 * k
+    rest = heads * 2.1 - 2.1 - neck
+    torso, leg = 0.44 * rest, 0.56 * rest
+    arm = 0.82 * leg
+    return _Build(
+        neck=neck, torso=torso, thigh=0.5 * leg, shin=0.47 * leg, upper=0.52 * arm, fore=0.48 * arm,
+        sw=0.62 + 0.11 * k, hw=0.45 + 0.07 * k, chest=0.42 + 0.06 * k, limb_r=0.2 + 0.025 * k,
+    )  # fmt: skip
+
+
+def _joints(p: dict, b: _Build) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 17 joints in the body frame (pelvis at the origin, x the character's left, y up, z forward), the torso's
+    and the head's rotations, the neck base and the head centre."""
+    rad = math.radians
+    torso_rot = rot_y(rad(p["twist"])) @ rot_z(rad(p["roll"])) @ rot_x(rad(p["lean"]))
+    up = torso_rot @ np.array([0.0, 1.0, 0.0])
+    neck = b.torso * up
+    J = np.zeros((NUM_KEYPOINTS, 3))
+    for i, side in ((5, 1.0), (6, -1.0)):
+        J[i] = neck - 0.1 * b.torso * up + torso_rot @ np.array([side * b.sw, 0.0, 0.0])
+        elev, azim, bend, hint = p["arms"][0 if side > 0 else 1]
+        u = torso_rot @ _direction(elev, azim, side)
+        h = torso_rot @ (np.array(hint) * np.array([side, 1.0, 1.0]))
+        J[i + 2] = J[i] + b.upper * u
+        J[i + 4] = J[i + 2] + b.fore * _bend(u, bend, h)
+    for i, side in ((11, 1.0), (12, -1.0)):
+        J[i] = np.array([side * b.hw, 0.0, 0.0])
+        elev, azim, bend, hint = p["legs"][0 if side > 0 else 1]
+        u = _direction(elev, azim, side)
+        J[i + 2] = J[i] + b.thigh * u
+        J[i + 4] = J[i + 2] + b.shin * _bend(u, bend, np.array(hint))
+    head_rot = torso_rot @ rot_y(rad(p["head_yaw"])) @ rot_x(rad(-p["head_pitch"])) @ rot_z(rad(p["head_roll"]))
+    head_c = neck + (b.neck + 0.9) * (head_rot @ np.array([0.0, 1.0, 0.12]))
+    for idx, point in enumerate(FACE_POINTS.values()):
+        J[idx] = head_c + head_rot @ np.array(point)
+    return J, torso_rot, head_rot, neck, head_c
+
+
+def _facing_visibility(head_rot: np.ndarray, body_rot: np.ndarray) -> np.ndarray:
+    """1 for every point, HIDDEN where its surface turns from the camera (face points, a far shoulder or hip)."""
+    vis = np.ones(NUM_KEYPOINTS)
+    for idx, away in enumerate(face_turned_away(head_rot)):
+        if away:
+            vis[idx] = HIDDEN
+    for idx, side in ((5, 1), (6, -1), (11, 1), (12, -1)):
+        if (body_rot @ np.array([side, 0.0, 0.0]))[2] < -0.72:
+            vis[idx] = HIDDEN
+    return vis
+
+
+def _fit(
+    xy: np.ndarray, hxy: np.ndarray, limb_r: float, rng: np.random.Generator, wide: bool
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Place the drawn extent (head with hair, limbs with thickness) in the unit frame: `(lo, scale, off)` takes
+    a point q to (q - lo) * scale + off. The wide sampler sometimes zooms in on the upper body."""
+    pts = np.concatenate([xy - limb_r * 1.5, xy + limb_r * 1.5, [hxy - 1.25, hxy + 1.25]])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    ext = hi - lo
+    fill = float(rng.uniform(0.76, 0.92))
+    scale = min(fill / ext[1], 0.92 / ext[0])
+    size = ext * scale
+    room = np.maximum(1.0 - size - 0.04, 0.0)
+    off = (1.0 - size - room) / 2 + room * rng.uniform(0.0, 1.0, 2)
+    if wide and rng.random() < WIDE_CROP:
+        scale, off = _crop(xy, hxy, lo, scale, rng)
+    return lo, scale, off
+
+
+def _crop(
+    xy: np.ndarray, hxy: np.ndarray, lo: np.ndarray, base: float, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """Zoom in on the upper body: the head (with its hair) stays inside, the frame cuts the legs or the hips. Every
+    point stays within a frame of the image (what a Pose allows), else the zoom eases off."""
+    zoom, at = float(rng.uniform(1.3, 2.2)), (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.03, 0.12)))
+    while True:
+        scale = base * zoom
+        head_x, head_top = (hxy[0] - lo[0]) * scale, (hxy[1] - 1.25 - lo[1]) * scale
+        off = np.array([at[0] - head_x, at[1] - head_top])
+        placed = (xy - lo) * scale + off
+        if (placed > -0.9).all() and (placed < 1.9).all() or zoom <= 1.0:
+            return scale, off
+        zoom = max(1.0, zoom * 0.9)
 
 
 def sample_pose(rng: np.random.Generator, action: str | None = None, wide: bool = False) -> Pose:

@@ -11,7 +11,7 @@ same bytes whatever the worker count. `--poses` takes JSON lines of poses (any f
 `models.pose.from_dict` reads), used in order (cycling when `--n` exceeds their count).
 
 `--pairs`: images 2k and 2k+1 are one character in one pose, the second with exactly one attribute changed
-(`training.swaps`; the attribute cycles with k), and both attribute files say `"pair": k, "swapped": name`.
+(`training.character.swap`; the attribute cycles with k), and both attribute files say `"pair": k, "swapped": name`.
 `train_ldm --pair-weight` trains on such pairs with shared noise, so the UNet is told what one attribute's change
 moves in the picture and what it leaves alone.
 """
@@ -29,11 +29,9 @@ import numpy as np
 
 from models.errors import InputError
 from models.pose import Pose, from_dict, to_coco_flat
-from training.captions import sentence, tags
-from training.character import sample_character
+from training.character import SWAPS, sample_character, sentence, swap, tags
 from training.render import estimate_view, render
 from training.skeleton import Rig, sample_rig
-from training.swaps import SWAPS, swap
 
 SUBDIRS = ("images", "keypoints", "captions", "attributes")
 

@@ -13,17 +13,14 @@ round trips), resumable checkpoints `OUT/checkpoints/step_NNNNNNN/`, and at the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from torch import nn
 
 from models.autoencoder import (
@@ -36,18 +33,8 @@ from models.autoencoder import (
     reconstruction_loss,
 )
 from training.data import list_items, load_images, save_grid, to_tensor
-from training.presets import (
-    AE_PRESETS,
-    AEPreset,
-    LossWindow,
-    RunLog,
-    latest_checkpoint,
-    lr_factor,
-    machine,
-    parse_with_preset,
-    preset_dict,
-    run_progress,
-)
+from training.presets import AE_PRESETS, AEPreset, preset_dict
+from training.runs import Run, machine, start_run
 
 NUM_VAL = 16  # held-out renders for the PSNR in the log and the sample grids
 VAL_SEED = 90_001  # renderer seed of the held-out renders (training streams seed `cfg.seed`)
@@ -172,28 +159,6 @@ class AELoss(nn.Module):
         return loss, parts, recon
 
 
-def save_checkpoint(
-    out: Path, step: int, vae: Autoencoder, disc: PatchDiscriminator | None, optimizers: dict, rng, state: dict
-) -> Path:
-    """Write a resumable checkpoint; `step.json` last, so a half-written folder is never resumed."""
-    folder = out / "checkpoints" / f"step_{step:07d}"
-    vae.save_pretrained(folder / "autoencoder", safe_serialization=True)
-    torch.save(
-        {
-            **{k: o.state_dict() for k, o in optimizers.items()},
-            "disc": disc.state_dict() if disc is not None else None,
-            "torch_rng": torch.get_rng_state(),
-        },
-        folder / "optimizer.pt",
-    )
-    (folder / "step.json").write_text(json.dumps({"step": step, "rng": rng.bit_generator.state, **state}))
-    for old in sorted((out / "checkpoints").glob("step_*"))[:-2]:  # keep the last two
-        for f in sorted(old.rglob("*"), reverse=True):
-            f.unlink() if f.is_file() else f.rmdir()
-        old.rmdir()
-    return folder
-
-
 def _validate(vae: Autoencoder, val: torch.Tensor, masks: torch.Tensor, device) -> tuple[float, float, torch.Tensor]:
     """Whole-image and figure PSNR of the held-out renders' round trips, and the round trips."""
     vae.eval()
@@ -203,141 +168,139 @@ def _validate(vae: Autoencoder, val: torch.Tensor, masks: torch.Tensor, device) 
     return psnr(recon, val), psnr(recon, val, masks), recon
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Train, checkpoint, measure the latent scale and save `OUT/final/`; returns that folder."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--init", help="start from this trained autoencoder (a folder, or one holding autoencoder/)")
-    args, cfg = parse_with_preset(parser, AE_PRESETS, argv)
-    cfg: AEPreset
+OPTIONS = [
+    "--out",
+    "--resume",
+    ("--init", {"help": "start from this trained autoencoder (a folder, or one holding autoencoder/)"}),
+]
 
-    # 1. Set up: threads, accelerator, log, held-out renders.
-    torch.set_num_threads(cfg.num_threads)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    device = accelerator.device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.txt", accelerator.is_main_process)
-    log(f"train_ae preset={args.preset} {json.dumps(preset_dict(cfg))}")
-    val, val_masks = held_out(cfg.image_size)
 
-    # 2. Model, discriminator and optimisers (fresh, or from the latest checkpoint).
-    step, state = 0, {"elapsed": 0.0, "losses": {}, "curve": []}
-    rng = np.random.default_rng(cfg.seed + accelerator.process_index)
-    torch.manual_seed(cfg.seed + accelerator.process_index)
-    ckpt = latest_checkpoint(out) if args.resume else None
-    if ckpt is not None:
-        vae = load_autoencoder(ckpt / "autoencoder")
-    elif args.init:  # fine-tune: the architecture comes from the given model, not the preset
-        init = Path(args.init) / "autoencoder" if (Path(args.init) / "autoencoder").is_dir() else Path(args.init)
-        vae = load_autoencoder(init)
-        log(f"initialised from {init}")
-    else:
-        vae = build(cfg)
-    if not cfg.train_encoder:
-        for name, p in vae.named_parameters():
-            p.requires_grad_(not name.startswith(("encoder", "quant_conv")))
-        log("decoder only: the encoder (and so the latent space and its scaling) stays as it is")
-    disc = PatchDiscriminator() if cfg.gan_weight > 0 else None
-    optimizers = {"optimizer": torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
-                                                 betas=(0.9, 0.99), weight_decay=0.0)}  # fmt: skip
-    if disc is not None:
-        optimizers["disc_optimizer"] = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    if ckpt is not None:
-        saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        for k, o in optimizers.items():
-            if saved.get(k) is not None:
-                o.load_state_dict(saved[k])
-        if disc is not None and saved.get("disc") is not None:
-            disc.load_state_dict(saved["disc"])
-        torch.set_rng_state(saved["torch_rng"])
-        meta = json.loads((ckpt / "step.json").read_text())
-        step, rng.bit_generator.state = meta.pop("step"), meta.pop("rng")
-        state.update(meta)
-        log(f"resumed from {ckpt} at step {step}")
-    model = vae
-    train_module = AELoss(vae, cfg, disc)
-    train_module, *opts = accelerator.prepare(train_module, *optimizers.values())
-    optimizers = dict(zip(optimizers, opts))
-    n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    log(f"autoencoder: {type(model).__name__}, {n_params:.2f}M parameters, {cfg.latent_channels} latent channels")
+class Trainer:
+    """The autoencoder, the discriminator and their optimisers, and what the training loop does with them."""
 
-    # 3. Training loop; the stream continues where the run left off (each step renders `batch_size / 2` images).
-    crops = RenderCrops(cfg, start=accelerator.process_index * 10**8 + step * cfg.batch_size // 2)
-    window = LossWindow()
-    t_start, start_step, elapsed0 = time.time(), step, state["elapsed"]
-    progress = run_progress(step, cfg.steps, elapsed0, cfg.minutes)
-    while progress < 1.0:
-        lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
+    def __init__(self, run: Run):
+        """Held-out renders; the models: fresh, from `--init`, or (`--resume`) from the latest checkpoint."""
+        cfg, accelerator, self.run = run.cfg, run.accelerator, run
+        self.val, self.val_masks = held_out(cfg.image_size)
+        self.curve: list[list[float]] = []  # step, hours, PSNR, figure PSNR at each validation
+        self.rng = np.random.default_rng(cfg.seed + accelerator.process_index)
+        torch.manual_seed(cfg.seed + accelerator.process_index)
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            vae = load_autoencoder(ckpt / "autoencoder")
+        elif run.args.init:  # fine-tune: the architecture comes from the given model, not the preset
+            init = Path(run.args.init)
+            init = init / "autoencoder" if (init / "autoencoder").is_dir() else init
+            vae = load_autoencoder(init)
+            run.log(f"initialised from {init}")
+        else:
+            vae = build(cfg)
+        if not cfg.train_encoder:
+            for name, p in vae.named_parameters():
+                p.requires_grad_(not name.startswith(("encoder", "quant_conv")))
+            run.log("decoder only: the encoder (and so the latent space and its scaling) stays as it is")
+        self.vae, self.disc = vae, PatchDiscriminator() if cfg.gan_weight > 0 else None
+        optimizers = {"optimizer": torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
+                                                     betas=(0.9, 0.99), weight_decay=0.0)}  # fmt: skip
+        if self.disc is not None:
+            optimizers["disc_optimizer"] = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        if ckpt is not None:
+            saved, meta = run.read_checkpoint(ckpt)
+            for k, o in optimizers.items():
+                if saved.get(k) is not None:
+                    o.load_state_dict(saved[k])
+            if self.disc is not None and saved.get("disc") is not None:
+                self.disc.load_state_dict(saved["disc"])
+            torch.set_rng_state(saved["torch_rng"])
+            self.rng.bit_generator.state, self.curve = meta["rng"], meta["curve"]
+        self.train_module, *opts = accelerator.prepare(AELoss(vae, cfg, self.disc), *optimizers.values())
+        self.optimizers = dict(zip(optimizers, opts))
+        n_params = sum(p.numel() for p in vae.parameters()) / 1e6
+        run.log(f"autoencoder: {type(vae).__name__}, {n_params:.2f}M parameters, {cfg.latent_channels} latent channels")
+        # The stream continues where the run left off (each step renders `batch_size / 2` images).
+        self.crops = RenderCrops(cfg, start=accelerator.process_index * 10**8 + run.step * cfg.batch_size // 2)
+
+    def step(self, step: int, lr: float) -> dict[str, float]:
+        """One step of the autoencoder (and, from `gan_start`, of the discriminator); returns the loss parts."""
+        cfg, accelerator, optimizers = self.run.cfg, self.run.accelerator, self.optimizers
         for o in optimizers.values():
             for group in o.param_groups:
                 group["lr"] = lr
-        batch = crops.batch(rng).to(device)
-        adversarial = disc is not None and step >= cfg.gan_start
+        batch = self.crops.batch(self.rng).to(accelerator.device)
+        adversarial = self.disc is not None and step >= cfg.gan_start
         with accelerator.autocast():
-            loss, parts, recon = train_module(batch, adversarial)
+            loss, parts, recon = self.train_module(batch, adversarial)
         optimizers["optimizer"].zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        accelerator.clip_grad_norm_(self.vae.parameters(), 1.0)
         optimizers["optimizer"].step()
         if adversarial:
             with accelerator.autocast():
-                d_loss = discriminator_loss(disc, batch, recon)
+                d_loss = discriminator_loss(self.disc, batch, recon)
             optimizers["disc_optimizer"].zero_grad(set_to_none=True)
             accelerator.backward(d_loss)
             optimizers["disc_optimizer"].step()
             parts["d"] = float(d_loss.detach())
-        step += 1
-        state["elapsed"] = elapsed0 + time.time() - t_start
-        progress = run_progress(step, cfg.steps, state["elapsed"], cfg.minutes)
-        window.add(parts)
-        if step % cfg.log_every == 0 or progress >= 1.0:
-            state["losses"], line = window.flush(step, cfg.steps, lr, progress)
-            log(line)
-        if accelerator.is_main_process and (step % cfg.sample_every == 0 or progress >= 1.0):
-            whole, figure, recon_val = _validate(model, val, val_masks, device)
-            state["curve"].append([step, round(state["elapsed"] / 3600, 4), round(whole, 2), round(figure, 2)])
-            save_grid(torch.cat([val[:8], recon_val[:8]]), out / "samples" / f"step_{step:07d}.png", nrow=8)
-            log(f"step {step} val PSNR {whole:.2f} dB, figure {figure:.2f} dB ({state['elapsed'] / 3600:.2f} h)")
-        if accelerator.is_main_process and step % cfg.checkpoint_every == 0 and progress < 1.0:
-            save_checkpoint(out, step, model, disc, optimizers, rng, state)
-    accelerator.wait_for_everyone()
+        return parts
 
-    # 4. Measure the latent statistics on full-size renders and save the final folder.
-    final = out / "final"
-    if accelerator.is_main_process:
-        model.eval()
+    def sample(self) -> None:
+        """PSNRs of the held-out renders' round trips (logged and kept for the curve) and a grid of them."""
+        run = self.run
+        whole, figure, recon = _validate(self.vae, self.val, self.val_masks, run.accelerator.device)
+        hours = run.seconds() / 3600
+        self.curve.append([run.step, round(hours, 4), round(whole, 2), round(figure, 2)])
+        save_grid(torch.cat([self.val[:8], recon[:8]]), run.out / "samples" / f"step_{run.step:07d}.png", nrow=8)
+        run.log(f"step {run.step} val PSNR {whole:.2f} dB, figure {figure:.2f} dB ({hours:.2f} h)")
+
+    def checkpoint(self, seconds: float | None = None) -> None:
+        """A resumable checkpoint: the autoencoder, the optimisers, the discriminator and both random states."""
+        trainer = {k: o.state_dict() for k, o in self.optimizers.items()}
+        trainer |= {
+            "disc": self.disc.state_dict() if self.disc is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+        seconds = self.run.seconds() if seconds is None else seconds
+        meta = {"rng": self.rng.bit_generator.state, "elapsed": seconds, "losses": self.run.losses, "curve": self.curve}
+        self.run.write_checkpoint({"autoencoder": self.vae}, trainer, meta)
+
+    def save_final(self, seconds: float) -> Path:
+        """Measure the latent statistics on full-size renders; the last checkpoint and `OUT/final/`."""
+        run, cfg, vae, final = self.run, self.run.cfg, self.vae, self.run.out / "final"
+        vae.eval()
         if cfg.train_encoder:  # a frozen encoder keeps the scaling its UNet was trained with
             whole = dataclasses.replace(cfg, crop=cfg.image_size, batch_size=16, figure_crops=0.0)
             stats = RenderCrops(whole, start=10**9)
-            mean, std = measure_latent_stats(model, (stats.batch(rng) for _ in range(25)))
-            model.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
-        whole, figure, _ = _validate(model, val, val_masks, device)
-        model.save_pretrained(final / "autoencoder", safe_serialization=True)
-        save_checkpoint(out, step, model, disc, optimizers, rng, state)
+            mean, std = measure_latent_stats(vae, (stats.batch(self.rng) for _ in range(25)))
+            vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
+        whole, figure, _ = _validate(vae, self.val, self.val_masks, run.accelerator.device)
+        vae.save_pretrained(final / "autoencoder", safe_serialization=True)
+        self.checkpoint(seconds)
         info = {
             "model": "autoencoder",
-            "steps": step,
-            "seconds": round(state["elapsed"], 1),
-            "steps_per_second": round((step - start_step) / max(time.time() - t_start, 1e-9), 4),
+            "steps": run.step,
+            "seconds": round(seconds, 1),
+            "steps_per_second": round(run.steps_per_second(), 4),
             "data": cfg.data or "fresh renders (training.synth.make_sample)",
             "machine": machine(),
-            "final_losses": state["losses"],
+            "final_losses": run.losses,
             "val_psnr_db": round(whole, 2),
             "val_psnr_figure_db": round(figure, 2),
-            "curve": {"columns": ["step", "hours", "psnr_db", "psnr_figure_db"], "rows": state["curve"]},
-            "latent_mean": float(model.config.shift_factor),
-            "latent_std": 1.0 / float(model.config.scaling_factor),
-            "preset": args.preset,
+            "curve": {"columns": ["step", "hours", "psnr_db", "psnr_figure_db"], "rows": self.curve},
+            "latent_mean": float(vae.config.shift_factor),
+            "latent_std": 1.0 / float(vae.config.scaling_factor),
+            "preset": run.args.preset,
             "config": preset_dict(cfg),
         }
         (final / "training_info.json").write_text(json.dumps(info, indent=2))
-        log(f"saved {final}/autoencoder: val PSNR {whole:.2f} dB (figure {figure:.2f}), {step} steps in "
-            f"{state['elapsed'] / 60:.1f} min")  # fmt: skip
-    return final
+        run.log(f"saved {final}/autoencoder: val PSNR {whole:.2f} dB (figure {figure:.2f}), {run.step} steps in "
+                f"{seconds / 60:.1f} min")  # fmt: skip
+        return final
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train, checkpoint, measure the latent scale and save `OUT/final/`; returns that folder."""
+    run = start_run("train_ae", __doc__, AE_PRESETS, argv, OPTIONS, accelerate=True)
+    return run.train(Trainer(run))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,8 @@ and, with `--ae`, on held-out renders passed through that autoencoder), `OUT/tra
 
 The judge reads generated images, which are always the autoencoder's decodings: `--train-decoded P` (with `--ae`)
 draws that share of every batch from training renders passed through that autoencoder (`--decoded-n` of them,
-cached in `OUT/decoded.npz`), so the judge learns the decoder's colours instead of flipping on them (the renders'
-judge read background colour right in 0.49 of decoded held-out renders). `--init FOLDER` starts from a trained
-classifier (its architecture), e.g. to fine-tune the shipped one so:
+cached in `OUT/decoded.npz`), so the judge learns the decoder's colours instead of flipping on them. `--init FOLDER`
+starts from a trained classifier (its architecture), e.g. to fine-tune the shipped one so:
 
     python -m training.train_attributes --data data/train --out runs/attributes_dec --init weights/attributes \
         --ae weights/autoencoder --train-decoded 0.7 --decoded-n 3000 --minutes 25 --lr 1e-3 --publish weights/attributes
@@ -34,20 +33,19 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
-from training.presets import save_trainer_checkpoint
+from training import runs
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
 DEFAULTS = {
@@ -63,7 +61,7 @@ DEFAULTS = {
     "log_every": 25,
     "eval_n": 2000,
     # Small or subtle attributes (2-5 px eyes, the hair's silhouette) learn last; more weight brings them
-    # in within a CPU budget (measured: at 1x, eye colour was still at chance after 600 steps).
+    # in within a CPU budget.
     "loss_weights": "eye_color=3,hair_style=2",
     "eye_weight": 0.3,
     # The face is where the eyes are: its skin and the hair around it are read there too (the hair
@@ -94,23 +92,12 @@ def load_folder(
     1 where drawn; all 0 without a keypoint file) and the names of a synth folder's
     `images/NAME.png` + `attributes/NAME.json` pairs, sorted by name."""
     root = Path(root)
-    names = sorted(p.stem for p in (root / "attributes").glob("*.json"))
-    names = [n for n in names if (root / "images" / f"{n}.png").is_file()]
-    if max_images:
-        names = names[:max_images]
-    if not names:
-        raise SystemExit(f"no images/NAME.png + attributes/NAME.json pairs under {root}")
-    images = np.empty((len(names), size, size, 3), dtype=np.uint8)
-    labels = np.empty((len(names), len(classes)), dtype=np.int64)
+    names, images, frames = runs.labelled_images(root, "attributes", size, max_images)
+    labels = np.stack(
+        [encode_labels(json.loads((root / "attributes" / f"{n}.json").read_text()), classes) for n in names]
+    )
     eyes = np.zeros((len(names), len(EYES), 3), dtype=np.float32)
-    for i, name in enumerate(names):
-        with Image.open(root / "images" / f"{name}.png") as im:
-            im = im.convert("RGB")
-            frame = im.size
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            images[i] = np.asarray(im)
-        labels[i] = encode_labels(json.loads((root / "attributes" / f"{name}.json").read_text()), classes)
+    for i, (name, frame) in enumerate(zip(names, frames)):
         kp_file = root / "keypoints" / f"{name}.json"
         if kp_file.is_file():
             kp = json.loads(kp_file.read_text())
@@ -269,20 +256,14 @@ def decoded_renders(
 def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the 1-thread CPU run)."""
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m training.train_attributes", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="synth folder (images/, attributes/)")
-    p.add_argument("--out", required=True, help="run folder (checkpoint/, final/, accuracy.json, log.jsonl)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when it exists")
+    out = "run folder (checkpoint/, final/, accuracy.json, log.jsonl)"
+    p = runs.plain_parser("training.train_attributes", __doc__, "synth folder (images/, attributes/)", out)
     p.add_argument("--publish", metavar="DIR", help="at the end copy final/ here with a model card (README.md)")
     p.add_argument("--eval-data", help="a second synth folder (another seed) to report accuracy on, e.g. data/det")
     p.add_argument("--eval-n", type=int, default=d["eval_n"], help="images of --eval-data used (default: %(default)s)")
     p.add_argument("--ae", help="also report accuracy on held-out renders passed through this autoencoder folder")
-    p.add_argument(
-        "--train-decoded",
-        type=float,
-        default=0.0,
-        help="share of each batch drawn from training renders passed through --ae (module docstring; default 0)",
-    )
+    p.add_argument("--train-decoded", type=float, default=0.0, help="share of each batch drawn from training renders "
+                   "passed through --ae (module docstring; default 0)")  # fmt: skip
     p.add_argument(
         "--decoded-n", type=int, default=4000, help="training renders passed through --ae (default: %(default)s)"
     )
@@ -291,36 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--holdout", type=float, default=d["holdout"], help="share held out, from the end (default: %(default)s)"
     )
-    p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (default: %(default)s)")
-    p.add_argument(
-        "--minutes",
-        type=float,
-        default=d["minutes"],
-        help="budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at --steps, 0 = no limit "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="AdamW peak learning rate (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="(default: %(default)s)")
-    p.add_argument(
-        "--eye-weight",
-        type=float,
-        default=d["eye_weight"],
-        help="weight of the eye locator's loss against the eye keypoints (default: %(default)s)",
-    )
-    p.add_argument(
-        "--loss-weights",
-        default=d["loss_weights"],
-        help="NAME=W,... cross-entropy weight per attribute, others 1 (default: %(default)s)",
-    )
-    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=0, help="use at most this many images of --data (0: all)")
-    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="(default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=d["eval_every"], help="(default: %(default)s)")
-    p.add_argument("--log-every", type=int, default=d["log_every"], help="(default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    minutes = "budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at --steps, 0 = no limit"
+    losses = [
+        ("--eye-weight", {"type": float, "default": d["eye_weight"],
+                          "help": "weight of the eye locator's loss against the eye keypoints (default: %(default)s)"}),
+        ("--loss-weights", {"default": d["loss_weights"],
+                            "help": "NAME=W,... cross-entropy weight per attribute, others 1 (default: %(default)s)"}),
+    ]  # fmt: skip
+    runs.add_run_options(p, d, (minutes, "use at most this many images of --data (0: all)"), losses)
     g = p.add_argument_group("model (AttributeClassifier config)")
     g.add_argument("--image-size", type=int, default=128)
     g.add_argument("--patch-size", type=int, default=4)
@@ -331,20 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-eye-attention", action="store_true", help="no eye locator: every head reads the pooled features"
     )
-    g.add_argument(
-        "--attend",
-        default=d["attend"],
-        help="NAME=STAGE+STAGE,...: heads that also read those stages pooled under the eye map (default: %(default)s)",
-    )
+    g.add_argument("--attend", default=d["attend"], help="NAME=STAGE+STAGE,...: heads that also read those stages "
+                   "pooled under the eye map (default: %(default)s)")  # fmt: skip
     return p
-
-
-def log_line(out: Path, record: dict[str, Any]) -> None:
-    """Print one JSON log line and append it to OUT/log.jsonl."""
-    text = json.dumps(record)
-    print(text, flush=True)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(text + "\n")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -374,148 +322,82 @@ def parse_weights(text: str, names: list[str]) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train; return 0."""
-    args = build_parser().parse_args(argv)
-    # 1. Check inputs and set up
-    if args.steps < 1 or args.batch < 1 or not 0 < args.holdout < 1:
-        raise SystemExit("--steps and --batch must be at least 1 and --holdout between 0 and 1")
-    if not 0 <= args.train_decoded <= 1 or (args.train_decoded > 0 and not args.ae):
-        raise SystemExit("--train-decoded must be between 0 and 1, and above 0 it needs --ae (the autoencoder)")
-    torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # 2. Model (or the checkpoint's)
-    ckpt = out / "checkpoint"
-    step, elapsed_before, budget_before = 0, 0.0, 0.0
-    if args.resume and (ckpt / "config.json").is_file():
-        model = AttributeClassifier.from_pretrained(str(ckpt))
-    elif args.init:
-        model = AttributeClassifier.from_pretrained(str(args.init))
-    else:
-        torch.manual_seed(args.seed)
-        model = AttributeClassifier(
-            image_size=args.image_size,
-            patch_size=args.patch_size,
-            channels=_ints(args.channels),
-            depths=_ints(args.depths),
-            pool_stages=args.pool_stages,
-            hidden=args.hidden,
-            eye_attention=not args.no_eye_attention,
-            attend=parse_attend(args.attend),
-            class_names={k: list(v) for k, v in ATTRIBUTES.items()},
-        )
-    model.to(device).train()
-    classes = model.classes  # a resumed model keeps its own vocabulary (and the labels follow it)
-    loss_weights = parse_weights(args.loss_weights, list(classes))
-    # 3. Data (uint8 in memory: 17.5k images of 128 px are ~0.9 GB); the held-out split is the end
-    t0 = time.perf_counter()
+def new_classifier(args: argparse.Namespace) -> AttributeClassifier:
+    """A fresh classifier of the command line's config and the renderer's vocabulary (seeded by `--seed`)."""
+    torch.manual_seed(args.seed)
+    return AttributeClassifier(
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        channels=_ints(args.channels),
+        depths=_ints(args.depths),
+        pool_stages=args.pool_stages,
+        hidden=args.hidden,
+        eye_attention=not args.no_eye_attention,
+        attend=parse_attend(args.attend),
+        class_names={k: list(v) for k, v in ATTRIBUTES.items()},
+    )
+
+
+@dataclass
+class Data:
+    """The training split, the held-out split (the end of `--data`) and, with `--train-decoded`, `decoded_renders`."""
+
+    images: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray  # (N, A) class indices in the model's order
+    eyes: np.ndarray  # (N, 2, 3)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    held_out: str  # which images those are
+    decoded: tuple[np.ndarray, np.ndarray] | None
+
+
+def load_data(run: runs.Run, classes: dict[str, list[str]], device: torch.device) -> Data:
+    """`--data` in memory as uint8 (17.5k images of 128 px are ~0.9 GB); the held-out split is its end."""
+    args, t0 = run.args, time.perf_counter()
     images, labels, eyes, names = load_folder(args.data, args.image_size, classes, args.max_images)
     k = max(1, round(len(images) * args.holdout))
     val_images, val_labels = images[-k:], labels[-k:]
     images, labels, eyes = images[:-k], labels[:-k], eyes[:-k]
     held_out = f"{args.data} images {names[-k]}..{names[-1]} (last {k}, never trained on)"
-    decoded = decoded_renders(out, images, val_images, args, device) if args.train_decoded > 0 else None
-    log_line(out, {"event": "data", "train": len(images), "val": k, "seconds": round(time.perf_counter() - t0, 1)})
+    decoded = decoded_renders(run.out, images, val_images, args, device) if args.train_decoded > 0 else None
+    run.record({"event": "data", "train": len(images), "val": k, "seconds": round(time.perf_counter() - t0, 1)})
+    return Data(images, labels, eyes, val_images, val_labels, held_out, decoded)
 
-    # 4. Optimiser (or the checkpoint's)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if args.resume and (ckpt / "trainer_state.pt").is_file():
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True, map_location=device)
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed_before, budget_before = int(state["step"]), float(state["elapsed"]), float(state["budget_s"])
-        log_line(out, {"event": "resume", "step": step})
-    params = sum(p.numel() for p in model.parameters())
 
-    budget = args.minutes * 60 if args.minutes > 0 else math.inf
-    on_gpu = device.type == "cuda"
-    clock = time.perf_counter if on_gpu else time.process_time  # what the budget counts
-
-    def progress(t: int, seconds: float) -> float:
-        """Share of the run done: by steps or by the time budget, whichever is further along."""
-        return min(1.0, max(t / args.steps, seconds / budget))
-
-    def lr_at(t: int, p: float) -> float:
-        """Linear warm-up, then cosine decay over `progress` to 2% of the peak."""
-        if t < args.warmup:
-            return args.lr * (t + 1) / args.warmup
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
-
-    # 5. Training loop
-    start, clock_start = time.perf_counter(), clock()
-    elapsed, spent = elapsed_before, budget_before
-    losses: list[float] = []
-    val_acc = float("nan")
-    done = progress(step, spent) >= 1.0
-    while not done:
-        rng = np.random.default_rng([args.seed, step])  # batch + augmentation depend only on (seed, step)
-        idx = rng.integers(0, len(images), args.batch)
-        batch = images[idx]  # a copy (fancy indexing)
-        if decoded is not None:  # this share of the batch as the autoencoder decodes it (module docstring)
-            take = rng.random(args.batch) < args.train_decoded
-            idx[take] = rng.integers(0, len(decoded[0]), int(take.sum()))  # decoded[0][j] is images[j] decoded
-            batch[take] = decoded[0][idx[take]]
-        x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, torch.from_numpy(eyes[idx]).to(device))
-        y = torch.from_numpy(labels[idx]).to(device)
-        outputs = model.forward_with_maps(x)
-        loss = classification_loss(outputs.logits, y, list(classes), loss_weights)
-        if outputs.eye_map is not None and args.eye_weight > 0:
-            loss = loss + args.eye_weight * eye_map_loss(outputs.eye_map, eye_pts)
-        lr = lr_at(step, progress(step, spent))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        elapsed = elapsed_before + time.perf_counter() - start
-        spent = budget_before + clock() - clock_start
-        done = progress(step, spent) >= 1.0
-        if step % args.log_every == 0 or done:
-            record = {"step": step, "loss": round(float(np.mean(losses)), 4), "lr": round(lr, 6)}
-            record.update(
-                elapsed_s=round(elapsed, 1), budget_s=round(spent, 1), progress=round(progress(step, spent), 3)
-            )
-            log_line(out, record)
-            losses = []
-        if step % args.eval_every == 0 or done:
-            # The training-time check uses up to 1000 held-out images (the full split is measured at the end).
-            rep = accuracy_report(predict_indices(model, val_images[:1000]), val_labels[:1000], classes)
-            val_acc = rep["mean_accuracy"]
-            log_line(
-                out,
-                {"step": step, "event": "val", "mean": round(val_acc, 4)}
-                | {k: round(v, 4) for k, v in rep["accuracy"].items()},
-            )
-        if step % args.checkpoint_every == 0 or done:
-            save_trainer_checkpoint(out, model, opt, {"step": step, "elapsed": elapsed, "budget_s": spent})
-
-    # 6. The final model, its accuracy and what it took
-    model.eval()
-    model.save_pretrained(out / "final")
-    report: dict[str, Any] = {"heldout": accuracy_report(predict_indices(model, val_images), val_labels, classes)}
-    report["heldout"]["source"] = held_out
+def final_accuracy(run: runs.Run, model: AttributeClassifier, data: Data, device: torch.device) -> dict[str, Any]:
+    """`OUT/accuracy.json`: accuracy on the held-out split, on `--eval-data` and on the split through `--ae`."""
+    args, classes = run.args, model.classes
+    report: dict[str, Any] = {
+        "heldout": accuracy_report(predict_indices(model, data.val_images), data.val_labels, classes)
+    }
+    report["heldout"]["source"] = data.held_out
     if args.eval_data:
         ev_images, ev_labels, _, _ = load_folder(args.eval_data, args.image_size, classes, args.eval_n)
         report["eval_data"] = accuracy_report(predict_indices(model, ev_images), ev_labels, classes)
         report["eval_data"]["source"] = f"{args.eval_data} (first {len(ev_images)} images)"
     if args.ae:
-        rt = decoded[1] if decoded is not None else autoencoder_round_trip(val_images, args.ae, device)
-        report["heldout_autoencoder"] = accuracy_report(predict_indices(model, rt), val_labels, classes)
+        rt = data.decoded[1] if data.decoded is not None else autoencoder_round_trip(data.val_images, args.ae, device)
+        report["heldout_autoencoder"] = accuracy_report(predict_indices(model, rt), data.val_labels, classes)
         report["heldout_autoencoder"]["source"] = f"the held-out split encoded and decoded by {args.ae}"
-    (out / "accuracy.json").write_text(json.dumps(report, indent=2))
+    (run.out / "accuracy.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def finish(
+    run: runs.Run, model: AttributeClassifier, data: Data, device: torch.device, step: int, elapsed: float, spent: float
+) -> None:
+    """`OUT/final/`, its accuracy (`final_accuracy`), `OUT/training_info.json` and, with `--publish`, the copy."""
+    args, on_gpu = run.args, device.type == "cuda"
+    model.eval()
+    model.save_pretrained(run.out / "final")
+    report = final_accuracy(run, model, data, device)
     machine = f"{platform.machine()} {os.cpu_count()}-core CPU, {args.threads} thread(s)"
     if on_gpu:
         machine = f"{torch.cuda.get_device_name(device)} (+ {os.cpu_count()}-core CPU)"
     info = {
         "steps": step,
         "batch": args.batch,
-        "train_images": len(images),
+        "train_images": len(data.images),
         "data": str(args.data),
         "budget_minutes": args.minutes,
         "budget_clock": "wall" if on_gpu else "cpu",
@@ -523,16 +405,64 @@ def main(argv: list[str] | None = None) -> int:
         "budget_seconds": round(spent, 1),
         "device": str(device),
         "machine": f"{machine}, torch {torch.__version__}",
-        "parameters": params,
-        "weights_bytes": (out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_bytes": (run.out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
         "args": vars(args),
         "config": dict(model.config),
         "accuracy": report,
     }
-    (out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
+    (run.out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
     if args.publish:
-        publish(out, args.publish)
-    log_line(out, {"event": "done", "heldout_mean": round(report["heldout"]["mean_accuracy"], 4), "steps": step})
+        publish(run.out, args.publish)
+    run.record({"event": "done", "heldout_mean": round(report["heldout"]["mean_accuracy"], 4), "steps": step})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train; return 0."""
+    args = build_parser().parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or not 0 < args.holdout < 1:
+        raise SystemExit("--steps and --batch must be at least 1 and --holdout between 0 and 1")
+    if not 0 <= args.train_decoded <= 1 or (args.train_decoded > 0 and not args.ae):
+        raise SystemExit("--train-decoded must be between 0 and 1, and above 0 it needs --ae (the autoencoder)")
+    run = runs.plain_run(args)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model, opt, state = runs.resume_trainer(
+        run, AttributeClassifier, new_classifier, args.init, device, lr=args.lr, weight_decay=args.weight_decay
+    )
+    classes = model.classes  # a resumed model keeps its own vocabulary (and the labels follow it)
+    loss_weights = parse_weights(args.loss_weights, list(classes))
+    data = load_data(run, classes, device)
+    if state:
+        run.record({"event": "resume", "step": int(state["step"])})
+
+    def batch_loss(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = rng.integers(0, len(data.images), args.batch)
+        batch = data.images[idx]  # a copy (fancy indexing)
+        if data.decoded is not None:  # this share of the batch as the autoencoder decodes it (module docstring)
+            take = rng.random(args.batch) < args.train_decoded
+            idx[take] = rng.integers(0, len(data.decoded[0]), int(take.sum()))  # decoded[0][j] is images[j] decoded
+            batch[take] = data.decoded[0][idx[take]]
+        eyes = torch.from_numpy(data.eyes[idx]).to(device)
+        x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, eyes)
+        outputs = model.forward_with_maps(x)
+        loss = classification_loss(
+            outputs.logits, torch.from_numpy(data.labels[idx]).to(device), list(classes), loss_weights
+        )
+        if outputs.eye_map is not None and args.eye_weight > 0:
+            loss = loss + args.eye_weight * eye_map_loss(outputs.eye_map, eye_pts)
+        return loss, {}
+
+    def evaluate(step: int) -> None:
+        # The training-time check uses up to 1000 held-out images (the full split is measured at the end).
+        rep = accuracy_report(predict_indices(model, data.val_images[:1000]), data.val_labels[:1000], classes)
+        run.record(
+            {"step": step, "event": "val", "mean": round(rep["mean_accuracy"], 4)}
+            | {k: round(v, 4) for k, v in rep["accuracy"].items()}
+        )
+
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # what the budget counts
+    keys = ("budget_s", "budget_s")
+    finish(run, model, data, device, *runs.seeded_loop(run, model, opt, batch_loss, evaluate, state, 0.02, clock, keys))
     return 0
 
 
@@ -547,20 +477,20 @@ It was trained on `training.render` characters{decoded_intro}, never on CLIP out
 
 | | |
 | --- | --- |
-| files | `config.json` (architecture and class names), `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {parameters:,} parameters) |
-| architecture | {patch}x{patch} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {pool} stages, a {hidden}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {size} px |
-| data | {train_images:,} renders of `{data}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
+| files | `config.json` (architecture and class names), `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {info[parameters]:,} parameters) |
+| architecture | {cfg[patch_size]}x{cfg[patch_size]} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {cfg[pool_stages]} stages, a {cfg[hidden]}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {cfg[image_size]} px |
+| data | {info[train_images]:,} renders of `{info[data]}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
 | augmentation | mirroring, small zoom and shift, blur, down-up resampling, noise, small brightness and contrast changes; no hue or saturation change (colour is the label) |
-| training | {steps:,} steps of batch {batch}{init}, AdamW lr {lr} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
-| time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{device}` |
-| machine | {machine} |
+| training | {info[steps]:,} steps of batch {info[batch]}{init}, AdamW lr {args[lr]} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
+| time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{info[device]}` |
+| machine | {info[machine]} |
 | command | `{command}` |
 
 ## Accuracy
 
 {table}
 
-Held-out: {heldout_src}. {eval_src}{ae_src}Eye colour is scored only where the eyes are drawn
+Held-out: {rep[heldout][source]}. {eval_src}{ae_src}Eye colour is scored only where the eyes are drawn
 (all views but the back), the outfit's second colour not on dresses (there it is a 1 px belt line).
 Chance is 1 / (number of classes).
 
@@ -602,63 +532,37 @@ def card_command(args: dict[str, Any]) -> str:
 
 def publish(run: str | Path, dest: str | Path) -> Path:
     """Copy `RUN/final/` to `dest` and write its model card (README.md) from `RUN/training_info.json`."""
-    run, dest = Path(run), Path(dest)
-    info = json.loads((run / "training_info.json").read_text())
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-        shutil.copy2(run / "final" / name, dest / name)
-        (dest / name).chmod(0o644)  # save_pretrained may write 0600; shipped files are for everyone
-    config = json.loads((dest / "config.json").read_text())
-    config.pop("_name_or_path", None)  # a path on the training machine (set when a run was resumed)
-    (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    info, dest = runs.publish_weights(run, dest), Path(dest)
     cfg, rep, args = info["config"], info["accuracy"], info["args"]
+    decoded = args.get("train_decoded")
     card = MODEL_CARD.format(
+        info=info,
+        cfg=cfg,
+        args=args,
+        rep=rep,
         weights_kb=info["weights_bytes"] / 1024,
-        parameters=info["parameters"],
-        patch=cfg["patch_size"],
         channels=tuple(cfg["channels"]),
         depths=tuple(cfg["depths"]),
-        pool=cfg["pool_stages"],
         attend=", ".join(f"{k} (stages {'+'.join(map(str, v))})" for k, v in (cfg.get("attend") or {}).items())
         or "no head",
-        hidden=cfg["hidden"],
-        size=cfg["image_size"],
-        train_images=info["train_images"],
-        data=info["data"],
         val_n=rep["heldout"]["n"]["hair_color"],
-        steps=info["steps"],
-        batch=info["batch"],
-        lr=info["args"]["lr"],
-        weights=info["args"]["loss_weights"] or "equally",
+        weights=args["loss_weights"] or "equally",
         minutes=info["train_seconds"] / 60,
         budget_min=info["budget_seconds"] / 60,
         command=card_command(args),
         init=f", continuing the classifier then in `{args['init']}`" if args.get("init") else "",
-        decoded=(
-            f"; {args['train_decoded']:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of "
-            f"them encoded and decoded by `{args['ae']}`"
-            if args.get("train_decoded")
-            else ""
-        ),
+        decoded=f"; {decoded:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of them "
+        f"encoded and decoded by `{args['ae']}`" if decoded else "",
         decoded_intro=" and on those renders as its autoencoder decodes them (the look of every generated image)"
-        if args.get("train_decoded")
-        else "",
+        if decoded else "",
         clock=info["budget_clock"].upper() if info["budget_clock"] == "cpu" else "wall",
-        device=info["device"],
-        machine=info["machine"],
         table=accuracy_table(rep, cfg["class_names"]),
-        heldout_src=rep["heldout"]["source"],
         eval_src=f"data/det: {rep['eval_data']['source']}, another synth seed. " if "eval_data" in rep else "",
-        ae_src=(
-            f"Autoencoder column: {rep['heldout_autoencoder']['source']}; it counts the autoencoder's own colour "
-            "errors too, so it says as much about that autoencoder as about this classifier. "
-        )
-        if "heldout_autoencoder" in rep
-        else "",
-    )
+        ae_src=f"Autoencoder column: {rep['heldout_autoencoder']['source']}; it counts the autoencoder's own colour "
+        "errors too, so it says as much about that autoencoder as about this classifier. "
+        if "heldout_autoencoder" in rep else "",
+    )  # fmt: skip
     (dest / "README.md").write_text(card)
-    shutil.copy2(run / "training_info.json", dest / "training_info.json")
-    (dest / "training_info.json").chmod(0o644)
     return dest
 
 

@@ -28,7 +28,6 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import InputError
+from training.data import read_image
+from training.runs import pool_map
 
 KIND_TAGS = ("gradient background", "stripes background", "dots background", "checkered background")
 VAL_N = 512  # images held back (from the end of the last --data folder) for the zero-shot check while training
@@ -78,8 +79,6 @@ def _encode(tok, cache: dict, tag_line: str, sentence: str) -> tuple[list[list[i
 def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
     """Decode a chunk of (image, caption, attributes) files, or render samples of a synth seed: uint8 images
     (n, size, size, 3), text rows (n, N_TEXTS, ctx) int32, their tag bit masks (n, N_TEXTS), tag lists, attributes."""
-    from PIL import Image
-
     kind, items, size, ctx, seed, focus_tags = job
     tok, cache = _tokenizer(), {}
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
@@ -89,11 +88,7 @@ def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, l
     for i, item in enumerate(items):
         if kind == "files":
             img_path, cap_path, attr_path = item
-            with Image.open(img_path) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.BICUBIC)
-                images[i] = np.asarray(im)
+            images[i] = read_image(img_path, size)
             lines = Path(cap_path).read_text().splitlines() + ["", ""]
             attrs.append(json.loads(Path(attr_path).read_text()) if Path(attr_path).is_file() else {})
             key = zlib.crc32(str(img_path).encode())
@@ -185,11 +180,7 @@ def load_data(
         chunk = max(32, math.ceil(len(items) / (workers * 4)))
         jobs += [(kind, items[i : i + chunk], size, context_length, seed, focus_tags)
                  for i in range(0, len(items), chunk)]  # fmt: skip
-    if workers == 1 or len(jobs) == 1:
-        parts = [_load_chunk(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            parts = list(ex.map(_load_chunk, jobs))
+    parts = pool_map(_load_chunk, jobs, workers if len(jobs) > 1 else 1, chunksize=1)
     images, texts, masks = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return Data(images, texts, masks, [t for p in parts for t in p[3]], [a for p in parts for a in p[4]])
 
@@ -394,20 +385,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(a: argparse.Namespace) -> int:
-    """The training run described by the parsed arguments."""
-    from open_clip import ClipLoss
+def settings(a: argparse.Namespace) -> tuple[dict, torch.device, int, float, int]:
+    """Check the command line; the CLIP config, the device, and the batch size, peak learning rate and warm-up steps
+    (the device's defaults where the command line gives 0)."""
+    from models.clip import CONFIG_DIR
 
-    from models.clip import CONFIG_DIR, DOMAIN_PREPROCESS_CFG, build_clip, save_clip
-
-    # 1. Check inputs and set up
     if not a.data and not a.synth:
         raise InputError("Give training data: --data FOLDER and/or --synth SEED:N.")
     cfg_path = CONFIG_DIR / f"{a.model}.json"
     if not cfg_path.is_file():
         names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
         raise InputError(f"No CLIP config {a.model!r} in {CONFIG_DIR} (there: {names}).")
-    model_cfg = json.loads(cfg_path.read_text())
     if a.minutes <= 0 and a.max_steps <= 0:
         raise InputError("Give a positive --minutes or --max-steps.")
     if a.threads:
@@ -415,137 +403,172 @@ def run(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
     cuda = device.type == "cuda"
     bs = a.batch_size or (1024 if cuda else 128)
-    lr = a.lr or max(2e-4, 1e-3 * bs / 1024)
-    warmup = a.warmup or (150 if cuda else 50)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    lr, warmup = a.lr or max(2e-4, 1e-3 * bs / 1024), a.warmup or (150 if cuda else 50)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(a.seed)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return json.loads(cfg_path.read_text()), device, bs, lr, warmup
 
-    # 2. Data: every image decoded once, held as one uint8 tensor (on the GPU when training there)
-    t0 = time.time()
-    ctx = int(model_cfg["text_cfg"]["context_length"])
-    focus = [f.strip() for f in a.focus.split(",") if f.strip()]
-    data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed, focus)
-    n_total = len(data.images)
-    n_val = min(VAL_N, n_total // 10) if n_total >= 50 else 0  # the last items (of the last source) are held back
-    val_attrs = data.attrs[n_total - n_val :]
-    n_train = n_total - n_val
-    tag_table, vocab = data.tag_table()
-    images_t = torch.from_numpy(data.images).to(device)
-    texts_t = torch.from_numpy(data.texts).to(device)
-    masks_t = torch.from_numpy(data.masks).to(device)
-    tags_t = torch.from_numpy(tag_table).to(device)
-    del data
-    print(f"data: {n_train} training + {n_val} held-back images from {a.data + a.synth} in {time.time() - t0:.1f} s, "
-          f"{(images_t.numel() + 4 * texts_t.numel()) / 2**20:.0f} MiB on {device}", flush=True)  # fmt: skip
 
-    # 3. Model, optimiser, loss
-    scorer = build_clip(model_cfg, DOMAIN_PREPROCESS_CFG, seed=a.seed)
-    model = scorer.model.to(device).train()
-    opt = torch.optim.AdamW(param_groups(model, a.weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = MultiPositiveClipLoss() if a.loss == "multi" else ClipLoss()
-    step, elapsed = 0, 0.0
-    ckpt = out / "last.pt"
-    if a.resume:
+class Trainer:
+    """The data on the device, the model and its optimiser, the training loop, and the saved and published model."""
+
+    def __init__(self, a: argparse.Namespace):
+        """Every image decoded once and held as one uint8 tensor (on the GPU when training there); the model, fresh,
+        from `--init` or (`--resume`) from `OUT/last.pt`."""
+        from models.clip import DOMAIN_PREPROCESS_CFG, build_clip
+
+        self.a, self.out = a, Path(a.out)
+        self.model_cfg, device, self.bs, self.lr, self.warmup = settings(a)
+        t0 = time.time()
+        ctx = int(self.model_cfg["text_cfg"]["context_length"])
+        self.focus = [f.strip() for f in a.focus.split(",") if f.strip()]
+        data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed, self.focus)
+        n_total = len(data.images)
+        self.n_val = min(VAL_N, n_total // 10) if n_total >= 50 else 0  # the last items (of the last source)
+        self.val_attrs, self.n_train = data.attrs[n_total - self.n_val :], n_total - self.n_val
+        tag_table, vocab = data.tag_table()
+        self.vocab_size = len(vocab)
+        self.images, self.texts, self.masks, self.tags = (
+            torch.from_numpy(x).to(device) for x in (data.images, data.texts, data.masks, tag_table)
+        )
+        del data
+        print(f"data: {self.n_train} training + {self.n_val} held-back images from {a.data + a.synth} in "
+              f"{time.time() - t0:.1f} s, {(self.images.numel() + 4 * self.texts.numel()) / 2**20:.0f} MiB on {device}",
+              flush=True)  # fmt: skip
+        self.scorer = build_clip(self.model_cfg, DOMAIN_PREPROCESS_CFG, seed=a.seed)
+        self.model = self.scorer.model.to(device).train()
+        self.opt = torch.optim.AdamW(param_groups(self.model, a.weight_decay), lr=self.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.step, self.elapsed = 0, 0.0
+        if a.resume:
+            self.resume()
+        elif a.init:
+            self.init()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        print(
+            f"model: {n_params / 1e6:.2f} M parameters, batch {self.bs}, lr {self.lr:.2e}, {a.minutes} min", flush=True
+        )
+
+    def resume(self) -> None:
+        """The model, optimiser, step and time of `OUT/last.pt`."""
+        ckpt = self.out / "last.pt"
         if not ckpt.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt}.")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"resumed from {ckpt}: step {step}, {elapsed / 60:.1f} min done", flush=True)
-    elif a.init:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        print(f"resumed from {ckpt}: step {self.step}, {self.elapsed / 60:.1f} min done", flush=True)
+
+    def init(self) -> None:
+        """The weights of the CLIP folder `--init` (its config must be `--model`'s)."""
         from safetensors.torch import load_file
 
         from models.clip import WEIGHTS_NAME
 
-        weights = Path(a.init) / WEIGHTS_NAME
+        weights = Path(self.a.init) / WEIGHTS_NAME
         if not weights.is_file():
-            raise InputError(f"--init: no {WEIGHTS_NAME} in {a.init}.")
+            raise InputError(f"--init: no {WEIGHTS_NAME} in {self.a.init}.")
         state = {k: v.float() for k, v in load_file(str(weights)).items()}
         try:
-            model.load_state_dict(state)
+            self.model.load_state_dict(state)
         except RuntimeError as err:
-            raise InputError(f"--init {a.init} does not fit the config {a.model!r}: {str(err)[:200]}") from err
+            raise InputError(
+                f"--init {self.a.init} does not fit the config {self.a.model!r}: {str(err)[:200]}"
+            ) from err
         print(f"initialised from {weights}", flush=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f} M parameters, batch {bs}, lr {lr:.2e}, {a.minutes} min", flush=True)
 
-    gen = torch.Generator(device=device).manual_seed(a.seed * 1_000_003 + step)
-    budget = a.minutes * 60.0
+    def save(self) -> None:
+        """`OUT/last.pt`, written aside and renamed (a kill never leaves half a checkpoint)."""
+        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                    "elapsed": self.elapsed, "model_cfg": json.dumps(self.model_cfg)}, self.out / "last.tmp")  # fmt: skip
+        os.replace(self.out / "last.tmp", self.out / "last.pt")
 
-    def save() -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "model_cfg": json.dumps(model_cfg)}, out / "last.tmp")  # fmt: skip
-        os.replace(out / "last.tmp", ckpt)
+    def train(self) -> float:
+        """Train by wall time (cosine schedule, bf16 autocast on cuda), checkpointing every `--save-every` minutes;
+        returns the mean loss since the last log line."""
+        from open_clip import ClipLoss
 
-    # 4. Training loop: by wall time, cosine schedule, bf16 autocast on cuda
-    t_start, last_save, losses, last_loss = time.time() - elapsed, time.time(), [], float("nan")
-    while True:
-        elapsed = time.time() - t_start
-        if (a.minutes > 0 and elapsed >= budget) or (a.max_steps and step >= a.max_steps):
-            break
-        progress = elapsed / budget if a.minutes > 0 else step / a.max_steps
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, lr, warmup)
-        # the batch is drawn on the device: images, one of each image's N_TEXTS texts, the augmentation
-        idx = torch.randint(0, n_train, (bs,), device=device, generator=gen)
-        which = torch.randint(0, texts_t.shape[1], (bs,), device=device, generator=gen)
-        tokens = texts_t[idx, which].long()
-        x = augment(images_t[idx], scorer.image_size, gen)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-            img_f, txt_f, logit_scale = model(x, tokens)
-        # the logits and the loss in fp32, outside autocast (bf16 logits at scale 100 would be off by ~0.4)
-        img_f, txt_f, logit_scale = img_f.float(), txt_f.float(), logit_scale.float()
-        if a.loss == "multi":
-            loss = loss_fn(img_f, txt_f, logit_scale, batch_positives(tags_t[idx], masks_t[idx, which], len(vocab)))
-        else:
-            loss = loss_fn(img_f, txt_f, logit_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():  # CLIP's clamp of the learned temperature at 100 (Radford et al. 2021, Sec. 2.5)
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.detach())
-        step += 1
-        if step % a.log_every == 0:
-            mean = last_loss = torch.stack(losses).mean().item()  # one sync per log line, not per step
-            losses = []
-            print(f"step {step} loss {mean:.4f} lr {opt.param_groups[0]['lr']:.2e} scale {logit_scale.item():.1f} "
-                  f"{elapsed / 60:.2f} min", flush=True)  # fmt: skip
-        if time.time() - last_save > a.save_every * 60:
-            save()
-            last_save = time.time()
-    elapsed = time.time() - t_start
-    save()
+        a, model, opt, device = self.a, self.model, self.opt, self.images.device
+        loss_fn = MultiPositiveClipLoss() if a.loss == "multi" else ClipLoss()
+        gen = torch.Generator(device=device).manual_seed(a.seed * 1_000_003 + self.step)
+        budget = a.minutes * 60.0
+        t_start, last_save, losses, last_loss = time.time() - self.elapsed, time.time(), [], float("nan")
+        while True:
+            self.elapsed = time.time() - t_start
+            if (a.minutes > 0 and self.elapsed >= budget) or (a.max_steps and self.step >= a.max_steps):
+                break
+            progress = self.elapsed / budget if a.minutes > 0 else self.step / a.max_steps
+            for g in opt.param_groups:
+                g["lr"] = lr_at(self.step, progress, self.lr, self.warmup)
+            # the batch is drawn on the device: images, one of each image's N_TEXTS texts, the augmentation
+            idx = torch.randint(0, self.n_train, (self.bs,), device=device, generator=gen)
+            which = torch.randint(0, self.texts.shape[1], (self.bs,), device=device, generator=gen)
+            tokens = self.texts[idx, which].long()
+            x = augment(self.images[idx], self.scorer.image_size, gen)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                img_f, txt_f, logit_scale = model(x, tokens)
+            # the logits and the loss in fp32, outside autocast (bf16 logits at scale 100 would be off by ~0.4)
+            img_f, txt_f, logit_scale = img_f.float(), txt_f.float(), logit_scale.float()
+            if a.loss == "multi":
+                positives = batch_positives(self.tags[idx], self.masks[idx, which], self.vocab_size)
+                loss = loss_fn(img_f, txt_f, logit_scale, positives)
+            else:
+                loss = loss_fn(img_f, txt_f, logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():  # CLIP's clamp of the learned temperature at 100 (Radford et al. 2021, Sec. 2.5)
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.detach())
+            self.step += 1
+            if self.step % a.log_every == 0:
+                mean = last_loss = torch.stack(losses).mean().item()  # one sync per log line, not per step
+                losses = []
+                print(f"step {self.step} loss {mean:.4f} lr {opt.param_groups[0]['lr']:.2e} scale "
+                      f"{logit_scale.item():.1f} {self.elapsed / 60:.2f} min", flush=True)  # fmt: skip
+            if time.time() - last_save > a.save_every * 60:
+                self.save()
+                last_save = time.time()
+        self.elapsed = time.time() - t_start
+        self.save()
+        return float(torch.stack(losses).mean().item()) if losses else last_loss
 
-    # 5. Save in open_clip's layout, check zero-shot on the held-back images, publish
-    model.eval()
-    scorer.to("cpu")
-    final = save_clip(scorer.model, model_cfg, out / "final", preprocess_cfg=scorer.preprocess_cfg)
-    pp = scorer.preprocess_cfg
-    val = val_zero_shot(scorer, images_t[n_train:].cpu(), val_attrs) if n_val else {}
-    info = {
-        "model": a.model, "loss": a.loss, "val_images": n_val, "steps": step, "minutes": round(elapsed / 60, 2), "batch_size": bs, "lr": lr, "images": n_train,
-        "data": a.data + [f"synth {x}" for x in a.synth], "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__, "parameters": n_params, "val_zero_shot": val, "focus": focus,
-        "final_loss": float(torch.stack(losses).mean().item()) if losses else last_loss,
-    }  # fmt: skip
-    (final / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    print("final:", json.dumps(info), flush=True)
-    if a.publish:
-        pub = Path(a.publish)
-        pub.mkdir(parents=True, exist_ok=True)
-        # fp16 on disk halves the size (12 MB); loading casts back to the model's fp32
-        save_clip(scorer.model, model_cfg, pub, preprocess_cfg=pp, dtype=torch.float16)
-        shutil.copy(final / "training_info.json", pub / "training_info.json")
-        (pub / "README.md").write_text(model_card(info, model_cfg))
-        print(f"published to {pub}", flush=True)
-    return 0
+    def finish(self, final_loss: float) -> int:
+        """Save in open_clip's layout, check zero-shot on the held-back images, publish."""
+        from models.clip import save_clip
+
+        a, scorer, cuda = self.a, self.scorer, self.images.device.type == "cuda"
+        self.model.eval()
+        scorer.to("cpu")
+        final = save_clip(scorer.model, self.model_cfg, self.out / "final", preprocess_cfg=scorer.preprocess_cfg)
+        val = val_zero_shot(scorer, self.images[self.n_train :].cpu(), self.val_attrs) if self.n_val else {}
+        info = {
+            "model": a.model, "loss": a.loss, "val_images": self.n_val, "steps": self.step, "minutes": round(self.elapsed / 60, 2), "batch_size": self.bs, "lr": self.lr, "images": self.n_train,
+            "data": a.data + [f"synth {x}" for x in a.synth], "device": torch.cuda.get_device_name(self.images.device) if cuda else platform.processor() or "cpu",
+            "torch": torch.__version__, "parameters": sum(p.numel() for p in self.model.parameters()), "val_zero_shot": val, "focus": self.focus,
+            "final_loss": final_loss,
+        }  # fmt: skip
+        (final / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        print("final:", json.dumps(info), flush=True)
+        if a.publish:
+            pub = Path(a.publish)
+            pub.mkdir(parents=True, exist_ok=True)
+            # fp16 on disk halves the size (12 MB); loading casts back to the model's fp32
+            save_clip(scorer.model, self.model_cfg, pub, preprocess_cfg=scorer.preprocess_cfg, dtype=torch.float16)
+            shutil.copy(final / "training_info.json", pub / "training_info.json")
+            (pub / "README.md").write_text(model_card(info, self.model_cfg))
+            print(f"published to {pub}", flush=True)
+        return 0
+
+
+def run(a: argparse.Namespace) -> int:
+    """The training run described by the parsed arguments."""
+    trainer = Trainer(a)
+    return trainer.finish(trainer.train())
 
 
 def model_card(info: dict, model_cfg: dict) -> str:

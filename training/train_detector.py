@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,8 +38,8 @@ from PIL import Image, ImageFilter
 
 from models.detector import KeypointDetector, gaussian_targets, heatmap_loss
 from models.pose import FLIP_INDEX, VISIBLE, Pose, load
+from training import runs
 from training.eval import DETECTOR_VAL_SEED, heldout_renders, pck_counts
-from training.presets import save_trainer_checkpoint
 
 # Defaults sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or
 # the 22 CPU-minute budget (whichever comes first) is a ~22 minute run on a quiet core.
@@ -65,23 +63,8 @@ DEFAULTS = {
 def load_folder(root: str | Path, size: int, max_images: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """All `images/*.png` with their `keypoints/*.json` of a synth folder: uint8 (N, S, S, 3) and
     float32 (N, 17, 3) normalised keypoints (resized to `size` when the folder holds another size)."""
-    root = Path(root)
-    names = sorted(p.stem for p in (root / "keypoints").glob("*.json"))
-    names = [n for n in names if (root / "images" / f"{n}.png").is_file()]
-    if max_images:
-        names = names[:max_images]
-    if not names:
-        raise SystemExit(f"no images/NAME.png + keypoints/NAME.json pairs under {root}")
-    images = np.empty((len(names), size, size, 3), dtype=np.uint8)
-    keypoints = np.empty((len(names), 17, 3), dtype=np.float32)
-    for i, name in enumerate(names):
-        with Image.open(root / "images" / f"{name}.png") as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            images[i] = np.asarray(im)
-        keypoints[i] = load(root / "keypoints" / f"{name}.json").keypoints
-    return images, keypoints
+    names, images, _ = runs.labelled_images(root, "keypoints", size, max_images)
+    return images, np.stack([load(Path(root) / "keypoints" / f"{n}.json").keypoints for n in names]).astype(np.float32)
 
 
 def renders_to_arrays(renders: list[Any], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,45 +213,23 @@ def validate(model: KeypointDetector, images: np.ndarray, keypoints: np.ndarray,
 def build_parser() -> argparse.ArgumentParser:
     """The command line (defaults: the 1-thread CPU run)."""
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m training.train_detector", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="synth folder (images/, keypoints/)")
-    p.add_argument("--out", required=True, help="run folder (checkpoint/, final/, log.jsonl)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when it exists")
+    out = "run folder (checkpoint/, final/, log.jsonl)"
+    p = runs.plain_parser("training.train_detector", __doc__, "synth folder (images/, keypoints/)", out)
     p.add_argument("--init", metavar="DIR", help="start from this trained detector (its architecture, not the flags')")
     p.add_argument("--publish", metavar="DIR", help="at the end copy final/ here with a model card (README.md)")
     p.add_argument("--val-data", help="validation synth folder (default: held-out renders from training.eval's range)")
     p.add_argument(
         "--val-n", type=int, default=d["val_n"], help="held-out renders to validate on (default: %(default)s)"
     )
-    p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (default: %(default)s)")
-    p.add_argument(
-        "--minutes",
-        type=float,
-        default=d["minutes"],
-        help="training budget in CPU minutes of this process; the run ends at --steps or here, whichever "
-        "comes first, 0 = no limit "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="AdamW peak learning rate (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="(default: %(default)s)")
-    p.add_argument(
-        "--hidden-weight",
-        type=float,
-        default=d["hidden_weight"],
-        help="location loss weight of hidden (placed, unseen) points (default: %(default)s)",
-    )
-    p.add_argument(
-        "--vis-weight", type=float, default=d["vis_weight"], help="visibility BCE weight (default: %(default)s)"
-    )
-    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=0, help="use at most this many images (0: all)")
-    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="(default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=d["eval_every"], help="(default: %(default)s)")
-    p.add_argument("--log-every", type=int, default=d["log_every"], help="(default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    minutes = "training budget in CPU minutes of this process; the run ends at --steps or here, whichever comes first, "
+    minutes += "0 = no limit"
+    losses = [
+        ("--hidden-weight", {"type": float, "default": d["hidden_weight"],
+                             "help": "location loss weight of hidden (placed, unseen) points (default: %(default)s)"}),
+        ("--vis-weight", {"type": float, "default": d["vis_weight"],
+                          "help": "visibility BCE weight (default: %(default)s)"}),
+    ]  # fmt: skip
+    runs.add_run_options(p, d, (minutes, "use at most this many images (0: all)"), losses)
     g = p.add_argument_group("model (KeypointDetector config)")
     g.add_argument("--image-size", type=int, default=128)
     g.add_argument("--channels", default="16,32,64,128", help="4 encoder widths (default: %(default)s)")
@@ -278,27 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def log_line(out: Path, record: dict[str, Any]) -> None:
-    """Print one JSON log line and append it to OUT/log.jsonl."""
-    text = json.dumps(record)
-    print(text, flush=True)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(text + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Train; return 0."""
-    args = build_parser().parse_args(argv)
-    # 1. Check inputs and set up
-    if args.steps < 1 or args.batch < 1:
-        raise SystemExit("--steps and --batch must be at least 1")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    channels = tuple(int(c) for c in args.channels.replace(",", " ").split())
-
-    # 2. Data (all in memory as uint8: 20k images of 128 px are ~1 GB)
-    t0 = time.perf_counter()
+def load_data(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Training images and keypoints (all in memory as uint8: 20k images of 128 px are ~1 GB), the validation ones,
+    and where those come from."""
+    args, t0 = run.args, time.perf_counter()
     images, keypoints = load_folder(args.data, args.image_size, args.max_images)
     val_source = args.val_data or f"{args.val_n} held-out renders (synth data set seed {DETECTOR_VAL_SEED})"
     if args.val_data:
@@ -312,142 +256,94 @@ def main(argv: list[str] | None = None) -> int:
             k = max(1, len(images) // 20)
             val_images, val_kp, images, keypoints = images[-k:], keypoints[-k:], images[:-k], keypoints[:-k]
             val_source = f"last {k} images of {args.data} (no renderer)"
-    log_line(
-        out,
-        {
-            "event": "data",
-            "train": len(images),
-            "val": len(val_images),
-            "val_source": val_source,
-            "seconds": round(time.perf_counter() - t0, 1),
-        },
+    seconds = round(time.perf_counter() - t0, 1)
+    run.record(
+        {"event": "data", "train": len(images), "val": len(val_images), "val_source": val_source, "seconds": seconds}
+    )
+    return images, keypoints, val_images, val_kp, val_source
+
+
+def new_detector(args: argparse.Namespace) -> KeypointDetector:
+    """A fresh detector of the command line's config (seeded by `--seed`)."""
+    torch.manual_seed(args.seed)
+    channels = tuple(int(c) for c in args.channels.replace(",", " ").split())
+    return KeypointDetector(
+        image_size=args.image_size,
+        channels=channels,
+        decoder_channels=args.decoder_channels,
+        heatmap_stride=args.heatmap_stride,
+        sigma=args.sigma,
     )
 
-    # 3. Model and optimiser (or the checkpoint)
-    ckpt = out / "checkpoint"
-    step, elapsed_before, cpu_before = 0, 0.0, 0.0
-    if args.resume and (ckpt / "config.json").is_file():
-        model = KeypointDetector.from_pretrained(str(ckpt))
-    elif args.init:  # fine-tune (e.g. the shipped detector on the wide sampler's poses): its architecture wins
-        model = KeypointDetector.from_pretrained(str(args.init))
-    else:
-        torch.manual_seed(args.seed)
-        model = KeypointDetector(
-            image_size=args.image_size,
-            channels=channels,
-            decoder_channels=args.decoder_channels,
-            heatmap_stride=args.heatmap_stride,
-            sigma=args.sigma,
-        )
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if args.resume and (ckpt / "trainer_state.pt").is_file():
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed_before, cpu_before = int(state["step"]), float(state["elapsed"]), float(state.get("cpu", 0.0))
-        log_line(out, {"event": "resume", "step": step})
-    params = sum(p.numel() for p in model.parameters())
 
-    budget = args.minutes * 60 if args.minutes > 0 else math.inf
-
-    def progress(t: int, seconds: float) -> float:
-        """Share of the run done: by steps or by the CPU-time budget, whichever is further along."""
-        return min(1.0, max(t / args.steps, seconds / budget))
-
-    def lr_at(t: int, p: float) -> float:
-        """Linear warm-up over steps, then cosine decay over `progress` to 5% of the peak, so the run
-        ends annealed whether the steps or the minutes run out first (a busy CPU)."""
-        if t < args.warmup:
-            return args.lr * (t + 1) / args.warmup
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
-
-    # 4. Training loop
-    start = time.perf_counter()
-    losses: list[float] = []
+def main(argv: list[str] | None = None) -> int:
+    """Train; return 0."""
+    args = build_parser().parse_args(argv)
+    if args.steps < 1 or args.batch < 1:
+        raise SystemExit("--steps and --batch must be at least 1")
+    run = runs.plain_run(args)
+    images, keypoints, val_images, val_kp, val_source = load_data(run)
+    # fine-tuning (e.g. the shipped detector on the wide sampler's poses): the --init model's architecture wins
+    model, opt, state = runs.resume_trainer(
+        run, KeypointDetector, new_detector, args.init, lr=args.lr, weight_decay=args.weight_decay
+    )
+    if state:
+        run.record({"event": "resume", "step": int(state["step"])})
     metrics: dict[str, float] = {}
-    cpu_start = time.process_time()
-    elapsed, cpu = elapsed_before, cpu_before
-    done = progress(step, cpu) >= 1.0
-    while not done:
-        rng = np.random.default_rng([args.seed, step])  # batch + augmentation depend only on (seed, step)
+
+    def batch_loss(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(images), args.batch)
         x, kp = augment(images[idx], keypoints[idx], rng, args.augment)
         heat_t, weight, vis_t = targets(model, kp, args.hidden_weight)
         outputs = model(x)
         loss_heat = heatmap_loss(outputs.heatmaps, heat_t, weight)
         loss_vis = F.binary_cross_entropy_with_logits(outputs.visibility, vis_t)
-        loss = loss_heat + args.vis_weight * loss_vis
-        lr = lr_at(step, progress(step, cpu))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        elapsed = elapsed_before + time.perf_counter() - start
-        cpu = cpu_before + time.process_time() - cpu_start
-        done = progress(step, cpu) >= 1.0
-        if step % args.log_every == 0 or done:
-            log_line(
-                out,
-                {
-                    "step": step,
-                    "loss": round(float(np.mean(losses)), 4),
-                    "heat": round(loss_heat.item(), 4),
-                    "vis": round(loss_vis.item(), 4),
-                    "lr": round(lr, 6),
-                    "elapsed_s": round(elapsed, 1),
-                    "cpu_s": round(cpu, 1),
-                    "progress": round(progress(step, cpu), 3),
-                },
-            )
-            losses = []
-        if step % args.eval_every == 0 or done:
-            metrics = validate(model, val_images, val_kp)
-            log_line(out, {"step": step, "event": "val", **{k: round(v, 4) for k, v in metrics.items()}})
-        if step % args.checkpoint_every == 0 or done:
-            save_trainer_checkpoint(out, model, opt, {"step": step, "elapsed": elapsed, "cpu": cpu})
+        parts = {"heat": round(loss_heat.item(), 4), "vis": round(loss_vis.item(), 4)}
+        return loss_heat + args.vis_weight * loss_vis, parts
 
-    # 5. The final model and what it took
-    if not metrics:  # resumed at the end: measure once more
-        metrics = validate(model, val_images, val_kp)
+    def evaluate(step: int) -> None:
+        metrics.update(validate(model, val_images, val_kp))
+        run.record({"step": step, "event": "val", **{k: round(v, 4) for k, v in metrics.items()}})
+
+    clock = time.process_time  # CPU time: a shared machine learns as much as a quiet one
+    trained = runs.seeded_loop(run, model, opt, batch_loss, evaluate, state, 0.05, clock, ("cpu", "cpu_s"))
+    metrics = metrics or validate(model, val_images, val_kp)  # resumed at the end: measure once more
+    finish(run, model, metrics, (len(images), len(val_images), val_source), trained)
+    return 0
+
+
+def finish(run: runs.Run, model: KeypointDetector, metrics: dict[str, float], data: tuple, trained: tuple) -> None:
+    """`OUT/final/`, `OUT/training_info.json` and, with `--publish`, the copy (`data`: the numbers of training and
+    validation images, where the latter come from; `trained`: `seeded_loop`'s step and seconds)."""
+    args, (n_train, n_val, val_source), (step, elapsed, cpu) = run.args, data, trained
     model.eval()
-    model.save_pretrained(out / "final")
+    model.save_pretrained(run.out / "final")
     info = {
         "steps": step,
         "max_steps": args.steps,
         "cpu_minutes_budget": args.minutes,
         "batch": args.batch,
-        "train_images": len(images),
+        "train_images": n_train,
         "data": str(args.data),
         "validation": val_source,
-        "val_images": len(val_images),
+        "val_images": n_val,
         "pck@0.1_heldout": metrics["pck"],
         "pck@0.05_heldout": metrics["pck05"],
         "visibility_accuracy": metrics["vis_acc"],
         "train_seconds": round(elapsed, 1),
         "train_cpu_seconds": round(cpu, 1),
         "threads": args.threads,
-        "parameters": params,
-        "weights_bytes": (out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_bytes": (run.out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}",
         "args": vars(args),
         "config": dict(model.config),
     }
-    (out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
+    (run.out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
     if args.publish:
-        publish(out, args.publish)
-    log_line(
-        out,
-        {
-            "event": "done",
-            "pck": round(metrics["pck"], 4),
-            "train_seconds": round(elapsed, 1),
-            "cpu_seconds": round(cpu, 1),
-        },
-    )
-    return 0
+        publish(run.out, args.publish)
+    record = {"event": "done", "pck": round(metrics["pck"], 4), "train_seconds": round(elapsed, 1)}
+    run.record(record | {"cpu_seconds": round(cpu, 1)})
 
 
 # -- shipping -------------------------------------------------------------------------------------
@@ -461,16 +357,16 @@ it has seen only `training.render` characters, never photos.
 
 | | |
 | --- | --- |
-| files | `config.json`, `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {parameters:,} parameters) |
-| architecture | strided conv encoder {channels} (128 -> 8 px), FPN-style decoder ({decoder} ch) to {grid} x {grid} heatmaps (spatial softmax, local soft-argmax decoding) + per-point visibility logits |
-| data | {train_images:,} renders `{data}` (`python -m training.synth --out data/det --n 20000 --seed 1`) |
+| files | `config.json`, `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {info[parameters]:,} parameters) |
+| architecture | strided conv encoder {channels} (128 -> 8 px), FPN-style decoder ({cfg[decoder_channels]} ch) to {grid} x {grid} heatmaps (spatial softmax, local soft-argmax decoding) + per-point visibility logits |
+| data | {info[train_images]:,} renders `{info[data]}` (`python -m training.synth --out data/det --n 20000 --seed 1`) |
 | augmentation | mirroring (labels swapped), small affine moves, blur, down-up resampling, JPEG, colour jitter, noise (so it reads generated images) |
-| training | {steps} steps of batch {batch}, AdamW, lr {lr} cosine; `python -m training.train_detector --data data/det --out runs/detector` |
+| training | {info[steps]} steps of batch {info[batch]}, AdamW, lr {info[args][lr]} cosine; `python -m training.train_detector --data data/det --out runs/detector` |
 | time | {wall_min:.1f} min wall, {cpu_min:.1f} min CPU, 1 thread |
-| machine | {machine}, shared with other training jobs |
-| **PCK@0.1 on held-out renders** | **{pck:.4f}** on {validation} |
-| PCK@0.05 on held-out renders | {pck05:.4f} |
-| visibility accuracy (v >= 0.5) | {vis_acc:.4f} |
+| machine | {info[machine]}, shared with other training jobs |
+| **PCK@0.1 on held-out renders** | **{info[pck@0.1_heldout]:.4f}** on {info[validation]} |
+| PCK@0.05 on held-out renders | {info[pck@0.05_heldout]:.4f} |
+| visibility accuracy (v >= 0.5) | {info[visibility_accuracy]:.4f} |
 
 PCK@t: share of the target's visible keypoints predicted within t x the longer side of the
 visible points' bounding box. The held-out renders use the reserved synth data set seed
@@ -485,40 +381,20 @@ visible points' bounding box. The held-out renders use the reserved synth data s
 
 def publish(run: str | Path, dest: str | Path) -> Path:
     """Copy `RUN/final/` to `dest` and write its model card (README.md) from `RUN/training_info.json`."""
-    run, dest = Path(run), Path(dest)
-    info = json.loads((run / "training_info.json").read_text())
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-        shutil.copy2(run / "final" / name, dest / name)
-        (dest / name).chmod(0o644)  # save_pretrained may write 0600; shipped files are for everyone
-    config = json.loads((dest / "config.json").read_text())
-    config.pop("_name_or_path", None)  # a path on the training machine (set when a run was resumed)
-    (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    info = runs.publish_weights(run, dest)
     cfg = info["config"]
-    grid = cfg["image_size"] // cfg["heatmap_stride"]
     card = MODEL_CARD.format(
+        info=info,
+        cfg=cfg,
         weights_kb=info["weights_bytes"] / 1024,
-        parameters=info["parameters"],
         channels=tuple(cfg["channels"]),
-        decoder=cfg["decoder_channels"],
-        grid=grid,
-        train_images=info["train_images"],
-        data=info["data"],
-        steps=info["steps"],
-        batch=info["batch"],
-        lr=info["args"]["lr"],
+        grid=cfg["image_size"] // cfg["heatmap_stride"],
         wall_min=info["train_seconds"] / 60,
         cpu_min=info.get("train_cpu_seconds", info["train_seconds"]) / 60,
-        machine=info["machine"],
-        pck=info["pck@0.1_heldout"],
-        validation=info["validation"],
-        pck05=info["pck@0.05_heldout"],
-        vis_acc=info["visibility_accuracy"],
         val_seed=DETECTOR_VAL_SEED,
     )
-    (dest / "README.md").write_text(card)
-    shutil.copy2(run / "training_info.json", dest / "training_info.json")
-    return dest
+    (Path(dest) / "README.md").write_text(card)
+    return Path(dest)
 
 
 if __name__ == "__main__":

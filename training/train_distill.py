@@ -17,12 +17,10 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +31,8 @@ from models.pipeline import PosePipeline
 from models.samplers import consistency_scalings, make_fast_scheduler, sample_loop, skip_timesteps, split_output
 from models.unet import PoseUNet
 from training.data import condition_maps_torch, list_items, load_images, load_keypoints, save_grid, to_tensor
-from training.presets import (
-    DISTILL_PRESETS,
-    DistillPreset,
-    LossWindow,
-    RunLog,
-    latest_checkpoint,
-    lr_factor,
-    machine,
-    parse_with_preset,
-    preset_dict,
-    run_progress,
-)
-from training.train_ldm import cache_latents, ema_update
+from training.presets import DISTILL_PRESETS, DistillPreset, preset_dict
+from training.runs import Run, cache_latents, ema_update, machine, start_run
 
 NUM_SAMPLES = 8  # poses in the sample grid
 SAMPLE_STEPS = (1, 2, 4)  # one grid row per step count
@@ -128,125 +115,117 @@ def sample_grid(student: PoseUNet, teacher: PosePipeline, cond: torch.Tensor, se
     return torch.cat(rows)
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Distil, checkpoint, sample and save `OUT/final/`; returns that folder."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--teacher", required=True, help="pipeline folder of the model to distil (e.g. weights)")
-    parser.add_argument("--data", required=True, help="synth data folder (images/, keypoints/) at the model's size")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--workers", type=int, default=0, help="processes decoding the images (0: one per CPU)")
-    args, cfg = parse_with_preset(parser, DISTILL_PRESETS, argv)
-    cfg: DistillPreset
+OPTIONS = [
+    ("--teacher", {"required": True, "help": "pipeline folder of the model to distil (e.g. weights)"}),
+    ("--data", {"required": True, "help": "synth data folder (images/, keypoints/) at the model's size"}),
+    "--out",
+    "--resume",
+    "--workers",
+]
 
-    # 1. Set up: threads, the teacher, the data.
-    torch.set_num_threads(cfg.num_threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.txt")
-    log(f"train_distill preset={args.preset} {json.dumps(preset_dict(cfg))}")
+
+def load_teacher(run: Run) -> PosePipeline:
+    """The pipeline of `--teacher`, on the GPU when there is one; it must have a style encoder and no mean latent."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = PosePipeline.from_pretrained(args.teacher, device=device, dtype=torch.float32)
+    teacher = PosePipeline.from_pretrained(run.args.teacher, device=device, dtype=torch.float32)
     if teacher.style_encoder is None:
-        raise SystemExit(f"--teacher {args.teacher}: no style_encoder/ (the student learns the look from s)")
+        raise SystemExit(f"--teacher {run.args.teacher}: no style_encoder/ (the student learns the look from s)")
     if teacher.mean_latent is not None and not teacher.scheduler.config.get("rescale_betas_zero_snr"):
         raise SystemExit("--teacher: a model that starts from a mean latent is not supported; use a zero-SNR model")
     teacher.style_encoder.to(device)
-    size = teacher.native_size
-    stems = list_items(args.data, cfg.max_images)
-    images = load_images(args.data, stems, size, args.workers)
-    keypoints = torch.from_numpy(load_keypoints(args.data, stems)).to(device)
-    ae_file = next((Path(args.teacher) / "autoencoder").rglob("*.safetensors"), None)
-    ae_hash = hashlib.sha256(ae_file.read_bytes()).hexdigest() if ae_file else ""  # the cache follows the weights
-    key = json.dumps([str(Path(args.data).resolve()), stems[0], stems[-1], len(stems), ae_hash])
-    latents = cache_latents(teacher.vae, images, out / "cache", key, False, log)[:, 0].to(device)
-    styles = style_codes(teacher, images).to(device)
-    log(f"data: {len(stems)} images, latents {tuple(latents.shape)}, s std {styles.std():.3f}")
+    return teacher
 
-    # 2. Student (the teacher's UNet to start), target network, optimiser (fresh, or from the latest checkpoint).
-    step, elapsed = 0, 0.0
-    rng = torch.Generator().manual_seed(cfg.seed)
-    ckpt = latest_checkpoint(out) if args.resume else None
-    if ckpt is not None:
-        student = PoseUNet.from_pretrained(ckpt / "unet").to(device)
-        target = PoseUNet.from_pretrained(ckpt / "target").to(device)
-    else:
-        student, target = copy.deepcopy(teacher.unet), copy.deepcopy(teacher.unet)
-    student.train().requires_grad_(True)
-    target.eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
-    if ckpt is not None:
-        state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        meta = json.loads((ckpt / "step.json").read_text())
-        step, elapsed = meta["step"], meta["elapsed"]
-        log(f"resumed from {ckpt} at step {step}")
-    loss_fn = DistillLoss(student, target, teacher, cfg).to(device)
-    sample_idx = torch.from_numpy(np.linspace(0, len(stems) - 1, NUM_SAMPLES).astype(int)).to(device)
-    sample_cond = condition_maps_torch(keypoints[sample_idx], size)
 
-    def checkpoint(folder: Path) -> None:
-        student.save_pretrained(folder / "unet", safe_serialization=True)
-        target.save_pretrained(folder / "target", safe_serialization=True)
-        torch.save({"optimizer": optimizer.state_dict(), "rng": rng.get_state()}, folder / "optimizer.pt")
-        meta = {"step": step, "elapsed": elapsed + time.time() - t_start}
-        (folder / "step.json").write_text(json.dumps(meta))  # last: marks the checkpoint complete
-        for old in sorted((out / "checkpoints").glob("step_*"))[:-2]:
-            shutil.rmtree(old)
+class Trainer:
+    """The data, the student and its target network and optimiser, and what the training loop does with them."""
 
-    # 3. Training loop.
-    window = LossWindow()
-    t_start = time.time()
-    progress = run_progress(step, cfg.steps, elapsed, cfg.minutes)
-    while progress < 1.0:
-        lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
-        for group in optimizer.param_groups:
+    def __init__(self, run: Run, teacher: PosePipeline):
+        """The data's latents (cached), condition maps and style codes; the student (the teacher's UNet to start) and
+        target network, fresh or (`--resume`) from the latest checkpoint."""
+        cfg, args, self.run, self.teacher = run.cfg, run.args, run, teacher
+        device, self.size = teacher.device, teacher.native_size
+        self.stems = list_items(args.data, cfg.max_images)
+        images = load_images(args.data, self.stems, self.size, args.workers)
+        self.keypoints = torch.from_numpy(load_keypoints(args.data, self.stems)).to(device)
+        ae_file = next((Path(args.teacher) / "autoencoder").rglob("*.safetensors"), None)
+        ae_hash = hashlib.sha256(ae_file.read_bytes()).hexdigest() if ae_file else ""  # the cache follows the weights
+        key = json.dumps([str(Path(args.data).resolve()), self.stems[0], self.stems[-1], len(self.stems), ae_hash])
+        self.latents = cache_latents(teacher.vae, images, run.out / "cache", key, False, run.log)[:, 0].to(device)
+        self.styles = style_codes(teacher, images).to(device)
+        run.log(f"data: {len(self.stems)} images, latents {tuple(self.latents.shape)}, s std {self.styles.std():.3f}")
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            self.student = PoseUNet.from_pretrained(ckpt / "unet").to(device)
+            self.target = PoseUNet.from_pretrained(ckpt / "target").to(device)
+        else:
+            self.student, self.target = copy.deepcopy(teacher.unet), copy.deepcopy(teacher.unet)
+        self.student.train().requires_grad_(True)
+        self.target.eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        if ckpt is not None:
+            state, _ = run.read_checkpoint(ckpt)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.rng.set_state(state["rng"])
+        self.loss_fn = DistillLoss(self.student, self.target, teacher, cfg).to(device)
+        sample_idx = torch.from_numpy(np.linspace(0, len(self.stems) - 1, NUM_SAMPLES).astype(int)).to(device)
+        self.sample_cond = condition_maps_torch(self.keypoints[sample_idx], self.size)
+
+    def step(self, step: int, lr: float) -> dict[str, float]:
+        """One optimiser step of the student on a batch, then the target network's EMA update; returns the loss."""
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        idx = torch.randint(0, len(stems), (cfg.batch_size,), generator=rng).to(device)
-        cond = condition_maps_torch(keypoints[idx], size)
-        loss = loss_fn(latents[idx], cond, styles[idx], rng)
-        optimizer.zero_grad(set_to_none=True)
+        idx = torch.randint(0, len(self.stems), (self.run.cfg.batch_size,), generator=self.rng).to(self.latents.device)
+        cond = condition_maps_torch(self.keypoints[idx], self.size)
+        loss = self.loss_fn(self.latents[idx], cond, self.styles[idx], self.rng)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        ema_update(target, student, cfg.target_decay)
-        progress = run_progress(step, cfg.steps, elapsed + time.time() - t_start, cfg.minutes)
-        window.add({"loss": loss.item()})
-        if step % cfg.log_every == 0 or progress >= 1.0:
-            log(window.flush(step, cfg.steps, lr, progress)[1])
-        if step % cfg.sample_every == 0 or progress >= 1.0:
-            student.eval()
-            grid = sample_grid(student, teacher, sample_cond)
-            student.train()
-            save_grid(grid.cpu(), out / "samples" / f"step_{step:07d}.png", nrow=NUM_SAMPLES)
-        if step % cfg.checkpoint_every == 0 and progress < 1.0:
-            checkpoint(out / "checkpoints" / f"step_{step:07d}")
-    seconds = elapsed + time.time() - t_start
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.optimizer.step()
+        ema_update(self.target, self.student, self.run.cfg.target_decay)
+        return {"loss": loss.item()}
 
-    # 4. The pipeline folder: the teacher's, plus the student (from the target network, the smoother of the two).
-    final = out / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    teacher.fast_unet = target
-    teacher.save_pretrained(final)
-    info = {
-        "teacher": str(args.teacher),
-        "data": str(args.data),
-        "images": len(stems),
-        "steps": step,
-        "seconds": round(seconds, 1),
-        "machine": machine(),
-        "preset": preset_dict(cfg),
-    }
-    (final / "fast_unet" / "training_info.json").write_text(json.dumps(info, indent=2))
-    for name in ("model_index.json", "README.md"):
-        if (Path(args.teacher) / name).is_file():
-            shutil.copy(Path(args.teacher) / name, final / name)
-    log(f"saved {final}: {step} steps in {seconds / 60:.1f} min")
-    return final
+    def sample(self) -> None:
+        """`OUT/samples/step_NNNNNNN.png`: the student's images at each step count of SAMPLE_STEPS."""
+        self.student.eval()
+        grid = sample_grid(self.student, self.teacher, self.sample_cond)
+        self.student.train()
+        save_grid(grid.cpu(), self.run.out / "samples" / f"step_{self.run.step:07d}.png", nrow=NUM_SAMPLES)
+
+    def checkpoint(self) -> None:
+        """A resumable checkpoint: the student, the target network, the optimiser and the batch generator."""
+        trainer = {"optimizer": self.optimizer.state_dict(), "rng": self.rng.get_state()}
+        self.run.write_checkpoint(
+            {"unet": self.student, "target": self.target}, trainer, {"elapsed": self.run.seconds()}
+        )
+
+    def save_final(self, seconds: float) -> Path:
+        """`OUT/final/`: the teacher's pipeline folder plus the student (the target network: the smoother of them)."""
+        run, args, final = self.run, self.run.args, self.run.out / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        self.teacher.fast_unet = self.target
+        self.teacher.save_pretrained(final)
+        info = {
+            "teacher": str(args.teacher),
+            "data": str(args.data),
+            "images": len(self.stems),
+            "steps": run.step,
+            "seconds": round(seconds, 1),
+            "machine": machine(),
+            "preset": preset_dict(run.cfg),
+        }
+        (final / "fast_unet" / "training_info.json").write_text(json.dumps(info, indent=2))
+        for name in ("model_index.json", "README.md"):
+            if (Path(args.teacher) / name).is_file():
+                shutil.copy(Path(args.teacher) / name, final / name)
+        run.log(f"saved {final}: {run.step} steps in {seconds / 60:.1f} min")
+        return final
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Distil, checkpoint, sample and save `OUT/final/`; returns that folder."""
+    run = start_run("train_distill", __doc__, DISTILL_PRESETS, argv, OPTIONS)
+    return run.train(Trainer(run, load_teacher(run)))
 
 
 if __name__ == "__main__":

@@ -25,20 +25,18 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
-from models.autoencoder import Autoencoder, autoencoder_index_entry, decode, encode, load_autoencoder
+from models.autoencoder import Autoencoder, autoencoder_index_entry, decode, load_autoencoder
 from models.errors import InputError
 from models.samplers import make_scheduler, sample_loop, training_scheduler
 from models.style_encoder import StyleEncoder
@@ -52,18 +50,8 @@ from training.data import (
     save_grid,
     to_tensor,
 )
-from training.presets import (
-    LDM_PRESETS,
-    LDMPreset,
-    LossWindow,
-    RunLog,
-    latest_checkpoint,
-    lr_factor,
-    machine,
-    parse_with_preset,
-    preset_dict,
-    run_progress,
-)
+from training.presets import LDM_PRESETS, LDMPreset, preset_dict
+from training.runs import Run, cache_latents, ema_update, machine, start_run
 from training.style_guide import (
     GUIDE_ORDER,
     GuideLayout,
@@ -98,32 +86,6 @@ def transplant(src: PoseUNet, **changes) -> tuple[PoseUNet, list[str]]:
     kept = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     unet.load_state_dict(kept, strict=False)
     return unet, sorted(k for k in own if k not in kept)
-
-
-@torch.no_grad()
-def cache_latents(
-    vae: Autoencoder, images: np.ndarray, cache: Path, key: str, flip: bool, log: RunLog, batch_size: int = 64
-) -> torch.Tensor:
-    """Scaled latents `(N, 1 or 2, C, h, w)` of the images (and their mirrors), from `cache` when `key` matches."""
-    file, meta = cache / "latents.npy", cache / "latents.json"
-    if file.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == key:
-        log(f"latents from cache {file}")
-        return torch.from_numpy(np.load(file))
-    t0 = time.time()
-    out = []
-    device = vae.device
-    for i in range(0, len(images), batch_size):
-        x = to_tensor(images[i : i + batch_size]).to(device)
-        views = [x, x.flip(-1)] if flip else [x]
-        out.append(torch.stack([encode(vae, v).float().cpu() for v in views], dim=1))
-        if i // batch_size % 20 == 0:
-            log(f"encoding latents {i + len(x)}/{len(images)} ({time.time() - t0:.0f}s)")
-    latents = torch.cat(out)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(file, latents.numpy())
-    meta.write_text(json.dumps({"key": key, "shape": list(latents.shape)}))
-    log(f"encoded {len(images)} images in {time.time() - t0:.0f}s; latent std {latents.std():.3f}")
-    return latents
 
 
 class LDMLoss(torch.nn.Module):
@@ -223,12 +185,6 @@ class LDMLoss(torch.nn.Module):
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
-
-
-@torch.no_grad()
 def sample_grid(
     unet: PoseUNet,
     vae: Autoencoder,
@@ -257,292 +213,286 @@ def sample_grid(
     return decode(vae, z0).clamp(-1, 1)
 
 
-def save_models(folder: Path, unet: PoseUNet, style_encoder: StyleEncoder) -> None:
-    """`folder/unet/` and `folder/style_encoder/` as safetensors."""
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    style_encoder.save_pretrained(folder / "style_encoder", safe_serialization=True)
+OPTIONS = [
+    ("--data", {"required": True, "help": "synth data folder (images/, keypoints/)"}),
+    ("--ae", {"required": True, "help": "trained autoencoder folder (runs/ae/final)"}),
+    "--out",
+    "--resume",
+    ("--init", {"default": "", "help": "start from the (EMA) weights of this folder (a checkpoint or a final/ folder) "
+                "with a fresh optimiser and schedule; ignored when --resume finds a checkpoint"}),
+    "--workers",
+]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Train, checkpoint, sample and save `OUT/final/`; returns that folder."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--data", required=True, help="synth data folder (images/, keypoints/)")
-    parser.add_argument("--ae", required=True, help="trained autoencoder folder (runs/ae/final)")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument(
-        "--init",
-        default="",
-        help="start from the (EMA) weights of this folder (a checkpoint or a final/ folder) with a fresh optimiser "
-        "and schedule; ignored when --resume finds a checkpoint",
-    )
-    parser.add_argument("--workers", type=int, default=0, help="processes decoding the images (0: one per CPU)")
-    args, cfg = parse_with_preset(parser, LDM_PRESETS, argv)
+@dataclass
+class Data:
+    """The training set on the device (a GPU then never waits for the CPU), its autoencoder, and its batches."""
+
     cfg: LDMPreset
+    stems: list[str]
+    images: torch.Tensor  # uint8 (N, H, W, 3)
+    keypoints: torch.Tensor  # (N, 17, 3)
+    vae: Autoencoder
+    latents: torch.Tensor  # (N, 1 or 2, C, h, w): `cache_latents`
+    layout: GuideLayout | None  # the style guide's axes, and the labels `(N, G)` they are drawn from
+    labels: torch.Tensor | None
 
-    # 1. Set up: threads, accelerator, log.
-    torch.set_num_threads(cfg.num_threads)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
-    device = accelerator.device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.txt", accelerator.is_main_process)
-    log(f"train_ldm preset={args.preset} {json.dumps(preset_dict(cfg))}")
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """z_0, images, condition maps, whether the pose is kept (not dropped) and labels (or None) of a batch."""
+        cfg, device, n = self.cfg, self.images.device, len(self.stems)
+        if cfg.pair_weight > 0:  # whole pairs (2k, 2k + 1), each with one flip and one pose dropout
+            first = 2 * rng.integers(0, n // 2, cfg.batch_size // 2)
+            idx = torch.from_numpy(np.stack([first, first + 1], axis=1).reshape(-1)).to(device)
+            flip_np = np.repeat(rng.random(len(first)) < 0.5 if cfg.flip else np.zeros(len(first), bool), 2)
+            keep_np = np.repeat(rng.random(len(first)) >= cfg.pose_dropout, 2)
+        else:
+            idx = torch.from_numpy(rng.integers(0, n, cfg.batch_size)).to(device)
+            flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
+            keep_np = rng.random(cfg.batch_size) >= cfg.pose_dropout
+        flip = torch.from_numpy(flip_np).to(device)
+        images = to_tensor(self.images[idx])
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        cond = condition_maps_torch(self.keypoints[idx], self.images.shape[1], flip)
+        labels = self.labels[idx] if self.labels is not None else None
+        return self.latents[idx, flip.long()], images, cond, torch.from_numpy(keep_np).to(device), labels
 
-    # 2. Data: images, keypoints, and the cached latents.
+
+def load_data(run: Run) -> Data:
+    """Images and keypoints of `--data`, the autoencoder of `--ae` and the latents (cached in `OUT/cache/`)."""
+    cfg, args, accelerator = run.cfg, run.args, run.accelerator
     t0 = time.time()
     stems = list_items(args.data, cfg.max_images)
     if cfg.pair_weight > 0:  # before the encoding: a folder without pairs fails at once
         if cfg.batch_size % 2:
             raise SystemExit("--pair-weight needs an even --batch-size (batches of whole pairs).")
         try:
-            log(f"pairs: {count_pairs(args.data, stems)} pairs of one-attribute swaps")
+            run.log(f"pairs: {count_pairs(args.data, stems)} pairs of one-attribute swaps")
         except InputError as err:
             raise SystemExit(f"--pair-weight: {err}") from None
     images = load_images(args.data, stems, cfg.image_size, args.workers)
     keypoints = load_keypoints(args.data, stems)
-    size = images.shape[1]
-    vae = trained_autoencoder(args.ae).to(device)
+    vae = trained_autoencoder(args.ae).to(accelerator.device)
     ae_file = next(Path(args.ae).rglob("*.safetensors"), None)
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                str(Path(args.data).resolve()),
-                stems[0],
-                stems[-1],
-                len(stems),
-                cfg.flip,
-                str(ae_file),
-                ae_file.stat().st_mtime if ae_file else 0,
-            ]
-        ).encode()
-    ).hexdigest()
-    if accelerator.is_main_process:
-        latents = cache_latents(vae, images, out / "cache", key, cfg.flip, log)
+    key = [str(Path(args.data).resolve()), stems[0], stems[-1], len(stems), cfg.flip, str(ae_file)]
+    key = hashlib.sha256(json.dumps([*key, ae_file.stat().st_mtime if ae_file else 0]).encode()).hexdigest()
+    if accelerator.is_main_process:  # the main process encodes and caches; the others then read the cache
+        latents = cache_latents(vae, images, run.out / "cache", key, cfg.flip, run.log)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        latents = cache_latents(vae, images, out / "cache", key, cfg.flip, log)
-    log(f"data: {len(stems)} images, latents {tuple(latents.shape)} ({time.time() - t0:.0f}s)")
-    layout, labels_t = None, None
-    if cfg.style_guide != "off":
-        from models.attributes import ATTRIBUTES
+        latents = cache_latents(vae, images, run.out / "cache", key, cfg.flip, run.log)
+    run.log(f"data: {len(stems)} images, latents {tuple(latents.shape)} ({time.time() - t0:.0f}s)")
+    on_device = (torch.from_numpy(a).to(accelerator.device) for a in (images, keypoints))
+    return Data(cfg, stems, *on_device, vae, latents.to(accelerator.device), *style_labels(run, stems))
 
-        names = GUIDE_ORDER[: cfg.style_dim]
-        labels = read_labels(args.data, stems, names)
-        layout = make_layout(labels, ATTRIBUTES, names, cfg.style_dim)
-        kept = read_layout(Path(args.init) / "training_info.json") if args.init else None
-        if kept is not None and (kept.names, kept.classes) == (layout.names, layout.classes):
-            layout = kept  # the bins the --init UNet learned (this data set's class shares would move them)
-            log(f"style guide: the bins of {args.init}")
-        labels_t = torch.from_numpy(labels).to(device)
-        log(f"style guide: axes {list(layout.names)}, {float((labels >= 0).mean()):.3f} of the labels seen")
-    latent_channels, latent_side = latents.shape[2], latents.shape[-1]
-    factor = size // latent_side
 
-    # 3. Models, EMA, optimiser (fresh, or from the latest checkpoint).
+def style_labels(run: Run, stems: list[str]) -> tuple[GuideLayout | None, torch.Tensor | None]:
+    """The style guide's layout of the guided axes and the images' labels on the device (None without a guide)."""
+    cfg, init = run.cfg, run.args.init
+    if cfg.style_guide == "off":
+        return None, None
+    from models.attributes import ATTRIBUTES
+
+    names = GUIDE_ORDER[: cfg.style_dim]
+    labels = read_labels(run.args.data, stems, names)
+    layout = make_layout(labels, ATTRIBUTES, names, cfg.style_dim)
+    kept = read_layout(Path(init) / "training_info.json") if init else None
+    if kept is not None and (kept.names, kept.classes) == (layout.names, layout.classes):
+        layout = kept  # the bins the --init UNet learned (this data set's class shares would move them)
+        run.log(f"style guide: the bins of {init}")
+    run.log(f"style guide: axes {list(layout.names)}, {float((labels >= 0).mean()):.3f} of the labels seen")
+    return layout, torch.from_numpy(labels).to(run.accelerator.device)
+
+
+def hint_widths(cfg: LDMPreset, factor: int) -> tuple[int, ...]:
+    """Widths of the hint encoder's downsamplings from the image to the latent side (`factor` times smaller)."""
+    return tuple(min(cfg.hint_channels * 2**i, 64) for i in range(round(float(np.log2(factor))) - 1))
+
+
+def new_models(cfg: LDMPreset, data: Data) -> tuple[PoseUNet, StyleEncoder]:
+    """A fresh UNet and style encoder of the preset's sizes for the data's latents."""
     from models.condition import CONDITION_CHANNELS  # written by the pose front end; imported late
 
-    if cfg.zero_snr and (cfg.prediction_type != "v_prediction" or cfg.min_snr_gamma > 0):
-        raise SystemExit("--zero-snr needs --prediction-type v_prediction and --min-snr-gamma 0 (at SNR 0 an epsilon "
-                         "model's image estimate divides by zero, and Min-SNR weighs the terminal step by zero).")  # fmt: skip
-    noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps, cfg.zero_snr)
-    step, elapsed, losses = 0, 0.0, {}
-    rng = np.random.default_rng(cfg.seed + accelerator.process_index)
-    torch.manual_seed(cfg.seed + accelerator.process_index)
-    ckpt = latest_checkpoint(out) if args.resume else None
-    if ckpt is not None:
-        unet = PoseUNet.from_pretrained(ckpt / "unet")
-        style_encoder = StyleEncoder.from_pretrained(ckpt / "style_encoder")
-        ema_unet = PoseUNet.from_pretrained(ckpt / "ema" / "unet")
-        ema_style = StyleEncoder.from_pretrained(ckpt / "ema" / "style_encoder")
-    elif args.init:
-        init = Path(args.init)
-        src = init / "ema" if (init / "ema" / "unet").is_dir() else init  # the EMA weights are the better start
-        if not (src / "unet").is_dir() or not (src / "style_encoder").is_dir():
-            raise SystemExit(f"--init {init}: no unet/ and style_encoder/ folders there")
-        unet = PoseUNet.from_pretrained(src / "unet")
-        fits = {"latent_channels": latent_channels, "sample_size": latent_side}
-        if any(unet.config[k] != v for k, v in fits.items()) or unet.downsample_factor != factor:
-            # Another autoencoder: keep the UNet's body, start its ends afresh (the latent grid stays 32 x 32).
-            hint_widths = tuple(min(cfg.hint_channels * 2**i, 64) for i in range(round(float(np.log2(factor))) - 1))
-            unet, fresh = transplant(unet, **fits, hint_widths=hint_widths)
-            log(f"--init for a new autoencoder {fits}: {len(fresh)} tensors start afresh ({', '.join(fresh[:8])} ...)")
-        style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
-        if style_encoder.config.input_size is None:  # an encoder of the 128-px model, which saw 128-px images
-            style_encoder.register_to_config(input_size=cfg.style_input_size)
-        ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
-        log(f"initialised from {src}")
-    else:
-        hint_levels = round(float(np.log2(factor)))
-        hint_widths = tuple(min(cfg.hint_channels * 2**i, 64) for i in range(hint_levels - 1))
-        unet = PoseUNet(
-            sample_size=latent_side,
-            latent_channels=latent_channels,
-            cond_channels=CONDITION_CHANNELS,
-            hint_widths=hint_widths,
-            hint_channels=cfg.hint_channels,
-            style_dim=cfg.style_dim,
-            block_out_channels=cfg.block_out_channels,
-            layers_per_block=cfg.layers_per_block,
-            attention_head_dim=cfg.attention_head_dim,
-            norm_num_groups=min(32, min(cfg.block_out_channels)),
-            prediction_type=cfg.prediction_type,
-        )
-        style_encoder = StyleEncoder(
-            widths=cfg.style_channels, style_dim=cfg.style_dim, input_size=min(cfg.style_input_size, size)
-        )
-        ema_unet, ema_style = copy.deepcopy(unet), copy.deepcopy(style_encoder)
-    ema_unet.eval().requires_grad_(False).to(device)
-    ema_style.eval().requires_grad_(False).to(device)
-    # The style path (encoder + `style_affine`) has its own lr multiplier: a UNet that ignores a weak s gives s no
-    # gradient. (What collapsed s here was Min-SNR weighting, not the lr: see the docstring and weights/README.md.)
-    style_params = list(style_encoder.parameters()) + list(unet.style_affine.parameters())
-    style_ids = {id(p) for p in style_params}
-    groups = [
-        {"params": [p for p in unet.parameters() if id(p) not in style_ids], "lr_mult": 1.0},
-        {"params": style_params, "lr_mult": cfg.style_lr_mult},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    if ckpt is not None:
-        state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        if len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
-            optimizer.load_state_dict(state["optimizer"])
-        else:  # a checkpoint of the one-group optimiser: the weights resume, the moments start afresh
-            log("optimizer state of another layout: moments start afresh")
-        torch.set_rng_state(state["torch_rng"])
-        meta = json.loads((ckpt / "step.json").read_text())
-        step, elapsed, losses = meta["step"], meta["elapsed"], meta["losses"]
-        rng.bit_generator.state = meta["rng"]
-        log(f"resumed from {ckpt} at step {step}")
-    train_module, optimizer = accelerator.prepare(LDMLoss(unet, style_encoder, noise_scheduler, cfg, layout), optimizer)
-    log(
-        f"PoseUNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters "
-        f"(hint widths {unet.config.hint_widths}), style encoder "
-        f"{sum(p.numel() for p in style_encoder.parameters()) / 1e6:.2f}M; latent {latent_channels}x{latent_side}^2"
+    size, latent_side = data.images.shape[1], data.latents.shape[-1]
+    unet = PoseUNet(
+        sample_size=latent_side,
+        latent_channels=data.latents.shape[2],
+        cond_channels=CONDITION_CHANNELS,
+        hint_widths=hint_widths(cfg, size // latent_side),
+        hint_channels=cfg.hint_channels,
+        style_dim=cfg.style_dim,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=min(32, min(cfg.block_out_channels)),
+        prediction_type=cfg.prediction_type,
     )
+    style_encoder = StyleEncoder(
+        widths=cfg.style_channels, style_dim=cfg.style_dim, input_size=min(cfg.style_input_size, size)
+    )
+    return unet, style_encoder
 
-    # Everything a step reads lives on the device: a GPU then never waits for the CPU.
-    latents = latents.to(device)
-    images_t = torch.from_numpy(images).to(device)  # uint8 (N, H, W, 3)
-    keypoints_t = torch.from_numpy(keypoints).to(device)
-    sample_idx = np.linspace(0, len(stems) - 1, NUM_SAMPLES).astype(int)
-    sample_cond = condition_maps_torch(keypoints_t[torch.from_numpy(sample_idx).to(device)], size)
-    if accelerator.is_main_process:
-        save_grid(to_tensor(images[sample_idx]), out / "samples" / "real.png", nrow=NUM_SAMPLES)
 
-    def checkpoint(folder: Path) -> None:
-        save_models(folder, unet, style_encoder)
-        save_models(folder / "ema", ema_unet, ema_style)
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, folder / "optimizer.pt")
-        meta = {
-            "step": step,
-            "rng": rng.bit_generator.state,
-            "losses": losses,
-            "elapsed": elapsed + time.time() - t_start,
-        }
-        (folder / "step.json").write_text(json.dumps(meta))  # last: marks the checkpoint complete
-        for old in sorted((out / "checkpoints").glob("step_*"))[:-2]:
-            shutil.rmtree(old)
+def init_models(run: Run, data: Data) -> tuple[PoseUNet, StyleEncoder]:
+    """The UNet and style encoder of `--init` (its EMA weights where it has them)."""
+    init = Path(run.args.init)
+    src = init / "ema" if (init / "ema" / "unet").is_dir() else init  # the EMA weights are the better start
+    if not (src / "unet").is_dir() or not (src / "style_encoder").is_dir():
+        raise SystemExit(f"--init {init}: no unet/ and style_encoder/ folders there")
+    unet = PoseUNet.from_pretrained(src / "unet")
+    fits = {"latent_channels": data.latents.shape[2], "sample_size": data.latents.shape[-1]}
+    factor = data.images.shape[1] // data.latents.shape[-1]
+    if any(unet.config[k] != v for k, v in fits.items()) or unet.downsample_factor != factor:
+        # Another autoencoder: keep the UNet's body, start its ends afresh (the latent grid stays 32 x 32).
+        unet, fresh = transplant(unet, **fits, hint_widths=hint_widths(run.cfg, factor))
+        run.log(f"--init for a new autoencoder {fits}: {len(fresh)} tensors start afresh ({', '.join(fresh[:8])} ...)")
+    style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
+    if style_encoder.config.input_size is None:  # an encoder of the 128-px model, which saw 128-px images
+        style_encoder.register_to_config(input_size=run.cfg.style_input_size)
+    run.log(f"initialised from {src}")
+    return unet, style_encoder
 
-    # 4. Training loop.
-    window = LossWindow()
-    t_start, start_step = time.time(), step
-    progress = run_progress(step, cfg.steps, elapsed, cfg.minutes)
-    while progress < 1.0:
-        lr = cfg.lr * lr_factor(step, cfg.warmup, progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        if cfg.pair_weight > 0:  # whole pairs (2k, 2k + 1), each with one flip and one pose dropout
-            first = 2 * rng.integers(0, len(stems) // 2, cfg.batch_size // 2)
-            idx = torch.from_numpy(np.stack([first, first + 1], axis=1).reshape(-1)).to(device)
-            flip_np = np.repeat(rng.random(len(first)) < 0.5 if cfg.flip else np.zeros(len(first), bool), 2)
-            keep_np = np.repeat(rng.random(len(first)) >= cfg.pose_dropout, 2)
+
+class Trainer:
+    """The UNet, the style encoder, their EMA copies and the optimiser, and what the training loop does with them."""
+
+    def __init__(self, run: Run, data: Data):
+        """Fresh models, or those of `--init`, or (`--resume`) those of the latest checkpoint."""
+        cfg, accelerator, self.run, self.data = run.cfg, run.accelerator, run, data
+        if cfg.zero_snr and (cfg.prediction_type != "v_prediction" or cfg.min_snr_gamma > 0):
+            raise SystemExit("--zero-snr needs --prediction-type v_prediction and --min-snr-gamma 0 (at SNR 0 an "
+                             "epsilon model's image estimate divides by zero, and Min-SNR weighs the terminal step "
+                             "by zero).")  # fmt: skip
+        self.noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps, cfg.zero_snr)
+        self.rng = np.random.default_rng(cfg.seed + accelerator.process_index)
+        torch.manual_seed(cfg.seed + accelerator.process_index)
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None:
+            self.unet = PoseUNet.from_pretrained(ckpt / "unet")
+            self.style_encoder = StyleEncoder.from_pretrained(ckpt / "style_encoder")
+            self.ema_unet = PoseUNet.from_pretrained(ckpt / "ema" / "unet")
+            self.ema_style = StyleEncoder.from_pretrained(ckpt / "ema" / "style_encoder")
         else:
-            idx = torch.from_numpy(rng.integers(0, len(stems), cfg.batch_size)).to(device)
-            flip_np = rng.random(cfg.batch_size) < 0.5 if cfg.flip else np.zeros(cfg.batch_size, bool)
-            keep_np = rng.random(cfg.batch_size) >= cfg.pose_dropout
-        flip = torch.from_numpy(flip_np).to(device)
-        z0 = latents[idx, flip.long()]
-        batch_images = to_tensor(images_t[idx])
-        batch_images = torch.where(flip.view(-1, 1, 1, 1), batch_images.flip(-1), batch_images)
-        cond = condition_maps_torch(keypoints_t[idx], size, flip)
-        keep_pose = torch.from_numpy(keep_np).to(device)
-        with accelerator.autocast():
-            loss, parts = train_module(
-                z0, batch_images, cond, keep_pose, labels_t[idx] if labels_t is not None else None
-            )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(train_module.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        decay = 0.0 if step <= cfg.ema_warmup else min(cfg.ema_decay, (1 + step) / (10 + step))
-        ema_update(ema_unet, unet, decay)
-        ema_update(ema_style, style_encoder, decay)
-        progress = run_progress(step, cfg.steps, elapsed + time.time() - t_start, cfg.minutes)
-        window.add(parts)
-        if step % cfg.log_every == 0 or progress >= 1.0:
-            losses, line = window.flush(step, cfg.steps, lr, progress)
-            log(line)
-        if accelerator.is_main_process and (step % cfg.sample_every == 0 or progress >= 1.0):
-            t_sample = time.time()
-            grid = sample_grid(ema_unet, vae, noise_scheduler.config, sample_cond, cfg.style_dim, cfg.sample_steps)
-            save_grid(grid.cpu(), out / "samples" / f"step_{step:07d}.png", nrow=NUM_SAMPLES)
-            log(f"step {step} sample grid in {time.time() - t_sample:.1f}s")
-        if accelerator.is_main_process and step % cfg.checkpoint_every == 0 and progress < 1.0:
-            checkpoint(out / "checkpoints" / f"step_{step:07d}")
-    seconds = elapsed + time.time() - t_start
-    accelerator.wait_for_everyone()
+            self.unet, self.style_encoder = init_models(run, data) if run.args.init else new_models(cfg, data)
+            self.ema_unet, self.ema_style = copy.deepcopy(self.unet), copy.deepcopy(self.style_encoder)
+        self.ema_unet.eval().requires_grad_(False).to(accelerator.device)
+        self.ema_style.eval().requires_grad_(False).to(accelerator.device)
+        # The style path (encoder + `style_affine`) has its own lr multiplier: a UNet that ignores a weak s gives s
+        # no gradient.
+        style_params = list(self.style_encoder.parameters()) + list(self.unet.style_affine.parameters())
+        style_ids = {id(p) for p in style_params}
+        groups = [
+            {"params": [p for p in self.unet.parameters() if id(p) not in style_ids], "lr_mult": 1.0},
+            {"params": style_params, "lr_mult": cfg.style_lr_mult},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        if ckpt is not None:
+            state, meta = run.read_checkpoint(ckpt)
+            if len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
+                optimizer.load_state_dict(state["optimizer"])
+            else:  # a checkpoint of the one-group optimiser: the weights resume, the moments start afresh
+                run.log("optimizer state of another layout: moments start afresh")
+            torch.set_rng_state(state["torch_rng"])
+            self.rng.bit_generator.state = meta["rng"]
+        loss = LDMLoss(self.unet, self.style_encoder, self.noise_scheduler, cfg, data.layout)
+        self.train_module, self.optimizer = accelerator.prepare(loss, optimizer)
+        millions = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (self.unet, self.style_encoder)]
+        run.log(f"PoseUNet {millions[0]:.2f}M parameters (hint widths {self.unet.config.hint_widths}), style encoder "
+                f"{millions[1]:.2f}M; latent {data.latents.shape[2]}x{data.latents.shape[-1]}^2")  # fmt: skip
 
-    # 5. The final pipeline folder: EMA weights, the autoencoder, the scheduler.
-    final = out / "final"
-    if accelerator.is_main_process:
-        checkpoint(out / "checkpoints" / f"step_{step:07d}")
-        save_models(final, ema_unet, ema_style)
-        vae.save_pretrained(final / "autoencoder", safe_serialization=True)
-        noise_scheduler.save_pretrained(final / "scheduler")
+    def step(self, step: int, lr: float) -> dict[str, float]:
+        """One optimiser step on a batch, then the EMA update; returns the loss parts."""
+        cfg, accelerator = self.run.cfg, self.run.accelerator
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        z0, images, cond, keep_pose, labels = self.data.batch(self.rng)
+        with accelerator.autocast():
+            loss, parts = self.train_module(z0, images, cond, keep_pose, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(self.train_module.parameters(), 1.0)
+        self.optimizer.step()
+        done = step + 1
+        decay = 0.0 if done <= cfg.ema_warmup else min(cfg.ema_decay, (1 + done) / (10 + done))
+        ema_update(self.ema_unet, self.unet, decay)
+        ema_update(self.ema_style, self.style_encoder, decay)
+        return parts
+
+    def sample(self, real: bool = False) -> None:
+        """`OUT/samples/step_NNNNNNN.png`: the EMA weights' samples for some training poses (`real`: those training
+        images, `OUT/samples/real.png`)."""
+        run, data = self.run, self.data
+        idx = torch.from_numpy(np.linspace(0, len(data.stems) - 1, NUM_SAMPLES).astype(int)).to(data.images.device)
+        if real:
+            save_grid(to_tensor(data.images[idx]).cpu(), run.out / "samples" / "real.png", nrow=NUM_SAMPLES)
+            return
+        t0, cond = time.time(), condition_maps_torch(data.keypoints[idx], data.images.shape[1])
+        grid = sample_grid(
+            self.ema_unet, data.vae, self.noise_scheduler.config, cond, run.cfg.style_dim, run.cfg.sample_steps
+        )
+        save_grid(grid.cpu(), run.out / "samples" / f"step_{run.step:07d}.png", nrow=NUM_SAMPLES)
+        run.log(f"step {run.step} sample grid in {time.time() - t0:.1f}s")
+
+    def checkpoint(self) -> None:
+        """`OUT/checkpoints/step_NNNNNNN/`: the weights and their EMA, the optimiser, both random states, the losses."""
+        models = {"unet": self.unet, "style_encoder": self.style_encoder}
+        models |= {"ema/unet": self.ema_unet, "ema/style_encoder": self.ema_style}
+        trainer = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        meta = {"rng": self.rng.bit_generator.state, "losses": self.run.losses, "elapsed": self.run.seconds()}
+        self.run.write_checkpoint(models, trainer, meta)
+
+    def save_final(self, seconds: float) -> Path:
+        """The last checkpoint and `OUT/final/`: a pipeline folder of the EMA weights, autoencoder and scheduler."""
+        run, data, final = self.run, self.data, self.run.out / "final"
+        self.checkpoint()
+        self.ema_unet.save_pretrained(final / "unet", safe_serialization=True)
+        self.ema_style.save_pretrained(final / "style_encoder", safe_serialization=True)
+        data.vae.save_pretrained(final / "autoencoder", safe_serialization=True)
+        self.noise_scheduler.save_pretrained(final / "scheduler")
         with torch.no_grad():  # posterior statistics of s on some training images (should be ~N(0, I))
-            mu, logvar = ema_style(to_tensor(images_t[: min(len(images), 256)]))
+            mu, logvar = self.ema_style(to_tensor(data.images[:256]))
+        posterior = {
+            "mu_mean": float(mu.mean()),
+            "mu_std": float(mu.std()),
+            "sigma_mean": float((0.5 * logvar).exp().mean()),
+            "kl_per_dim": [round(float(v), 4) for v in StyleEncoder.kl_per_dim(mu, logvar)],
+        }
         info = {
             "model": "pose-ldm",
-            "steps": step,
+            "steps": run.step,
             "seconds": round(seconds, 1),
-            "steps_per_second": round((step - start_step) / max(time.time() - t_start, 1e-9), 4),
-            "data": str(args.data),
-            "num_images": len(stems),
+            "steps_per_second": round(run.steps_per_second(), 4),
+            "data": str(run.args.data),
+            "num_images": len(data.stems),
             "machine": machine(),
-            "final_losses": losses,
-            "style_posterior": {
-                "mu_mean": float(mu.mean()),
-                "mu_std": float(mu.std()),
-                "sigma_mean": float((0.5 * logvar).exp().mean()),
-                "kl_per_dim": [round(float(v), 4) for v in StyleEncoder.kl_per_dim(mu, logvar)],
-            },
-            "style_guide": layout.to_json() if layout is not None else None,
-            "autoencoder": str(args.ae),
-            "preset": args.preset,
-            "config": preset_dict(cfg),
+            "final_losses": run.losses,
+            "style_posterior": posterior,
+            "style_guide": data.layout.to_json() if data.layout is not None else None,
+            "autoencoder": str(run.args.ae),
+            "preset": run.args.preset,
+            "config": preset_dict(run.cfg),
         }
         (final / "training_info.json").write_text(json.dumps(info, indent=2))
-        (final / "model_index.json").write_text(
-            json.dumps(
-                {
-                    "_class_name": "PosePipeline",
-                    "autoencoder": autoencoder_index_entry(vae),
-                    "unet": ["models.unet", "PoseUNet"],
-                    "scheduler": ["diffusers", "DDPMScheduler"],
-                    "style_encoder": ["models.style_encoder", "StyleEncoder"],
-                },
-                indent=2,
-            )
+        index = {
+            "_class_name": "PosePipeline",
+            "autoencoder": autoencoder_index_entry(data.vae),
+            "unet": ["models.unet", "PoseUNet"],
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "style_encoder": ["models.style_encoder", "StyleEncoder"],
+        }
+        (final / "model_index.json").write_text(json.dumps(index, indent=2))
+        run.log(
+            f"saved {final}: {run.step} steps in {seconds / 60:.1f} min, losses {run.losses}, s posterior {posterior}"
         )
-        log(
-            f"saved {final}: {step} steps in {seconds / 60:.1f} min, losses {losses}, s posterior "
-            f"{info['style_posterior']}"
-        )
-    return final
+        return final
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train, checkpoint, sample and save `OUT/final/`; returns that folder."""
+    run = start_run("train_ldm", __doc__, LDM_PRESETS, argv, OPTIONS, accelerate=True)
+    trainer = Trainer(run, load_data(run))
+    if run.main:
+        trainer.sample(real=True)
+    return run.train(trainer)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from models import paths
 from models.mean_latent import MeanLatent
 from training.eval import EVAL_SEED
-from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
+from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
 
 MEAN_VAL_SEED = EVAL_SEED + 5  # data set seed of the held-out renders (+4: the part parser's)
@@ -214,8 +214,53 @@ def evaluate(
     return {k: round(v / n, 5) for k, v in sums.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
+def pairs(run: Run, size: int) -> tuple[np.ndarray, ...]:
+    """Keypoints, latents, style posteriors and labels of the training and held-out images (cached in
+    `OUT/pairs.npz` for --resume)."""
+    a, cache = run.args, run.out / "pairs.npz"
+    if cache.is_file():
+        d = np.load(cache)
+        kp, lat, sty, vkp, vlat, vsty = (d[k] for k in ("kp", "lat", "sty", "vkp", "vlat", "vsty"))
+        if "lab" in d:
+            return kp, lat, sty, d["lab"], vkp, vlat, vsty, d["vlab"]
+        # a cache written before the labels were kept: the same samples' labels
+        if a.data:
+            lab = folder_set(a.data, size, workers=a.workers)[2]
+        else:
+            lab = render_set(a.seed, *synth_range(a.synth), size, workers=a.workers)[2]
+        vlab = render_set(MEAN_VAL_SEED, 0, a.val, size, workers=a.workers)[2]
+    else:
+        t0 = time.time()
+        if a.data:
+            images, kp, lab = folder_set(a.data, size, workers=a.workers)
+        else:
+            start, n = synth_range(a.synth)
+            images, kp, lab = render_set(a.seed, start, n, size, workers=a.workers)
+        vimages, vkp, vlab = render_set(MEAN_VAL_SEED, 0, a.val, size, workers=a.workers)
+        run.log(f"{len(images)} + {len(vimages)} images in {time.time() - t0:.0f}s")
+        lat, sty = encode_pairs(a.model, images)
+        vlat, vsty = encode_pairs(a.model, vimages)
+        del images, vimages
+        run.log(f"encoded with {a.model} ({time.time() - t0:.0f}s)")
+    np.savez(cache, kp=kp, lat=lat, sty=sty, lab=lab, vkp=vkp, vlat=vlat, vsty=vsty, vlab=vlab)
+    return kp, lat, sty, lab, vkp, vlat, vsty, vlab
+
+
+def pooled_sets(run: Run, kp: np.ndarray, vkp: np.ndarray, size: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """`pooled_maps` of the training poses (and mirrors) and of the held-out ones (cached in `OUT/pooled_CELL.npz`)."""
+    maps = run.out / f"pooled_{cell}.npz"
+    if maps.is_file():
+        d = np.load(maps)
+        return d["train"], d["val"]
+    t0 = time.time()
+    pooled, vpooled = pooled_maps(kp, size, cell), pooled_maps(vkp, size, cell, views=1)
+    np.savez(maps, train=pooled, val=vpooled)
+    run.log(f"pooled condition maps in {time.time() - t0:.0f}s")
+    return pooled, vpooled
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--synth", default="0:12000", help="training renders START:END of data set --seed")
@@ -237,114 +282,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style-source", choices=["encoder", "labels"], default="encoder",
                    help="where the guided axes of s come from (module docstring; default: %(default)s)")  # fmt: skip
     p.add_argument("--publish", default=None, help="also copy the weights to FOLDER/mean_latent/")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.txt")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    a = build_parser().parse_args(argv)
+    run = plain_run(a)
     size, factor = geometry(a.model)
     layout = pipeline_layout(a.model) if a.style_source == "labels" else None
     if a.style_source == "labels" and layout is None:
         raise SystemExit(f"--style-source labels: {a.model} has no style-guide layout in its training_info.")
     free_prior = layout is not None and pipeline_free_style(a.model) == "prior"  # as the UNet saw the other axes
-    # 1. Data: images and poses, then latents and style posteriors (cached for --resume).
-    cache = out / "pairs.npz"
-    if cache.is_file():
-        d = np.load(cache)
-        kp, lat, sty, vkp, vlat, vsty = (d[k] for k in ("kp", "lat", "sty", "vkp", "vlat", "vsty"))
-        if "lab" in d:
-            lab, vlab = d["lab"], d["vlab"]
-        else:  # a cache written before the labels were kept: the same samples' labels
-            if a.data:
-                lab = folder_set(a.data, size, workers=a.workers)[2]
-            else:
-                lab = render_set(a.seed, *synth_range(a.synth), size, workers=a.workers)[2]
-            vlab = render_set(MEAN_VAL_SEED, 0, a.val, size, workers=a.workers)[2]
-            np.savez(cache, kp=kp, lat=lat, sty=sty, lab=lab, vkp=vkp, vlat=vlat, vsty=vsty, vlab=vlab)
-    else:
-        t0 = time.time()
-        if a.data:
-            images, kp, lab = folder_set(a.data, size, workers=a.workers)
-        else:
-            start, n = synth_range(a.synth)
-            images, kp, lab = render_set(a.seed, start, n, size, workers=a.workers)
-        vimages, vkp, vlab = render_set(MEAN_VAL_SEED, 0, a.val, size, workers=a.workers)
-        log(f"{len(images)} + {len(vimages)} images in {time.time() - t0:.0f}s")
-        lat, sty = encode_pairs(a.model, images)
-        vlat, vsty = encode_pairs(a.model, vimages)
-        del images, vimages
-        log(f"encoded with {a.model} ({time.time() - t0:.0f}s)")
-        np.savez(cache, kp=kp, lat=lat, sty=sty, lab=lab, vkp=vkp, vlat=vlat, vsty=vsty, vlab=vlab)
+    kp, lat, sty, lab, vkp, vlat, vsty, vlab = pairs(run, size)
     data_mean = torch.from_numpy(lat.astype(np.float32).mean(axis=(0, 1), keepdims=False))[None]
     cell = a.cell or 2 * factor  # default: half the latent grid (module docstring of models.mean_latent)
-    maps = out / f"pooled_{cell}.npz"
-    if maps.is_file():
-        d = np.load(maps)
-        pooled, vpooled = d["train"], d["val"]
-    else:
-        t0 = time.time()
-        pooled, vpooled = pooled_maps(kp, size, cell), pooled_maps(vkp, size, cell, views=1)
-        np.savez(maps, train=pooled, val=vpooled)
-        log(f"pooled condition maps in {time.time() - t0:.0f}s")
+    pooled, vpooled = pooled_sets(run, kp, vkp, size, cell)
 
-    # 2. Model, optimiser, and the checkpoint to resume.
-    model = MeanLatent(
-        latent_channels=lat.shape[2],
-        style_dim=sty.shape[-1],
-        latent_factor=factor,
-        cell=cell,
-        channels=a.channels,
-        norm_num_groups=math.gcd(16, a.channels),
-    )
-    step, spent = 0, 0.0
-    ckpt = out / "checkpoint"
-    if a.resume and (ckpt / "trainer_state.pt").is_file():
-        model = MeanLatent.from_pretrained(str(ckpt))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-    if a.resume and (ckpt / "trainer_state.pt").is_file():
-        st = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-        opt.load_state_dict(st["optimizer"])
-        step, spent = st["step"], st["seconds"]
-        log(f"resumed at step {step} ({spent:.0f}s)")
-    model.train()
+    def build(args: argparse.Namespace) -> MeanLatent:
+        return MeanLatent(latent_channels=lat.shape[2], style_dim=sty.shape[-1], latent_factor=factor, cell=cell,
+                          channels=args.channels, norm_num_groups=math.gcd(16, args.channels))  # fmt: skip
 
-    # 3. Least squares on (pose, s ~ q(s | x)) -> z_0; a cosine rate over the step or time budget.
-    rng = np.random.default_rng(step)
-    gen = torch.Generator().manual_seed(step)
+    model, opt, state = resume_trainer(run, MeanLatent, build, lr=a.lr, weight_decay=1e-4)
+    if state:
+        run.log(f"resumed at step {state['step']} ({state['seconds']:.0f}s)")
+
+    # Least squares on (pose, s ~ q(s | x)) -> z_0; a cosine rate over the step or time budget.
+    rng = np.random.default_rng(state.get("step", 0))
+    gen = torch.Generator().manual_seed(state.get("step", 0))
 
     def batch_loss() -> torch.Tensor:
         idx = rng.integers(0, len(kp), a.batch_size)
         cond, s, z0 = _batch(pooled, lat, sty, lab, layout, idx, rng.random(a.batch_size) < 0.5, gen, free_prior)
         return F.mse_loss(model.from_pooled(cond, s), z0)
 
-    step, seconds = budget_loop(
-        model, opt, batch_loss, out, log, lr=a.lr, steps=a.steps, minutes=a.minutes, step=step, spent=spent,
-        checkpoint_every=a.checkpoint_every, report=lambda: evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean, free_prior),
-    )  # fmt: skip
+    def report() -> dict:
+        return evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean, free_prior)
 
-    # 4. Final weights and figures.
-    scores = evaluate(model, vpooled, vlat, vsty, vlab, layout, data_mean, free_prior)
-    model.eval().save_pretrained(out / "final")
-    info = {
-        "model": "mean-latent",
-        "steps": step,
-        "seconds": round(seconds, 1),
-        "machine": machine(),
-        "pipeline": str(a.model),
-        "style_source": "labels" if layout is not None else "encoder",
-        "free_style": "prior" if free_prior else "posterior",
-        "train": {"data": a.data} if a.data else {"seed": a.seed, "samples": a.synth},
-        "val": {"seed": MEAN_VAL_SEED, "n": len(vkp), "mse": scores},
-    }
-    (out / "training_info.json").write_text(json.dumps(info, indent=1))
+    step, seconds = budget_loop(run, model, opt, batch_loss, report, state)
+    scores = report()
+    save_final(run, model, "mean-latent", step, seconds, pipeline=str(a.model),
+               style_source="labels" if layout is not None else "encoder",
+               free_style="prior" if free_prior else "posterior",
+               train={"data": a.data} if a.data else {"seed": a.seed, "samples": a.synth},
+               val={"seed": MEAN_VAL_SEED, "n": len(vkp), "mse": scores})  # fmt: skip
     if a.publish:
         target = Path(a.publish) / "mean_latent"
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(out / "final", target)
-        shutil.copy(out / "training_info.json", target / "training_info.json")
-        log(f"published to {target}")
-    log(f"done: {step} steps, held-out {scores}")
+        shutil.copytree(run.out / "final", target)
+        shutil.copy(run.out / "training_info.json", target / "training_info.json")
+        run.log(f"published to {target}")
+    run.log(f"done: {step} steps, held-out {scores}")
     return 0
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,8 +26,9 @@ import torch.nn.functional as F
 
 from models import paths
 from models.part_parser import PARTS, PartParser
+from training.data import to_tensor
 from training.eval import EVAL_SEED
-from training.presets import RunLog, budget_loop, machine, pool_map, synth_range
+from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 
 PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
 CHANGED = 24  # a pixel whose R, G or B moves by more than this when a part's colour changes belongs to that part
@@ -79,20 +78,6 @@ def make_set(seed: int, start: int, n: int, size: int = 128, workers: int = 2) -
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
-@torch.no_grad()
-def reconstruct(images: np.ndarray, ae: str | Path, batch: int = 32) -> np.ndarray:
-    """The images `(n, H, W, 3)` uint8 encoded and decoded by the autoencoder in folder `ae`."""
-    from models.autoencoder import decode, encode, load_autoencoder
-
-    vae = load_autoencoder(str(ae)).eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = decode(vae, encode(vae, x)).clamp(-1, 1)
-        out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
-
-
 def iou(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Intersection over union of the argmax parts against the labels, per part."""
     pred = logits.argmax(dim=1)
@@ -104,22 +89,37 @@ def iou(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 `(n, H, W, 3)` -> float `(n, 3, H, W)` in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def evaluate(model: PartParser, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Per-part IoU over a held-out set."""
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(_tensor(images[i : i + 64])) for i in range(0, len(images), 64)])
+        logits = torch.cat([model(to_tensor(images[i : i + 64])) for i in range(0, len(images), 64)])
     model.train()
     return iou(logits, torch.from_numpy(labels).long())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
+def labelled_sets(run: Run) -> tuple[np.ndarray, ...]:
+    """Training and held-out renders (through `--ae`) and their part labels, cached in `OUT/data.npz` for --resume."""
+    a, cache = run.args, run.out / "data.npz"
+    if cache.is_file():
+        d = np.load(cache)
+        return d["x"], d["y"], d["vx"], d["vy"]
+    t0 = time.time()
+    start, n = synth_range(a.synth)
+    x, y = make_set(a.seed, start, n, workers=a.workers)
+    vx, vy = make_set(PARSER_VAL_SEED, 0, a.val, workers=a.workers)
+    run.log(f"rendered {n} + {a.val} labelled images in {time.time() - t0:.0f}s")
+    if a.ae:
+        from training.train_attributes import autoencoder_round_trip
+
+        x, vx = (autoencoder_round_trip(v, a.ae, "cpu", batch=32) for v in (x, vx))
+        run.log(f"reconstructed them with {a.ae} ({time.time() - t0:.0f}s)")
+    np.savez(cache, x=x, y=y, vx=vx, vy=vy)
+    return x, y, vx, vy
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--synth", default="0:3000", help="training samples START:END of data set --seed (default 0:3000)")
     p.add_argument("--seed", type=int, default=0, help="data set seed of the training renders (default 0)")
@@ -135,74 +135,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.txt")
+    return p
 
-    # 1. Data: renders, their part labels, and the autoencoder's reconstructions (cached for --resume).
-    cache = out / "data.npz"
-    if cache.is_file():
-        d = np.load(cache)
-        x, y, vx, vy = d["x"], d["y"], d["vx"], d["vy"]
-    else:
-        t0 = time.time()
-        start, n = synth_range(a.synth)
-        x, y = make_set(a.seed, start, n, workers=a.workers)
-        vx, vy = make_set(PARSER_VAL_SEED, 0, a.val, workers=a.workers)
-        log(f"rendered {n} + {a.val} labelled images in {time.time() - t0:.0f}s")
-        if a.ae:
-            x, vx = reconstruct(x, a.ae), reconstruct(vx, a.ae)
-            log(f"reconstructed them with {a.ae} ({time.time() - t0:.0f}s)")
-        np.savez(cache, x=x, y=y, vx=vx, vy=vy)
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    a = build_parser().parse_args(argv)
+    run = plain_run(a)
+    x, y, vx, vy = labelled_sets(run)
     share = np.bincount(y.ravel(), minlength=len(PARTS)) / y.size
-    log("pixel shares " + ", ".join(f"{k} {v:.3f}" for k, v in zip(PARTS, share)))
+    run.log("pixel shares " + ", ".join(f"{k} {v:.3f}" for k, v in zip(PARTS, share)))
 
-    # 2. Model, optimiser, and the checkpoint to resume.
-    model = PartParser(channels=tuple(int(c) for c in a.channels.split(",")), num_parts=len(PARTS))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-    step, spent = 0, 0.0
-    ckpt = out / "checkpoint"
-    if a.resume and (ckpt / "trainer_state.pt").is_file():
-        model = PartParser.from_pretrained(str(ckpt))
-        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-        st = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-        opt.load_state_dict(st["optimizer"])
-        step, spent = st["step"], st["seconds"]
-        log(f"resumed at step {step} ({spent:.0f}s)")
-    model.train()
+    def build(args: argparse.Namespace) -> PartParser:
+        return PartParser(channels=tuple(int(c) for c in args.channels.split(",")), num_parts=len(PARTS))
+
+    model, opt, state = resume_trainer(run, PartParser, build, lr=a.lr, weight_decay=1e-4)
+    if state:
+        run.log(f"resumed at step {state['step']} ({state['seconds']:.0f}s)")
     # rare parts weigh more: the hair is a few percent of the pixels and the point of the model
     weight = torch.tensor(np.clip(share.mean() / np.maximum(share, 1e-6), 0.5, 8.0), dtype=torch.float32) ** 0.5
-
-    # 3. Training.
-    gen = np.random.default_rng(step)
+    gen = np.random.default_rng(state.get("step", 0))
 
     def batch_loss() -> torch.Tensor:
         idx = gen.integers(0, len(x), a.batch_size)
-        xb, yb = _tensor(x[idx]), torch.from_numpy(y[idx]).long()
+        xb, yb = to_tensor(x[idx]), torch.from_numpy(y[idx]).long()
         flip = torch.from_numpy(gen.random(a.batch_size) < 0.5)
         xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
         return F.cross_entropy(model(xb), yb, weight=weight)
 
-    step, seconds = budget_loop(
-        model, opt, batch_loss, out, log, lr=a.lr, steps=a.steps, minutes=a.minutes, step=step, spent=spent,
-        checkpoint_every=a.checkpoint_every, report=lambda: f"IoU {evaluate(model, vx, vy)}",
-    )  # fmt: skip
-
-    # 4. Final weights and figures.
+    step, seconds = budget_loop(run, model, opt, batch_loss, lambda: f"IoU {evaluate(model, vx, vy)}", state)
     scores = evaluate(model, vx, vy)
-    model.eval().save_pretrained(out / "final")
-    info = {
-        "model": "part-parser",
-        "steps": step,
-        "seconds": round(seconds, 1),
-        "machine": machine(),
-        "train": {"seed": a.seed, "samples": a.synth, "autoencoder": a.ae or None},
-        "val": {"seed": PARSER_VAL_SEED, "n": len(vx), "iou": scores},
-    }
-    (out / "training_info.json").write_text(json.dumps(info, indent=1))
-    log(f"done: {step} steps, val IoU {scores}")
+    val = {"seed": PARSER_VAL_SEED, "n": len(vx), "iou": scores}
+    train = {"seed": a.seed, "samples": a.synth, "autoencoder": a.ae or None}
+    save_final(run, model, "part-parser", step, seconds, train=train, val=val)
+    run.log(f"done: {step} steps, val IoU {scores}")
     return 0
 
 

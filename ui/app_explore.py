@@ -23,9 +23,11 @@ from ui.common import (
     NO_RESULT,
     Result,
     check_finite,
+    downloads,
     first_result_handler,
     model_ops,
     notes_markdown,
+    side_by_side,
     state_dict,
     state_from_json,
     state_record,
@@ -79,15 +81,9 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
                 end = gr.Slider(1, settings.MAX_STEPS, value=settings.MAX_STEPS, step=1, label="to step", min_width=120)
             reset = gr.Button("Reset", size="md", elem_id="explore-reset")
         with gr.Column(scale=2, min_width=360):
-            with gr.Row():
-                original = gr.Image(label="Current result", format="png", interactive=False, height=320)
-                image = gr.Image(label="Edited", format="png", interactive=False, height=320, elem_id="edited")
+            original, image = side_by_side("Current result", "Edited", "edited")
             notes = gr.Markdown(elem_id="explore-notes")
-            files = gr.File(
-                label="Download: the PNG with its settings, and edit.json",
-                file_count="multiple",
-                elem_id="explore-downloads",
-            )
+            files = downloads("the PNG with its settings, and edit.json", "explore-downloads")
             use = gr.Button("Make the edited image the current result", size="md")
 
     setup = served(explore_setup_handler(pipeline_loader))

@@ -25,6 +25,7 @@ from ui.common import (
     Result,
     check_finite,
     default_value,
+    downloads,
     generation_batcher,
     load_photo,
     log,
@@ -35,6 +36,7 @@ from ui.common import (
     pose_from_value,
     state_dict,
     state_record,
+    steps_row,
     stream_calls,
     user_errors,
     write_outputs,
@@ -64,39 +66,10 @@ def build(
                 height=160,
                 elem_id="style-image",
             )
-            with gr.Row():
-                # No minimum / maximum here: the handler checks the range and names the field.
-                seed = gr.Number(label="Seed", value=0, min_width=100)
-                randomize = gr.Checkbox(label="Random seed", value=True, min_width=100)
-            steps = gr.Slider(1, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1, label="Steps")
-            sampler = gr.Dropdown(list(settings.SAMPLERS), value=settings.SAMPLERS[0], label="Sampler")
-            guidance = gr.Slider(
-                settings.MIN_GUIDANCE,
-                settings.MAX_GUIDANCE,
-                value=settings.DEFAULT_GUIDANCE,
-                step=0.1,
-                label="Pose guidance",
-            )
-            num_images = gr.Slider(
-                1,
-                settings.MAX_NUM_IMAGES,
-                value=1,
-                step=1,
-                label="Images",
-                info=f"steps × images at most {settings.MAX_IMAGE_STEPS}",
-            )
+            seed, randomize, steps, sampler, guidance, num_images = _settings()
             run = gr.Button("Generate", variant="primary", elem_id="generate-btn")
         with gr.Column(scale=2, min_width=360):
-            previews = gr.Gallery(
-                label="Denoising",
-                columns=MAX_PREVIEWS,
-                rows=1,
-                height=150,
-                allow_preview=False,
-                format="png",
-                object_fit="contain",
-                elem_id="denoising",
-            )
+            previews = steps_row("Denoising", "denoising")
             gallery = gr.Gallery(
                 label="Results (click one to refine or explore it)",
                 columns=4,
@@ -106,11 +79,7 @@ def build(
                 object_fit="contain",
                 elem_id="results",
             )
-            files = gr.File(
-                label="Download: PNGs with their settings, and generation.json",
-                file_count="multiple",
-                elem_id="downloads",
-            )
+            files = downloads("PNGs with their settings, and generation.json", "downloads")
 
     fn = served(generate_handler(pipeline_loader))
     outputs = [previews, gallery, files, seed, results, result]
@@ -124,9 +93,42 @@ def build(
     )
     gallery.select(select_result, results, result, api_visibility="private", queue=False)
 
-    # The stateless `generate` endpoint for API clients: the pose itself (keypoint JSON text or a preset
-    # name), then the settings; the seed given is the seed used. Its inputs have no bounds or choices of
-    # their own, so a value out of range gets the handler's sentence naming the field, not Gradio's.
+    _api_endpoint(pipeline_loader, gallery, files, seed)
+    return current
+
+
+def _settings() -> tuple[gr.Number, gr.Checkbox, gr.Slider, gr.Dropdown, gr.Slider, gr.Slider]:
+    """The generation settings: seed, random seed, steps, sampler, pose guidance, images."""
+    with gr.Row():
+        # No minimum / maximum here: the handler checks the range and names the field.
+        seed = gr.Number(label="Seed", value=0, min_width=100)
+        randomize = gr.Checkbox(label="Random seed", value=True, min_width=100)
+    steps = gr.Slider(1, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1, label="Steps")
+    sampler = gr.Dropdown(list(settings.SAMPLERS), value=settings.SAMPLERS[0], label="Sampler")
+    guidance = gr.Slider(
+        settings.MIN_GUIDANCE,
+        settings.MAX_GUIDANCE,
+        value=settings.DEFAULT_GUIDANCE,
+        step=0.1,
+        label="Pose guidance",
+    )
+    num_images = gr.Slider(
+        1,
+        settings.MAX_NUM_IMAGES,
+        value=1,
+        step=1,
+        label="Images",
+        info=f"steps × images at most {settings.MAX_IMAGE_STEPS}",
+    )
+    return seed, randomize, steps, sampler, guidance, num_images
+
+
+def _api_endpoint(pipeline_loader: Callable[[], Any], gallery: gr.Gallery, files: gr.File, seed: gr.Number) -> None:
+    """The stateless `generate` endpoint for API clients, on hidden inputs beside the tab's outputs.
+
+    The pose itself (keypoint JSON text or a preset name), then the settings; the seed given is the seed used. Its
+    inputs have no bounds or choices of their own, so a value out of range gets the handler's sentence naming the
+    field, not Gradio's."""
     with gr.Group(visible=False):
         api_pose = gr.Textbox(label="pose: keypoint JSON text (any accepted format) or a preset name")
         api_seed = gr.Number(label="seed", value=0)
@@ -150,7 +152,6 @@ def build(
         concurrency_id="generate",  # one pool with the button's: Gradio keeps the lowest limit of a shared id
         concurrency_limit=settings.GENERATE_WORKERS,
     )
-    return current
 
 
 def create_demo(pipeline_loader: Callable[[], Any], model_status: str = "") -> gr.Blocks:

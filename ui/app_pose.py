@@ -63,31 +63,7 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
             extract_btn = gr.Button("Find the pose in the photo", variant="primary")
             overlay = gr.Image(label="Skeleton over the photo", format="png", interactive=False, height=300)
         with gr.Column(scale=2, min_width=360):
-            gr.Markdown("**Skeleton editor**: a pose found in a photo opens here for fixing.")
-            editor = skeleton_editor(start, elem_id="skeleton-editor")
-            with gr.Row(equal_height=False):
-                # Gradio's dropdown has no placeholder: a first entry with an empty value plays that part.
-                presets = gr.Dropdown(
-                    choices=[("Choose a preset pose...", ""), *preset_names()],
-                    value="",
-                    show_label=False,
-                    container=False,
-                    scale=3,
-                    min_width=180,
-                    elem_id="preset",
-                )
-                mirror_btn = gr.Button("Mirror", size="md", min_width=70)
-                reset_btn = gr.Button("Reset", size="md", min_width=70)
-                nophoto_btn = gr.Button("Hide photo", size="md", min_width=110)
-            with gr.Row():
-                upload_json = gr.UploadButton(
-                    "Load keypoint JSON", file_types=[".json"], type="filepath", size="md", elem_id="load-json"
-                )
-                # The first file is the page's own value, so it is kept (not swept after an hour).
-                save_json = gr.DownloadButton(
-                    "Save pose as JSON", value=save_pose_file(start, keep=True), size="md",
-                    elem_id="save-json",
-                )  # fmt: skip
+            editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json = _editor_column(start)
         with gr.Column(scale=1, min_width=260):
             if pipeline_loader is not None:
                 preview = gr.Image(
@@ -114,22 +90,11 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     # Every change of the editor (drag, preset, photo...) refreshes the views and the shared pose.
     outputs = [drawing, json_box]
     editor.change(served(show_pose), editor, outputs, api_visibility="private", queue=False)
-    extract = served(extract_from_photo)
-    extract_btn.click(
-        extract,
-        [photo, editor],
-        [overlay, editor, json_box],
-        api_visibility="private",
-        concurrency_id="pose",
-        concurrency_limit=settings.CONCURRENCY,
-    )
-    photo.upload(
-        extract,
-        [photo, editor],
-        [overlay, editor, json_box],
-        api_visibility="private",
-        concurrency_id="pose",
-    )
+    for event in (extract_btn.click, photo.upload):  # a photo is read when dropped, and again on the button
+        event(
+            served(extract_from_photo), [photo, editor], [overlay, editor, json_box], api_visibility="private",
+            concurrency_id="pose", concurrency_limit=settings.CONCURRENCY,
+        )  # fmt: skip
     presets.change(choose_preset, [presets, editor], editor, api_visibility="private", queue=False)
     mirror_btn.click(mirror_pose, editor, editor, api_visibility="private", queue=False)
     reset_btn.click(reset_pose, editor, editor, api_visibility="private", queue=False)
@@ -138,21 +103,63 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     # The file is written when the pose changes, so the download button always holds the current pose.
     editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
     if pipeline_loader is not None:
-        # "always_last": while a frame draws, later edits collapse into the newest one (a drag storm queues one).
-        redraw = live_preview_handler(pipeline_loader)
-
-        def redraw_mid_drag(live_on: Any, seed: Any, evt: gr.EventData) -> tuple[Any, str]:
-            return redraw((evt._data or {}).get("value"), live_on, seed)  # the pose mid-drag rides in the event
-
-        events = [(served(redraw), event, [editor, live, preview_seed])
-                  for event in (editor.change, live.change, preview_seed.submit)]  # fmt: skip
-        events.append((served(redraw_mid_drag), editor.drag, [live, preview_seed]))
-        for fn, event, inputs in events:
-            event(
-                fn, inputs, [preview, preview_note], api_visibility="private", trigger_mode="always_last",
-                show_progress="hidden", concurrency_id="preview", concurrency_limit=settings.CONCURRENCY,
-            )  # fmt: skip
+        _wire_live_preview(pipeline_loader, editor, live, preview_seed, preview, preview_note)
     return PoseTab(editor=editor, drawing=drawing, json=json_box)
+
+
+def _editor_column(start: dict) -> tuple:
+    """The skeleton editor with its preset, mirror, reset, hide-photo, load and save controls below it."""
+    gr.Markdown("**Skeleton editor**: a pose found in a photo opens here for fixing.")
+    editor = skeleton_editor(start, elem_id="skeleton-editor")
+    with gr.Row(equal_height=False):
+        # Gradio's dropdown has no placeholder: a first entry with an empty value plays that part.
+        presets = gr.Dropdown(
+            choices=[("Choose a preset pose...", ""), *preset_names()],
+            value="",
+            show_label=False,
+            container=False,
+            scale=3,
+            min_width=180,
+            elem_id="preset",
+        )
+        mirror_btn = gr.Button("Mirror", size="md", min_width=70)
+        reset_btn = gr.Button("Reset", size="md", min_width=70)
+        nophoto_btn = gr.Button("Hide photo", size="md", min_width=110)
+    with gr.Row():
+        upload_json = gr.UploadButton(
+            "Load keypoint JSON", file_types=[".json"], type="filepath", size="md", elem_id="load-json"
+        )
+        # The first file is the page's own value, so it is kept (not swept after an hour).
+        save_json = gr.DownloadButton(
+            "Save pose as JSON", value=save_pose_file(start, keep=True), size="md",
+            elem_id="save-json",
+        )  # fmt: skip
+    return editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json
+
+
+def _wire_live_preview(
+    pipeline_loader: Callable[[], Any],
+    editor: Any,
+    live: gr.Checkbox,
+    preview_seed: gr.Number,
+    preview: gr.Image,
+    preview_note: gr.Markdown,
+) -> None:
+    """Redraw the preview after every edit, mid-drag (the editor's throttled `drag` event) and on its own settings."""
+    # "always_last": while a frame draws, later edits collapse into the newest one (a drag storm queues one).
+    redraw = live_preview_handler(pipeline_loader)
+
+    def redraw_mid_drag(live_on: Any, seed: Any, evt: gr.EventData) -> tuple[Any, str]:
+        return redraw((evt._data or {}).get("value"), live_on, seed)  # the pose mid-drag rides in the event
+
+    events = [(served(redraw), event, [editor, live, preview_seed])
+              for event in (editor.change, live.change, preview_seed.submit)]  # fmt: skip
+    events.append((served(redraw_mid_drag), editor.drag, [live, preview_seed]))
+    for fn, event, inputs in events:
+        event(
+            fn, inputs, [preview, preview_note], api_visibility="private", trigger_mode="always_last",
+            show_progress="hidden", concurrency_id="preview", concurrency_limit=settings.CONCURRENCY,
+        )  # fmt: skip
 
 
 def build_api() -> None:
@@ -265,7 +272,7 @@ def reset_pose(value: Any) -> dict[str, Any]:
 def preset_names() -> list[str]:
     """The preset names (empty when the preset module is missing)."""
     try:
-        from models.presets import list_presets
+        from models.pose_input import list_presets
     except ImportError:
         return []
     return list(list_presets())
@@ -316,7 +323,7 @@ def extract_from_photo(file: Any, value: Any, progress: gr.Progress = gr.Progres
     its frame) so the person can place the points by hand; a warning says so.
     """
     from models.condition import skeleton_overlay
-    from models.extract import NoPersonError, extract_pose
+    from models.pose_input import NoPersonError, extract_pose
 
     if file is None:
         return gr.skip(), gr.skip(), gr.skip()
@@ -344,7 +351,7 @@ def clear_background(value: Any) -> dict[str, Any]:
 def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]:
     """A photo, or a keypoint JSON text, or a preset name -> (our pose JSON, OpenPose drawing)."""
     if image is not None:
-        from models.extract import extract_pose  # mediapipe: seconds to import, so only when needed
+        from models.pose_input import extract_pose
 
         photo = load_photo(image)
         pose = extract_pose(photo)

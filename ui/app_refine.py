@@ -17,19 +17,24 @@ from PIL import Image
 
 from models import paths
 from models.errors import InputError
+from models.refine import DEFAULTS as REFINE_DEFAULTS
+from models.refine import REFINE_MODES, stage_settings
 from ui import settings
 from ui.common import (
     MAX_PREVIEWS,
     NO_RESULT,
     Result,
     check_finite,
+    downloads,
     first_result_handler,
     log,
     model_ops,
     notes_markdown,
+    side_by_side,
     state_dict,
     state_from_json,
     state_record,
+    steps_row,
     stream_calls,
     use_result,
     user_errors,
@@ -42,9 +47,10 @@ MODE_CHOICES = [
     ("The pixels: repaint only the part the prompt names, the rest stays", "latent"),
     ("Both: the look first, then the pixels", "both"),
 ]
-# The refinement's own defaults per mode (models.refine.DEFAULTS; "both" = 3 style + 6 latent steps).
-DEFAULT_STEPS = {"style": 4, "latent": 8, "both": 9}
-DEFAULT_POSE_WEIGHT = {"style": 0.0, "latent": 1.0, "both": 1.0}  # as models.refine.DEFAULTS: pixels move in latent
+# The refinement's own defaults per mode (`models.refine.stage_settings`): its steps in all, and its pose weight.
+_STAGES = {m: [s for _, s in stage_settings(m, None, None, None)] for m in REFINE_MODES}
+DEFAULT_STEPS = {m: sum(s.steps for s in stages) for m, stages in _STAGES.items()}
+DEFAULT_POSE_WEIGHT = {m: max(s.pose_weight for s in stages) for m, stages in _STAGES.items()}
 
 
 @dataclass
@@ -63,58 +69,13 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
     refined = gr.State(None)  # the refined result (a `Result`), until it is made the current one
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
-            prompt = gr.Textbox(
-                label="Prompt",
-                placeholder="pink hair | sailor uniform:0.5",
-                info=f"Parts separated by '|'; a weight after ':' (negative pushes away). Up to {settings.MAX_PROMPT_CHARS} characters.",
-                elem_id="refine-prompt",
-            )
-            negative = gr.Textbox(
-                label="Negative prompt",
-                placeholder="glasses",
-                elem_id="refine-negative",
-            )
-            mode = gr.Radio(MODE_CHOICES, value="latent", label="What moves")
-            steps = gr.Slider(1, settings.MAX_REFINE_STEPS, value=DEFAULT_STEPS["latent"], step=1, label="Steps")
-            strength = gr.Slider(
-                0.1,
-                settings.MAX_REFINE_STRENGTH,
-                value=1.0,
-                step=0.1,
-                label="Strength",
-                info="Multiplies the mode's step size.",
-            )
-            pose_weight = gr.Slider(
-                0.0,
-                settings.MAX_POSE_WEIGHT,
-                value=DEFAULT_POSE_WEIGHT["latent"],
-                step=0.5,
-                label="Keep the pose",
-                info="Weight of the keypoint detector's pose term (0: off, fastest).",
-            )
+            prompt, negative, mode, steps, strength, pose_weight = _controls()
             run = gr.Button("Refine", variant="primary", elem_id="refine-btn")
         with gr.Column(scale=2, min_width=360):
-            steps_row = gr.Gallery(
-                label="Optimisation steps",
-                columns=MAX_PREVIEWS,
-                rows=1,
-                height=150,
-                allow_preview=False,
-                format="png",
-                object_fit="contain",
-                elem_id="refine-steps",
-            )
-            with gr.Row():
-                before = gr.Image(
-                    label="Before (the current result)", format="png", interactive=False, height=320, elem_id="before"
-                )
-                after = gr.Image(label="After", format="png", interactive=False, height=320, elem_id="after")
+            optimisation = steps_row("Optimisation steps", "refine-steps")
+            before, after = side_by_side("Before (the current result)", "After", "after", before_id="before")
             notes = gr.Markdown(elem_id="refine-notes")
-            files = gr.File(
-                label="Download: the PNG with its settings, and refine.json",
-                file_count="multiple",
-                elem_id="refine-downloads",
-            )
+            files = downloads("the PNG with its settings, and refine.json", "refine-downloads")
             use = gr.Button("Make the refined image the current result", size="md")
 
     mode.change(
@@ -127,7 +88,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
     run.click(
         served(refine_handler(pipeline_loader, clip)),
         [current, prompt, negative, mode, steps, strength, pose_weight],
-        [steps_row, after, files, refined, notes],
+        [optimisation, after, files, refined, notes],
         api_visibility="private",
         concurrency_id="generate",
         concurrency_limit=settings.CONCURRENCY,
@@ -136,13 +97,52 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
     current.change(
         served(refine_show),
         current,
-        [before, after, steps_row, files, refined, notes],
+        [before, after, optimisation, files, refined, notes],
         api_visibility="private",
         queue=False,
     )
 
-    # The `refine` endpoint for API clients: a state's JSON instead of the current result, and inputs of its
-    # own without bounds or choices, so a value out of range gets the handler's sentence naming the field.
+    _api_endpoint(pipeline_loader, clip, files)
+    return RefineTab(before=before, after=after, refined=refined)
+
+
+def _controls() -> tuple[gr.Textbox, gr.Textbox, gr.Radio, gr.Slider, gr.Slider, gr.Slider]:
+    """The refinement's inputs: prompt, negative prompt, what moves, steps, strength, pose weight."""
+    prompt = gr.Textbox(
+        label="Prompt",
+        placeholder="pink hair | sailor uniform:0.5",
+        info=f"Parts separated by '|'; a weight after ':' (negative pushes away). Up to {settings.MAX_PROMPT_CHARS} characters.",
+        elem_id="refine-prompt",
+    )
+    negative = gr.Textbox(
+        label="Negative prompt",
+        placeholder="glasses",
+        elem_id="refine-negative",
+    )
+    mode = gr.Radio(MODE_CHOICES, value="latent", label="What moves")
+    steps = gr.Slider(1, settings.MAX_REFINE_STEPS, value=DEFAULT_STEPS["latent"], step=1, label="Steps")
+    strength = gr.Slider(
+        0.1,
+        settings.MAX_REFINE_STRENGTH,
+        value=1.0,
+        step=0.1,
+        label="Strength",
+        info="Multiplies the mode's step size.",
+    )
+    pose_weight = gr.Slider(
+        0.0,
+        settings.MAX_POSE_WEIGHT,
+        value=DEFAULT_POSE_WEIGHT["latent"],
+        step=0.5,
+        label="Keep the pose",
+        info="Weight of the keypoint detector's pose term (0: off, fastest).",
+    )
+    return prompt, negative, mode, steps, strength, pose_weight
+
+
+def _api_endpoint(pipeline_loader: Callable[[], Any], clip: Any, files: gr.File) -> None:
+    """The `refine` endpoint for API clients: a state's JSON instead of the current result, and inputs of its own
+    without bounds or choices, so a value out of range gets the handler's sentence naming the field."""
     with gr.Group(visible=False):
         state_text = gr.Textbox(label="state JSON (GenerationState.to_dict())")
         api_prompt = gr.Textbox(label="prompt")
@@ -162,7 +162,6 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State, clip: Any = Non
         api_name="refine",
         concurrency_id="generate",
     )
-    return RefineTab(before=before, after=after, refined=refined)
 
 
 def create_demo(pipeline_loader: Callable[[], Any], clip: Any = None, status: str = "") -> gr.Blocks:
@@ -194,16 +193,16 @@ def clip_status(model: str, clip: str | None) -> str:
     return ""
 
 
-def refine_plan(mode: str, steps: int, strength: float, default_lr: dict[str, float]) -> list[tuple[str, int, float]]:
+def refine_plan(mode: str, steps: int, strength: float) -> list[tuple[str, int, float]]:
     """The stages (mode, steps, lr): "both" is style for a third of the steps, then latent for the rest.
 
-    `strength` multiplies each stage's default step size (the two stages' defaults differ six-fold)."""
+    `strength` multiplies each stage's default step size (`models.refine.DEFAULTS`; the two differ three-fold)."""
     if mode != "both":
-        return [(mode, steps, strength * default_lr[mode])]
+        return [(mode, steps, strength * REFINE_DEFAULTS[mode].lr)]
     first = max(1, round(steps / 3))
     return [
-        ("style", first, strength * default_lr["style"]),
-        ("latent", max(1, steps - first), strength * default_lr["latent"]),
+        ("style", first, strength * REFINE_DEFAULTS["style"].lr),
+        ("latent", max(1, steps - first), strength * REFINE_DEFAULTS["latent"].lr),
     ]
 
 
@@ -223,19 +222,10 @@ def refine(
     """Yield (intermediate images, after, files, refined Result, notes); streaming yields carry gr.skip().
 
     `source` is the current result; API calls give `state_text` (a state's JSON) instead."""
-    from models.prompts import prompt_terms
-
     # 1. Check inputs (before loading anything).
     if source is None and state_text is None:
         raise InputError(NO_RESULT)
-    prompt = settings.check_text(prompt, "The prompt")
-    negative_prompt = settings.check_text(negative_prompt, "The negative prompt")
-    args = settings.check_refine(mode, steps, strength, pose_weight)
-    notes: list[str] = []
-    if not prompt_terms(prompt, negative_prompt, notes):  # also words a bad weight ("a:xx")
-        raise InputError(
-            notes[-1] if notes else "Write a prompt to refine towards, e.g. 'pink hair | sailor uniform:0.5'."
-        )
+    prompt, negative_prompt, args = check_refine_request(prompt, negative_prompt, mode, steps, strength, pose_weight)
     # 2. The model, its refinement, and the state to start from.
     if progress is not None:
         progress(0, desc="loading the model")
@@ -247,7 +237,7 @@ def refine(
     if source is None:
         state = state_from_json(pipe, state_text)
         source = Result(None, state, state_record(state, {}))
-    stages = refine_plan(args["mode"], args["steps"], args["strength"], ops.default_lr)
+    stages = refine_plan(args["mode"], args["steps"], args["strength"])
     total = sum(n for _, n, _ in stages)
 
     # 3. Refine stage by stage, streaming the image of every optimisation step.
@@ -269,7 +259,7 @@ def refine(
     shown: list[tuple[Image.Image, str]] = []
     started = time.perf_counter()
     if progress is not None:
-        progress(0, desc="loading CLIP" if not getattr(pipe, "is_fake", False) else "refining")
+        progress(0, desc="preparing the refinement (CLIP loads on first use)")
     for item in stream_calls(work):
         if item[0] == "step":
             _, step, n, image = item
@@ -282,24 +272,50 @@ def refine(
             runs = item[1]
     seconds = time.perf_counter() - started
     # 4. The refined result, its PNG and the JSON that reproduces it.
+    settings_used = {
+        "prompt": prompt, "negative_prompt": negative_prompt, **args,
+        "stages": [{"mode": m, "steps": n, "lr": round(lr, 6)} for m, n, lr in stages],
+    }  # fmt: skip
+    after, files, result, note = refined_outputs(pipe, source, runs, settings_used, seconds)
+    yield shown, after, files, result, note
+
+
+def check_refine_request(
+    prompt: Any, negative_prompt: Any, mode: Any, steps: Any, strength: Any, pose_weight: Any
+) -> tuple[str, str, dict[str, Any]]:
+    """The checked prompt, negative prompt and settings of a refinement, or InputError with one sentence."""
+    from models.prompts import prompt_terms
+
+    prompt = settings.check_text(prompt, "The prompt")
+    negative_prompt = settings.check_text(negative_prompt, "The negative prompt")
+    args = settings.check_refine(mode, steps, strength, pose_weight)
+    notes: list[str] = []
+    if not prompt_terms(prompt, negative_prompt, notes):  # also words a bad weight ("a:xx")
+        raise InputError(
+            notes[-1] if notes else "Write a prompt to refine towards, e.g. 'pink hair | sailor uniform:0.5'."
+        )
+    return prompt, negative_prompt, args
+
+
+def refined_outputs(
+    pipe: Any, source: Result, runs: list[Any], settings_used: dict[str, Any], seconds: float
+) -> tuple[Image.Image, list[str], Result, str]:
+    """(after image, files, refined Result, notes) of the stages' `runs`: the PNG with its settings and refine.json."""
     final = runs[-1]
     check_finite([final.state])
     after = final.images[-1] if final.images else source.image
     if after is None:
         after = pipe.render(final.state)[0][0]
-    settings_used = {
-        "prompt": prompt, "negative_prompt": negative_prompt, **args,
-        "stages": [{"mode": m, "steps": n, "lr": round(lr, 6)} for m, n, lr in stages],
-    }  # fmt: skip
     messages = [m for run in runs for m in run.messages]
     record = {
         **state_record(final.state, {}),
         "refine": {**settings_used, "messages": messages, "source": source.record},
     }
     files = write_outputs([after], [record], {"refine": settings_used, "source": source.record}, "refine.json")
-    log.info("refined (%s, %d steps) in %.2f s", args["mode"], total, seconds)
-    note = notes_markdown([f"Refined in {seconds:.1f} s ({total} steps, {args['mode']} mode).", *messages])
-    yield shown, after, files, Result(after, final.state, record), note
+    total = sum(stage["steps"] for stage in settings_used["stages"])
+    log.info("refined (%s, %d steps) in %.2f s", settings_used["mode"], total, seconds)
+    note = notes_markdown([f"Refined in {seconds:.1f} s ({total} steps, {settings_used['mode']} mode).", *messages])
+    return after, files, Result(after, final.state, record), note
 
 
 def refine_handler(pipeline_loader: Callable[[], Any], clip: Any = None) -> Callable:

@@ -93,7 +93,7 @@ def user_errors(fn: Callable) -> Callable:
 def default_pose() -> Pose:
     """The pose Reset returns to: the preset 'standing' when it exists, else a built-in one."""
     try:
-        from models.presets import list_presets, load_preset
+        from models.pose_input import list_presets, load_preset
 
         if "standing" in list_presets():
             return load_preset("standing")
@@ -150,7 +150,7 @@ def drawing(pose: Pose, side: int = PREVIEW_SIDE) -> Image.Image:
 def preset_pose(name: str) -> Pose:
     """The preset pose `name` (one sentence when there is none, or no presets in this build)."""
     try:
-        from models.presets import load_preset
+        from models.pose_input import load_preset
     except ImportError:
         raise InputError("Presets are not available in this build.") from None
     return load_preset(name)
@@ -167,6 +167,28 @@ def model_pose(pose: Pose) -> Pose:
 def model_drawing(value: Any) -> Image.Image:
     """The OpenPose drawing of the pose as the model will get it (square frame)."""
     return drawing(model_pose(pose_from_value(value)))
+
+
+# -- layout pieces the tabs share ------------------------------------------------------------------
+def steps_row(label: str, elem_id: str) -> gr.Gallery:
+    """A one-row gallery of the latest `MAX_PREVIEWS` intermediate images (denoising or optimisation steps)."""
+    return gr.Gallery(
+        label=label, columns=MAX_PREVIEWS, rows=1, height=150, allow_preview=False, format="png",
+        object_fit="contain", elem_id=elem_id,
+    )  # fmt: skip
+
+
+def side_by_side(before_label: str, after_label: str, after_id: str, before_id: str | None = None) -> tuple:
+    """Two output images in a row, before and after an edit, at the same height."""
+    with gr.Row():
+        before = gr.Image(label=before_label, format="png", interactive=False, height=320, elem_id=before_id)
+        after = gr.Image(label=after_label, format="png", interactive=False, height=320, elem_id=after_id)
+    return before, after
+
+
+def downloads(what: str, elem_id: str) -> gr.File:
+    """The files a run wrote, to download: PNGs with their settings and the JSON that reproduces them."""
+    return gr.File(label=f"Download: {what}", file_count="multiple", elem_id=elem_id)
 
 
 # -- photos ----------------------------------------------------------------------------------------
@@ -330,23 +352,20 @@ class ModelOps:
     edit: Callable
     directions_for: Callable
     capabilities: frozenset[str]
-    default_lr: dict[str, float]
 
 
 def model_ops(pipe: Any) -> ModelOps:
     """`models.refine` / `models.editing` / `models.directions`, or the demo stand-in's own (`ui.fake`)."""
     from models.backends import capabilities
 
-    if getattr(pipe, "is_fake", False):
-        from ui import fake
-
-        return ModelOps(fake.refine, fake.edit, fake.directions_for, capabilities(pipe), dict(fake.DEFAULT_LR))
+    own = getattr(pipe, "own_ops", None)  # a stand-in model brings its own (`ui.fake`)
+    if own is not None:
+        return ModelOps(*own, frozenset(capabilities(pipe)))
     from models.directions import directions_for
     from models.editing import edit
-    from models.refine import DEFAULTS, refine
+    from models.refine import refine
 
-    lrs = {mode: float(cfg.lr) for mode, cfg in DEFAULTS.items()}
-    return ModelOps(refine, edit, directions_for, frozenset(capabilities(pipe)), lrs)
+    return ModelOps(refine, edit, directions_for, frozenset(capabilities(pipe)))
 
 
 def _state_number(check: Callable, value: Any, default: Any, *args: Any) -> Any:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.backend import Capabilities
+from models.backend import Capabilities, check_style_code, generate, state_settings
 from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
+from models.refine import DEFAULTS as REFINE_DEFAULTS
 
 STYLE_DIM = 8
 # as PosePipeline's with a few-step student: a style code, both direction methods, both refinement modes, `fast`
@@ -30,7 +31,6 @@ CAPABILITIES = Capabilities(
     fast=True,
 )  # fmt: skip
 CHANNELS = ("red", "green", "blue")
-DEFAULT_LR = {"style": 0.3, "latent": 0.1}  # as models.refine's defaults
 
 
 def _state_class() -> type:
@@ -42,10 +42,14 @@ def _state_class() -> type:
 class FakePipeline:
     """Same call, `prepare` and `render` as `models.pipeline.PosePipeline`; draws instead of denoising."""
 
-    is_fake = True  # ui.common.model_ops picks this module's refine / edit / directions for it
     CAPABILITIES = CAPABILITIES
     style_dim = STYLE_DIM
     native_size = 128
+
+    @property
+    def own_ops(self) -> tuple[Callable, Callable, Callable]:
+        """This module's refine, edit and directions (`ui.common.model_ops`), which draw as this stand-in does."""
+        return refine, edit, directions_for
 
     def __init__(self, size: int = 128, step_seconds: float | None = None) -> None:
         self.size = size
@@ -78,10 +82,7 @@ class FakePipeline:
             raise InputError(f"Unknown sampler {sampler!r}.")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 200:
             raise InputError("The number of steps must be a whole number from 1 to 200.")
-        if style is not None:
-            arr = np.asarray(style, dtype=np.float64)
-            if arr.shape != (STYLE_DIM,) or not np.isfinite(arr).all():
-                raise InputError(f"The style code must be {STYLE_DIM} finite numbers.")
+        check_style_code(style, STYLE_DIM)
 
     def prepare(
         self,
@@ -103,14 +104,7 @@ class FakePipeline:
         if style is not None:
             s = np.asarray(style, dtype=np.float32).copy()
         z_T = torch.randn((1, 1, 4, 4), generator=torch.Generator("cpu").manual_seed(int(seed)))
-        settings = {
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "sampler": sampler,
-            "eta": float(eta),
-            "size": int(size or self.size),
-            **({"fast": True} if fast else {}),
-        }
+        settings = state_settings(steps, guidance, sampler, eta, size or self.size, **({"fast": True} if fast else {}))
         return _state_class()(pose=pose, seed=int(seed), style=s, z_T=z_T, settings=settings)
 
     def draw(self, pose: Pose, style: np.ndarray) -> Image.Image:
@@ -158,20 +152,10 @@ class FakePipeline:
         fast: bool = False,
     ):
         """(images, states) for `num_images` seeds starting at `seed`."""
-        self.check_inputs(pose, seed, steps, guidance, sampler, style, fast=fast)
-        images, states = [], []
-        for i in range(num_images):
-            state = self.prepare(pose, seed + i, steps, guidance, sampler, style, eta, size, fast=fast)
-            cb = None
-            if callback is not None:
-
-                def cb(step: int, total: int, preview: Any, i: int = i) -> None:
-                    callback(i * total + step, num_images * total, preview)
-
-            image, done = self.render(state, cb)
-            images += image
-            states.append(done)
-        return images, states
+        return generate(
+            self, pose=pose, seed=seed, num_images=num_images, callback=callback, steps=steps, guidance=guidance,
+            sampler=sampler, style=style, eta=eta, size=size, fast=fast,
+        )  # fmt: skip
 
 
 # -- Explore: directions and edits ------------------------------------------------------------------
@@ -261,7 +245,7 @@ def refine(
     messages: list[str] = []
     terms = prompt_terms(prompt, negative_prompt, messages)
     steps = int(steps or 4)
-    lr = float(lr if lr is not None else DEFAULT_LR.get(mode, 0.3))
+    lr = float(lr if lr is not None else REFINE_DEFAULTS.get(mode, REFINE_DEFAULTS["style"]).lr)
     record = {"prompt": prompt or "", "negative_prompt": negative_prompt or "", "mode": mode, "steps": steps}
     if not terms:
         messages = messages or ["The prompt is empty: nothing to refine."]

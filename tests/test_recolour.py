@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.autoencoder import decode as ae_decode
-from models.colour_search import (
+from models.recolour import (
     GAMUT_BINS,
     colour_search,
     decoder_gamut,

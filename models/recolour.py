@@ -1,8 +1,14 @@
-"""A colour search that starts latent refinement near the colour CLIP asks for.
+"""Recolouring a named part: the part's region in the picture, and a colour search that starts latent
+refinement (`models.refine`, latent mode) near the colour CLIP asks for.
 
+    keyed = region_pixel_masks(state, terms, image, parser)      # {"hair": (H, W) mask, ...} the prompt names
     gamut = decoder_gamut(vae)                                   # colours the decoder can draw
     z = colour_search(vae, clip, z_0, image, mask, classes, gamut, top=4)
 
+*Regions.* A prompt that names a part ("pink hair", "red dress", "teal background") moves only that part: the part
+parser (`models.part_parser`) or the pose and the image's colours (`models.edit_regions`) give its pixels.
+
+*Colour search.*
 Gradient steps on a region's colour get stuck: from blue hair, CLIP's zero-shot loss for "pink hair" has its
 nearest minimum at purple, and the decoder cannot draw every colour an image edit could ask for. So before the
 gradient steps, a cheap zeroth-order search (as CLIP reranking picks among candidates):
@@ -26,13 +32,22 @@ the candidates come from the decoder's own gamut and why the projected candidate
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from models.autoencoder import decode as ae_decode
 from models.autoencoder import encode as ae_encode
+from models.clip_guidance import class_prob, view_embeddings
+from models.edit_regions import REGIONS, colour_keyed_masks, prompt_regions
+from models.pipeline import frame_pose  # the one framing of a pose in the output square
+from models.prompts import Term
+from models.state import GenerationState
 
 GAMUT_LEVELS = 6  # latent values per channel of the gamut's grid: 6^4 = 1,296 flat patches
 GAMUT_RANGE = (-4.0, 4.0)  # in scaled latent units (about unit variance), per channel
@@ -40,6 +55,10 @@ GAMUT_BINS = 8  # colours closer than one bin of 256/8 in R, G and B count as on
 PATCH = 4  # side of a flat latent patch; its centre pixels are free of the decoder's border padding
 PROJECT_STEPS = 4  # Adam steps of the decoder's pixel error in `project`
 PROJECT_LR = 0.1  # their step size, in scaled latent units (about unit variance)
+# A parsed part covering less of the image than this (a hidden hair line) is keyed from the pose instead.
+MIN_PARSED = 0.002
+# (text, weight, (K, D) unit embeddings: a positive colour term's text, then the same words in its other colours)
+Contrast = tuple[str, float, torch.Tensor]
 
 
 @functools.lru_cache(maxsize=2)
@@ -64,34 +83,6 @@ def decoder_gamut(vae: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return grid[first], colour[first]
 
 
-def make_cutouts(
-    images: torch.Tensor, n: int, size: int, generator: torch.Generator, min_scale: float = 0.6, noise: float = 0.05
-) -> torch.Tensor:
-    """`n` views `(n, 3, size, size)` of one image: the whole image, then random square crops (a side of
-    `min_scale`..1 of the image), random horizontal flips and a little Gaussian noise (VQGAN-CLIP's MakeCutouts)."""
-    _, _, h, w = images.shape
-    side = min(h, w)
-    views = [F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
-    for _ in range(n - 1):
-        r = torch.rand(5, generator=generator).tolist()
-        crop = max(8, round(side * (min_scale + (1 - min_scale) * r[0])))
-        y = int(r[1] * (h - crop + 1))
-        x = int(r[2] * (w - crop + 1))
-        view = images[:, :, y : y + crop, x : x + crop]
-        view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if r[3] < 0.5:
-            view = view.flip(-1)
-        eps = torch.randn(view.shape, generator=generator).to(view.device, view.dtype)
-        views.append(view + noise * r[4] * eps)
-    return torch.cat(views)
-
-
-def class_prob(clip: Any, embeds: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Probability of class 0 under CLIP's zero-shot softmax for image embeddings `(..., D)` against unit class
-    embeddings `(K, D)`; shape `(...)`."""
-    return (clip.logit_scale * embeds.float() @ classes.T.float()).softmax(dim=-1)[..., 0]
-
-
 def zero_shot_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """`class_prob` of images `(N, 3, H, W)` in [-1, 1]: `(N,)`."""
     return class_prob(clip, clip.encode_image(images), classes)
@@ -102,15 +93,6 @@ def shift_colour(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor)
     its shading kept; clamped to [-1, 1]."""
     mean = (image * mask).sum(dim=(2, 3)) / mask.sum().clamp_min(1e-6)
     return (image + mask * (colours[:, :, None, None] - mean[:, :, None, None])).clamp(-1, 1)
-
-
-@torch.no_grad()
-def view_embeddings(clip: Any, images: torch.Tensor, views: int = 4) -> torch.Tensor:
-    """`(N, views, D)`: CLIP's embeddings of `views` augmented views of each image `(N, 3, H, W)`
-    (`make_cutouts`, the same seeded views every call, so two images' scores compare)."""
-    generator = torch.Generator("cpu").manual_seed(0)
-    cutouts = torch.cat([make_cutouts(x[None].float(), views, int(clip.image_size), generator) for x in images])
-    return clip.encode_image(cutouts).float().view(len(images), views, -1)
 
 
 def view_prob(clip: Any, images: torch.Tensor, classes: torch.Tensor, views: int = 4) -> torch.Tensor:
@@ -172,15 +154,102 @@ def colour_search(
     return z if best_index == 0 else projected[best_index - 1][None]
 
 
+# -- the regions a prompt names --------------------------------------------------------------------
+def region_pixel_masks(
+    state: GenerationState, terms: Sequence[Term], image: Image.Image, parser: Any = None
+) -> dict[str, np.ndarray] | None:
+    """`{region: (H, W) mask}` in the state's `image` pixels for each region the positive terms name: the `parser`'s
+    part probabilities (`models.part_parser`) for the hair, body and background when one is given and finds the
+    part, else the pose's regions without the backdrop's colours (`models.edit_regions.colour_keyed_masks`); None
+    when a term names no region, or names one the pose cannot place (a face seen from behind): the change may then
+    go anywhere."""
+    regions: set[str] = set()
+    for text, weight in terms:
+        if weight > 0:
+            named = prompt_regions(text)
+            if named is None:
+                return None
+            regions |= named
+    if not regions:
+        return None
+    pixels = np.asarray(image.convert("RGB"))
+    size = pixels.shape[0]
+    keyed: dict[str, np.ndarray] = {}
+    if parser is not None:
+        from models.part_parser import part_masks_from_probs
+
+        probs = parser.parse([image])[0]
+        for region, mask in part_masks_from_probs(probs, regions).items():
+            if mask.shape[0] != size:
+                mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
+            if mask.mean() >= MIN_PARSED:  # a part the parser does not see falls back to the colour key
+                keyed[region] = mask
+    if regions - set(keyed):
+        pose = frame_pose(state.pose, size)
+        keyed |= colour_keyed_masks(pixels, pose, regions - set(keyed), soften=size / 64)
+    if any(m.min() >= 1.0 for m in keyed.values()):
+        return None
+    return keyed
+
+
+def latent_masks(keyed: dict[str, np.ndarray], latent_size: int) -> torch.Tensor:
+    """`(R, 1, h, w)`: pixel masks (`region_pixel_masks`) averaged onto the latent grid, in `REGIONS` order."""
+    stacked = torch.from_numpy(np.stack([keyed[r] for r in REGIONS if r in keyed]))[:, None]
+    return F.interpolate(stacked, size=(latent_size, latent_size), mode="area")
+
+
+# -- the search over a prompt's colour terms ----------------------------------------------------------
+def searched_start(
+    pipeline: Any,
+    clip: Any,
+    contrasts: Sequence[Contrast],
+    z: torch.Tensor,
+    image: torch.Tensor,
+    keyed: dict[str, np.ndarray],
+    top: int,
+) -> torch.Tensor:
+    """z_0 with each colour term's regions recoloured by `colour_search`, one term after another; the candidates are
+    the pipeline's palette for the term's part (`models.colour_palette`), else the decoder's gamut."""
+    palette = getattr(pipeline, "palette", {})
+    shown = z  # the latent `image` shows
+    for text, _weight, classes in contrasts:
+        regions = prompt_regions(text) or set()
+        if not regions <= set(keyed):
+            continue
+        mask = torch.from_numpy(np.max([keyed[r] for r in regions], axis=0))[None, None].to(image.device)
+        if z is not shown:
+            with torch.no_grad():
+                image = ae_decode(pipeline.vae, z.to(pipeline.dtype)).float().clamp(-1, 1)
+            shown = z
+        if len(regions) == 1 and next(iter(regions)) in palette:  # the training data's colours of that part
+            colours = torch.as_tensor(palette[next(iter(regions))], dtype=torch.float32)
+        else:  # built once per autoencoder, and only when a part has no palette
+            colours = decoder_gamut(pipeline.vae)[1]
+        z = colour_search(pipeline.vae, clip, z, image, mask, classes, colours, top)
+    return z
+
+
+def search_score(clip: Any, contrasts: Sequence[Contrast]) -> Callable[[torch.Tensor], float]:
+    """Minus the mean over the colour terms of CLIP's zero-shot probability (`view_prob`): how the colour search
+    ranks its candidates, and so how the gradient steps' iterates and their start are ranked."""
+
+    def score(image: torch.Tensor) -> float:
+        embeds = view_embeddings(clip, image)[0]  # one image-tower pass for every colour term
+        return -float(np.mean([float(class_prob(clip, embeds, classes).mean()) for _, _, classes in contrasts]))
+
+    return score
+
+
 __all__ = [
-    "class_prob",
     "colour_search",
     "decoder_gamut",
-    "make_cutouts",
+    "latent_masks",
     "project",
     "region_cells",
+    "region_pixel_masks",
+    "search_score",
+    "searched_start",
     "shift_colour",
-    "view_embeddings",
     "view_prob",
     "zero_shot_prob",
 ]
