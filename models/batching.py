@@ -3,6 +3,7 @@ short window run as one batch through the UNet, oldest request first, on one wor
 
     batcher = Batcher(pipe, max_images=8, window=0.05)
     images, states = batcher(pose, seed=0, steps=8)     # as pipe(...): blocks until its batch is done
+    images, state = batcher.render(edited_state)        # as pipe.render(...): an edit's re-render joins a batch too
 
 Why: a UNet pass over 8 images costs less than 8 passes over one (larger matrix products, fewer calls; measured
 on this repository's 2-core machine, one torch thread, the CPU shared with training: 1.15-1.4x the images per
@@ -10,6 +11,9 @@ second, `python -m benchmarks.speed throughput`), and one request per pass made 
 its own noise: z_T and s come from its seed (`PosePipeline.prepare`) and ancestral noise from its own generator
 (diffusers' `randn_tensor` draws a list of generators one image at a time), so a batched image equals the
 single-request one up to float rounding.
+
+An edit's re-render (`Batcher.render`: another s, the same noise) is a request too: it joins the batch of the
+generate requests that share its settings, rather than taking the cores beside it.
 
 One worker thread runs every batch, so concurrent requests share the cores in turn rather than all at once, and
 a back end without a batched path (the fork, ControlNet, the demo stand-in) still runs its requests in arrival
@@ -120,6 +124,8 @@ class Job:
     states: list[Any]  # prepared before queueing (batched path); empty for a back end run whole
     key: tuple
     cost: int  # image-steps
+    render_of: Any = None  # a prepared state rendered whole (`Batcher.render`), with `render_options`
+    render_options: dict[str, Any] = field(default_factory=dict)
     arrived: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
     result: tuple[list, list] | None = None
@@ -188,6 +194,33 @@ class Batcher:
         assert job.result is not None  # set with done
         return job.result
 
+    def render(self, state: Any, callback: Callable | None = None, **options: Any) -> tuple[list, Any]:
+        """Queue the render of a prepared state (an edit's: another s, the same noise) and wait: (images, state), as
+        `pipe.render`. A plain state joins the batch of the generate requests that share its settings; one with
+        render options (a per-step style schedule, a model wrapper) or on a back end without the batched path runs
+        whole, in its turn."""
+        cfg = state.settings
+        cost = int(cfg.get("steps", 1))
+        if self.batched and not options and state.z_0 is None:
+            key = (
+                cost,
+                cfg["sampler"],
+                float(cfg["guidance"]),
+                float(cfg["eta"]),
+                int(cfg["size"]),
+                bool(cfg.get("fast")),
+            )
+            job = Job(state.pose, {}, callback, [state], key, cost=cost)
+        else:
+            job = Job(state.pose, {}, callback, [], ("whole", id(state)), cost, render_of=state, render_options=options)
+        self._submit(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None  # set with done
+        images, states = job.result
+        return images, states[0]
+
     def waiting_cost(self) -> int:
         """Image-steps queued or running now."""
         with self._cond:
@@ -247,10 +280,13 @@ class Batcher:
             if batch is None:
                 return
             try:
-                if batch[0].states:
+                job = batch[0]
+                if job.states:
                     self._run_batch(batch)
+                elif job.render_of is not None:
+                    images, done = self.pipe.render(job.render_of, job.callback, **job.render_options)
+                    job.result = (images, [done])
                 else:
-                    job = batch[0]
                     job.result = self.pipe(job.pose, callback=job.callback, **job.kwargs)
             except BaseException as err:  # noqa: BLE001 - handed to every waiting caller, which raises it
                 for job in batch:

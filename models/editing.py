@@ -87,11 +87,14 @@ def edit(
     step_range: tuple[int, int] | None = None,
     callback: Any = None,
     messages: list[str] | None = None,
+    render: Callable[..., tuple[list[Image.Image], GenerationState]] | None = None,
 ) -> tuple[list[Image.Image], GenerationState]:
     """Re-render `state` with s moved along directions (`{(method, index): amount}`); returns images and new state.
 
     The new state carries s' and `settings["edit"]` (the edits, the step range, the original s), so
     `rerender(pipeline, new_state)` reproduces it; with no step range `pipeline.render(new_state)` does too.
+    `render` renders the new state instead of `pipeline.render` (a `models.batching.Batcher`'s, so that edits share
+    the UNet's batches with generate requests).
     """
     # 1. Check inputs: methods, indices, finite amounts (clamped to +-MAX_SIGMA, noted in `messages`).
     dirs = resolve_directions(pipeline, amounts, directions)
@@ -107,9 +110,10 @@ def edit(
         new_state.settings["edit"] = edit_record(clean, dirs, step_range, base, notes)
     # 3. Re-render from the same z_T and pose; outside the step range the original s is used.
     schedule = style_schedule(base, edited, step_range)
+    render = render or pipeline.render
     if schedule is None:  # every step uses s': the plain render (back ends without `style_at` work too)
-        return pipeline.render(new_state, callback)
-    return pipeline.render(new_state, callback, style_at=schedule)
+        return render(new_state, callback)
+    return render(new_state, callback, style_at=schedule)
 
 
 def rerender(pipeline: Any, state: GenerationState, callback: Any = None) -> tuple[list[Image.Image], GenerationState]:

@@ -80,6 +80,26 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_images(pipe, pose
             torch.testing.assert_close(a.z_0, b.z_0, atol=1e-5, rtol=1e-4)
 
 
+def test_an_edits_render_joins_a_generate_batch_and_a_step_range_runs_whole(pipe, pose):
+    """`Batcher.render`: a plain edited state shares the batch of a generate request with its settings; a per-step
+    style schedule (an edit's step range) runs whole; both give what `pipe.render` gives."""
+    from models.editing import style_schedule
+
+    _, (source,) = pipe(pose, seed=7, steps=3)
+    edited = source.with_style(np.asarray(source.style) + 1.0)
+    batcher = Batcher(pipe, max_images=2, window=5.0)  # runs once both are in
+    (_, (generated,)), (images, done) = run_threads(
+        [lambda: batcher(pose, seed=3, steps=3), lambda: batcher.render(edited)]
+    )
+    assert batcher.batch_sizes == [2] and done.seed == 7 and len(images) == 1
+    torch.testing.assert_close(done.z_0, pipe.render(edited)[1].z_0, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(generated.z_0, pipe(pose, seed=3, steps=3)[1][0].z_0, atol=1e-5, rtol=1e-4)
+    schedule = style_schedule(np.asarray(source.style), np.asarray(edited.style), (1, 2))
+    _, whole = batcher.render(edited, style_at=schedule)
+    assert batcher.batch_sizes[-1] == 1
+    torch.testing.assert_close(whole.z_0, pipe.render(edited, style_at=schedule)[1].z_0)
+
+
 def test_other_settings_wait_for_their_own_batch_oldest_first(pipe, pose):
     batcher = Batcher(pipe, max_images=8, window=0.6)
     finished: list[str] = []

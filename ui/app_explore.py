@@ -25,6 +25,7 @@ from ui.common import (
     check_finite,
     downloads,
     first_result_handler,
+    generation_batcher,
     model_ops,
     notes_markdown,
     side_by_side,
@@ -227,7 +228,9 @@ def edit_result(
             raise InputError(f"This model does not offer {METHOD_NAMES.get(method, method)} directions.")
     dirs = {m: ops.directions_for(pipe, m, settings.NUM_DIRECTIONS) for m in {m for m, _ in amounts}}
     notes: list[str] = []
-    images, state = ops.edit(pipe, source.state, amounts, dirs, step_range, messages=notes)
+    # through the model's batcher: an edit's re-render shares the UNet's batches with generate requests, in their turn
+    render = generation_batcher(pipe).render
+    images, state = ops.edit(pipe, source.state, amounts, dirs, step_range, messages=notes, render=render)
     check_finite([state])
     record = state_record(state, {})
     request = {"edit": (state.settings or {}).get("edit"), "source": source.record}

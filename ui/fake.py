@@ -186,8 +186,10 @@ def edit(
     step_range: tuple[int, int] | None = None,
     callback: Any = None,
     messages: list[str] | None = None,
+    render: Callable | None = None,
 ) -> tuple[list[Image.Image], Any]:
-    """`models.editing.edit` for the stand-in: s + sum amount * v, re-rendered (the step range is recorded)."""
+    """`models.editing.edit` for the stand-in: s + sum amount * v, re-rendered by `render` (None: the stand-in's own;
+    the step range is recorded)."""
     from models.directions import apply_amounts, check_amount
     from models.editing import check_step_range, edit_record
 
@@ -199,7 +201,7 @@ def edit(
     new_state = state.with_style(apply_amounts(base, clean, dirs))
     if clean or step_range is not None:
         new_state.settings["edit"] = edit_record(clean, dirs, step_range, base, notes)
-    return pipeline.render(new_state, callback)
+    return (render or pipeline.render)(new_state, callback)
 
 
 # -- Refine ----------------------------------------------------------------------------------------
