@@ -161,7 +161,7 @@ def test_train_clip_two_steps_and_publish(tmp_path):
 def test_text_variants_and_zero_shot_accuracy(tiny):
     import numpy as np
 
-    from training.train_clip import N_TEXTS, split_tags, text_variants
+    from training.data import N_TEXTS, split_tags, text_variants
 
     tags = split_tags("1girl, red hair, blue eyes, pink background")
     assert tags[-1] == "plain background"
@@ -182,7 +182,7 @@ def test_focus_puts_a_weak_attribute_in_every_short_text(tiny):
     import numpy as np
 
     from models.errors import InputError
-    from training.train_clip import focus_tag_set, split_tags, text_variants
+    from training.data import focus_tag_set, split_tags, text_variants
 
     tags = split_tags("1girl, long hair, red hair, blue eyes, dress, smile, pink background")
     focus = focus_tag_set(["eye_color", "hair_style"])

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
-from training import runs
+from training import cards, runs
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
 DEFAULTS = {
@@ -413,7 +413,7 @@ def finish(
     }
     (run.out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
     if args.publish:
-        publish(run.out, args.publish)
+        cards.publish(run.out, args.publish, cards.attributes_card)
     run.record({"event": "done", "heldout_mean": round(report["heldout"]["mean_accuracy"], 4), "steps": step})
 
 
@@ -464,106 +464,6 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("budget_s", "budget_s")
     finish(run, model, data, device, *runs.seeded_loop(run, model, opt, batch_loss, evaluate, state, 0.02, clock, keys))
     return 0
-
-
-# -- shipping -------------------------------------------------------------------------------------
-MODEL_CARD = """# Attribute classifier (the judge of refinement and direction labels)
-
-A small CNN (`models/attributes.py`, `AttributeClassifier`) that names what a rendered character
-looks like: one softmax head per attribute of the renderer's vocabulary (`training/character.py`).
-It is the independent judge of the CLIP refinement (`success`: does the refined image show the
-asked attribute?) and names the GANSpace / SeFa directions (which attribute's score moves most).
-It was trained on `training.render` characters{decoded_intro}, never on CLIP outputs or photos.
-
-| | |
-| --- | --- |
-| files | `config.json` (architecture and class names), `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {info[parameters]:,} parameters) |
-| architecture | {cfg[patch_size]}x{cfg[patch_size]} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {cfg[pool_stages]} stages, a {cfg[hidden]}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {cfg[image_size]} px |
-| data | {info[train_images]:,} renders of `{info[data]}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
-| augmentation | mirroring, small zoom and shift, blur, down-up resampling, noise, small brightness and contrast changes; no hue or saturation change (colour is the label) |
-| training | {info[steps]:,} steps of batch {info[batch]}{init}, AdamW lr {args[lr]} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
-| time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{info[device]}` |
-| machine | {info[machine]} |
-| command | `{command}` |
-
-## Accuracy
-
-{table}
-
-Held-out: {rep[heldout][source]}. {eval_src}{ae_src}Eye colour is scored only where the eyes are drawn
-(all views but the back), the outfit's second colour not on dresses (there it is a 1 px belt line).
-Chance is 1 / (number of classes).
-
-    from models.attributes import load_attribute_classifier
-    clf = load_attribute_classifier("weights/attributes")
-    clf.predict(images)          # {{"hair_color": (B, 12) probabilities, ...}}; images: PIL list or (B, 3, H, W) in [-1, 1]
-    clf.top_labels(images)       # [{{"hair_color": "pink", ...}}, ...]
-"""
-
-
-def accuracy_table(report: dict[str, Any], classes: dict[str, list[str]]) -> str:
-    """Markdown table: attribute, classes, and one accuracy column per evaluated set."""
-    sets = [(k, t) for k, t in (("heldout", "held-out renders"), ("eval_data", "data/det renders"),
-                                 ("heldout_autoencoder", "held-out through the autoencoder")) if k in report]  # fmt: skip
-    rows = ["| attribute | classes | " + " | ".join(t for _, t in sets) + " |", "| --- | --- |" + " --- |" * len(sets)]
-    for name, names in classes.items():
-        cells = " | ".join(f"{report[k]['accuracy'][name]:.3f}" for k, _ in sets)
-        rows.append(f"| {name} | {len(names)} | {cells} |")
-    rows.append("| **mean** | | " + " | ".join(f"**{report[k]['mean_accuracy']:.3f}**" for k, _ in sets) + " |")
-    return "\n".join(rows)
-
-
-def card_command(args: dict[str, Any]) -> str:
-    """The training command of a run, from its saved arguments (the options that shape the model card)."""
-    words = ["python -m training.train_attributes", f"--data {args['data']}", "--out runs/attributes"]
-    if args.get("init"):
-        words.append(f"--init {args['init']}")
-    if args.get("train_decoded"):
-        words += [
-            f"--ae {args['ae']}",
-            f"--train-decoded {args['train_decoded']:g}",
-            f"--decoded-n {args['decoded_n']}",
-        ]
-    words += [f"--minutes {args['minutes']:g}", f"--lr {args['lr']:g}"]
-    if args.get("eval_data"):
-        words.append(f"--eval-data {args['eval_data']}")
-    return " ".join([*words, "--publish weights/attributes"])
-
-
-def publish(run: str | Path, dest: str | Path) -> Path:
-    """Copy `RUN/final/` to `dest` and write its model card (README.md) from `RUN/training_info.json`."""
-    info, dest = runs.publish_weights(run, dest), Path(dest)
-    cfg, rep, args = info["config"], info["accuracy"], info["args"]
-    decoded = args.get("train_decoded")
-    card = MODEL_CARD.format(
-        info=info,
-        cfg=cfg,
-        args=args,
-        rep=rep,
-        weights_kb=info["weights_bytes"] / 1024,
-        channels=tuple(cfg["channels"]),
-        depths=tuple(cfg["depths"]),
-        attend=", ".join(f"{k} (stages {'+'.join(map(str, v))})" for k, v in (cfg.get("attend") or {}).items())
-        or "no head",
-        val_n=rep["heldout"]["n"]["hair_color"],
-        weights=args["loss_weights"] or "equally",
-        minutes=info["train_seconds"] / 60,
-        budget_min=info["budget_seconds"] / 60,
-        command=card_command(args),
-        init=f", continuing the classifier then in `{args['init']}`" if args.get("init") else "",
-        decoded=f"; {decoded:.0%} of each batch drawn from {min(args['decoded_n'], info['train_images']):,} of them "
-        f"encoded and decoded by `{args['ae']}`" if decoded else "",
-        decoded_intro=" and on those renders as its autoencoder decodes them (the look of every generated image)"
-        if decoded else "",
-        clock=info["budget_clock"].upper() if info["budget_clock"] == "cpu" else "wall",
-        table=accuracy_table(rep, cfg["class_names"]),
-        eval_src=f"data/det: {rep['eval_data']['source']}, another synth seed. " if "eval_data" in rep else "",
-        ae_src=f"Autoencoder column: {rep['heldout_autoencoder']['source']}; it counts the autoencoder's own colour "
-        "errors too, so it says as much about that autoencoder as about this classifier. "
-        if "heldout_autoencoder" in rep else "",
-    )  # fmt: skip
-    (dest / "README.md").write_text(card)
-    return dest
 
 
 if __name__ == "__main__":

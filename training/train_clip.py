@@ -26,228 +26,19 @@ import platform
 import shutil
 import sys
 import time
-import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.errors import InputError
-from training.data import read_image
-from training.runs import pool_map
+from training.cards import clip_card
+from training.data import load_clip_data
 
-KIND_TAGS = ("gradient background", "stripes background", "dots background", "checkered background")
 VAL_N = 512  # images held back (from the end of the last --data folder) for the zero-shot check while training
 
 
-# -- data ---------------------------------------------------------------------------------------------
-def list_pairs(root: str | Path, max_images: int = 0) -> list[tuple[Path, Path]]:
-    """(image, caption) paths of a synth folder, sorted by name (at most `max_images`, 0 for all)."""
-    root = Path(root)
-    if not (root / "images").is_dir() or not (root / "captions").is_dir():
-        raise InputError(f"The data folder {root} needs images/ and captions/ (python -m training.synth --out {root}).")
-    pairs = [
-        (p, root / "captions" / f"{p.stem}.txt")
-        for p in sorted((root / "images").glob("*.png"))
-        if (root / "captions" / f"{p.stem}.txt").is_file()
-    ]
-    if not pairs:
-        raise InputError(f"The data folder {root} has no image with a caption.")
-    return pairs[:max_images] if max_images > 0 else pairs
-
-
-def split_tags(line: str) -> list[str]:
-    """The tag list of caption line 1, with 'plain background' added where no background kind is named."""
-    tags = [t.strip() for t in line.split(",") if t.strip()]
-    if any(t.endswith(" background") for t in tags) and not any(t in KIND_TAGS for t in tags):
-        tags.append("plain background")  # so that the zero-shot "plain background" prompt has something to match
-    return tags
-
-
-def _encode(tok, cache: dict, tag_line: str, sentence: str) -> tuple[list[list[int]], list[int]]:
-    """A caption as BPE ids: each tag (cached; tags repeat) and the sentence."""
-    tags = split_tags(tag_line)
-    for t in tags:
-        if t not in cache:
-            cache[t] = tok.encode(t)
-    return [cache[t] for t in tags], tok.encode(sentence.strip() or tag_line)
-
-
-def _load_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
-    """Decode a chunk of (image, caption, attributes) files, or render samples of a synth seed: uint8 images
-    (n, size, size, 3), text rows (n, N_TEXTS, ctx) int32, their tag bit masks (n, N_TEXTS), tag lists, attributes."""
-    kind, items, size, ctx, seed, focus_tags = job
-    tok, cache = _tokenizer(), {}
-    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
-    texts = np.empty((len(items), N_TEXTS, ctx), dtype=np.int32)
-    masks = np.empty((len(items), N_TEXTS), dtype=np.int64)
-    attrs, tags = [], []
-    for i, item in enumerate(items):
-        if kind == "files":
-            img_path, cap_path, attr_path = item
-            images[i] = read_image(img_path, size)
-            lines = Path(cap_path).read_text().splitlines() + ["", ""]
-            attrs.append(json.loads(Path(attr_path).read_text()) if Path(attr_path).is_file() else {})
-            key = zlib.crc32(str(img_path).encode())
-        else:  # ("synth", [(seed, index), ...]): rendered here, never written to disk
-            from training.synth import make_sample
-
-            smp = make_sample(item[0], item[1], size)
-            images[i] = np.asarray(smp["render"].image.convert("RGB"))
-            lines = [smp["tags"], smp["sentence"]]
-            attrs.append(smp["attributes"])
-            key = item[0] * 1_000_003 + item[1]
-        tag_ids, sent_ids = _encode(tok, cache, lines[0], lines[1])
-        focus = [j for j, t in enumerate(split_tags(lines[0])) if t in focus_tags]
-        texts[i], masks[i] = text_variants(tag_ids, sent_ids, ctx, np.random.default_rng([seed, key]), focus)
-        tags.append(split_tags(lines[0])[:MAX_TAGS])
-    return images, texts, masks, tags, attrs
-
-
-def focus_tag_set(attributes: Sequence[str]) -> frozenset[str]:
-    """The caption tags of the named zero-shot attributes (`training.eval_clip.attribute_prompts`: 'eye_color' ->
-    'blue eyes', 'red eyes', ...)."""
-    from training.eval_clip import attribute_prompts
-
-    prompts = attribute_prompts()
-    unknown = [a for a in attributes if a not in prompts]
-    if unknown:
-        raise InputError(f"--focus: unknown attribute {unknown[0]!r} (known: {', '.join(prompts)}).")
-    return frozenset(t for a in attributes for t in prompts[a][2])
-
-
-def parse_synth(spec: str) -> tuple[int, int]:
-    """'SEED:N' -> (seed, n)."""
-    try:
-        seed, n = (int(v) for v in spec.split(":"))
-    except ValueError:
-        raise InputError(f"--synth takes SEED:N (e.g. 0:40000), not {spec!r}.") from None
-    from training.eval import EVAL_SEED
-
-    if seed >= EVAL_SEED or seed < 0 or n <= 0:
-        raise InputError(f"--synth {spec}: the seed must be in [0, {EVAL_SEED}) (held-out seeds are not for training).")
-    return seed, n
-
-
-@dataclass
-class Data:
-    """The training set in memory."""
-
-    images: np.ndarray  # (N, size, size, 3) uint8
-    texts: np.ndarray  # (N, N_TEXTS, ctx) int32 token rows
-    masks: np.ndarray  # (N, N_TEXTS) int64: bit t set when the text names the image's tag t
-    tags: list[list[str]]  # each image's tags (caption line 1)
-    attrs: list[dict]  # attributes/*.json
-
-    def tag_table(self) -> tuple[np.ndarray, list[str]]:
-        """(N, MAX_TAGS) int64 vocabulary index of each image's tags (padding: len(vocab)), and the vocabulary."""
-        vocab = sorted({t for ts in self.tags for t in ts})
-        index = {t: i for i, t in enumerate(vocab)}
-        table = np.full((len(self.tags), MAX_TAGS), len(vocab), dtype=np.int64)
-        for i, ts in enumerate(self.tags):
-            table[i, : len(ts)] = [index[t] for t in ts]
-        return table, vocab
-
-
-def load_data(
-    folders: list[str],
-    synth: list[str] | None = None,
-    size: int = 128,
-    max_images: int = 0,
-    workers: int = 0,
-    context_length: int = 77,
-    seed: int = 0,
-    focus: Sequence[str] = (),
-) -> Data:
-    """All images, N_TEXTS token rows per image, their tag masks, tag lists and attribute dicts, from synth folders
-    and/or rendered in memory (`SEED:N`), in parallel processes; `focus`: attributes whose tags (`focus_tag_set`)
-    every short text names."""
-    focus_tags = focus_tag_set(focus)
-    sources: list[tuple[str, list]] = []
-    for f in folders:
-        root = Path(f)
-        sources += [("files", [(str(a), str(b), str(root / "attributes" / f"{a.stem}.json"))
-                               for a, b in list_pairs(f, max_images)])]  # fmt: skip
-    for spec in synth or []:
-        sd, n = parse_synth(spec)
-        sources.append(("synth", [(sd, i) for i in range(min(n, max_images) if max_images else n)]))
-    workers = workers or max(1, min(16, os.cpu_count() or 1))
-    jobs = []
-    for kind, items in sources:
-        chunk = max(32, math.ceil(len(items) / (workers * 4)))
-        jobs += [(kind, items[i : i + chunk], size, context_length, seed, focus_tags)
-                 for i in range(0, len(items), chunk)]  # fmt: skip
-    parts = pool_map(_load_chunk, jobs, workers if len(jobs) > 1 else 1, chunksize=1)
-    images, texts, masks = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    return Data(images, texts, masks, [t for p in parts for t in p[3]], [a for p in parts for a in p[4]])
-
-
-# Each image gets N_TEXTS token rows, made once while loading (in the worker processes) and drawn from at random
-# on the device each step, so the loop does no text work on the CPU: the sentence (3 slots), all tags in
-# order (1) or shuffled (2), a random subset of 1-4 tags (5; short prompts like "pink hair") and of 1-all tags (5).
-N_TEXTS = 16
-MAX_TAGS = 62  # tags per image tracked in the int64 bit masks of the multi-positive loss
-
-
-def text_variants(
-    tag_ids: list[list[int]], sent_ids: list[int], ctx: int, rng: np.random.Generator, focus: Sequence[int] = ()
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N_TEXTS, ctx) int32 token rows for one image (<start> ids <end>, cut at ctx with the end kept, 0-padded)
-    and, per row, the bit mask (int64) of which of the image's tags the text names (the sentence names all).
-    `focus`: indices of tags that every short (1-4 tag) text names, one drawn at random per text."""
-    tok = _tokenizer()
-    sot, eot, comma = tok.sot_token_id, tok.eot_token_id, _comma_ids()
-    n = min(len(tag_ids), MAX_TAGS)
-    every = (1 << n) - 1
-
-    def join(order) -> tuple[list[int], int]:
-        out: list[int] = []
-        for k, j in enumerate(order):
-            out += (comma if k else []) + tag_ids[j]
-        return out, sum(1 << int(j) for j in order)
-
-    texts = [(sent_ids, every)] * 3 + [join(range(n))]
-    for _ in range(2):
-        texts.append(join(rng.permutation(n)))
-    focus = [j for j in focus if j < n]
-    for r, hi in enumerate([min(4, n)] * 5 + [n] * 5):
-        k = int(rng.integers(1, hi + 1)) if n else 0
-        if focus and r < 5:  # a short text: one focus tag and k - 1 others, in random order
-            f = int(focus[int(rng.integers(len(focus)))])
-            others = [j for j in rng.permutation(n) if j != f][: k - 1]
-            texts.append(join(rng.permutation([f, *others])))
-        else:
-            texts.append(join(rng.permutation(n)[:k]))
-    rows = np.zeros((N_TEXTS, ctx), dtype=np.int32)
-    masks = np.zeros(N_TEXTS, dtype=np.int64)
-    for r, (ids, mask) in enumerate(texts):
-        ids = [sot] + ids[: ctx - 2] + [eot]
-        rows[r, : len(ids)] = ids
-        masks[r] = mask
-    return rows, masks
-
-
-_TOK = None
-
-
-def _tokenizer():
-    """open_clip's standard BPE tokenizer, built once per process."""
-    global _TOK
-    if _TOK is None:
-        from open_clip import SimpleTokenizer
-
-        _TOK = SimpleTokenizer()
-    return _TOK
-
-
-def _comma_ids() -> list[int]:
-    """The BPE ids of ', ' between tags (the tokenizer splits punctuation from words, so joining ids is exact)."""
-    return _tokenizer().encode(",")
-
-
+# -- augmentation and loss ---------------------------------------------------------------------------
 def augment(images_u8: torch.Tensor, out_size: int, gen: torch.Generator, min_scale: float = 0.8) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, S, S) in [-1, 1]: random flip and a random square crop (side >= min_scale);
     `gen` is a generator on the images' device."""
@@ -285,7 +76,7 @@ class MultiPositiveClipLoss(torch.nn.Module):
 
 
 def batch_positives(tag_rows: torch.Tensor, text_masks: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, B) positives from each image's tag indices (B, MAX_TAGS; padding = vocab_size) and each text's bit mask
+    """(B, B) positives from each image's tag indices (B, data.MAX_TAGS; padding = vocab_size) and each text's bit mask
     over its own image's tags (B,): P[i, j] = 1 when text j's tags are a subset of image i's."""
     b, t = tag_rows.shape
     bits = ((text_masks.unsqueeze(1) >> torch.arange(t, device=tag_rows.device)) & 1).float()
@@ -425,7 +216,7 @@ class Trainer:
         t0 = time.time()
         ctx = int(self.model_cfg["text_cfg"]["context_length"])
         self.focus = [f.strip() for f in a.focus.split(",") if f.strip()]
-        data = load_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed, self.focus)
+        data = load_clip_data(a.data, a.synth, a.image_size, a.max_images, a.workers, ctx, a.seed, self.focus)
         n_total = len(data.images)
         self.n_val = min(VAL_N, n_total // 10) if n_total >= 50 else 0  # the last items (of the last source)
         self.val_attrs, self.n_train = data.attrs[n_total - self.n_val :], n_total - self.n_val
@@ -560,7 +351,7 @@ class Trainer:
             # fp16 on disk halves the size (12 MB); loading casts back to the model's fp32
             save_clip(scorer.model, self.model_cfg, pub, preprocess_cfg=scorer.preprocess_cfg, dtype=torch.float16)
             shutil.copy(final / "training_info.json", pub / "training_info.json")
-            (pub / "README.md").write_text(model_card(info, self.model_cfg))
+            (pub / "README.md").write_text(clip_card(info, self.model_cfg))
             print(f"published to {pub}", flush=True)
         return 0
 
@@ -569,46 +360,6 @@ def run(a: argparse.Namespace) -> int:
     """The training run described by the parsed arguments."""
     trainer = Trainer(a)
     return trainer.finish(trainer.train())
-
-
-def model_card(info: dict, model_cfg: dict) -> str:
-    """The README.md of the published CLIP: what it is, how it was trained, what it scores."""
-    val = info.get("val_zero_shot") or {}
-    rows = "\n".join(f"| {k} | {v:.3f} |" for k, v in val.items())
-    v, t = model_cfg["vision_cfg"], model_cfg["text_cfg"]
-    if isinstance(v["layers"], (list, tuple)):  # open_clip's ModifiedResNet (layers per stage)
-        tower = f"ModifiedResNet, stages {list(v['layers'])}, width {v['width']}"
-    else:
-        tower = f"ViT, patch {v['patch_size']}, width {v['width']}, {v['layers']} layers"
-    return f"""# Pose Studio domain CLIP
-
-A small CLIP (open_clip's `CLIP` class and its standard BPE tokenizer, config `{info.get("model", "PoseStudio-CLIP")}` in
-`models/clip_configs/`) trained contrastively on the renderer's images and captions. It scores how well a
-prompt ("pink hair, sailor uniform") matches one of our renders; it knows nothing beyond the renderer's
-vocabulary (`docs/ATTRIBUTES.md`).
-
-Load: `models.clip.load_clip("weights/clip")`, or with open_clip alone:
-`open_clip.create_model("local-dir:weights/clip")` + `open_clip.get_tokenizer("local-dir:weights/clip")`.
-Inputs: {v["image_size"]} px RGB, mean and std 0.5 (i.e. images in [-1, 1]); text context {t["context_length"]} tokens.
-
-* Image tower: {tower}; text tower: width
-  {t["width"]}, {t["layers"]} layers; embedding {model_cfg["embed_dim"]}; {info["parameters"] / 1e6:.2f} M parameters (stored in fp16, run in fp32).
-* Data: {info["images"]} renders from {", ".join(info["data"])} (`python -m training.synth`), 128 px held in memory,
-  shrunk to {v["image_size"]} px; text = the caption sentence, the tag list (shuffled or not) or a random tag subset.
-  Augmentation: horizontal flips and a mild random crop; no colour jitter.
-* Training: `python -m training.train_clip`, loss `{info.get("loss", "clip")}` (see its docstring), AdamW, batch {info["batch_size"]},
-  peak lr {info["lr"]:.1e}, cosine by wall time; {info["steps"]} steps in {info["minutes"]} min on {info["device"]}
-  (torch {info["torch"]}).
-
-Zero-shot accuracy after training, on {info["val_images"]} held-back images of the last data folder (prompts such as
-"red hair", "twintails", "blue eyes", "sailor uniform", "yellow background"):
-
-| attribute | accuracy |
-| --- | --- |
-{rows}
-
-The held-out measure (fresh renders of a seed never trained on) is `python -m training.eval_clip --json`.
-"""
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from PIL import Image, ImageFilter
 
 from models.detector import KeypointDetector, gaussian_targets, heatmap_loss
 from models.pose import FLIP_INDEX, VISIBLE, Pose, load
-from training import runs
+from training import cards, runs
 from training.eval import DETECTOR_VAL_SEED, heldout_renders, pck_counts
 
 # Defaults sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or
@@ -341,60 +341,9 @@ def finish(run: runs.Run, model: KeypointDetector, metrics: dict[str, float], da
     }
     (run.out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))
     if args.publish:
-        publish(run.out, args.publish)
+        cards.publish(run.out, args.publish, cards.detector_card)
     record = {"event": "done", "pck": round(metrics["pck"], 4), "train_seconds": round(elapsed, 1)}
     run.record(record | {"cpu_seconds": round(cpu, 1)})
-
-
-# -- shipping -------------------------------------------------------------------------------------
-MODEL_CARD = """# Keypoint detector (pose fidelity metric)
-
-A small heatmap CNN (`models/detector.py`, `KeypointDetector`) that reads the 17 COCO keypoints
-and their visibility out of 128 px images of our rendered characters. It measures how well
-generated images follow the requested pose (PCK in `python -m training.eval`), and its pooled
-bottleneck is the feature space of our Frechet distance. It is not a general human pose model:
-it has seen only `training.render` characters, never photos.
-
-| | |
-| --- | --- |
-| files | `config.json`, `diffusion_pytorch_model.safetensors` ({weights_kb:.0f} kB, {info[parameters]:,} parameters) |
-| architecture | strided conv encoder {channels} (128 -> 8 px), FPN-style decoder ({cfg[decoder_channels]} ch) to {grid} x {grid} heatmaps (spatial softmax, local soft-argmax decoding) + per-point visibility logits |
-| data | {info[train_images]:,} renders `{info[data]}` (`python -m training.synth --out data/det --n 20000 --seed 1`) |
-| augmentation | mirroring (labels swapped), small affine moves, blur, down-up resampling, JPEG, colour jitter, noise (so it reads generated images) |
-| training | {info[steps]} steps of batch {info[batch]}, AdamW, lr {info[args][lr]} cosine; `python -m training.train_detector --data data/det --out runs/detector` |
-| time | {wall_min:.1f} min wall, {cpu_min:.1f} min CPU, 1 thread |
-| machine | {info[machine]}, shared with other training jobs |
-| **PCK@0.1 on held-out renders** | **{info[pck@0.1_heldout]:.4f}** on {info[validation]} |
-| PCK@0.05 on held-out renders | {info[pck@0.05_heldout]:.4f} |
-| visibility accuracy (v >= 0.5) | {info[visibility_accuracy]:.4f} |
-
-PCK@t: share of the target's visible keypoints predicted within t x the longer side of the
-visible points' bounding box. The held-out renders use the reserved synth data set seed
-{val_seed} (`training.eval.DETECTOR_VAL_SEED`), never used for training.
-
-    from models.detector import KeypointDetector
-    det = KeypointDetector.from_pretrained("weights/detector")
-    poses = det.detect([image])        # list[models.pose.Pose], in each image's frame
-    python -m training.eval detect IMAGE... --detector weights/detector
-"""
-
-
-def publish(run: str | Path, dest: str | Path) -> Path:
-    """Copy `RUN/final/` to `dest` and write its model card (README.md) from `RUN/training_info.json`."""
-    info = runs.publish_weights(run, dest)
-    cfg = info["config"]
-    card = MODEL_CARD.format(
-        info=info,
-        cfg=cfg,
-        weights_kb=info["weights_bytes"] / 1024,
-        channels=tuple(cfg["channels"]),
-        grid=cfg["image_size"] // cfg["heatmap_stride"],
-        wall_min=info["train_seconds"] / 60,
-        cpu_min=info.get("train_cpu_seconds", info["train_seconds"]) / 60,
-        val_seed=DETECTOR_VAL_SEED,
-    )
-    (Path(dest) / "README.md").write_text(card)
-    return Path(dest)
 
 
 if __name__ == "__main__":
