@@ -195,7 +195,7 @@ def _load(path: str) -> KeypointDetector:
 def load_detector(path: str | Path | KeypointDetector | None = None) -> KeypointDetector:
     """The detector of a folder (None: the shipped one), in eval mode and frozen, loaded once per folder; a
     detector given is returned as it is."""
-    if isinstance(path, KeypointDetector):
+    if path is not None and not isinstance(path, (str, Path)):  # a detector (or a stand-in with its methods)
         return path
     return _load(str(path or paths.DETECTOR))
 

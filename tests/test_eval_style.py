@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
 from models.style_encoder import StyleEncoder
 from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
-from training.eval_style import main, style_from_labels, style_of, style_reading
+from training.eval_style import main, picture_reading, style_from_labels, style_of, style_reading
 
 
 class MeanBrightness:
@@ -54,9 +55,25 @@ def test_style_reading_judges_both_arms_from_the_same_noise(pipe):
     )
 
 
-def test_bad_inputs_are_clear_messages(pipe, capsys):
-    from models.errors import InputError
+class Finder:
+    """A detector stand-in: a figure wherever the picture is not pure black."""
 
+    def figure_confidence(self, images):
+        return [0.0 if np.asarray(im).max() == 0 else 1.0 for im in images]
+
+
+def test_picture_reading_draws_each_look_in_the_next_pose_and_counts_refusals(pipe):
+    images = [Image.new("RGB", (SIZE, SIZE), (v, v, v)) for v in (0, 230, 40, 210)]
+    poses = [Pose(STANDING, SIZE, SIZE)] * 4
+    labels = [{"background_color": c} for c in ("dark", "light", "dark", "light")]
+    rows = picture_reading(pipe, MeanBrightness(), MeanBrightness.classes, images, poses, labels, 2, detector=Finder())
+    assert rows["refused"] == 1 and rows["background_color"]["n"] == 3
+    assert 0 <= rows["background_color"]["from_picture"] <= 1
+    with pytest.raises(InputError, match="two images"):
+        picture_reading(pipe, MeanBrightness(), MeanBrightness.classes, images[:1], poses[:1], labels[:1])
+
+
+def test_bad_inputs_are_clear_messages(pipe, capsys):
     with pytest.raises(InputError, match="as many poses"):
         style_reading(pipe, MeanBrightness(), MeanBrightness.classes, [], [], [])
     bare = tiny_pipeline()

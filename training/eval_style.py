@@ -10,6 +10,10 @@ its s, `random_s` the share with a random one (chance, as far as s goes), and `g
 in labels mode (`style_guide` "labels" in its training_info) gets s as it saw it there: the guided axes drawn in the
 bins of the render's classes, the other axes from N(0, I) (`free_style` "prior") or the encoder (`style_source`).
 
+`from_picture` is the UI's "look from a picture" (`PosePipeline.style_from_image`: the figure check, the picture
+padded square, the encoder's mean) drawn in the next render's pose, not its own, judged against the source's labels:
+what a person gets who drops a character's picture onto another pose (issue "Steering", target >= 0.85).
+
 Why: the SeFa and GANSpace directions act on s alone (issue 6). When the UNet takes a hair colour from z_T and
 not from s, no direction of s can move it. A model whose s carries the look has `from_s` near the classifier's own
 accuracy on renders and `gain` well above 0; the shipped model's figures are in issue 6's note.
@@ -107,6 +111,43 @@ def style_reading(
     return out
 
 
+def picture_reading(
+    pipe: Any,
+    classifier: Any,
+    classes: Mapping[str, Sequence[str]],
+    images: Sequence[Any],
+    poses: Sequence[Any],
+    labels: Sequence[Mapping[str, str | None]],
+    steps: int = 8,
+    seed: int = STYLE_EVAL_SEED,
+    detector: Any = None,
+) -> dict[str, Any]:
+    """Per attribute, the share of pictures whose look, read by `style_from_image`, the judge finds again in a drawing
+    of the next picture's pose (`from_picture`, `n`); pictures the figure check refuses are counted in `refused`."""
+    if len(images) < 2 or not (len(images) == len(poses) == len(labels)):
+        raise InputError("The look-from-a-picture evaluation needs two images or more, each with a pose and labels.")
+    drawn, kept, refused = [], [], 0
+    for i, image in enumerate(images):
+        try:
+            style = pipe.style_from_image(image, detector)
+        except InputError:
+            refused += 1
+            continue
+        state = pipe.prepare(poses[(i + 1) % len(poses)], seed + i, steps=steps, style=style.astype(np.float32))
+        drawn += pipe.render(state)[0]
+        kept.append(i)
+    out: dict[str, Any] = {"refused": refused}
+    if not drawn:
+        return out
+    judged = {k: v.numpy().argmax(axis=1) for k, v in classifier.predict(drawn).items()}
+    for name, names in classes.items():
+        asked = [(j, list(names).index(labels[i][name])) for j, i in enumerate(kept) if labels[i].get(name) in names]
+        if asked and name in judged:
+            index, target = np.array([a for a, _ in asked]), np.array([t for _, t in asked])
+            out[name] = {"from_picture": float((judged[name][index] == target).mean()), "n": len(asked)}
+    return out
+
+
 def look_agreement(
     pipe: Any, classifier: Any, poses: Sequence[Any], noises: int = 8, steps: int = 8, seed: int = STYLE_EVAL_SEED
 ) -> dict[str, float]:
@@ -161,7 +202,12 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         layout=layout,
         free_prior=free_prior,
     )
+    pictures = picture_reading(
+        pipe, judge[0], judge[1], [s["render"].image for s in samples], [s["render"].pose for s in samples],
+        [record_labels(s["attributes"]) for s in samples], steps,
+    )  # fmt: skip
     colour = [rows[a] for a in COLOUR_ATTRIBUTES if a in rows]
+    look_picture = [pictures[a]["from_picture"] for a in LOOK_ATTRIBUTES if a in pictures]
     return {
         "n": n,
         "steps": steps,
@@ -172,6 +218,8 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         "colour_from_s": float(np.mean([r["from_s"] for r in colour])) if colour else float("nan"),
         "colour_random_s": float(np.mean([r["random_s"] for r in colour])) if colour else float("nan"),
         "look_from_s": float(np.mean([rows[a]["from_s"] for a in LOOK_ATTRIBUTES if a in rows])),
+        "pictures": pictures,
+        "look_from_picture": float(np.mean(look_picture)) if look_picture else float("nan"),
         "seconds": time.perf_counter() - started,
     }
 
@@ -198,6 +246,8 @@ def _show(result: dict[str, Any]) -> None:
     for name, row in result["attributes"].items():
         print(f"{name:>18}: from s {row['from_s']:.2f}  random s {row['random_s']:.2f}  (n={row['n']})")
     print(f"{'colours':>18}: from s {result['colour_from_s']:.2f}  random s {result['colour_random_s']:.2f}")
+    refused = result["pictures"]["refused"]
+    print(f"{'look from picture':>18}: {result['look_from_picture']:.2f} in another pose ({refused} pictures refused)")
 
 
 if __name__ == "__main__":
