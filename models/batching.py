@@ -221,11 +221,6 @@ class Batcher:
         images, states = job.result
         return images, states[0]
 
-    def waiting_cost(self) -> int:
-        """Image-steps queued or running now."""
-        with self._cond:
-            return self._running + sum(j.cost for j in self._jobs)
-
     def _submit(self, job: Job) -> None:
         with self._cond:
             waiting = self._running + sum(j.cost for j in self._jobs)

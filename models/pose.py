@@ -163,11 +163,6 @@ def fit_to_square(pose: Pose, size: int = 512, margin: float = 0.1, centre: tupl
     return Pose(kp.astype(np.float32), size, size)
 
 
-def scale_frame(pose: Pose, width: int, height: int) -> Pose:
-    """The same normalised pose in a frame of another size (the image was resized, not cropped)."""
-    return Pose(pose.keypoints, width, height)
-
-
 # -- conversions in --------------------------------------------------------------------------------
 def from_mediapipe(landmarks: Any, width: int, height: int) -> Pose:
     """From mediapipe's 33 normalised landmarks (objects with `.x .y .visibility`, or an `(33, 3+)` array)."""

@@ -165,28 +165,6 @@ def condition_maps_torch(keypoints: torch.Tensor, size: int = 128, flip: torch.T
     return torch.cat([points, limbs], dim=1)
 
 
-class PoseDataset(torch.utils.data.Dataset):
-    """Items `dict(image (3,H,W) in [-1,1], cond (C,H,W), pose (17,3), index)` of a synth data folder."""
-
-    def __init__(self, root: str | Path, size: int = 128, max_images: int = 0, with_cond: bool = True):
-        self.root = Path(root)
-        self.size = size
-        self.stems = list_items(root, max_images)
-        self.with_cond = with_cond
-
-    def __len__(self) -> int:
-        return len(self.stems)
-
-    def __getitem__(self, index: int) -> dict:
-        stem = self.stems[index]
-        image = to_tensor(read_image(self.root / "images" / f"{stem}.png", self.size))
-        kp = read_pose(self.root, stem).keypoints.copy()
-        item = {"image": image, "pose": torch.from_numpy(kp), "index": index}
-        if self.with_cond:
-            item["cond"] = condition_maps(kp[None], self.size)[0]
-        return item
-
-
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     """Save a batch of images in [-1, 1] `(B, 3, H, W)` as one PNG grid, `nrow` images a row."""
     images = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
