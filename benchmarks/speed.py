@@ -169,7 +169,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     """Time prepare, denoise and decode separately, then whole `pipe(...)` calls."""
     set_threads(args.threads)
     from models.pipeline import PosePipeline
-    from training.eval import heldout_render
+    from training.eval_common import heldout_render
 
     pose = heldout_render(0).pose
     pipe, load_s, _ = timed(lambda: PosePipeline.from_pretrained(args.model))
@@ -225,7 +225,7 @@ def preview(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from models.pipeline import PosePipeline
-    from training.eval import heldout_render
+    from training.eval_common import heldout_render
     from ui.app_pose import preview_settings
     from ui.common import model_pose
 

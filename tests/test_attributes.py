@@ -211,7 +211,7 @@ def test_eye_map_loss_prefers_the_eyes():
 def test_shipped_weights_name_hair_colours_of_fresh_renders():
     if not (SHIPPED / "config.json").is_file():
         pytest.skip("weights/attributes is absent")
-    from training.eval import EVAL_SEED
+    from training.eval_common import EVAL_SEED
     from training.synth import make_sample
 
     clf = load_attribute_classifier(SHIPPED)

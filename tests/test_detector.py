@@ -229,7 +229,7 @@ def test_detect_cli_without_a_detector_says_so(tmp_path, capsys):
 @pytest.mark.skipif(not (ROOT / "weights" / "detector" / "config.json").is_file(), reason="no shipped detector")
 def test_shipped_detector_tells_a_figure_from_a_blank_or_noise():
     from models.detector import MIN_FIGURE_CONFIDENCE, load_detector
-    from training.eval import heldout_renders
+    from training.eval_common import heldout_renders
 
     det = load_detector()
     renders = [r.image for r in heldout_renders(0, 4)]

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from models.errors import InputError
 from models.pose import LIMBS, Pose, fit_to_square
 from training import eval as ev
+from training import eval_common as ec
 
 
 def grid_pose(frame: int = 200, visible: int = 17) -> Pose:
@@ -37,8 +38,8 @@ def shifted(pose: Pose, dx_pixels: np.ndarray) -> Pose:
 # -- PCK ------------------------------------------------------------------------------------------
 def test_pck_perfect_is_one():
     t = grid_pose()
-    assert ev.pck(t, t) == 1.0
-    assert ev.pck([t, t], [t, t]) == 1.0
+    assert ec.pck(t, t) == 1.0
+    assert ec.pck([t, t], [t, t]) == 1.0
 
 
 def test_pck_shifted_known_fraction():
@@ -46,48 +47,48 @@ def test_pck_shifted_known_fraction():
     x0, y0, x1, y1 = t.bbox()
     assert max(x1 - x0, y1 - y0) == pytest.approx(100, abs=1e-3)
     dx = np.where(np.arange(17) < 5, 9.0, 11.0)  # 5 points inside the 10 px radius, 12 outside
-    assert ev.pck(shifted(t, dx), t) == pytest.approx(5 / 17)
-    assert ev.pck(shifted(t, dx), t, thr=0.2) == 1.0
-    assert ev.pck_counts(shifted(t, dx), t) == (5, 17)
+    assert ec.pck(shifted(t, dx), t) == pytest.approx(5 / 17)
+    assert ec.pck(shifted(t, dx), t, thr=0.2) == 1.0
+    assert ec.pck_counts(shifted(t, dx), t) == (5, 17)
 
 
 def test_pck_ignores_invisible_target_points():
     t = grid_pose(visible=10)
     dx = np.where(np.arange(17) < 10, 0.0, 150.0)  # only the hidden points are far off
-    assert ev.pck(shifted(t, dx), t) == 1.0
-    assert ev.pck_counts(shifted(t, dx), t) == (10, 10)
+    assert ec.pck(shifted(t, dx), t) == 1.0
+    assert ec.pck_counts(shifted(t, dx), t) == (10, 10)
 
 
 def test_pck_pools_points_and_handles_frames():
     t = grid_pose()
     miss = shifted(t, np.full(17, 50.0))
-    assert ev.pck([t, miss], [t, t]) == pytest.approx(0.5)
+    assert ec.pck([t, miss], [t, t]) == pytest.approx(0.5)
     # The same normalised pose in a resized frame is a perfect prediction.
-    assert ev.pck(Pose(t.keypoints, 64, 64), t) == 1.0
+    assert ec.pck(Pose(t.keypoints, 64, 64), t) == 1.0
     none_visible = grid_pose(visible=0)
-    assert np.isnan(ev.pck(none_visible, none_visible))
+    assert np.isnan(ec.pck(none_visible, none_visible))
     with pytest.raises(InputError):
-        ev.pck([t], [t, t])
+        ec.pck([t], [t, t])
 
 
 # -- Frechet distance -----------------------------------------------------------------------------
 def test_frechet_identical_sets_is_zero():
     a = np.random.default_rng(0).normal(size=(200, 8))
-    assert ev.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert ec.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_frechet_shifted_gaussians_is_squared_shift():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
     shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])
-    assert ev.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
+    assert ec.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
 
 
 def test_frechet_scaled_set_known_value():
     # b = 2a: |mu_a - mu_b|^2 + Tr(S + 4S - 2 (4 S^2)^(1/2)) = |mu_a|^2 + Tr(S).
     a = np.random.default_rng(2).normal(loc=0.3, size=(300, 5))
     expected = float(a.mean(0) @ a.mean(0) + np.trace(np.cov(a, rowvar=False)))
-    assert ev.frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)
+    assert ec.frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)
 
 
 def test_frechet_matches_scipy_sqrtm():
@@ -99,27 +100,27 @@ def test_frechet_matches_scipy_sqrtm():
     covmean = linalg.sqrtm(ca @ cb).real
     d = a.mean(0) - b.mean(0)
     expected = d @ d + np.trace(ca + cb - 2 * covmean)
-    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-4)
+    assert ec.frechet_distance(a, b) == pytest.approx(expected, rel=1e-4)
 
 
 def test_frechet_rejects_bad_shapes():
     with pytest.raises(InputError):
-        ev.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+        ec.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
     with pytest.raises(InputError):
-        ev.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+        ec.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
 
 
 # -- the split and evaluate() ---------------------------------------------------------------------
 def test_heldout_seeds_are_reserved():
-    assert ev.EVAL_SEED >= 10_000_000
-    assert ev.DETECTOR_VAL_SEED >= ev.EVAL_SEED and ev.DETECTOR_VAL_SEED != ev.EVAL_SEED
+    assert ec.EVAL_SEED >= 10_000_000
+    assert ec.DETECTOR_VAL_SEED >= ec.EVAL_SEED and ec.DETECTOR_VAL_SEED != ec.EVAL_SEED
     with pytest.raises(InputError):
-        ev.heldout_render(0, seed=1)  # a training seed
+        ec.heldout_render(0, seed=1)  # a training seed
 
 
 def test_heldout_render_is_deterministic():
     pytest.importorskip("training.synth")
-    a, b = ev.heldout_render(3, size=64), ev.heldout_render(3, size=64)
+    a, b = ec.heldout_render(3, size=64), ec.heldout_render(3, size=64)
     assert a.pose == b.pose
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert a.image.size == (64, 64)
@@ -131,7 +132,7 @@ class FakeRender:
     pose: Pose
 
 
-def fake_render(index: int, size: int = 128, seed: int = ev.EVAL_SEED) -> FakeRender:
+def fake_render(index: int, size: int = 128, seed: int = ec.EVAL_SEED) -> FakeRender:
     """A stick figure drawn from a seeded random pose framed as the pipeline frames poses (stands in
     for training.render)."""
     rng = np.random.default_rng([seed, index])
@@ -163,7 +164,7 @@ class FakePipeline:
         return cls()
 
     def __call__(self, pose, seed=0, steps=20, num_images=1, **kwargs):
-        return [fake_render(seed - ev.EVAL_SEED).image], [FakeState(pose)]
+        return [fake_render(seed - ec.EVAL_SEED).image], [FakeState(pose)]
 
 
 def test_evaluate_with_an_ideal_fake_generator(tmp_path, monkeypatch):
@@ -194,7 +195,7 @@ def test_output_frame_pose_fits_the_given_pose_to_the_square_frame(monkeypatch):
     # Patch the real module: once imported, `import models.pipeline as m` reads the package attribute.
     monkeypatch.setattr(models.pipeline, "FRAME_MARGIN", 0.1)
     given = grid_pose(frame=400)  # a 100 px box in a 400 frame
-    got = ev.output_frame_pose(object(), FakeState(given), Image.new("RGB", (128, 128)))
+    got = ec.output_frame_pose(object(), FakeState(given), Image.new("RGB", (128, 128)))
     assert (got.width, got.height) == (128, 128)
     x0, y0, x1, y1 = got.bbox()
     assert max(x1 - x0, y1 - y0) == pytest.approx(0.8 * 128, rel=1e-4)  # 1 - 2 margin of the frame
@@ -203,5 +204,5 @@ def test_output_frame_pose_fits_the_given_pose_to_the_square_frame(monkeypatch):
         def frame_pose(self, pose, size):
             return Pose(pose.keypoints, size, size)
 
-    same = ev.output_frame_pose(WithFramePose(), FakeState(given), Image.new("RGB", (64, 64)))
+    same = ec.output_frame_pose(WithFramePose(), FakeState(given), Image.new("RGB", (64, 64)))
     assert np.allclose(same.keypoints, given.keypoints)

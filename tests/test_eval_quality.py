@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from models.errors import InputError
-from training.eval import EVAL_SEED
+from training.eval_common import EVAL_SEED
 from training.eval_quality import (
     EYES,
     blurred,

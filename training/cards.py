@@ -139,7 +139,7 @@ it has seen only `training.render` characters, never photos.
 
 PCK@t: share of the target's visible keypoints predicted within t x the longer side of the
 visible points' bounding box. The held-out renders use the reserved synth data set seed
-{val_seed} (`training.eval.DETECTOR_VAL_SEED`), never used for training.
+{val_seed} (`training.eval_common.DETECTOR_VAL_SEED`), never used for training.
 
     from models.detector import KeypointDetector
     det = KeypointDetector.from_pretrained("weights/detector")

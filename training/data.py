@@ -268,7 +268,7 @@ def parse_synth(spec: str) -> tuple[int, int]:
         seed, n = (int(v) for v in spec.split(":"))
     except ValueError:
         raise InputError(f"--synth takes SEED:N (e.g. 0:40000), not {spec!r}.") from None
-    from training.eval import EVAL_SEED
+    from training.eval_common import EVAL_SEED
 
     if seed >= EVAL_SEED or seed < 0 or n <= 0:
         raise InputError(f"--synth {spec}: the seed must be in [0, {EVAL_SEED}) (held-out seeds are not for training).")

@@ -38,39 +38,16 @@ from models.errors import InputError
 from training.eval_common import (
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
-    DETECTOR_VAL_SEED,
     EVAL_SEED,
-    PCK_THRESHOLD,
     frechet_distance,
     generate,
     heldout_render,
-    heldout_renders,
     load_detector,
-    output_frame_pose,
     pck,
     pck_counts,
     report,
     round_trip,
 )
-
-# The split, the metrics and the loaders live in `training.eval_common`; other code imports them from here too.
-__all__ = [
-    "DEFAULT_DETECTOR",
-    "DEFAULT_MODEL",
-    "DETECTOR_VAL_SEED",
-    "EVAL_SEED",
-    "PCK_THRESHOLD",
-    "autoencoder_round_trip",
-    "evaluate",
-    "frechet_distance",
-    "heldout_render",
-    "heldout_renders",
-    "load_detector",
-    "main",
-    "output_frame_pose",
-    "pck",
-    "pck_counts",
-]
 
 
 # -- model evaluation -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--sheet docs/quality.png]
 
-Three sets of the reserved split (`training.eval.EVAL_SEED`): renders A of poses `[0, n)`, the autoencoder's
+Three sets of the reserved split (`training.eval_common.EVAL_SEED`): renders A of poses `[0, n)`, the autoencoder's
 round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`), and renders B of poses
 `[n, 2n)` (the reference for distribution figures, so no figure rewards copying A). Reported:
 

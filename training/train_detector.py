@@ -39,7 +39,7 @@ from PIL import Image, ImageFilter
 from models.detector import KeypointDetector, gaussian_targets, heatmap_loss
 from models.pose import FLIP_INDEX, VISIBLE, Pose, load
 from training import cards, runs
-from training.eval import DETECTOR_VAL_SEED, heldout_renders, pck_counts
+from training.eval_common import DETECTOR_VAL_SEED, heldout_renders, pck_counts
 
 # Defaults sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or
 # the 22 CPU-minute budget (whichever comes first) is a ~22 minute run on a quiet core.

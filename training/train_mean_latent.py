@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from models import paths
 from models.mean_latent import MeanLatent
-from training.eval import EVAL_SEED
+from training.eval_common import EVAL_SEED
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from models import paths
 from models.part_parser import PARTS, PartParser
 from training.data import to_tensor
-from training.eval import EVAL_SEED
+from training.eval_common import EVAL_SEED
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 
 PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
