@@ -259,13 +259,9 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def predict(self, images: torch.Tensor | Sequence[Image.Image], batch_size: int = 64) -> dict[str, torch.Tensor]:
         """{attribute: (B, n) class probabilities}, in eval mode (the previous mode is restored)."""
-        x = self.to_tensor(images)
-        was_training = self.training
-        self.eval()
-        try:
-            outs = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        finally:
-            self.train(was_training)
+        from models.detector import eval_chunks
+
+        outs = eval_chunks(self, self.to_tensor(images), batch_size)
         return {k: torch.cat([o[k] for o in outs]).float().softmax(dim=1) for k in self.heads}
 
     def top_labels(self, images: torch.Tensor | Sequence[Image.Image]) -> list[dict[str, str]]:

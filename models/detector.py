@@ -19,6 +19,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,15 +143,9 @@ class KeypointDetector(ModelMixin, ConfigMixin):
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
         return x.to(self.device, self.dtype), frames
 
-    @torch.no_grad()
     def _run(self, x: torch.Tensor, batch_size: int = 64) -> DetectorOutput:
         """Forward in eval mode, in chunks, restoring the previous mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            outs = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        finally:
-            self.train(was_training)
+        outs = eval_chunks(self, x, batch_size)
         return DetectorOutput(
             *(torch.cat([getattr(o, k) for o in outs]) for k in ("heatmaps", "visibility", "features"))
         )
@@ -190,6 +185,17 @@ def _load(path: str) -> KeypointDetector:
     if not (Path(path) / "config.json").is_file():
         raise InputError(f"No keypoint detector at {path}: the folder needs config.json and the safetensors weights.")
     return KeypointDetector.from_pretrained(path).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def eval_chunks(module: torch.nn.Module, x: torch.Tensor, batch_size: int = 64) -> list[Any]:
+    """`module`'s outputs for `x` in chunks of `batch_size`, in eval mode (its previous mode restored after)."""
+    was_training = module.training
+    module.eval()
+    try:
+        return [module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    finally:
+        module.train(was_training)
 
 
 def load_detector(path: str | Path | KeypointDetector | None = None) -> KeypointDetector:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -66,11 +67,13 @@ def test_picture_reading_draws_each_look_in_the_next_pose_and_counts_refusals(pi
     images = [Image.new("RGB", (SIZE, SIZE), (v, v, v)) for v in (0, 230, 40, 210)]
     poses = [Pose(STANDING, SIZE, SIZE)] * 4
     labels = [{"background_color": c} for c in ("dark", "light", "dark", "light")]
-    rows = picture_reading(pipe, MeanBrightness(), MeanBrightness.classes, images, poses, labels, 2, detector=Finder())
+    renders = [SimpleNamespace(image=im, pose=p) for im, p in zip(images, poses)]
+    judge = (MeanBrightness(), MeanBrightness.classes)
+    rows = picture_reading(pipe, judge, renders, labels, 2, detector=Finder())
     assert rows["refused"] == 1 and rows["background_color"]["n"] == 3
     assert 0 <= rows["background_color"]["from_picture"] <= 1
     with pytest.raises(InputError, match="two images"):
-        picture_reading(pipe, MeanBrightness(), MeanBrightness.classes, images[:1], poses[:1], labels[:1])
+        picture_reading(pipe, judge, renders[:1], labels[:1])
 
 
 def test_bad_inputs_are_clear_messages(pipe, capsys):

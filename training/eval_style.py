@@ -113,17 +113,18 @@ def style_reading(
 
 def picture_reading(
     pipe: Any,
-    classifier: Any,
-    classes: Mapping[str, Sequence[str]],
-    images: Sequence[Any],
-    poses: Sequence[Any],
+    judge: tuple[Any, Mapping[str, Sequence[str]]],
+    renders: Sequence[Any],
     labels: Sequence[Mapping[str, str | None]],
     steps: int = 8,
     seed: int = STYLE_EVAL_SEED,
     detector: Any = None,
 ) -> dict[str, Any]:
-    """Per attribute, the share of pictures whose look, read by `style_from_image`, the judge finds again in a drawing
-    of the next picture's pose (`from_picture`, `n`); pictures the figure check refuses are counted in `refused`."""
+    """Per attribute, the share of renders (`.image`, `.pose`) whose look, read off the picture by `style_from_image`,
+    the judge (classifier, classes) finds again in a drawing of the next render's pose (`from_picture`, `n`);
+    pictures the figure check refuses are counted in `refused`."""
+    classifier, classes = judge
+    images, poses = [r.image for r in renders], [r.pose for r in renders]
     if len(images) < 2 or not (len(images) == len(poses) == len(labels)):
         raise InputError("The look-from-a-picture evaluation needs two images or more, each with a pose and labels.")
     drawn, kept, refused = [], [], 0
@@ -203,9 +204,8 @@ def evaluate_style(model: str, attributes: str | None, n: int, steps: int) -> di
         free_prior=free_prior,
     )
     pictures = picture_reading(
-        pipe, judge[0], judge[1], [s["render"].image for s in samples], [s["render"].pose for s in samples],
-        [record_labels(s["attributes"]) for s in samples], steps,
-    )  # fmt: skip
+        pipe, judge, [s["render"] for s in samples], [record_labels(s["attributes"]) for s in samples], steps
+    )
     colour = [rows[a] for a in COLOUR_ATTRIBUTES if a in rows]
     look_picture = [pictures[a]["from_picture"] for a in LOOK_ATTRIBUTES if a in pictures]
     return {
