@@ -1,7 +1,7 @@
 """CLIP's losses on an image (cutouts, spherical distance, zero-shot classes), and CLIP-guided sampling for the
 keypoint LDM and SD + ControlNet as a conditioning wrapper around the denoiser.
 
-    images, states = clip_guided(backend, state, clip, "red hair", negative_prompt="", scale=200)
+    images, states = generate_guided(backend, pose, seed, clip, "red hair", scale=200, steps=20)
 
 The losses (VQGAN-CLIP's `Prompt` module, Crowson et al. 2022) are shared by the guidance, the refinement
 (`models.refine`) and the recolouring (`models.recolour`):
@@ -217,22 +217,6 @@ def _record(state: GenerationState, prompt: str, negative_prompt: str | None, sc
     entry = {"prompt": prompt, "negative_prompt": negative_prompt or "", "scale": float(scale), "cutouts": int(cutouts)}
     return GenerationState(state.pose, state.seed, state.style, state.z_T, {**state.settings, "clip_guidance": entry},
                            state.z_0)  # fmt: skip
-
-
-def clip_guided(
-    backend: Any,
-    state: GenerationState,
-    clip: Any,
-    prompt: str,
-    negative_prompt: str | None = None,
-    scale: float = DEFAULT_SCALE,
-    cutouts: int = DEFAULT_CUTOUTS,
-    callback: Callable[[int, int, Any], None] | None = None,
-) -> tuple[list[Any], GenerationState]:
-    """Re-sample `state` (its noise, pose and settings) with CLIP guidance towards `prompt`; (images, state)."""
-    wrap = guidance_wrap(backend, clip, prompt, negative_prompt, scale, cutouts)
-    images, done = backend.render(state, callback, wrap=wrap)
-    return images, _record(done, prompt, negative_prompt, scale, cutouts)
 
 
 def generate_guided(

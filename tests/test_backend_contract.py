@@ -200,7 +200,7 @@ def test_inputs_a_back_end_cannot_honour_are_one_sentence(backends, kind, pose):
 # -- capabilities as data agree with behaviour ------------------------------------------------------------
 def _feature(backend, name: str, pose, clip) -> None:
     """Use the feature `name` of `backend` once; an InputError says it is not offered."""
-    from models.clip_guidance import clip_guided
+    from models.clip_guidance import generate_guided
 
     state = state_of(backend, pose)
     loader = lambda: backend
@@ -228,7 +228,9 @@ def _feature(backend, name: str, pose, clip) -> None:
         _, (done,) = backend(pose, seed=3, steps=2, fast=True)
         assert done.settings["fast"] is True
     elif name == "clip_guidance":
-        _, done = clip_guided(backend, state, FakeClip(), "red hair", cutouts=1)
+        _, (done,) = generate_guided(
+            backend, pose, 3, FakeClip(), "red hair", cutouts=1, steps=2, size=size_of(backend)
+        )
         assert done.settings["clip_guidance"]["prompt"] == "red hair"
 
 

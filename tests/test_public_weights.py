@@ -520,21 +520,16 @@ def test_cond_model_fn_moves_the_denoised_estimate_by_sigma_squared(prediction_t
 
 def test_clip_guided_sampling_on_the_fork(fork_backend, pose):
     """Guidance changes the image, records its settings, and at scale 0 gives the unguided image back."""
-    from models.clip_guidance import clip_guided
-
-    state = fork_backend.prepare(pose, seed=3, steps=2, size=64)
-    plain, _ = fork_backend.render(state)
-    images, done = clip_guided(fork_backend, state, FakeClip(), "red hair", scale=5000, cutouts=2)
-    assert images[0].size == (64, 64) and done.settings["clip_guidance"]["prompt"] == "red hair"
-    assert not np.array_equal(np.asarray(images[0]), np.asarray(plain[0]))
-    same, _ = clip_guided(fork_backend, state, FakeClip(), "red hair", scale=0, cutouts=1)
     from models.clip_guidance import generate_guided
 
-    called, states = generate_guided(fork_backend, pose, 3, FakeClip(), "red hair", scale=5000, cutouts=2, steps=2,
-                                     size=64)  # fmt: skip
-    assert np.array_equal(np.asarray(called[0]), np.asarray(images[0])) and states[0].settings == done.settings
+    call = {"steps": 2, "size": 64}
+    plain, _ = fork_backend(pose, 3, **call)
+    images, (done,) = generate_guided(fork_backend, pose, 3, FakeClip(), "red hair", scale=5000, cutouts=2, **call)
+    assert images[0].size == (64, 64) and done.settings["clip_guidance"]["prompt"] == "red hair"
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(plain[0]))
+    same, _ = generate_guided(fork_backend, pose, 3, FakeClip(), "red hair", scale=0, cutouts=1, **call)
     assert np.abs(np.asarray(same[0], dtype=int) - np.asarray(plain[0], dtype=int)).max() <= 2
     with pytest.raises(InputError, match="offers no CLIP-guided sampling"):
         from ui.fake import FakePipeline
 
-        clip_guided(FakePipeline(), state, FakeClip(), "red hair")
+        generate_guided(FakePipeline(), pose, 3, FakeClip(), "red hair")
