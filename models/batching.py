@@ -114,6 +114,12 @@ def decode_chunks(pipe: Any, latents: torch.Tensor, chunk: int = 4) -> list[Any]
     return [image for i in range(0, latents.shape[0], chunk) for image in pipe.decode(latents[i : i + chunk])]
 
 
+def batch_key(steps: int, settings: dict[str, Any]) -> tuple:
+    """What requests must share to run in one batch: steps, sampler, guidance, eta, size and `fast`."""
+    s = settings
+    return (steps, s["sampler"], float(s["guidance"]), float(s["eta"]), int(s["size"]), bool(s.get("fast")))
+
+
 @dataclass
 class Job:
     """One request waiting for (or in) a batch."""
@@ -175,14 +181,7 @@ class Batcher:
             pipe.check_inputs(num_images=num_images, **args)
             args["guidance"], args["eta"] = float(args["guidance"]), float(args["eta"])
             states = [pipe.prepare(**{**args, "seed": int(args["seed"]) + i}) for i in range(num_images)]
-            key: tuple = (
-                steps,
-                args["sampler"],
-                args["guidance"],
-                args["eta"],
-                int(args["size"]),
-                bool(args.get("fast")),
-            )
+            key = batch_key(steps, args)
         else:
             # never shared: another back end, or an extra (a model wrapper) the batched path does not take
             key = ("whole", id(kwargs))
@@ -202,14 +201,7 @@ class Batcher:
         cfg = state.settings
         cost = int(cfg.get("steps", 1))
         if self.batched and not options and state.z_0 is None:
-            key = (
-                cost,
-                cfg["sampler"],
-                float(cfg["guidance"]),
-                float(cfg["eta"]),
-                int(cfg["size"]),
-                bool(cfg.get("fast")),
-            )
+            key = batch_key(cost, cfg)
             job = Job(state.pose, {}, callback, [state], key, cost=cost)
         else:
             job = Job(state.pose, {}, callback, [], ("whole", id(state)), cost, render_of=state, render_options=options)

@@ -17,8 +17,8 @@ from PIL import Image
 
 from models import paths
 from models.errors import InputError
-from models.refine import DEFAULTS as REFINE_DEFAULTS
-from models.refine import REFINE_MODES, stage_settings
+from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
+from models.refine_settings import REFINE_MODES, stage_settings
 from ui import settings
 from ui.common import (
     MAX_PREVIEWS,

@@ -22,7 +22,7 @@ from PIL import Image
 from models.backend import Capabilities, check_style_code, generate, state_settings
 from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
-from models.refine import DEFAULTS as REFINE_DEFAULTS
+from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
 
 STYLE_DIM = 8
 # as PosePipeline's with a few-step student: a style code, both direction methods, both refinement modes, `fast`
