@@ -1,6 +1,6 @@
 """What a person sees: samples against renders of the same held-out poses, at the model's output size.
 
-    python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--sheet docs/quality.png]
+    python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--fast] [--sheet docs/quality.png]
 
 Three sets of the reserved split (`training.eval_common.EVAL_SEED`): renders A of poses `[0, n)`, the autoencoder's
 round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`), and renders B of poses
@@ -13,10 +13,10 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
   renders B, over the floor between renders A and B.
 * `c2st`: held-out accuracy of a small CNN trained to tell samples from renders B (Lopez-Paz & Oquab 2017): 0.5 is
   indistinguishable, 1.0 always told apart; `c2st_ae` the same for round trips, `c2st_floor` renders against renders.
-* `face`: the share of images in which the attribute judge's eye locator finds the two eyes where the pose puts them
-  (`eyes_located`), among poses that show both eyes; `face_renders` and `face_ae` the same on renders and round
-  trips. `face_pixels` (and `_renders`, `_ae`) is the older per-pixel check (`eyes_drawn`), kept as a secondary
-  figure: speckle fools it both ways (docs/EXPERIMENTS.md, "The 256-px UNet on the CPU").
+* `face`: the share of samples with two eyes where the pose puts them, by `training.eval_face`'s check (trained at
+  evaluation time on renders against the same renders without eyes and hard negatives), among the faces the renderer
+  drew with eyes (`face_n`); `face_ae` the same on round trips, and the check's own control on the held-out renders
+  and their eyeless twins: `face_renders` (1 when it works) and `face_eyeless` (0 when it works).
 * `ae_psnr`, `ae_psnr_figure`: the round trip's PSNR on the whole image and on the figure's pixels.
 * `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
 * `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files;
@@ -59,10 +59,10 @@ from training.eval_common import (
     round_trip,
     to_unit,
 )
+from training.eval_face import face_figures, train_face_check
 
 PHOTOS = paths.ROOT.parent / "shared" / "photos"  # real photos (tests and this figure skip them when absent)
 KEYPOINT_FILES = paths.ROOT.parent / "shared" / "keypoint_formats"
-EYES = (KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye"))
 CLIP_BATCH = 64  # images a CLIP call
 
 
@@ -110,64 +110,6 @@ def psnr_images(a: list[Image.Image], b: list[Image.Image], masks: np.ndarray | 
 
     m = torch.from_numpy(np.asarray(masks, dtype=np.float32))[:, None] if masks is not None else None
     return psnr(to_unit(a), to_unit(b), m)
-
-
-def eyes_drawn(image: Image.Image, pose: Pose, radius: float | None = None) -> bool:
-    """Whether both eyes `pose` puts in `image` are drawn: within `radius` of each eye point (default 0.4 of the
-    eye distance, at least 2 px), a white pixel (every channel >= 230, channels within 30: sclera or highlight;
-    pale skin is not that white) and a dark one (luminance <= 60: pupil or lashes). Calibrated on 64 held-out
-    poses at 256 px (docs/EXPERIMENTS.md): renders 1.0; blurred by sigma 1 px 0.03; drawn at 128 px and enlarged
-    0.0; an autoencoder's blurry round trips (21.9 dB) 0.08."""
-    if not all(pose.visible[i] for i in EYES):
-        raise InputError("eyes_drawn needs a pose with both eyes visible.")
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    lum = rgb @ np.array([0.299, 0.587, 0.114])
-    white = (rgb.min(axis=-1) >= 230) & (np.ptp(rgb, axis=-1) <= 30)
-    xy = pose.xy.astype(np.float64) * np.array([image.width, image.height])
-    r = radius if radius is not None else max(2.0, 0.4 * float(np.linalg.norm(xy[EYES[0]] - xy[EYES[1]])))
-    ys, xs = np.mgrid[0 : lum.shape[0], 0 : lum.shape[1]]
-    for i in EYES:
-        near = (xs - xy[i, 0]) ** 2 + (ys - xy[i, 1]) ** 2 <= r * r
-        if not white[near].any() or lum[near].min() > 60:
-            return False
-    return True
-
-
-EYE_MASS = 0.5  # `eyes_located`: the share of the eye map's mass that must lie at the pose's eyes
-EYE_RADIUS = 1 / 16  # ... within this fraction of the image side of either eye
-
-
-def eyes_located(judge: Any, images: list[Image.Image], poses: list[Pose]) -> np.ndarray:
-    """`(N,)` bool: whether the judge's eye locator (`models.attributes`, its eye map's spatial softmax) puts at
-    least EYE_MASS of its mass within EYE_RADIUS of the pose's two eyes. Calibrated on 16 held-out faces at 256 px:
-    renders, round trips and renders blurred by 1.5 px 1.0 (the locator reads 128 px: blur is the sharpness
-    figures' to see), the 2,192-step 256-px UNet 0.06, the shipped 128-px UNet 0.19."""
-    with torch.no_grad():
-        maps = judge.forward_with_maps(judge.to_tensor(images)).eye_map
-    if maps is None:
-        raise InputError("This attribute judge has no eye locator.")
-    prob = maps.flatten(2).softmax(dim=-1).view_as(maps)[:, 0].float().cpu()
-    h, w = prob.shape[-2:]
-    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
-    out = []
-    for m, pose in zip(prob, poses):
-        near = torch.zeros_like(m, dtype=torch.bool)
-        for i in EYES:
-            x, y = (float(v) for v in pose.xy[i])
-            near |= (xs - x) ** 2 + (ys - y) ** 2 <= EYE_RADIUS**2
-        out.append(float(m[near].sum()) >= EYE_MASS)
-    return np.array(out, dtype=bool)
-
-
-def face_share(images: list[Image.Image], poses: list[Pose], judge: Any = None) -> tuple[float, int]:
-    """(share of images with both eyes found, number of images whose pose shows both eyes): by the judge's eye
-    locator (`eyes_located`) when a judge is given, else by the per-pixel check (`eyes_drawn`)."""
-    shown = [(im, p) for im, p in zip(images, poses) if all(p.visible[i] for i in EYES)]
-    if not shown:
-        return float("nan"), 0
-    if judge is not None:
-        return float(eyes_located(judge, [im for im, _ in shown], [p for _, p in shown]).mean()), len(shown)
-    return sum(eyes_drawn(im, p) for im, p in shown) / len(shown), len(shown)
 
 
 # -- classifier two-sample test -------------------------------------------------------------------
@@ -290,19 +232,6 @@ def distribution_figures(
     return out
 
 
-def face_figures(
-    clf: Any, renders: list[Image.Image], poses: list[Pose], sets: dict[str, tuple[list, Any]]
-) -> dict[str, Any]:
-    """`face` (the judge's eye locator; without a judge the per-pixel check) and `face_pixels` (the per-pixel check,
-    with a judge) of the renders and of each set, in its own frame, and `face_n`."""
-    out: dict[str, Any] = {}
-    for suffix, by in (("", clf), ("_pixels", None)) if clf is not None else (("", None),):
-        out[f"face{suffix}_renders"], out["face_n"] = face_share(renders, poses, by)
-        for name, (images, frame) in sets.items():
-            out[f"face{suffix}_ae" if name else f"face{suffix}"] = face_share(images, frame, by)[0]
-    return out
-
-
 def evaluate_quality(
     model: str | Path | None = DEFAULT_MODEL,
     detector: str | Path = DEFAULT_DETECTOR,
@@ -314,9 +243,10 @@ def evaluate_quality(
     real: bool = True,
     ae: str | Path | None = None,
     look_n: int = 16,
+    fast: bool = False,
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as one dict; with `ae` (an autoencoder folder) and no `model`, only
-    the round trip's figures, at the autoencoder's own size."""
+    the round trip's figures, at the autoencoder's own size; `fast`: the samples of the few-step student."""
     # 1. Check inputs and load the models.
     if n < 8:
         raise InputError("--n must be at least 8.")
@@ -341,7 +271,7 @@ def evaluate_quality(
     trips = round_trip(vae, renders_a)
     sets = {"ae_": (trips, poses)}
     if pipe is not None:
-        samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED)
+        samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED, fast=fast)
         sets[""] = (samples, targets)
 
     # 3. Detail against renders A (whole image and figure), the round trip's PSNR, the distributions against B.
@@ -352,22 +282,24 @@ def evaluate_quality(
     result.update(distribution_figures(load_clip(str(clip)), renders_a, renders_b, sets))
 
     # 4. Faces, the judge's eye colour through the round trip, and whether the look follows s.
+    eyeless = [make_sample(EVAL_SEED, i, size, eyes=False)["render"].image.convert("RGB") for i in range(n)]
+    result.update(face_figures(train_face_check(size), renders_a, eyeless, poses, sets))
     clf = _load_judge(judge)
-    result.update(face_figures(clf, renders_a, poses, sets))
     if clf is not None:
         result["ae_eye_colour_ratio"] = _eye_colour_ratio(clf, first, renders_a, trips)
         if pipe is not None:
-            result.update(_look(pipe, clf, poses, steps, look_n))
+            result.update(_look(pipe, clf, poses, steps, look_n, fast))
 
     # 5. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
     hits_r, total_r = pck_counts(det.detect(renders_a), poses)
     result["pck_renders"] = hits_r / total_r
     if real:
-        result.update(_real_pck(pipe, det, steps, size))
+        result.update(_real_pck(pipe, det, steps, size, fast))
     if pipe is not None:
         result.update(_sample_figures(det, sets[""], seconds, renders_a, renders_b))
     result["machine"] = f"{torch.get_num_threads()} torch threads"
     result["model"] = str(model) if model else None
+    result["fast"] = fast
     result["autoencoder"] = str(ae) if ae else "the model's"
     if sheet:
         rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]
@@ -384,11 +316,11 @@ def _load_judge(judge: str | Path | None) -> Any:
     return load_attribute_classifier(judge)
 
 
-def _look(pipe: Any, clf: Any, poses: list[Pose], steps: int, look_n: int) -> dict[str, Any]:
+def _look(pipe: Any, clf: Any, poses: list[Pose], steps: int, look_n: int, fast: bool = False) -> dict[str, Any]:
     """The look from s on the first `look_n` poses: one s, eight noises a pose (`training.eval_style.look_agreement`)."""
     from training.eval_style import look_agreement
 
-    look = look_agreement(pipe, clf, poses[:look_n], steps=steps)
+    look = look_agreement(pipe, clf, poses[:look_n], steps=steps, fast=fast)
     return {"look_follows_s": look.pop("look_follows_s"), "look_follows_s_by_attribute": look, "look_n": look_n}
 
 
@@ -423,7 +355,7 @@ def _eye_colour_ratio(clf: Any, first: list[dict], renders: list[Image.Image], t
     return _ratio(acc[1], acc[0])
 
 
-def _real_pck(pipe: Any | None, det: Any, steps: int, size: int) -> dict[str, Any]:
+def _real_pck(pipe: Any | None, det: Any, steps: int, size: int, fast: bool = False) -> dict[str, Any]:
     """PCK on poses people make: the detector's ceiling on renders of them and (with a pipeline) the samples'."""
     from models.pipeline import frame_pose
     from training.synth import make_sample
@@ -439,7 +371,7 @@ def _real_pck(pipe: Any | None, det: Any, steps: int, size: int) -> dict[str, An
     out: dict[str, Any] = {"real_n": len(poses), "photo_n": sum(photo)}
     arms = {"pck_real_renders": (found, [r.pose for r in renders])}
     if pipe is not None:
-        samples, targets, _, _ = generate(pipe, poses, steps, EVAL_SEED + 10_000)
+        samples, targets, _, _ = generate(pipe, poses, steps, EVAL_SEED + 10_000, fast=fast)
         arms["pck_real"] = (det.detect(samples), targets)
     for name, (pred, target) in arms.items():  # every real pose, then the photos' alone (the hardest)
         hits, total = pck_counts(pred, target)
@@ -479,16 +411,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ae", metavar="DIR", help="an autoencoder folder: its round trips (alone, without --model)")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector folder (default: %(default)s)")
     parser.add_argument("--n", type=int, default=256, help="held-out poses (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=8, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 8, with --fast 2)")
+    parser.add_argument("--fast", action="store_true", help="the model's few-step student (its live previews)")
     parser.add_argument("--sheet", metavar="PNG", help="also write renders, round trips and samples side by side")
     parser.add_argument("--no-real", action="store_true", help="skip the real-photo poses")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = args.model or (None if args.ae else str(DEFAULT_MODEL))
+    steps = args.steps if args.steps is not None else 2 if args.fast else 8
     return report(
         lambda: evaluate_quality(
-            model, args.detector, n=args.n, steps=args.steps, sheet=args.sheet, real=not args.no_real, ae=args.ae
+            model,
+            args.detector,
+            n=args.n,
+            steps=steps,
+            sheet=args.sheet,
+            real=not args.no_real,
+            ae=args.ae,
+            fast=args.fast,
         ),
         args.json,
     )

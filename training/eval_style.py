@@ -150,11 +150,17 @@ def picture_reading(
 
 
 def look_agreement(
-    pipe: Any, classifier: Any, poses: Sequence[Any], noises: int = 8, steps: int = 8, seed: int = STYLE_EVAL_SEED
+    pipe: Any,
+    classifier: Any,
+    poses: Sequence[Any],
+    noises: int = 8,
+    steps: int = 8,
+    seed: int = STYLE_EVAL_SEED,
+    fast: bool = False,
 ) -> dict[str, float]:
     """With one s drawn from the prior per pose and `noises` seeds each, the share of the images in which the
     judge reads each LOOK_ATTRIBUTES class that most of that s's images show (1.0: the look comes from s alone),
-    and their mean as `look_follows_s`."""
+    and their mean as `look_follows_s` (`fast`: drawn by the few-step student)."""
     if not len(poses) or noises < 2:
         raise InputError("The look agreement needs at least one pose and two noises a style code.")
     rng = np.random.default_rng(seed)
@@ -163,7 +169,7 @@ def look_agreement(
         style = rng.standard_normal(pipe.unet.config.style_dim).astype(np.float32)
         images = []
         for j in range(noises):
-            images += pipe.render(pipe.prepare(pose, seed + 1000 * k + j, steps=steps, style=style))[0]
+            images += pipe.render(pipe.prepare(pose, seed + 1000 * k + j, steps=steps, style=style, fast=fast))[0]
         judged = classifier.predict(images)
         for a in LOOK_ATTRIBUTES:
             if a in judged:

@@ -1,10 +1,9 @@
 """A cel-shaded anime character drawn in a pose, with its exact keypoints and a mask.
 
-`render(pose, character, size=128)` draws at `SS`x supersampling with PIL and downsamples for
-anti-aliasing. Every part is drawn on a `training.render_head.Canvas`, which outlines and shades it and
-also writes it into a part-id buffer, from which the visibility of each keypoint after overlap and the
-character mask are read. Parts are painted far to near using depth from the 3D rig
-(`training.skeleton.Rig`), or depth guessed from a 2D pose. The head and hair are in `training.render_head`.
+`render(pose, character, size=128)` draws at `SS`x supersampling with PIL and downsamples for anti-aliasing. Every
+part is drawn on a `training.render_head.Canvas`, which outlines and shades it and also writes it into a part-id
+buffer, from which the visibility of each keypoint after overlap and the character mask are read. Parts are painted
+far to near by the 3D rig's depth (`training.skeleton.Rig`) or one guessed from a 2D pose; heads: `render_head`.
 
     python -m training.render  # writes docs/contact_sheet.png (8 x 8 random samples)
 """
@@ -453,9 +452,14 @@ def _visibility(f: _Figure, ids: np.ndarray) -> np.ndarray:
 
 
 def render(
-    pose: Pose, character: ch.Character, size: int = 128, background: bool = True, rig: Rig | None = None
+    pose: Pose,
+    character: ch.Character,
+    size: int = 128,
+    background: bool = True,
+    rig: Rig | None = None,
+    eyes: bool = True,
 ) -> Render:
-    """Draw `character` in `pose` on a `size` square; the returned pose has visibility after occlusion."""
+    """Draw `character` in `pose` on a `size` square (`eyes=False`: a face without eyes); the pose out has occlusion."""
     if pose.width != pose.height:
         pose = fit_to_square(pose, size, margin=0.08)
     S = size * SS
@@ -463,7 +467,7 @@ def render(
     c = character
     seed = zlib.crc32(f"{c.hair_color}/{c.background_color}".encode()) % 1000  # not hash(): salted per process
     bg = _background(c, S, seed) if background else Image.new("RGB", (S, S), (255, 255, 255))
-    cv = Canvas(bg, max(1.5, 1.05 * SS * (size / 128)))  # outlines about a pixel wide at any size
+    cv = Canvas(bg, max(1.5, 1.05 * SS * (size / 128)), eyes)  # outlines about a pixel wide at any size
     if background:
         _floor_shadow(cv, f, c)
         if rig is not None and rig.action == "sit" and f.vis[11] > 0 and f.vis[12] > 0:

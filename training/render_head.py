@@ -61,8 +61,9 @@ def _capsule(d: ImageDraw.ImageDraw, p, q, r1: float, r2: float, fill) -> None:
 class Canvas:
     """A supersampled picture and its part-id buffer, drawn together; `ow` is the outline width in pixels."""
 
-    def __init__(self, img: Image.Image, ow: float):
+    def __init__(self, img: Image.Image, ow: float, eyes: bool = True):
         self.img = img
+        self.eyes = eyes  # False: heads drawn without eyes (the face check's negatives, `training.eval_face`)
         self.d = ImageDraw.Draw(img)
         self.ids = Image.new("L", img.size, 0)
         self.di = ImageDraw.Draw(self.ids)
@@ -163,7 +164,7 @@ def draw_head(cv: Canvas, h: Head, c: ch.Character) -> None:
     _face(cv, h, c)
     if ears:  # they stick out of short hair
         _ears(cv, h, skin, 0.3)
-    for name, sx in (("left_eye", 1), ("right_eye", -1)):
+    for name, sx in (("left_eye", 1), ("right_eye", -1)) if cv.eyes else ():
         _eye(cv, h, c, FACE_POINTS[name], sx)
     _mouth_and_nose(cv, h, c)
     if c.hair_style in ("long hair", "bob cut", "twintails", "hair bun", "ponytail") and c.gender == "girl":

@@ -36,13 +36,15 @@ from training.skeleton import Rig, sample_rig
 SUBDIRS = ("images", "keypoints", "captions", "attributes")
 
 
-def make_sample(seed: int, index: int, size: int = 128, pose: Pose | None = None, wide: bool = False) -> dict:
+def make_sample(
+    seed: int, index: int, size: int = 128, pose: Pose | None = None, wide: bool = False, eyes: bool = True
+) -> dict:
     """Render sample `index` of data set `seed`: image, pose, captions and attributes (`wide`: from the wide pose
-    sampler, `training.skeleton.sample_rig`)."""
+    sampler, `training.skeleton.sample_rig`; `eyes=False`: the same picture without eyes)."""
     rng = np.random.default_rng([seed, index])
     if pose is None:
-        return _describe(sample_rig(rng, wide=wide), sample_character(rng), seed, index, size)
-    return _describe(pose, sample_character(rng), seed, index, size)
+        return _describe(sample_rig(rng, wide=wide), sample_character(rng), seed, index, size, eyes)
+    return _describe(pose, sample_character(rng), seed, index, size, eyes)
 
 
 def make_pair(seed: int, pair: int, size: int = 128) -> tuple[dict, dict]:
@@ -65,14 +67,14 @@ def make_pair(seed: int, pair: int, size: int = 128) -> tuple[dict, dict]:
     return samples
 
 
-def _describe(rig_or_pose: Rig | Pose, character, seed: int, index: int, size: int) -> dict:
+def _describe(rig_or_pose: Rig | Pose, character, seed: int, index: int, size: int, eyes: bool = True) -> dict:
     """Render `character` on a sampled rig (or a given pose) and describe it: image, pose, captions, attributes."""
     if isinstance(rig_or_pose, Rig):
         rig = rig_or_pose
-        out = render(rig.pose, character, size, rig=rig)
+        out = render(rig.pose, character, size, rig=rig, eyes=eyes)
         action, yaw, yaw_deg, heads = rig.action, rig.yaw, round(rig.yaw_deg, 1), round(rig.heads, 2)
     else:
-        out = render(rig_or_pose, character, size)
+        out = render(rig_or_pose, character, size, eyes=eyes)
         action, yaw, yaw_deg, heads = "custom", estimate_view(rig_or_pose), None, None
     attrs = character.to_dict()
     ys, xs = np.nonzero(out.mask)
