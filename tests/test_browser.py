@@ -190,6 +190,16 @@ def test_explore_slider_rerenders(page):
         page.locator("#explore-reset").click()
         page.wait_for_selector("#explore-downloads a", state="detached")
         assert number.input_value() == "0"
+        # A drag: the student's frames while the slider moves, the full model's image when it is let go.
+        box = page.locator("#direction-1 input[type=range]").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] / 2, y)
+        page.mouse.down()
+        for k in range(1, 6):
+            page.mouse.move(box["x"] + box["width"] * (0.5 + 0.06 * k), y, steps=2)
+        page.get_by_text("Preview by the fast student").first.wait_for()
+        page.mouse.up()
+        page.wait_for_selector("#explore-downloads a")
 
 
 @pytest.mark.skipif(not PHOTO.exists(), reason=f"no photo at {PHOTO}")

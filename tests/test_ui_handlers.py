@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -339,6 +340,25 @@ def test_explore_slider_rerenders_the_current_result(result):
         render(result, "sefa", 2, 2, *amounts)
     with pytest.raises(gr.Error, match="no current result"):
         render(None, "sefa", 0, 3, *amounts)
+
+
+def test_explore_preview_draws_the_slider_edit_with_the_student_and_the_release_the_full_model(result):
+    preview = app_explore.explore_preview_handler(fake_loader)
+    amounts = [2.0] + [0] * (settings.NUM_DIRECTIONS - 1)
+    frame, note = preview(result, "ganspace", *amounts)
+    assert "fast student" in note and frame.size == result.image.size
+    assert np.asarray(frame)[0, 0, 0] > np.asarray(result.image)[0, 0, 0]  # the edit shows while the slider moves
+    full, _, edited, _ = app_explore.explore_render_handler(fake_loader)(result, "ganspace", 0, 3, *amounts)
+    assert "fast" not in edited.state.settings and edited.state.settings["steps"] == result.state.settings["steps"]
+    fast = app_explore.preview_state(edited.state)
+    assert fast.settings["fast"] is True and "edit" not in fast.settings and fast.seed == result.state.seed
+    assert np.array_equal(fast.z_T, edited.state.z_T) and np.array_equal(fast.style, edited.state.style)
+    assert preview(None, "sefa", *amounts) == (gr.skip(), gr.skip())  # nothing to move yet
+    frame, note = preview(result, "sefa", float("nan"), *amounts[1:])
+    assert frame == gr.skip() and "Slider 0" in note  # a refused value says why, without an error box
+    slow = FakePipeline(size=32)
+    slow.CAPABILITIES = dataclasses.replace(slow.CAPABILITIES, fast=False)
+    assert app_explore.explore_preview_handler(lambda: slow)(result, "sefa", *amounts) == (gr.skip(), gr.skip())
 
 
 def test_state_json_round_trip_renders_the_same_pixels(result):

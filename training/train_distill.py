@@ -110,7 +110,14 @@ def sample_grid(student: PoseUNet, teacher: PosePipeline, cond: torch.Tensor, se
     for steps in SAMPLE_STEPS:
         scheduler = make_fast_scheduler(teacher.scheduler_config)
         gen = torch.Generator().manual_seed(seed + 1)
-        z0 = sample_loop(lambda x, t: student(x, t, cond, s), scheduler, z_T.to(cond.device), steps, gen)
+        z0 = sample_loop(
+            lambda x, t: student(x, t, cond, s),
+            scheduler,
+            z_T.to(cond.device),
+            steps,
+            gen,
+            z_mean=teacher.start_mean(cond, s),
+        )
         rows.append(decode(teacher.vae, z0).clamp(-1, 1))
     return torch.cat(rows)
 
@@ -125,13 +132,12 @@ OPTIONS = [
 
 
 def load_teacher(run: Run) -> PosePipeline:
-    """The pipeline of `--teacher`, on the GPU when there is one; it must have a style encoder and no mean latent."""
+    """The pipeline of `--teacher`, on the GPU when there is one; it must have a style encoder (a mean latent is fine:
+    `sample_loop` moves the student's start as it moves the teacher's)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = PosePipeline.from_pretrained(run.args.teacher, device=device, dtype=torch.float32)
     if teacher.style_encoder is None:
         raise SystemExit(f"--teacher {run.args.teacher}: no style_encoder/ (the student learns the look from s)")
-    if teacher.mean_latent is not None and not teacher.scheduler.config.get("rescale_betas_zero_snr"):
-        raise SystemExit("--teacher: a model that starts from a mean latent is not supported; use a zero-SNR model")
     teacher.style_encoder.to(device)
     return teacher
 

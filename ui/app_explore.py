@@ -1,6 +1,7 @@
 """The Explore tab: the current result's style code s moves along the model's top SeFa or GANSpace
 directions, one slider each (amounts in standard deviations, +-3), with their automatic labels.
-Releasing a slider re-renders only the current image, from its own noise and pose; a step range
+While a slider moves, the model's few-step student redraws the edit (the newest value only; stale frames are
+dropped); releasing it re-renders the current image with the full model, from its own noise and pose; a step range
 limits the edit to some sampler steps (early steps set the layout and colours, late ones details).
 
     python -m ui.app_explore --model fake      # this tab alone, starting from a first generated image
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
@@ -37,6 +38,9 @@ from ui.common import (
     write_outputs,
 )
 from ui.outputs import served
+
+if TYPE_CHECKING:  # the state module loads torch, which the UI's start-up does not
+    from models.state import GenerationState
 
 METHOD_NAMES = {"ganspace": "GANSpace", "sefa": "SeFa"}
 
@@ -91,7 +95,22 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
     setup_outputs = [status, method, *sliders, start, end, original, image, files, edited]
     for trigger in (current.change, method.input, reset.click):
         trigger(setup, [current, method], setup_outputs, api_visibility="private", concurrency_id="explore-setup")
-    # `.release`: one re-render per drag, not one per value the slider passes through.
+    # While a slider moves, the student's frames (the newest only); on `.release` one full re-render, which cancels
+    # any frame still waiting so that it cannot land on top of the final image.
+    preview = served(explore_preview_handler(pipeline_loader))
+    previews = [
+        control.input(
+            preview,
+            [current, method, *sliders],
+            [image, notes],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress="hidden",
+            concurrency_id="preview",
+            concurrency_limit=settings.CONCURRENCY,
+        )
+        for control in sliders
+    ]
     render = served(explore_render_handler(pipeline_loader))
     for control in (*sliders, start, end):
         control.release(
@@ -102,6 +121,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
             concurrency_id="generate",
             concurrency_limit=settings.CONCURRENCY,
             trigger_mode="always_last",
+            cancels=previews,
         )
     use.click(use_result, edited, current, api_visibility="private", queue=False)
 
@@ -266,6 +286,46 @@ def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
         return image, files, result, notes_markdown([f"Re-rendered in {time.perf_counter() - started:.2f} s.", *notes])
 
     return render
+
+
+def preview_state(state: GenerationState) -> GenerationState:
+    """The same image (pose, noise, s) as the few-step student draws it: a slider's frame while it moves."""
+    from models.samplers import DEFAULT_FAST_STEPS
+    from models.state import GenerationState
+
+    fast = {k: v for k, v in state.settings.items() if k != "edit"} | {"fast": True, "steps": DEFAULT_FAST_STEPS}
+    return GenerationState(state.pose, state.seed, state.style, state.z_T, fast, None)
+
+
+def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
+    """A slider moving: the current result with every slider's amount, drawn by the model's few-step student (image,
+    note); nothing changes when there is no result or the model has no student. A refused value says why in the
+    note: an error box on every frame would be noise."""
+
+    def preview(current: Result | None, method: Any, *amounts: Any) -> tuple[Any, Any]:
+        from models.backends import capabilities
+
+        if current is None or method not in settings.DIRECTION_METHODS:
+            return gr.skip(), gr.skip()
+        try:
+            pipe = pipeline_loader()
+            if "fast" not in capabilities(pipe):
+                return gr.skip(), gr.skip()
+            clean = check_amounts(method, amounts)
+            ops = model_ops(pipe)
+            dirs = {method: ops.directions_for(pipe, method, settings.NUM_DIRECTIONS)}
+            started = time.perf_counter()
+            images, _ = ops.edit(
+                pipe, preview_state(current.state), clean, dirs, render=generation_batcher(pipe).render
+            )
+        except InputError as err:
+            return gr.skip(), notes_markdown([str(err)])
+        seconds = time.perf_counter() - started
+        return images[0], notes_markdown(
+            [f"Preview by the fast student ({seconds:.2f} s); the full model draws it when you let go."]
+        )
+
+    return preview
 
 
 def edit_api_handler(pipeline_loader: Callable[[], Any]) -> Callable:
