@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -173,50 +174,54 @@ def clip_cond_fn(
     return cond_fn
 
 
-def check_guidance_inputs(backend: Any, prompt: str, scale: float, cutouts: int) -> None:
-    """Raise InputError for a back end without CLIP guidance or settings out of range."""
-    from models.backends import capabilities
+@dataclass(frozen=True)
+class Guidance:
+    """What CLIP guidance steers towards, and how hard: the prompt terms' text and the sampling knobs."""
 
-    if "clip_guidance" not in capabilities(backend):
-        raise InputError("This model offers no CLIP-guided sampling; its prompts go through refinement instead.")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("CLIP guidance needs a prompt.")
-    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 <= scale <= MAX_SCALE:
-        raise InputError(f"The CLIP guidance scale must be a number from 0 to {MAX_SCALE:g}.")
-    if isinstance(cutouts, bool) or not isinstance(cutouts, int) or not 1 <= cutouts <= MAX_CUTOUTS:
-        raise InputError(f"The number of CLIP cutouts must be from 1 to {MAX_CUTOUTS}.")
+    prompt: str
+    negative_prompt: str | None = None
+    scale: float = DEFAULT_SCALE
+    cutouts: int = DEFAULT_CUTOUTS
+
+    def check(self, backend: Any) -> list[Term]:
+        """The prompt's weighted terms; InputError for a back end without CLIP guidance or settings out of range."""
+        from models.backends import capabilities
+
+        if "clip_guidance" not in capabilities(backend):
+            raise InputError("This model offers no CLIP-guided sampling; its prompts go through refinement instead.")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("CLIP guidance needs a prompt.")
+        scale, cutouts = self.scale, self.cutouts
+        if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 <= scale <= MAX_SCALE:
+            raise InputError(f"The CLIP guidance scale must be a number from 0 to {MAX_SCALE:g}.")
+        if isinstance(cutouts, bool) or not isinstance(cutouts, int) or not 1 <= cutouts <= MAX_CUTOUTS:
+            raise InputError(f"The number of CLIP cutouts must be from 1 to {MAX_CUTOUTS}.")
+        terms = prompt_terms(self.prompt, self.negative_prompt)  # the refinement's syntax: 'a:1 | b:-0.5'
+        if not terms:
+            raise InputError("The prompt has no term with a weight to guide towards.")
+        return terms
+
+    def record(self, state: GenerationState) -> GenerationState:
+        """The state with these settings written into `settings["clip_guidance"]`."""
+        entry = {"prompt": self.prompt, "negative_prompt": self.negative_prompt or "", "scale": float(self.scale),
+                 "cutouts": int(self.cutouts)}  # fmt: skip
+        settings = {**state.settings, "clip_guidance": entry}
+        return GenerationState(state.pose, state.seed, state.style, state.z_T, settings, state.z_0)
 
 
-def guidance_wrap(
-    backend: Any,
-    clip: Any,
-    prompt: str,
-    negative_prompt: str | None = None,
-    scale: float = DEFAULT_SCALE,
-    cutouts: int = DEFAULT_CUTOUTS,
-) -> Callable[[GenerationState, ModelFn], ModelFn]:
+def guidance_wrap(backend: Any, clip: Any, guide: Guidance) -> Callable[[GenerationState, ModelFn], ModelFn]:
     """`wrap(state, model_fn)` for a back end's `__call__`/`render`: CLIP guidance towards the prompt terms."""
     from diffusers import DDPMScheduler
 
-    check_guidance_inputs(backend, prompt, scale, cutouts)
-    terms = prompt_terms(prompt, negative_prompt)  # the refinement's syntax: 'a:1 | b:-0.5'
-    if not terms:
-        raise InputError("The prompt has no term with a weight to guide towards.")
+    terms = guide.check(backend)
     schedule = DDPMScheduler.from_config(backend.scheduler_config)
 
     def wrap(state: GenerationState, model_fn: ModelFn) -> ModelFn:
         generator = torch.Generator().manual_seed(state.seed)  # seeded cutouts: the same state gives the same pixels
-        cond_fn = clip_cond_fn(backend.decode_tensor, clip, terms, float(scale), int(cutouts), generator)
+        cond_fn = clip_cond_fn(backend.decode_tensor, clip, terms, float(guide.scale), int(guide.cutouts), generator)
         return make_cond_model_fn(model_fn, cond_fn, schedule.alphas_cumprod, schedule.config.prediction_type)
 
     return wrap
-
-
-def _record(state: GenerationState, prompt: str, negative_prompt: str | None, scale: float, cutouts: int):
-    """The state with its CLIP guidance settings written into `settings["clip_guidance"]`."""
-    entry = {"prompt": prompt, "negative_prompt": negative_prompt or "", "scale": float(scale), "cutouts": int(cutouts)}
-    return GenerationState(state.pose, state.seed, state.style, state.z_T, {**state.settings, "clip_guidance": entry},
-                           state.z_0)  # fmt: skip
 
 
 def generate_guided(
@@ -231,6 +236,6 @@ def generate_guided(
     **call: Any,
 ) -> tuple[list[Any], list[GenerationState]]:
     """`backend(pose, seed, **call)` with CLIP guidance: the back end checks its inputs, the wrapper steers."""
-    wrap = guidance_wrap(backend, clip, prompt, negative_prompt, scale, cutouts)
-    images, states = backend(pose, seed, wrap=wrap, **call)
-    return images, [_record(s, prompt, negative_prompt, scale, cutouts) for s in states]
+    guide = Guidance(prompt, negative_prompt, scale, cutouts)
+    images, states = backend(pose, seed, wrap=guidance_wrap(backend, clip, guide), **call)
+    return images, [guide.record(s) for s in states]
