@@ -169,7 +169,10 @@ def look_agreement(
         style = rng.standard_normal(pipe.unet.config.style_dim).astype(np.float32)
         images = []
         for j in range(noises):
-            images += pipe.render(pipe.prepare(pose, seed + 1000 * k + j, steps=steps, style=style, fast=fast))[0]
+            state = pipe.prepare(
+                pose, seed + 1000 * k + j, steps=steps, style=style, **({"fast": True} if fast else {})
+            )
+            images += pipe.render(state)[0]
         judged = classifier.predict(images)
         for a in LOOK_ATTRIBUTES:
             if a in judged:
