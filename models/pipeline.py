@@ -16,6 +16,7 @@ g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable
@@ -127,7 +128,9 @@ class PosePipeline:
         # the distilled few-step student (`fast=True`), computed in the pipeline's dtype whatever it was stored in
         self.fast_unet = None
         if fast_unet is not None:
-            self.fast_unet = fast_unet.to(self.device, dtype=dtype).eval().requires_grad_(False)
+            # `.float()`, not `.to(dtype=...)`: diffusers' `to` warns about float32 modules at any dtype cast
+            fast = fast_unet.to(self.device, **cast) if cast else fast_unet.to(self.device).float()
+            self.fast_unet = fast.eval().requires_grad_(False)
             self.CAPABILITIES = dataclasses.replace(type(self).CAPABILITIES, fast=True)
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
@@ -192,9 +195,8 @@ class PosePipeline:
             self.parser.save_pretrained(folder / "parser", safe_serialization=True)
         if self.mean_latent is not None:
             self.mean_latent.save_pretrained(folder / "mean_latent", safe_serialization=True)
-        if self.fast_unet is not None:  # float16 on disk: half the bytes of the weights budget
-            self.fast_unet.to(torch.float16).save_pretrained(folder / "fast_unet", safe_serialization=True)
-            self.fast_unet.to(self.dtype)
+        if self.fast_unet is not None:  # float16 on disk (a copy: `.half()`, as `.float()` above, without a warning)
+            copy.deepcopy(self.fast_unet).half().save_pretrained(folder / "fast_unet", safe_serialization=True)
 
     @property
     def style_dim(self) -> int:

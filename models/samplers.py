@@ -45,7 +45,7 @@ LCM_ORIGINAL_STEPS = 50
 LCM_TIMESTEP_SCALING = 10.0
 LCM_SIGMA_DATA = 0.5
 MAX_FAST_STEPS = 4  # the student is trained for 1-4 steps; more add nothing
-DEFAULT_FAST_STEPS = 2
+DEFAULT_FAST_STEPS = 1  # 2 steps add little, at 0.06 s more (docs/EXPERIMENTS.md, "The few-step student")
 
 
 def make_fast_scheduler(config: Any) -> LCMScheduler:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
-from models.samplers import consistency_scalings, skip_timesteps, split_output, training_scheduler
+from models.samplers import DEFAULT_FAST_STEPS, consistency_scalings, skip_timesteps, split_output, training_scheduler
 from tests.test_train import data  # noqa: F401 -- the tiny synth-layout folder fixture
 from training import train_ae, train_distill, train_ldm
 
@@ -106,7 +106,7 @@ def test_cli_fast_draws_with_the_student_or_says_why_not(data, teacher, tmp_path
         return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     code, line = run("--model", str(final), "--fast")
-    assert code == 0 and line["settings"]["fast"] is True and line["settings"]["steps"] == 2, line
+    assert code == 0 and line["settings"]["fast"] is True and line["settings"]["steps"] == DEFAULT_FAST_STEPS, line
     code, line = run("--model", str(teacher), "--fast")
     assert code == 1 and "few-step student" in line["error"]
     code, line = run("--model", str(final), "--fast", "--steps", "6")
@@ -122,7 +122,7 @@ def test_preview_benchmark_times_a_drag_with_the_student(data, teacher, tmp_path
         ["--teacher", str(teacher), "--data", str(data), "--out", str(tmp_path / "lcm"), "--preset", "tiny"]
     )
     result = speed.main(["preview", "--model", str(final), "--frames", "2", "--threads", "1", "--json"])
-    assert result["drawn_with"] == "fast student" and result["frames"] == 2 and result["steps"] == 2
+    assert result["drawn_with"] == "fast student" and result["frames"] == 2 and result["steps"] == DEFAULT_FAST_STEPS
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["seconds_p50"] > 0
     full = speed.main(["preview", "--model", str(teacher), "--frames", "1", "--threads", "1"])
     assert full["drawn_with"] == "full model"

@@ -44,6 +44,14 @@ def test_build_context_leaves_out_history_runs_data_and_environments():
         assert not ignored(rel), rel
 
 
+WEIGHTS_BUDGET = 80 * 1000**2  # bytes: what the shipped weights may take in the repository and the image
+
+
+def test_the_shipped_weights_fit_their_budget():
+    total = sum(f.stat().st_size for f in (ROOT / "weights").rglob("*") if f.is_file())
+    assert total <= WEIGHTS_BUDGET, f"weights/ holds {total / 1e6:.1f} MB, over {WEIGHTS_BUDGET / 1e6:.0f} MB"
+
+
 def healthcheck_command() -> list[str]:
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     match = re.search(r"^HEALTHCHECK .*?CMD (.*?)\s*\|\| exit 1\s*$", text, re.MULTILINE)

@@ -349,6 +349,7 @@ def test_explore_preview_draws_the_slider_edit_with_the_student_and_the_release_
     assert "fast student" in note and frame.size == result.image.size
     assert np.asarray(frame)[0, 0, 0] > np.asarray(result.image)[0, 0, 0]  # the edit shows while the slider moves
     full, _, edited, _ = app_explore.explore_render_handler(fake_loader)(result, "ganspace", 0, 3, *amounts)
+    assert full.size == frame.size
     assert "fast" not in edited.state.settings and edited.state.settings["steps"] == result.state.settings["steps"]
     fast = app_explore.preview_state(edited.state)
     assert fast.settings["fast"] is True and "edit" not in fast.settings and fast.seed == result.state.seed

@@ -207,9 +207,12 @@ def explore_setup_handler(pipeline_loader: Callable[[], Any]) -> Callable:
             for i in range(k)
         ]  # fmt: skip
         steps = int(current.state.settings["steps"])
+        moving = (
+            "; while it moves, the fast student previews the edit" if "fast" in model_ops(pipe).capabilities else ""
+        )
         status = (
-            f"This model offers {' and '.join(METHOD_NAMES[m] for m in methods)}. "
-            f"Moving a slider re-renders the current result (seed {current.state.seed}) from its own noise."
+            f"This model offers {' and '.join(METHOD_NAMES[m] for m in methods)}. Letting go of a slider re-renders "
+            f"the current result (seed {current.state.seed}) from its own noise{moving}."
         )
         choices = [(METHOD_NAMES[m], m) for m in methods]
         return (
@@ -303,16 +306,14 @@ def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
     note: an error box on every frame would be noise."""
 
     def preview(current: Result | None, method: Any, *amounts: Any) -> tuple[Any, Any]:
-        from models.backends import capabilities
-
         if current is None or method not in settings.DIRECTION_METHODS:
             return gr.skip(), gr.skip()
         try:
             pipe = pipeline_loader()
-            if "fast" not in capabilities(pipe):
+            ops = model_ops(pipe)
+            if "fast" not in ops.capabilities:
                 return gr.skip(), gr.skip()
             clean = check_amounts(method, amounts)
-            ops = model_ops(pipe)
             dirs = {method: ops.directions_for(pipe, method, settings.NUM_DIRECTIONS)}
             started = time.perf_counter()
             images, _ = ops.edit(
