@@ -95,34 +95,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
     setup_outputs = [status, method, *sliders, start, end, original, image, files, edited]
     for trigger in (current.change, method.input, reset.click):
         trigger(setup, [current, method], setup_outputs, api_visibility="private", concurrency_id="explore-setup")
-    # While a slider moves, the student's frames (the newest only); on `.release` one full re-render, which cancels
-    # any frame still waiting so that it cannot land on top of the final image.
-    preview = served(explore_preview_handler(pipeline_loader))
-    previews = [
-        control.input(
-            preview,
-            [current, method, *sliders],
-            [image, notes],
-            api_visibility="private",
-            trigger_mode="always_last",
-            show_progress="hidden",
-            concurrency_id="preview",
-            concurrency_limit=settings.CONCURRENCY,
-        )
-        for control in sliders
-    ]
-    render = served(explore_render_handler(pipeline_loader))
-    for control in (*sliders, start, end):
-        control.release(
-            render,
-            [current, method, start, end, *sliders],
-            [image, files, edited, notes],
-            api_visibility="private",
-            concurrency_id="generate",
-            concurrency_limit=settings.CONCURRENCY,
-            trigger_mode="always_last",
-            cancels=previews,
-        )
+    _wire_sliders(pipeline_loader, [current, method, start, end, *sliders], [image, files, edited, notes])
     use.click(use_result, edited, current, api_visibility="private", queue=False)
 
     # The `edit` endpoint for API clients: a state's JSON and edits written as the CLI's --edit.
@@ -143,6 +116,34 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
         concurrency_id="generate",
     )
     return ExploreTab(method=method, sliders=sliders, edited=edited)
+
+
+def _wire_sliders(pipeline_loader: Callable[[], Any], inputs: list, outputs: list) -> None:
+    """While a slider moves, the student's frames (the newest only); on `.release` one full re-render, which cancels
+    any frame still waiting so that it cannot land on top of the final image. `inputs`: the current result, the
+    method, the step range and the sliders; `outputs`: the edited image, files, result and notes."""
+    current, method, start, end, *sliders = inputs
+    image, _, _, notes = outputs
+    preview = served(explore_preview_handler(pipeline_loader))
+    previews = [
+        control.input(
+            preview,
+            [current, method, *sliders],
+            [image, notes],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress="hidden",
+            concurrency_id="preview",
+            concurrency_limit=settings.CONCURRENCY,
+        )
+        for control in sliders
+    ]
+    render = served(explore_render_handler(pipeline_loader))
+    for control in (*sliders, start, end):
+        control.release(
+            render, inputs, outputs, api_visibility="private", concurrency_id="generate",
+            concurrency_limit=settings.CONCURRENCY, trigger_mode="always_last", cancels=previews,
+        )  # fmt: skip
 
 
 def create_demo(pipeline_loader: Callable[[], Any]) -> gr.Blocks:
