@@ -16,7 +16,7 @@ DEFAULTS = {
     "detector": {"detector": str(paths.DETECTOR), "repeats": 20, "threads": 1},
     "generate": {"model": str(paths.WEIGHTS), "steps": 8, "sampler": "dpmpp_2m", "guidance": 2.0, "repeats": 3,
                  "threads": 2},
-    "preview": {"model": str(paths.WEIGHTS), "frames": 24, "threads": 2, "seed": 0, "json": False},
+    "preview": {"model": str(paths.WEIGHTS), "frames": 24, "threads": 2, "seed": 0, "app_seconds": 0, "json": False},
     "throughput": {"model": "weights", "requests": 8, "steps": 8, "sampler": "dpmpp_2m", "rounds": 3, "threads": None,
                    "window": 0.05},
 }  # fmt: skip
@@ -31,7 +31,7 @@ def test_each_subcommand_keeps_its_flags_and_defaults(command, capsys):
         speed.main([command, "--help"])
     usage = capsys.readouterr().out
     assert done.value.code == 0 and f"python -m benchmarks.speed {command}" in usage
-    assert all(f"--{flag}" in usage for flag in DEFAULTS[command])
+    assert all(f"--{flag.replace('_', '-')}" in usage for flag in DEFAULTS[command])
 
 
 def test_a_subcommand_is_required(capsys):
