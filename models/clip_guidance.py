@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -205,8 +205,7 @@ class Guidance:
         """The state with these settings written into `settings["clip_guidance"]`."""
         entry = {"prompt": self.prompt, "negative_prompt": self.negative_prompt or "", "scale": float(self.scale),
                  "cutouts": int(self.cutouts)}  # fmt: skip
-        settings = {**state.settings, "clip_guidance": entry}
-        return GenerationState(state.pose, state.seed, state.style, state.z_T, settings, state.z_0)
+        return replace(state, settings={**state.settings, "clip_guidance": entry})
 
 
 def guidance_wrap(backend: Any, clip: Any, guide: Guidance) -> Callable[[GenerationState, ModelFn], ModelFn]:

@@ -9,6 +9,7 @@ limits the edit to some sampler steps (early steps set the layout and colours, l
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -295,10 +296,9 @@ def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
 def preview_state(state: GenerationState) -> GenerationState:
     """The same image (pose, noise, s) as the few-step student draws it: a slider's frame while it moves."""
     from models.samplers import DEFAULT_FAST_STEPS
-    from models.state import GenerationState
 
     fast = {k: v for k, v in state.settings.items() if k != "edit"} | {"fast": True, "steps": DEFAULT_FAST_STEPS}
-    return GenerationState(state.pose, state.seed, state.style, state.z_T, fast, None)
+    return dataclasses.replace(state, settings=fast, z_0=None)
 
 
 def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
