@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from models.autoencoder import (
+    PoseDecoder,
     ShuffleAutoencoder,
     autoencoder_index_entry,
+    build_autoencoder,
     decode,
     downsample_factor,
     encode,
     load_autoencoder,
+    pose_decode,
 )
+from models.pipeline import PosePipeline
+from models.pose import Pose, mirror
 from models.unet import PoseUNet
 from training import train_ae
 from training.train_ldm import transplant
@@ -74,3 +80,65 @@ def test_transplant_keeps_the_unet_body_and_starts_its_ends_afresh():
     kept = [k for k in unet.state_dict() if k not in fresh]
     assert kept and all(torch.equal(unet.state_dict()[k], theirs[k]) for k in kept)
     assert "style_affine.weight" in kept
+
+
+def tiny_pose_decoder(latent_channels: int = 4) -> PoseDecoder:
+    torch.manual_seed(1)
+    decoder = PoseDecoder(latent_channels=latent_channels, widths=(8, 16), blocks=(1, 1), head_width=8, sample_size=64)
+    for p in decoder.parameters():  # the residual blocks start at zero: move them so the pose reaches the pixels
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return decoder
+
+
+def test_pose_decoder_is_f8_and_draws_what_the_pose_says(tmp_path):
+    from tests.test_pipeline import STANDING
+
+    decoder = tiny_pose_decoder()
+    z = torch.randn(2, 4, 8, 8)
+    pose = Pose(STANDING, 64, 64)
+    with torch.no_grad():
+        posed, unposed = pose_decode(decoder, z, [pose, None])
+        moved = pose_decode(decoder, z[:1], [mirror(pose)])[0]
+        same = pose_decode(decoder, z[1:], None)[0]
+    assert posed.shape == (3, 64, 64)
+    assert torch.allclose(unposed, same, atol=1e-6)  # a missing pose is the all-zero map
+    assert not torch.allclose(posed, moved)
+    decoder.save_pretrained(tmp_path / "decoder")
+    again = PoseDecoder.from_pretrained(tmp_path / "decoder")
+    with torch.no_grad():
+        assert torch.allclose(pose_decode(again, z[:1], [pose])[0], posed, atol=1e-5)
+
+
+def test_pipeline_with_a_pose_decoder_draws_at_its_scale_with_the_pose(tmp_path):
+    from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
+
+    base = tiny_pipeline()  # f2 autoencoder: 32 px from a 16 x 16 latent
+    pipe = PosePipeline(base.vae, base.unet, base.scheduler, device="cpu", decoder=tiny_pose_decoder())
+    size = (SIZE // 2) * 8
+    assert pipe.native_size == size and pipe.output_factor == 8
+    pose = Pose(STANDING, 64, 64)
+    images, (state,) = pipe(pose, seed=3, steps=2)
+    _, (plain_state,) = base(pose, seed=3, steps=2)
+    assert images[0].size == (size, size) and state.settings["size"] == size
+    assert torch.equal(state.z_0, plain_state.z_0)  # the same UNet on the same latent grid; only the decoding differs
+    assert np.array_equal(np.asarray(pipe.decode(state.z_0, [pose])[0]), np.asarray(images[0]))
+    assert not np.array_equal(np.asarray(pipe.decode(state.z_0)[0]), np.asarray(images[0]))
+    pipe.save_pretrained(tmp_path / "model")
+    again = PosePipeline.from_pretrained(tmp_path / "model", device="cpu")
+    assert again.native_size == size
+    assert np.array_equal(np.asarray(again(pose, seed=3, steps=2)[0][0]), np.asarray(images[0]))
+
+
+def test_train_decoder_decodes_a_fixed_source_at_twice_its_size_and_resumes(tmp_path):
+    from training import train_decoder
+
+    source = build_autoencoder((8, 16, 16), 1, 4, 4, sample_size=32)  # f4, as the shipped one
+    source.save_pretrained(tmp_path / "source")
+    out, args = tmp_path / "decoder", ["--preset", "tiny", "--source", str(tmp_path / "source"), "--gan-weight", "0.1"]
+    final = train_decoder.main(["--out", str(out), *args])
+    info = json.loads((final / "training_info.json").read_text())
+    assert info["steps"] == 2 and info["model"] == "decoder" and len(info["source_enlarged_psnr_db"]) == 2
+    decoder = PoseDecoder.from_pretrained(final / "decoder")
+    assert decoder.config.sample_size == 64 and decoder.config.latent_channels == 4
+    train_decoder.main(["--out", str(out), *args, "--steps", "3", "--resume"])
+    assert json.loads((out / "final" / "training_info.json").read_text())["steps"] == 3
