@@ -1,10 +1,5 @@
 """Turn what a user gives as a pose (a photo, a keypoint JSON file, a preset name from `models/presets/`) into a Pose.
 
-`main_pose` is the whole `python app.py pose INPUT... [--preview DIR]` command: one JSON line per
-input on stdout, `{"input", "format": "coco17", "width", "height", "keypoints"}` or `{"input",
-"error"}`, and exit code 1 when any input failed. Those lines are our own JSON, so each one (saved
-to a file) reads back as an input.
-
 A photo goes through mediapipe's `solutions.pose` (`extract_pose`), a single-person model: its detector finds
 people, and the landmark model then runs on the detection it ranks first (the highest score: in practice the most
 prominent, usually the largest and most central, person). With several people in a photo we return one, never a mix.
@@ -13,8 +8,6 @@ prominent, usually the largest and most central, person). With several people in
 from __future__ import annotations
 
 import json
-import re
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +16,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.condition import openpose_drawing, skeleton_overlay
 from models.errors import InputError
 from models.image_io import IMAGE_SUFFIXES, load_image, looks_like_image
 from models.pose import FORK_NAMES, Pose, from_mediapipe, load, loads
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # named poses: our own JSON, 512 x 512 frame, front view
 MAX_JSON_BYTES = 5 * 1024 * 1024  # a keypoint file is a few kB; anything this big is not one
-PREVIEW_MAX_SIDE = 1024  # previews of large photos are drawn at most this big
 
 
 # -- a photo: mediapipe's bundled pose model (BlazePose, 0.10.21) ------------------------------------
@@ -139,50 +130,6 @@ def keypoint_format(obj: Any) -> str:
     return "coco17" if isinstance(obj, list) else "unknown"
 
 
-def pose_record(spec: str) -> dict[str, Any]:
-    """The CLI line for one input: the pose as our own JSON, or `{"input", "error": one sentence}`."""
-    return _record(spec)[0]
-
-
-def write_previews(pose: Pose, image: Image.Image | None, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write `<stem>_openpose.png` (and, for a photo, `<stem>_overlay.png`) into `out_dir`; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    scale = min(1.0, PREVIEW_MAX_SIDE / max(pose.width, pose.height))
-    w, h = max(1, round(pose.width * scale)), max(1, round(pose.height * scale))
-    paths = [out / f"{stem}_openpose.png"]
-    openpose_drawing(pose, h, w).save(paths[0])
-    if image is not None:
-        if max(image.size) > PREVIEW_MAX_SIDE:
-            image = image.copy()
-            image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-        paths.append(out / f"{stem}_overlay.png")
-        skeleton_overlay(image, pose).save(paths[1])
-    return paths
-
-
-def main_pose(argv_inputs: list[str], preview: str | None = None) -> int:
-    """Run `app.py pose`: print one JSON line per input, write previews if asked; 1 if any input failed."""
-    if not argv_inputs:
-        print("Give at least one input: an image, a keypoint JSON file or a preset name.", file=sys.stderr)
-        return 2
-    failed = 0
-    stems: set[str] = set()
-    for spec in argv_inputs:
-        record, inp = _record(spec)
-        if inp is not None and preview:
-            try:
-                write_previews(inp.pose, inp.image, preview, _unique_stem(spec, stems))
-            except OSError as err:
-                record = {
-                    "input": spec,
-                    "error": f"The preview could not be written to '{preview}' ({err.strerror or err}).",
-                }
-        failed += "error" in record
-        print(json.dumps(record), flush=True)
-    return 1 if failed else 0
-
-
 # -- helpers ---------------------------------------------------------------------------------------
 def _read_keypoint_file(path: Path) -> PoseInput:
     if path.stat().st_size > MAX_JSON_BYTES:
@@ -201,29 +148,3 @@ def _read_keypoint_file(path: Path) -> PoseInput:
         raise InputError(f"The file holds an error record, not a pose: {obj['error']}")
     pose = loads(text)  # validates: broken JSON, NaN, missing names, wrong counts -> InputError
     return PoseInput(pose, keypoint_format(obj), None)
-
-
-def _record(spec: str) -> tuple[dict[str, Any], PoseInput | None]:
-    try:
-        inp = read_pose_input(spec)
-    except InputError as err:
-        return {"input": spec, "error": _one_line(str(err))}, None
-    except Exception as err:  # noqa: BLE001 - the CLI promises one sentence per input, never a traceback
-        return {"input": spec, "error": f"Reading the input failed unexpectedly ({type(err).__name__})."}, None
-    record = {"input": spec, **inp.pose.to_dict()}
-    # float32 -> 6 decimals: a millionth of the frame, and lines people can read.
-    record["keypoints"] = [[round(c, 6) for c in point] for point in record["keypoints"]]
-    return record, inp
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split()) or "The input could not be read."
-
-
-def _unique_stem(spec: str, used: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem or spec).strip("._") or "pose"
-    candidate, n = stem, 2
-    while candidate in used:
-        candidate, n = f"{stem}_{n}", n + 1
-    used.add(candidate)
-    return candidate

@@ -1,4 +1,4 @@
-"""models/pose_input.py: `app.py pose` prints one JSON line per input and fails with exit code 1."""
+"""`app.py pose` prints one JSON line per input and fails with exit code 1."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import pytest
 from PIL import Image
 
+from app import main_pose, pose_record
 from models import pose_input
 from models.pose import FORK_NAMES, load, to_coco_flat, to_fork, to_openpose18
-from models.pose_input import load_preset, main_pose, pose_record, read_pose_input
+from models.pose_input import load_preset, read_pose_input
 
 
 @pytest.fixture

@@ -293,8 +293,7 @@ def test_pathways_split_an_edit_between_the_start_and_the_unet(pose):
 
 # -- command line ---------------------------------------------------------------------------------
 def test_cli_edit_records_edits_and_clamping(pipe, tmp_path, capsys):
-    from app import main
-    from models.generate_cli import read_png_record
+    from app import main, read_png_record
 
     pipe.save_pretrained(tmp_path / "model")
     out = tmp_path / "x.png"
