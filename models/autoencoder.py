@@ -114,7 +114,9 @@ class PoseDecoder(ModelMixin, ConfigMixin):
 
     The shipped UNet's 4-channel latent (f4 at 128 px) has lost the eyes and the exact colours; what the renderer
     draws there follows from the latent and the pose (eyes sit at the eye keypoints, outlines along the limbs), so a
-    decoder that also sees the pose can draw them at 256 px (as a super-resolution stage conditions on its input)."""
+    decoder that also sees the pose can draw them at 256 px, as a super-resolution stage conditions on its input.
+    It draws the residual over the source autoencoder's own decoding, enlarged (`base`, which it also sees in 4 x 4
+    pixel cells): its last layer starts at zero, so it starts as that decoding and learns only what it lacks."""
 
     @register_to_config
     def __init__(
@@ -131,26 +133,42 @@ class PoseDecoder(ModelMixin, ConfigMixin):
         w0, w1 = widths
         self.stem = nn.Conv2d(latent_channels + cond_channels, w1, 3, padding=1)
         self.body = nn.Sequential(*_upsample(w1, w0, blocks[1]))
-        self.merge = nn.Conv2d(w0 + cond_channels, w0, 3, padding=1)  # the pose again, at its own resolution
+        # at 1/4 of the side: the pose again, at its own resolution, and the base image's 4 x 4 cells
+        self.merge = nn.Conv2d(w0 + cond_channels + 48, w0, 3, padding=1)
         self.head = nn.Sequential(*_upsample(w0, head_width, blocks[0]), *_upsample(head_width, 3, 1))
+        nn.init.zeros_(self.head[-2].weight)
+        nn.init.zeros_(self.head[-2].bias)
 
-    def forward(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Scaled latents `(B, C, h, w)` and pose maps `(B, 33, 2h, 2w)` -> images in [-1, 1] (not clamped)."""
+    def forward(self, latents: torch.Tensor, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Scaled latents `(B, C, h, w)`, pose maps `(B, 33, 2h, 2w)` and the source's decoding enlarged
+        `(B, 3, 8h, 8w)` -> images in [-1, 1] (not clamped)."""
         x = self.body(self.stem(torch.cat([latents, F.avg_pool2d(cond, 2)], dim=1)))
-        return self.head(self.merge(torch.cat([x, cond], dim=1)))
+        x = self.merge(torch.cat([x, cond, F.pixel_unshuffle(base, 4)], dim=1))
+        return base + self.head(x)
 
 
-def pose_decode(decoder: PoseDecoder, latents: torch.Tensor, poses: Sequence | None) -> torch.Tensor:
-    """Scaled latents -> images at the decoder's scale, with the framed poses' maps (None: an unknown pose)."""
+def enlarged_decode(vae: Autoencoder, latents: torch.Tensor, factor: int) -> torch.Tensor:
+    """The autoencoder's own decoding of scaled latents, enlarged (bicubic) to `factor` pixels a latent, in [-1, 1]:
+    the base a `PoseDecoder` draws over."""
+    image = decode(vae, latents).to(latents.dtype)
+    scale = factor // downsample_factor(vae)
+    return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def pose_decode(decoder: PoseDecoder, vae: Autoencoder, latents: torch.Tensor, poses: Sequence | None) -> torch.Tensor:
+    """Scaled latents -> images at the decoder's scale, over `vae`'s own decoding, with the framed poses' maps (None:
+    an unknown pose)."""
     from models.condition import condition_map
 
     b, _, h, w = latents.shape
     param = next(decoder.parameters())
+    latents = latents.to(param.device, param.dtype)
     cond = torch.zeros((b, decoder.config.cond_channels, 2 * h, 2 * w), dtype=param.dtype, device=param.device)
     for i, pose in enumerate(poses or []):
         if pose is not None:
             cond[i] = torch.from_numpy(condition_map(pose, 2 * h, 2 * w))
-    return decoder(latents.to(param.device, param.dtype), cond)
+    base = enlarged_decode(vae, latents, decoder.config.latent_factor)
+    return decoder(latents, cond, base.to(param.dtype))
 
 
 Autoencoder = ShuffleAutoencoder | AutoencoderKL

@@ -406,7 +406,7 @@ class PosePipeline:
             return to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
         side = latent.shape[-1] * self.output_factor
         framed = [frame_pose(p, side) if p is not None else None for p in (poses or [])]
-        return to_pil(pose_decode(self.decoder, latent.to(self.device, self.dtype), framed))
+        return to_pil(pose_decode(self.decoder, self.vae, latent.to(self.device, self.dtype), framed))
 
     def render(
         self,

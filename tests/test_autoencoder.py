@@ -17,6 +17,7 @@ from models.autoencoder import (
     decode,
     downsample_factor,
     encode,
+    enlarged_decode,
     load_autoencoder,
     pose_decode,
 )
@@ -85,28 +86,36 @@ def test_transplant_keeps_the_unet_body_and_starts_its_ends_afresh():
 def tiny_pose_decoder(latent_channels: int = 4) -> PoseDecoder:
     torch.manual_seed(1)
     decoder = PoseDecoder(latent_channels=latent_channels, widths=(8, 16), blocks=(1, 1), head_width=8, sample_size=64)
-    for p in decoder.parameters():  # the residual blocks start at zero: move them so the pose reaches the pixels
+    for p in decoder.parameters():  # the residual blocks and the last layer start at zero: move them
         p.data.add_(torch.randn_like(p) * 0.05)
     return decoder
+
+
+def tiny_source() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return build_autoencoder((8, 16, 16), 1, 4, 4, sample_size=32)  # f4, as the shipped one
 
 
 def test_pose_decoder_is_f8_and_draws_what_the_pose_says(tmp_path):
     from tests.test_pipeline import STANDING
 
-    decoder = tiny_pose_decoder()
+    decoder, source = tiny_pose_decoder(), tiny_source()
     z = torch.randn(2, 4, 8, 8)
     pose = Pose(STANDING, 64, 64)
     with torch.no_grad():
-        posed, unposed = pose_decode(decoder, z, [pose, None])
-        moved = pose_decode(decoder, z[:1], [mirror(pose)])[0]
-        same = pose_decode(decoder, z[1:], None)[0]
+        posed, unposed = pose_decode(decoder, source, z, [pose, None])
+        moved = pose_decode(decoder, source, z[:1], [mirror(pose)])[0]
+        same = pose_decode(decoder, source, z[1:], None)[0]
+        fresh = PoseDecoder(widths=(8, 16), blocks=(1, 1), head_width=8, sample_size=64)
+        start = pose_decode(fresh, source, z, None)
     assert posed.shape == (3, 64, 64)
-    assert torch.allclose(unposed, same, atol=1e-6)  # a missing pose is the all-zero map
+    assert torch.allclose(unposed, same, atol=1e-5)  # a missing pose is the all-zero map
     assert not torch.allclose(posed, moved)
+    assert torch.allclose(start, enlarged_decode(source, z, 8), atol=1e-5)  # untrained, it is the source's decoding enlarged
     decoder.save_pretrained(tmp_path / "decoder")
     again = PoseDecoder.from_pretrained(tmp_path / "decoder")
     with torch.no_grad():
-        assert torch.allclose(pose_decode(again, z[:1], [pose])[0], posed, atol=1e-5)
+        assert torch.allclose(pose_decode(again, source, z[:1], [pose])[0], posed, atol=1e-5)
 
 
 def test_pipeline_with_a_pose_decoder_draws_at_its_scale_with_the_pose(tmp_path):
@@ -132,7 +141,7 @@ def test_pipeline_with_a_pose_decoder_draws_at_its_scale_with_the_pose(tmp_path)
 def test_train_decoder_decodes_a_fixed_source_at_twice_its_size_and_resumes(tmp_path):
     from training import train_decoder
 
-    source = build_autoencoder((8, 16, 16), 1, 4, 4, sample_size=32)  # f4, as the shipped one
+    source = tiny_source()
     source.save_pretrained(tmp_path / "source")
     out, args = tmp_path / "decoder", ["--preset", "tiny", "--source", str(tmp_path / "source"), "--gan-weight", "0.1"]
     final = train_decoder.main(["--out", str(out), *args])

@@ -151,7 +151,7 @@ def round_trip(
     with torch.no_grad():
         for i in range(0, len(images), batch):
             z = encode(vae, to_unit(images[i : i + batch]).to(vae.device, vae.dtype))
-            out += to_pil(decode(vae, z) if decoder is None else pose_decode(decoder, z, poses[i : i + batch]))
+            out += to_pil(decode(vae, z) if decoder is None else pose_decode(decoder, vae, z, poses[i : i + batch]))
     return out
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.autoencoder import PoseDecoder, decode, encode, image_loss, load_autoencoder, pose_decode, psnr
+from models.autoencoder import PoseDecoder, encode, enlarged_decode, image_loss, load_autoencoder, pose_decode, psnr
 from models.condition import CONDITION_CHANNELS, condition_map
 from training.data import save_grid, to_tensor
 from training.presets import DECODER_PRESETS, DecoderPreset
@@ -67,8 +66,9 @@ class DecoderCrops:
         return y, x
 
     @torch.no_grad()
-    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`batch_size` crops, two a render pair: scaled latents (noised), pose maps (some dropped), images."""
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """`batch_size` crops, two a render pair: scaled latents (noised), pose maps (some dropped), the source's
+        decoding of those latents enlarged, and the images."""
         cfg, c = self.cfg, self.cfg.crop
         pairs = []
         for _ in range((cfg.batch_size + 1) // 2):
@@ -77,8 +77,9 @@ class DecoderCrops:
         small = to_tensor(np.stack([np.array(s.image.convert("RGB")) for _, s in pairs]))
         latents = encode(self.vae, small).float()
         latents = latents + torch.randn_like(latents) * cfg.latent_noise * torch.rand(len(pairs), 1, 1, 1)
+        bases = enlarged_decode(self.vae, latents, 8).float()
         grid = cfg.image_size // 4
-        lat, cond, img = [], [], []
+        lat, cond, img, base = [], [], [], []
         for k, (big, _) in enumerate(pairs):
             image = to_tensor(np.array(big.image.convert("RGB"))[None])[0]
             pose_map = torch.from_numpy(condition_map(big.pose, grid, grid))
@@ -89,8 +90,9 @@ class DecoderCrops:
                 lat.append(latents[k, :, y // 8 : (y + c) // 8, x // 8 : (x + c) // 8])
                 cond.append(pose_map[:, y // 4 : (y + c) // 4, x // 4 : (x + c) // 4])
                 img.append(image[:, y : y + c, x : x + c])
+                base.append(bases[k, :, y : y + c, x : x + c])
         n = cfg.batch_size
-        return torch.stack(lat[:n]), torch.stack(cond[:n]), torch.stack(img[:n])
+        return torch.stack(lat[:n]), torch.stack(cond[:n]), torch.stack(base[:n]), torch.stack(img[:n])
 
 
 def held_out(cfg: DecoderPreset, vae) -> dict[str, torch.Tensor | list]:
@@ -99,13 +101,13 @@ def held_out(cfg: DecoderPreset, vae) -> dict[str, torch.Tensor | list]:
     small = to_tensor(np.stack([np.array(s.image.convert("RGB")) for _, s in pairs]))
     with torch.no_grad():
         latents = encode(vae, small).float()
-        plain = F.interpolate(decode(vae, latents).float(), scale_factor=2, mode="bicubic", align_corners=False)
+        plain = enlarged_decode(vae, latents, 8).float()
     return {
         "latents": latents,
         "poses": [b.pose for b, _ in pairs],
         "images": to_tensor(np.stack([np.array(b.image.convert("RGB")) for b, _ in pairs])),
         "masks": torch.from_numpy(np.stack([b.mask for b, _ in pairs]))[:, None],
-        "plain": plain.clamp(-1, 1),
+        "plain": plain,
     }
 
 
@@ -116,10 +118,12 @@ class DecoderLoss(nn.Module):
         super().__init__()
         self.decoder, self.cfg, self.disc = decoder, cfg, disc
 
-    def forward(self, latents, cond, images, adversarial: bool) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    def forward(
+        self, latents, cond, base, images, adversarial: bool
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """The loss of one batch, its parts, and the decoded crops (for the discriminator's step)."""
         cfg = self.cfg
-        recon = self.decoder(latents, cond)
+        recon = self.decoder(latents, cond, base)
         loss, parts = image_loss(recon, images, cfg.grad_weight, cfg.multiscale_weight)
         if adversarial and self.disc is not None:
             loss = add_adversarial(loss, parts, self.disc, images, recon, cfg)
@@ -160,15 +164,19 @@ class Trainer(AdversarialTrainer):
 
     def batch(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Latent, pose-map and image crops: the loss module's inputs, and the real images."""
-        latents, cond, images = (t.to(self.run.accelerator.device) for t in self.crops.batch(self.rng))
-        return (latents, cond, images), images
+        latents, cond, base, images = (t.to(self.run.accelerator.device) for t in self.crops.batch(self.rng))
+        return (latents, cond, base, images), images
 
     def _validate(self) -> tuple[float, float, torch.Tensor]:
         """Whole-image and figure PSNR of the held-out pairs' decodings, and the decodings."""
         val, device = self.val, self.run.accelerator.device
         self.decoder.eval()
         with torch.no_grad():
-            out = pose_decode(self.decoder.to(device), val["latents"].to(device), val["poses"]).float().cpu()
+            out = (
+                pose_decode(self.decoder.to(device), self.vae.to(device), val["latents"].to(device), val["poses"])
+                .float()
+                .cpu()
+            )
         self.decoder.train()
         return psnr(out, val["images"]), psnr(out, val["images"], val["masks"]), out
 
