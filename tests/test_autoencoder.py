@@ -151,3 +151,16 @@ def test_train_decoder_decodes_a_fixed_source_at_twice_its_size_and_resumes(tmp_
     assert decoder.config.sample_size == 64 and decoder.config.latent_channels == 4
     train_decoder.main(["--out", str(out), *args, "--steps", "3", "--resume"])
     assert json.loads((out / "final" / "training_info.json").read_text())["steps"] == 3
+
+
+def test_the_evaluations_round_trip_goes_through_the_pose_decoder_at_its_scale():
+    from PIL import Image
+
+    from tests.test_pipeline import STANDING
+    from training.eval_common import round_trip
+
+    halves = [Image.new("RGB", (32, 32), c) for c in ("red", "teal")]
+    poses = [Pose(STANDING, 64, 64), None]
+    plain = round_trip(tiny_source(), halves)
+    posed = round_trip(tiny_source(), halves, decoder=tiny_pose_decoder(), poses=poses)
+    assert [im.size for im in plain] == [(32, 32)] * 2 and [im.size for im in posed] == [(64, 64)] * 2
