@@ -283,10 +283,22 @@ def reconstruction_loss(
 
 
 def image_loss(
-    recon: torch.Tensor, images: torch.Tensor, grad_weight: float = 0.5, multiscale_weight: float = 0.5
+    recon: torch.Tensor,
+    images: torch.Tensor,
+    grad_weight: float = 0.5,
+    multiscale_weight: float = 0.5,
+    detail_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + the multiscale and gradient L1 terms (module docstring) of decoded images, and the parts for the log."""
-    l1 = (recon - images).abs().mean()
+    """L1 + the multiscale and gradient L1 terms (module docstring) of decoded images, and the parts for the log;
+    `detail_weight` > 0 weights the L1 by 1 + that x the target's |Laplacian| over its batch mean, so outlines and eyes
+    (a few percent of the pixels, most of what a lossy latent loses) count as much as the flat fills around them."""
+    l1_map = (recon - images).abs()
+    if detail_weight > 0:
+        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=images.dtype)
+        kernel = kernel.to(images.device).expand(images.shape[1], 1, 3, 3)
+        lap = F.conv2d(images, kernel, padding=1, groups=images.shape[1]).abs().mean(dim=1, keepdim=True)
+        l1_map = l1_map * (1 + detail_weight * lap / lap.mean().clamp(min=1e-6))
+    l1 = l1_map.mean()
     ms = sum((F.avg_pool2d(recon, k) - F.avg_pool2d(images, k)).abs().mean() for k in (2, 4))
     grad = _grad_l1(recon, images)
     loss = l1 + multiscale_weight * ms + grad_weight * grad

@@ -243,6 +243,7 @@ class DecoderPreset:
     warmup: int = 200
     grad_weight: float = 0.5
     multiscale_weight: float = 0.5
+    detail_weight: float = 4.0  # L1 weighted up where the render has detail (`models.autoencoder.image_loss`)
     gan_weight: float = 0.0  # patch discriminator (as `AEPreset`'s), from step gan_start; 0: none
     feature_weight: float = 1.0
     gan_start: int = 0

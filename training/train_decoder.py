@@ -124,7 +124,7 @@ class DecoderLoss(nn.Module):
         """The loss of one batch, its parts, and the decoded crops (for the discriminator's step)."""
         cfg = self.cfg
         recon = self.decoder(latents, cond, base)
-        loss, parts = image_loss(recon, images, cfg.grad_weight, cfg.multiscale_weight)
+        loss, parts = image_loss(recon, images, cfg.grad_weight, cfg.multiscale_weight, cfg.detail_weight)
         if adversarial and self.disc is not None:
             loss = add_adversarial(loss, parts, self.disc, images, recon, cfg)
         return loss, parts, recon
