@@ -228,7 +228,7 @@ def refine_states(pipe, states: list, args: argparse.Namespace) -> tuple[list, l
             pipe, state, args.prompt, args.negative_prompt, mode=args.refine_mode, steps=args.refine_steps,
             clip=args.clip,
         )  # fmt: skip
-        images.append(result.images[-1] if result.images else pipe.decode(result.state.z_0, [result.state.pose])[0])
+        images.append(result.images[-1] if result.images else pipe.decode(result.state.z_0)[0])
         done.append(result.state)
         records.append({**result.record, "seconds": round(result.seconds, 3)})
     return images, done, records

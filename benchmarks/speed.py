@@ -181,7 +181,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.repeats + 1):
         state, t_prep, _ = timed(lambda i=i: pipe.prepare(pose=pose, seed=i, **settings))
         done, t_den, _ = timed(lambda s=state: pipe.denoise(s))
-        _, t_dec, _ = timed(lambda d=done: pipe.decode(d.z_0, [d.pose]))
+        _, t_dec, _ = timed(lambda d=done: pipe.decode(d.z_0))
         _, t_call, c_call = timed(lambda i=i: pipe(pose, seed=i, **settings))
         if i == 0:
             continue  # warm-up

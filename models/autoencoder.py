@@ -1,5 +1,4 @@
-"""The image autoencoders: `ShuffleAutoencoder` (f8, 256 px <-> 32 x 32 x 16) and diffusers' `AutoencoderKL`; and
-`PoseDecoder`, which decodes another autoencoder's latents at twice its size with the pose's help.
+"""The image autoencoders: `ShuffleAutoencoder` (f8, 256 px <-> 32 x 32 x 16) and diffusers' `AutoencoderKL`.
 
 `ShuffleAutoencoder` moves between pixels and features with pixel (un)shuffles (Shi et al. 2016, ESPCN) rather
 than full-resolution convolutions: the renderer's flat fills and 1-px outlines need few channels at full size
@@ -52,16 +51,6 @@ class _Residual(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
-def _upsample(width: int, out: int, blocks: int) -> list[nn.Module]:
-    """`blocks` residual blocks at `width` channels, then a pixel shuffle to twice the side with `out` channels."""
-    return [
-        *[_Residual(width) for _ in range(blocks)],
-        nn.SiLU(),
-        nn.Conv2d(width, 4 * out, 3, padding=1),
-        nn.PixelShuffle(2),
-    ]
-
-
 class ShuffleAutoencoder(ModelMixin, ConfigMixin):
     """f8 KL autoencoder: a pixel unshuffle by 4, then a stride-2 conv; decoded through pixel shuffles of 2, with
     `head_width` channels at half the image side."""
@@ -90,9 +79,18 @@ class ShuffleAutoencoder(ModelMixin, ConfigMixin):
         )
         self.decoder = nn.Sequential(
             nn.Conv2d(latent_channels, w1, 3, padding=1),
-            *_upsample(w1, w0, blocks[1]),
-            *_upsample(w0, head_width, blocks[0]),
-            *_upsample(head_width, 3, 1),
+            *[_Residual(w1) for _ in range(blocks[1])],
+            nn.SiLU(),
+            nn.Conv2d(w1, 4 * w0, 3, padding=1),
+            nn.PixelShuffle(2),
+            *[_Residual(w0) for _ in range(blocks[0])],
+            nn.SiLU(),
+            nn.Conv2d(w0, 4 * head_width, 3, padding=1),
+            nn.PixelShuffle(2),
+            _Residual(head_width),
+            nn.SiLU(),
+            nn.Conv2d(head_width, 12, 3, padding=1),
+            nn.PixelShuffle(2),
         )
 
     def encode(self, x: torch.Tensor) -> AutoencoderKLOutput:
@@ -106,69 +104,6 @@ class ShuffleAutoencoder(ModelMixin, ConfigMixin):
     def forward(self, x: torch.Tensor) -> DecoderOutput:
         """Round trip through the posterior mean."""
         return self.decode(self.encode(x).latent_dist.mode())
-
-
-class PoseDecoder(ModelMixin, ConfigMixin):
-    """Another autoencoder's scaled latents -> images at `latent_factor` pixels a latent, told where the pose's
-    keypoints and limbs are (`models.condition.condition_map` at twice the latent grid, all zeros when unknown).
-
-    The shipped UNet's 4-channel latent (f4 at 128 px) has lost the eyes and the exact colours; what the renderer
-    draws there follows from the latent and the pose (eyes sit at the eye keypoints, outlines along the limbs), so a
-    decoder that also sees the pose can draw them at 256 px, as a super-resolution stage conditions on its input.
-    It draws the residual over the source autoencoder's own decoding, enlarged (`base`, which it also sees in 4 x 4
-    pixel cells): its last layer starts at zero, so it starts as that decoding and learns only what it lacks."""
-
-    @register_to_config
-    def __init__(
-        self,
-        latent_channels: int = 4,  # channels of the latent it decodes (the source autoencoder's)
-        cond_channels: int = 33,  # channels of the pose map (`models.condition.CONDITION_CHANNELS`)
-        widths: tuple[int, int] = (96, 192),  # channels at 1/4 and 1/8 of the output side
-        blocks: tuple[int, int] = (2, 3),  # residual blocks at 1/4 and 1/8
-        head_width: int = 32,  # channels at 1/2 of the side, just before the last shuffle to pixels
-        sample_size: int = 256,  # the output side it was trained for
-        latent_factor: int = 8,  # output pixels per latent pixel
-    ):
-        super().__init__()
-        w0, w1 = widths
-        self.stem = nn.Conv2d(latent_channels + cond_channels, w1, 3, padding=1)
-        self.body = nn.Sequential(*_upsample(w1, w0, blocks[1]))
-        # at 1/4 of the side: the pose again, at its own resolution, and the base image's 4 x 4 cells
-        self.merge = nn.Conv2d(w0 + cond_channels + 48, w0, 3, padding=1)
-        self.head = nn.Sequential(*_upsample(w0, head_width, blocks[0]), *_upsample(head_width, 3, 1))
-        nn.init.zeros_(self.head[-2].weight)
-        nn.init.zeros_(self.head[-2].bias)
-
-    def forward(self, latents: torch.Tensor, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """Scaled latents `(B, C, h, w)`, pose maps `(B, 33, 2h, 2w)` and the source's decoding enlarged
-        `(B, 3, 8h, 8w)` -> images in [-1, 1] (not clamped)."""
-        x = self.body(self.stem(torch.cat([latents, F.avg_pool2d(cond, 2)], dim=1)))
-        x = self.merge(torch.cat([x, cond, F.pixel_unshuffle(base, 4)], dim=1))
-        return base + self.head(x)
-
-
-def enlarged_decode(vae: Autoencoder, latents: torch.Tensor, factor: int) -> torch.Tensor:
-    """The autoencoder's own decoding of scaled latents, enlarged (bicubic) to `factor` pixels a latent, in [-1, 1]:
-    the base a `PoseDecoder` draws over."""
-    image = decode(vae, latents).to(latents.dtype)
-    scale = factor // downsample_factor(vae)
-    return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
-
-
-def pose_decode(decoder: PoseDecoder, vae: Autoencoder, latents: torch.Tensor, poses: Sequence | None) -> torch.Tensor:
-    """Scaled latents -> images at the decoder's scale, over `vae`'s own decoding, with the framed poses' maps (None:
-    an unknown pose)."""
-    from models.condition import condition_map
-
-    b, _, h, w = latents.shape
-    param = next(decoder.parameters())
-    latents = latents.to(param.device, param.dtype)
-    cond = torch.zeros((b, decoder.config.cond_channels, 2 * h, 2 * w), dtype=param.dtype, device=param.device)
-    for i, pose in enumerate(poses or []):
-        if pose is not None:
-            cond[i] = torch.from_numpy(condition_map(pose, 2 * h, 2 * w))
-    base = enlarged_decode(vae, latents, decoder.config.latent_factor)
-    return decoder(latents, cond, base.to(param.dtype))
 
 
 Autoencoder = ShuffleAutoencoder | AutoencoderKL
@@ -275,34 +210,13 @@ def reconstruction_loss(
     # signal early on (measured: grey reconstructions after 800 steps); the LDM encodes means too.
     z = dist.mode()
     recon = vae.decode(z).sample
-    loss, parts = image_loss(recon, images, grad_weight, multiscale_weight)
-    kl = dist.kl().mean() / z[0].numel()  # per latent element
-    loss = loss + kl_weight * kl
-    parts.update(loss=float(loss.detach()), kl=float(kl.detach()))
-    return (loss, parts, recon) if return_recon else (loss, parts)
-
-
-def image_loss(
-    recon: torch.Tensor,
-    images: torch.Tensor,
-    grad_weight: float = 0.5,
-    multiscale_weight: float = 0.5,
-    detail_weight: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + the multiscale and gradient L1 terms (module docstring) of decoded images, and the parts for the log;
-    `detail_weight` > 0 weights the L1 by 1 + that x the target's |Laplacian| over its batch mean, so outlines and eyes
-    (a few percent of the pixels, most of what a lossy latent loses) count as much as the flat fills around them."""
-    l1_map = (recon - images).abs()
-    if detail_weight > 0:
-        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=images.dtype)
-        kernel = kernel.to(images.device).expand(images.shape[1], 1, 3, 3)
-        lap = F.conv2d(images, kernel, padding=1, groups=images.shape[1]).abs().mean(dim=1, keepdim=True)
-        l1_map = l1_map * (1 + detail_weight * lap / lap.mean().clamp(min=1e-6))
-    l1 = l1_map.mean()
+    l1 = (recon - images).abs().mean()
     ms = sum((F.avg_pool2d(recon, k) - F.avg_pool2d(images, k)).abs().mean() for k in (2, 4))
     grad = _grad_l1(recon, images)
-    loss = l1 + multiscale_weight * ms + grad_weight * grad
-    return loss, {k: float(v.detach()) for k, v in {"loss": loss, "l1": l1, "ms": ms, "grad": grad}.items()}
+    kl = dist.kl().mean() / z[0].numel()  # per latent element
+    loss = l1 + multiscale_weight * ms + grad_weight * grad + kl_weight * kl
+    parts = {k: float(v.detach()) for k, v in {"loss": loss, "l1": l1, "ms": ms, "grad": grad, "kl": kl}.items()}
+    return (loss, parts, recon) if return_recon else (loss, parts)
 
 
 @torch.no_grad()

@@ -261,8 +261,8 @@ class NoStyleBackend:
         """`model_fn(z_t, t)` for `sample_loop`, conditioned as the state says (the subclass's)."""
         raise NotImplementedError
 
-    def decode(self, latent: torch.Tensor, poses: Any = None) -> list[Image.Image]:
-        """z_0 -> PIL images (the subclass's; `poses`, which `PosePipeline`'s pose decoder reads, is ignored)."""
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """z_0 -> PIL images (the subclass's)."""
         raise NotImplementedError
 
     def preview(self, latent: torch.Tensor, size: int) -> Image.Image:

@@ -105,17 +105,13 @@ def render_batch(
 ) -> tuple[list[Any], list[Any]]:
     """`PosePipeline.render` for a batch of compatible states: (images, finished states), in the states' order."""
     done = denoise_batch(pipe, states, on_step)
-    return decode_chunks(pipe, torch.cat([d.z_0 for d in done]), [d.pose for d in done]), done
+    return decode_chunks(pipe, torch.cat([d.z_0 for d in done])), done
 
 
-def decode_chunks(pipe: Any, latents: torch.Tensor, poses: list[Any], chunk: int = 4) -> list[Any]:
-    """`pipe.decode` a few latents (and their poses) at a time: the decoder's 128-px activations of 8 images at once
-    outgrow the CPU's caches (measured here, one torch thread: 8 at once cost 1.7x as much per image as 1, 2 or 4)."""
-    return [
-        image
-        for i in range(0, latents.shape[0], chunk)
-        for image in pipe.decode(latents[i : i + chunk], poses[i : i + chunk])
-    ]
+def decode_chunks(pipe: Any, latents: torch.Tensor, chunk: int = 4) -> list[Any]:
+    """`pipe.decode` a few latents at a time: the decoder's 128-px activations of 8 images at once outgrow the CPU's
+    caches (measured here, one torch thread: 8 at once cost 1.7x as much per image as 1, 2 or 4)."""
+    return [image for i in range(0, latents.shape[0], chunk) for image in pipe.decode(latents[i : i + chunk])]
 
 
 def batch_key(steps: int, settings: dict[str, Any]) -> tuple:
@@ -301,8 +297,7 @@ class Batcher:
             previews: list[Any] = [None] * len(watchers)
             if watchers and step % self.preview_every == 0 and step < total:
                 # the first image of every request that shows previews
-                firsts = [start for _, start in watchers]
-                previews = decode_chunks(self.pipe, z0[firsts], [states[k].pose for k in firsts])
+                previews = decode_chunks(self.pipe, z0[[start for _, start in watchers]])
             for (job, _), preview in zip(watchers, previews):
                 job.callback(step, total, preview)
 

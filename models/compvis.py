@@ -473,8 +473,8 @@ class ForkPipeline(NoStyleBackend):
         return self.vae.decode(latent.to(self.device, self.dtype) / self.scale_factor).sample
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, poses: Any = None) -> list[Image.Image]:
-        """z_0 -> PIL images (`poses`: the back-end contract's, not needed here)."""
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """z_0 -> PIL images."""
         return to_pil(self.decode_tensor(latent))
 
     # -- the one way to run it ---------------------------------------------------------------------

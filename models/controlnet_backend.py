@@ -231,9 +231,8 @@ class ControlNetBackend(NoStyleBackend):
         return self.vae.decode(latent).sample
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, poses: Any = None) -> list[Image.Image]:
-        """z_0 -> PIL images, through the model's safety checker when it has one (flagged images come back black;
-        `poses`: the back-end contract's, not needed here)."""
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """z_0 -> PIL images, through the model's safety checker when it has one (flagged images come back black)."""
         images = self.decode_tensor(latent)
         images, _ = self.pipe.run_safety_checker(images, self.device, self.dtype)
         arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

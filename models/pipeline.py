@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,7 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from models.autoencoder import (
-    Autoencoder,
-    PoseDecoder,
-    downsample_factor,
-    from_pil,
-    load_autoencoder,
-    pose_decode,
-    to_pil,
-)
+from models.autoencoder import Autoencoder, downsample_factor, from_pil, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
 from models.backend import (
     PREVIEW_EVERY,
@@ -112,7 +104,6 @@ class PosePipeline:
         parser: Any = None,
         mean_latent: Any = None,
         fast_unet: PoseUNet | None = None,
-        decoder: PoseDecoder | None = None,
     ):
         self.device = default_device(device)
         if dtype is None:
@@ -141,16 +132,10 @@ class PosePipeline:
             fast = fast_unet.to(self.device, **cast) if cast else fast_unet.to(self.device).float()
             self.fast_unet = fast.eval().requires_grad_(False)
             self.CAPABILITIES = dataclasses.replace(type(self).CAPABILITIES, fast=True)
-        # the pose decoder (`models.autoencoder.PoseDecoder`) that draws the final image at its own scale from the
-        # latent and the pose; None: the autoencoder's decoder. The autoencoder still encodes, and refinement's
-        # inner loop decodes through it (cheaper, and its gradients are all the loop needs).
-        self.decoder = decoder.to(self.device, **cast).eval().requires_grad_(False) if decoder is not None else None
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config
         self.latent_factor = downsample_factor(vae)
-        # output pixels per latent cell: what the image's size and the latent's side are converted by
-        self.output_factor = int(decoder.config.latent_factor) if decoder is not None else self.latent_factor
-        self.native_size, self.size_multiple = model_sizes(self.output_factor, unet.config)
+        self.native_size, self.size_multiple = model_sizes(self.latent_factor, unet.config)
 
     # -- loading and saving ------------------------------------------------------------------------
     @classmethod
@@ -182,7 +167,6 @@ class PosePipeline:
 
             mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
         fast_unet = PoseUNet.from_pretrained(folder / "fast_unet") if (folder / "fast_unet").is_dir() else None
-        decoder = PoseDecoder.from_pretrained(folder / "decoder") if (folder / "decoder").is_dir() else None
         return cls(
             vae,
             unet,
@@ -194,7 +178,6 @@ class PosePipeline:
             parser=parser,
             mean_latent=mean_latent,
             fast_unet=fast_unet,
-            decoder=decoder,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -212,8 +195,6 @@ class PosePipeline:
             self.parser.save_pretrained(folder / "parser", safe_serialization=True)
         if self.mean_latent is not None:
             self.mean_latent.save_pretrained(folder / "mean_latent", safe_serialization=True)
-        if self.decoder is not None:
-            self.decoder.save_pretrained(folder / "decoder", safe_serialization=True)
         if self.fast_unet is not None:  # float16 on disk (a copy: `.half()`, as `.float()` above, without a warning)
             copy.deepcopy(self.fast_unet).half().save_pretrained(folder / "fast_unet", safe_serialization=True)
 
@@ -253,9 +234,8 @@ class PosePipeline:
         """The condition map `(1, C, size, size)` of the pose fitted to the square frame."""
         from models.condition import condition_map
 
-        side = (size // self.output_factor) * self.unet.downsample_factor  # the UNet's map, whatever decodes it
-        fitted = frame_pose(pose, side)
-        return torch.from_numpy(condition_map(fitted, side, side))[None].to(self.device, self.dtype)
+        fitted = frame_pose(pose, size)
+        return torch.from_numpy(condition_map(fitted, size, size))[None].to(self.device, self.dtype)
 
     def _generator(
         self, seed: int, latent_shape: tuple[int, ...]
@@ -282,7 +262,7 @@ class PosePipeline:
         """The state of one image before sampling: z_T and s from `seed` (s given overrides the drawn one); `fast`:
         drawn by the few-step student."""
         size = size or self.native_size
-        side = size // self.output_factor
+        side = size // self.latent_factor
         _, z_T, s = self._generator(seed, (1, self.vae.config.latent_channels, side, side))
         s_np = np.asarray(style, dtype=np.float32).copy() if style is not None else s[0].numpy()
         # `fast` only when set: a full model's states stay as they were
@@ -363,7 +343,7 @@ class PosePipeline:
         def on_step(step: int, total: int, z0: torch.Tensor) -> None:
             preview = None
             if step % max(preview_every, 1) == 0 and step < total:
-                preview = self.decode(z0, [state.pose])[0]
+                preview = self.decode(z0)[0]
             callback(step, total, preview)
 
         # the start follows the s of the first step (a style edit over later steps leaves the start as it was)
@@ -399,14 +379,9 @@ class PosePipeline:
         return mu[0].float().cpu().numpy()
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, poses: Sequence[Pose | None] | None = None) -> list[Image.Image]:
-        """Scaled latents `(B, C, h, w)` -> PIL images; the pose decoder, when there is one, sees `poses` (one per
-        latent, as given to `prepare`; None or missing: drawn without the pose's help)."""
-        if self.decoder is None:
-            return to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
-        side = latent.shape[-1] * self.output_factor
-        framed = [frame_pose(p, side) if p is not None else None for p in (poses or [])]
-        return to_pil(pose_decode(self.decoder, self.vae, latent.to(self.device, self.dtype), framed))
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """Scaled latents `(B, C, h, w)` -> PIL images."""
+        return to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
 
     def render(
         self,
@@ -419,7 +394,7 @@ class PosePipeline:
         """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels (`denoise`'s
         `style_at`, `start_style` and `wrap`)."""
         done = self.denoise(state, callback, style_at=style_at, start_style=start_style, wrap=wrap)
-        return self.decode(done.z_0, [state.pose]), done
+        return self.decode(done.z_0), done
 
     # -- the one way to run it ---------------------------------------------------------------------
     def __call__(

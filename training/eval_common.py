@@ -137,21 +137,16 @@ def to_unit(images: Sequence[Image.Image]) -> Any:
     return from_pil(images)
 
 
-def round_trip(
-    vae: Any, images: list[Image.Image], batch: int = 16, decoder: Any = None, poses: list[Pose] | None = None
-) -> list[Image.Image]:
-    """The images encoded (posterior mean) and decoded by an autoencoder, on its device and in its dtype; with a
-    pose `decoder` (`models.autoencoder.PoseDecoder`), decoded by it instead, with the images' own `poses`, at its
-    scale (give it the half-size renders)."""
+def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
+    """The images encoded (posterior mean) and decoded by an autoencoder, on its device and in its dtype."""
     import torch
 
-    from models.autoencoder import decode, encode, pose_decode, to_pil
+    from models.autoencoder import decode, encode, to_pil
 
     out: list[Image.Image] = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            z = encode(vae, to_unit(images[i : i + batch]).to(vae.device, vae.dtype))
-            out += to_pil(decode(vae, z) if decoder is None else pose_decode(decoder, vae, z, poses[i : i + batch]))
+            out += to_pil(decode(vae, encode(vae, to_unit(images[i : i + batch]).to(vae.device, vae.dtype))))
     return out
 
 

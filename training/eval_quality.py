@@ -268,14 +268,7 @@ def evaluate_quality(
     renders_b = [make_sample(EVAL_SEED, n + i, size)["render"].image.convert("RGB") for i in range(n)]
     poses = [s["render"].pose for s in first]
     masks = _dilate(np.stack([s["render"].mask for s in first]), max(1, size // 64))
-    if pipe is not None and pipe.decoder is not None and not ae:  # the path of the pipeline's images: 128 px in
-        half = [
-            make_sample(EVAL_SEED, i, size * pipe.latent_factor // pipe.output_factor)["render"].image.convert("RGB")
-            for i in range(n)
-        ]
-        trips = round_trip(vae, half, decoder=pipe.decoder, poses=poses)
-    else:
-        trips = round_trip(vae, renders_a)
+    trips = round_trip(vae, renders_a)
     sets = {"ae_": (trips, poses)}
     if pipe is not None:
         samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED, fast=fast)

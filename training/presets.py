@@ -222,62 +222,6 @@ LDM_PRESETS: dict[str, LDMPreset] = {
 
 
 @dataclass
-class DecoderPreset:
-    """Hyperparameters of the pose decoder run (`training/train_decoder.py`)."""
-
-    source: str = "weights"  # the pipeline (or autoencoder) folder whose latents it decodes; its encoder stays fixed
-    image_size: int = 256  # output side; the source encodes renders of half this side
-    widths: tuple[int, ...] = (96, 192)  # channels at 1/4 and 1/8 of the output side
-    blocks: tuple[int, ...] = (2, 3)  # residual blocks at 1/4 and 1/8
-    head_width: int = 32  # channels at 1/2 of the side
-    crop: int = 96  # output crops of this side (a multiple of 8): the decoder is convolutional
-    figure_crops: float = 0.5  # share of crops centred on a figure pixel
-    face_crops: float = 0.3  # share centred on the nose (eyes are what the source latent lost); the rest anywhere
-    wide: float = 0.5  # share of renders from the wide pose sampler (poses as varied as photos)
-    latent_noise: float = 0.1  # N(0, (u * this)^2) added to the latents, u ~ U(0, 1): samples are not exact encodings
-    cond_dropout: float = 0.1  # share of images decoded without their pose (the decoder then works without one)
-    batch_size: int = 16
-    steps: int = 40000
-    minutes: float = 60.0
-    lr: float = 1e-3
-    warmup: int = 200
-    grad_weight: float = 0.5
-    multiscale_weight: float = 0.5
-    detail_weight: float = 4.0  # L1 weighted up where the render has detail (`models.autoencoder.image_loss`)
-    gan_weight: float = 0.0  # patch discriminator (as `AEPreset`'s), from step gan_start; 0: none
-    feature_weight: float = 1.0
-    gan_start: int = 0
-    checkpoint_every: int = 500
-    sample_every: int = 1000
-    log_every: int = 50
-    seed: int = 0
-    num_threads: int = 2
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-
-
-DECODER_PRESETS: dict[str, DecoderPreset] = {
-    # 2 CPU threads (about 0.9 steps a second): the discriminator joins after about 28 minutes of plain L1
-    "cpu": DecoderPreset(minutes=85, gan_weight=0.05, gan_start=1500),
-    "gpu": DecoderPreset(
-        crop=128,
-        batch_size=64,
-        steps=20000,
-        minutes=0,
-        lr=5e-4,
-        warmup=500,
-        gan_weight=0.1,
-        gan_start=10000,
-        checkpoint_every=2000,
-        sample_every=2000,
-        log_every=200,
-        num_threads=8,
-        mixed_precision="bf16",
-    ),
-    "tiny": DecoderPreset(image_size=64, widths=(8, 16), blocks=(1, 1), head_width=8, crop=32, **TINY_RUN),
-}
-
-
-@dataclass
 class DistillPreset:
     """Hyperparameters of the few-step distillation (`training/train_distill.py`)."""
 

@@ -77,114 +77,6 @@ def discriminator_loss(disc: PatchDiscriminator, real: torch.Tensor, fake: torch
     return F.relu(1 - disc(real)[0]).mean() + F.relu(1 + disc(fake.detach())[0]).mean()
 
 
-def add_adversarial(
-    loss: torch.Tensor, parts: dict[str, float], disc: PatchDiscriminator, real: torch.Tensor, fake: torch.Tensor, cfg
-) -> torch.Tensor:
-    """`loss` plus `cfg.gan_weight` x (the generator's hinge term + `cfg.feature_weight` x feature matching), D fixed."""
-    disc.requires_grad_(False)
-    g, fm = adversarial_terms(disc, real, fake)
-    disc.requires_grad_(True)
-    parts.update(g=float(g.detach()), fm=float(fm.detach()))
-    return loss + cfg.gan_weight * (g + cfg.feature_weight * fm)
-
-
-class AdversarialTrainer:
-    """What the image trainers share (this autoencoder's and `training.train_decoder`'s): the model's and the
-    discriminator's optimisers, resuming them, one step (the model, then from `gan_start` the discriminator) and the
-    checkpoint. A subclass sets `run`, `rng` and `curve`, calls `setup`, and gives `batch()`: the loss module's
-    inputs and the real images."""
-
-    run: Run
-    rng: np.random.Generator
-    curve: list[list[float]]
-
-    def setup(self, name: str, model: nn.Module, make_loss, ckpt: Path | None) -> None:
-        """Optimisers for `model` (its trainable parameters) and, with `gan_weight`, a discriminator; their states
-        from `ckpt`; the loss module `make_loss(disc)` prepared by accelerate. `name`: the model's checkpoint folder."""
-        cfg, run = self.run.cfg, self.run
-        self.name, self.model = name, model
-        self.disc = PatchDiscriminator() if cfg.gan_weight > 0 else None
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizers = {"optimizer": torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)}
-        if self.disc is not None:
-            optimizers["disc_optimizer"] = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-        if ckpt is not None:
-            saved, meta = run.read_checkpoint(ckpt)
-            for k, o in optimizers.items():
-                if saved.get(k) is not None:
-                    o.load_state_dict(saved[k])
-            if self.disc is not None and saved.get("disc") is not None:
-                self.disc.load_state_dict(saved["disc"])
-            torch.set_rng_state(saved["torch_rng"])
-            self.rng.bit_generator.state, self.curve = meta["rng"], meta["curve"]
-        self.train_module, *opts = run.accelerator.prepare(make_loss(self.disc), *optimizers.values())
-        self.optimizers = dict(zip(optimizers, opts))
-
-    def batch(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """The loss module's inputs for one step, and the real images among them (the subclass's)."""
-        raise NotImplementedError
-
-    def step(self, step: int, lr: float) -> dict[str, float]:
-        """One step of the model (and, from `gan_start`, of the discriminator); returns the loss parts."""
-        cfg, accelerator, optimizers = self.run.cfg, self.run.accelerator, self.optimizers
-        for o in optimizers.values():
-            for group in o.param_groups:
-                group["lr"] = lr
-        inputs, real = self.batch()
-        adversarial = self.disc is not None and step >= cfg.gan_start
-        with accelerator.autocast():
-            loss, parts, fake = self.train_module(*inputs, adversarial)
-        optimizers["optimizer"].zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
-        optimizers["optimizer"].step()
-        if adversarial:
-            with accelerator.autocast():
-                d_loss = discriminator_loss(self.disc, real, fake)
-            optimizers["disc_optimizer"].zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            optimizers["disc_optimizer"].step()
-            parts["d"] = float(d_loss.detach())
-        return parts
-
-    def checkpoint(self, seconds: float | None = None) -> None:
-        """A resumable checkpoint: the model, the optimisers, the discriminator and both random states."""
-        trainer = {k: o.state_dict() for k, o in self.optimizers.items()}
-        trainer |= {
-            "disc": self.disc.state_dict() if self.disc is not None else None,
-            "torch_rng": torch.get_rng_state(),
-        }
-        seconds = self.run.seconds() if seconds is None else seconds
-        meta = {"rng": self.rng.bit_generator.state, "elapsed": seconds, "losses": self.run.losses, "curve": self.curve}
-        self.run.write_checkpoint({self.name: self.model}, trainer, meta)
-
-    def write_final(self, seconds: float, psnrs: tuple[float, float], data: str, **extra) -> Path:
-        """The model in `OUT/final/<name>/`, the last checkpoint and `OUT/final/training_info.json` (the run, the
-        held-out PSNRs, whole and figure, their curve, and `extra`); returns `OUT/final`."""
-        run, final = self.run, self.run.out / "final"
-        self.model.save_pretrained(final / self.name, safe_serialization=True)
-        self.checkpoint(seconds)
-        info = {
-            "model": self.name,
-            "steps": run.step,
-            "seconds": round(seconds, 1),
-            "steps_per_second": round(run.steps_per_second(), 4),
-            "data": data,
-            "machine": machine(),
-            "final_losses": run.losses,
-            "val_psnr_db": round(psnrs[0], 2),
-            "val_psnr_figure_db": round(psnrs[1], 2),
-            "curve": {"columns": ["step", "hours", "psnr_db", "psnr_figure_db"], "rows": self.curve},
-            **extra,
-            "preset": run.args.preset,
-            "config": preset_dict(run.cfg),
-        }
-        (final / "training_info.json").write_text(json.dumps(info, indent=2))
-        run.log(f"saved {final}/{self.name}: val PSNR {psnrs[0]:.2f} dB (figure {psnrs[1]:.2f}), {run.step} steps in "
-                f"{seconds / 60:.1f} min")  # fmt: skip
-        return final
-
-
 class RenderCrops:
     """Batches of random crops of fresh renders (or of a folder's images), as [-1, 1] tensors."""
 
@@ -259,7 +151,11 @@ class AELoss(nn.Module):
             multiscale_weight=cfg.multiscale_weight, return_recon=True,
         )  # fmt: skip
         if adversarial and self.disc is not None:
-            loss = add_adversarial(loss, parts, self.disc, images, recon, cfg)
+            self.disc.requires_grad_(False)
+            g, fm = adversarial_terms(self.disc, images, recon)
+            self.disc.requires_grad_(True)
+            loss = loss + cfg.gan_weight * (g + cfg.feature_weight * fm)
+            parts.update(g=float(g.detach()), fm=float(fm.detach()))
         return loss, parts, recon
 
 
@@ -279,7 +175,7 @@ OPTIONS = [
 ]
 
 
-class Trainer(AdversarialTrainer):
+class Trainer:
     """The autoencoder, the discriminator and their optimisers, and what the training loop does with them."""
 
     def __init__(self, run: Run):
@@ -303,17 +199,49 @@ class Trainer(AdversarialTrainer):
             for name, p in vae.named_parameters():
                 p.requires_grad_(not name.startswith(("encoder", "quant_conv")))
             run.log("decoder only: the encoder (and so the latent space and its scaling) stays as it is")
-        self.vae = vae
-        self.setup("autoencoder", vae, lambda disc: AELoss(vae, cfg, disc), ckpt)
+        self.vae, self.disc = vae, PatchDiscriminator() if cfg.gan_weight > 0 else None
+        optimizers = {"optimizer": torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
+                                                     betas=(0.9, 0.99), weight_decay=0.0)}  # fmt: skip
+        if self.disc is not None:
+            optimizers["disc_optimizer"] = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        if ckpt is not None:
+            saved, meta = run.read_checkpoint(ckpt)
+            for k, o in optimizers.items():
+                if saved.get(k) is not None:
+                    o.load_state_dict(saved[k])
+            if self.disc is not None and saved.get("disc") is not None:
+                self.disc.load_state_dict(saved["disc"])
+            torch.set_rng_state(saved["torch_rng"])
+            self.rng.bit_generator.state, self.curve = meta["rng"], meta["curve"]
+        self.train_module, *opts = accelerator.prepare(AELoss(vae, cfg, self.disc), *optimizers.values())
+        self.optimizers = dict(zip(optimizers, opts))
         n_params = sum(p.numel() for p in vae.parameters()) / 1e6
         run.log(f"autoencoder: {type(vae).__name__}, {n_params:.2f}M parameters, {cfg.latent_channels} latent channels")
         # The stream continues where the run left off (each step renders `batch_size / 2` images).
         self.crops = RenderCrops(cfg, start=accelerator.process_index * 10**8 + run.step * cfg.batch_size // 2)
 
-    def batch(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """A batch of render crops: the loss module's input and the real images."""
-        images = self.crops.batch(self.rng).to(self.run.accelerator.device)
-        return (images,), images
+    def step(self, step: int, lr: float) -> dict[str, float]:
+        """One step of the autoencoder (and, from `gan_start`, of the discriminator); returns the loss parts."""
+        cfg, accelerator, optimizers = self.run.cfg, self.run.accelerator, self.optimizers
+        for o in optimizers.values():
+            for group in o.param_groups:
+                group["lr"] = lr
+        batch = self.crops.batch(self.rng).to(accelerator.device)
+        adversarial = self.disc is not None and step >= cfg.gan_start
+        with accelerator.autocast():
+            loss, parts, recon = self.train_module(batch, adversarial)
+        optimizers["optimizer"].zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(self.vae.parameters(), 1.0)
+        optimizers["optimizer"].step()
+        if adversarial:
+            with accelerator.autocast():
+                d_loss = discriminator_loss(self.disc, batch, recon)
+            optimizers["disc_optimizer"].zero_grad(set_to_none=True)
+            accelerator.backward(d_loss)
+            optimizers["disc_optimizer"].step()
+            parts["d"] = float(d_loss.detach())
+        return parts
 
     def sample(self) -> None:
         """PSNRs of the held-out renders' round trips (logged and kept for the curve) and a grid of them."""
@@ -324,20 +252,49 @@ class Trainer(AdversarialTrainer):
         save_grid(torch.cat([self.val[:8], recon[:8]]), run.out / "samples" / f"step_{run.step:07d}.png", nrow=8)
         run.log(f"step {run.step} val PSNR {whole:.2f} dB, figure {figure:.2f} dB ({hours:.2f} h)")
 
+    def checkpoint(self, seconds: float | None = None) -> None:
+        """A resumable checkpoint: the autoencoder, the optimisers, the discriminator and both random states."""
+        trainer = {k: o.state_dict() for k, o in self.optimizers.items()}
+        trainer |= {
+            "disc": self.disc.state_dict() if self.disc is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+        seconds = self.run.seconds() if seconds is None else seconds
+        meta = {"rng": self.rng.bit_generator.state, "elapsed": seconds, "losses": self.run.losses, "curve": self.curve}
+        self.run.write_checkpoint({"autoencoder": self.vae}, trainer, meta)
+
     def save_final(self, seconds: float) -> Path:
         """Measure the latent statistics on full-size renders; the last checkpoint and `OUT/final/`."""
-        cfg, vae = self.run.cfg, self.vae
+        run, cfg, vae, final = self.run, self.run.cfg, self.vae, self.run.out / "final"
         vae.eval()
         if cfg.train_encoder:  # a frozen encoder keeps the scaling its UNet was trained with
             whole = dataclasses.replace(cfg, crop=cfg.image_size, batch_size=16, figure_crops=0.0)
             stats = RenderCrops(whole, start=10**9)
             mean, std = measure_latent_stats(vae, (stats.batch(self.rng) for _ in range(25)))
             vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
-        whole, figure, _ = _validate(vae, self.val, self.val_masks, self.run.accelerator.device)
-        return self.write_final(
-            seconds, (whole, figure), cfg.data or "fresh renders (training.synth.make_sample)",
-            latent_mean=float(vae.config.shift_factor), latent_std=1.0 / float(vae.config.scaling_factor),
-        )  # fmt: skip
+        whole, figure, _ = _validate(vae, self.val, self.val_masks, run.accelerator.device)
+        vae.save_pretrained(final / "autoencoder", safe_serialization=True)
+        self.checkpoint(seconds)
+        info = {
+            "model": "autoencoder",
+            "steps": run.step,
+            "seconds": round(seconds, 1),
+            "steps_per_second": round(run.steps_per_second(), 4),
+            "data": cfg.data or "fresh renders (training.synth.make_sample)",
+            "machine": machine(),
+            "final_losses": run.losses,
+            "val_psnr_db": round(whole, 2),
+            "val_psnr_figure_db": round(figure, 2),
+            "curve": {"columns": ["step", "hours", "psnr_db", "psnr_figure_db"], "rows": self.curve},
+            "latent_mean": float(vae.config.shift_factor),
+            "latent_std": 1.0 / float(vae.config.scaling_factor),
+            "preset": run.args.preset,
+            "config": preset_dict(cfg),
+        }
+        (final / "training_info.json").write_text(json.dumps(info, indent=2))
+        run.log(f"saved {final}/autoencoder: val PSNR {whole:.2f} dB (figure {figure:.2f}), {run.step} steps in "
+                f"{seconds / 60:.1f} min")  # fmt: skip
+        return final
 
 
 def main(argv: list[str] | None = None) -> Path:
