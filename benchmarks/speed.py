@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -259,13 +258,9 @@ def preview_through_app(model: str, seconds: float) -> dict[str, Any]:
     every 20 ms, as a mouse sends them), in headless Chromium: every new preview image counts once."""
     from playwright.sync_api import sync_playwright
 
-    from ui.server import LazyPipeline, build_demo, launch_kwargs
+    from ui.server import LazyPipeline, build_demo, launch_local
 
-    demo = build_demo(LazyPipeline(model), model_status="", clip_status="")
-    with socket.socket() as sock:  # a free loopback port
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    demo = launch_local(build_demo(LazyPipeline(model), model_status="", clip_status=""))
     count = """() => { window.__frames = 0; new MutationObserver(() => window.__frames++).observe(
         document.querySelector('#live-preview'), {subtree: true, attributes: true, attributeFilter: ['src']}); }"""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -29,23 +28,13 @@ ARGS = [
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_app(model: str | None = None, clip: str | None = None):
     """The whole app on a free loopback port, with the fake pipeline or (for screenshots) a real model folder."""
     from ui.fake import FakePipeline
-    from ui.server import LazyPipeline, build_demo, launch_kwargs
+    from ui.server import LazyPipeline, build_demo, launch_local
 
     loader = LazyPipeline(model) if model else (lambda: FakePipeline(size=128))
-    demo = build_demo(loader, model_status="", clip=clip, clip_status=None if model else "")
-    demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs()
-    )
-    return demo
+    return launch_local(build_demo(loader, model_status="", clip=clip, clip_status=None if model else ""))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,15 @@ def build_demo(
 def launch_kwargs() -> dict[str, Any]:
     """Keyword arguments for `launch` shared by serve and the tests."""
     return {"max_file_size": f"{settings.MAX_UPLOAD_MB}mb", "css": CSS, "show_error": True}
+
+
+def launch_local(demo: gr.Blocks) -> gr.Blocks:
+    """Launch a built app on a free loopback port without blocking (the browser tests and the preview benchmark)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    return demo
 
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
