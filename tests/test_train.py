@@ -45,6 +45,36 @@ def test_items_and_condition_maps(data):
     assert condition_maps(kp[None], 32).shape[-2:] == (32, 32)
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU's oneDNN has no bf16 kernels")
+def test_bf16_on_a_cpu_runs_the_unet_in_bf16(data, tmp_path, monkeypatch):
+    """`--mixed-precision bf16` on a CPU with bf16 kernels: accelerate's autocast runs the UNet in bf16, the loss
+    stays finite and the saved weights stay fp32."""
+    from accelerate.state import AcceleratorState
+
+    from models.unet import PoseUNet
+
+    ae = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"]) / "autoencoder"
+    AcceleratorState._reset_state(True)  # accelerate keeps one state a process, fp32 since the first trainer
+    seen: list[torch.dtype] = []
+    forward = PoseUNet.forward
+
+    def spy(self, noisy_latent, *args, **kwargs):
+        out = forward(self, noisy_latent, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(PoseUNet, "forward", spy)
+    out = tmp_path / "ldm"
+    final = train_ldm.main(["--data", str(data), "--ae", str(ae.parent), "--out", str(out), "--preset", "tiny",
+                            "--mixed-precision", "bf16"])  # fmt: skip
+    assert "mixed precision bf16" in (out / "log.txt").read_text()
+    assert torch.bfloat16 in seen
+    losses = json.loads((final / "training_info.json").read_text())["final_losses"]
+    assert all(np.isfinite(v) for v in losses.values())
+    assert PoseUNet.from_pretrained(final / "unet").dtype == torch.float32
+    AcceleratorState._reset_state(True)
+
+
 def test_train_ae_then_ldm_then_pipeline(data, tmp_path):
     ae_out, ldm_out = tmp_path / "ae", tmp_path / "ldm"
     final = train_ae.main(["--data", str(data), "--out", str(ae_out), "--preset", "tiny"])

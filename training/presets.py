@@ -51,7 +51,7 @@ class AEPreset:
     log_every: int = 50  # steps between log lines
     seed: int = 0
     num_threads: int = 2  # torch CPU threads
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate's setting (GPU only)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate's setting (`runs.device_precision`)
 
 
 @dataclass

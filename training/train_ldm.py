@@ -119,7 +119,7 @@ class LDMLoss(torch.nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch and its parts for the log."""
         b = z0.shape[0]
-        mu, logvar = self.style_encoder(images)
+        mu, logvar = (x.float() for x in self.style_encoder(images))  # fp32 under bf16 autocast: the KL's exp
         s = StyleEncoder.sample(mu, logvar)
         kl_dims = StyleEncoder.kl_per_dim(mu, logvar)
         guided = self.layout is not None and labels is not None and self.cfg.style_guide == "labels"
