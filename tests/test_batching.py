@@ -202,15 +202,12 @@ def test_cost_cap_through_the_api_handler(pose):
 def test_the_app_batches_concurrent_generate_calls(pipe, monkeypatch):
     """Four API users at once: the generate event lets them all in, and the model's batcher runs them together."""
     gradio_client = pytest.importorskip("gradio_client")
-    from tests.test_ui_api import free_port
-    from ui.server import build_demo, launch_kwargs
+    from ui.server import build_demo, launch_local
 
     monkeypatch.setattr(settings, "BATCH_WINDOW_S", 3.0)  # a loaded machine may spread the arrivals
     monkeypatch.setattr(settings, "BATCH_IMAGES", 4)  # ... but four in runs the batch at once
     app_pipe = tiny_pipeline(seed=1)  # a pipeline of its own: a fresh batcher with these settings
-    demo = build_demo(lambda: app_pipe, model_status="")
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())  # fmt: skip
+    demo = launch_local(build_demo(lambda: app_pipe, model_status=""))
     try:
         clients = [gradio_client.Client(demo.local_url, verbose=False) for _ in range(4)]
         text = json.dumps(common.default_value())

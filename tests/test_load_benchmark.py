@@ -11,9 +11,8 @@ import pytest
 pytest.importorskip("gradio_client")
 
 from benchmarks import load
-from tests.test_ui_api import free_port
 from ui.fake import FakePipeline
-from ui.server import build_demo, launch_kwargs
+from ui.server import build_demo, free_port, launch_local
 
 
 class SometimesFails(FakePipeline):
@@ -26,10 +25,7 @@ class SometimesFails(FakePipeline):
 
 
 def serve(pipe):
-    demo = build_demo(lambda: pipe, model_status="")
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                **launch_kwargs())  # fmt: skip
-    return demo
+    return launch_local(build_demo(lambda: pipe, model_status=""))
 
 
 def run(capsys, argv: list[str]) -> tuple[int, dict]:

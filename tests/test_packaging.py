@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,11 +60,9 @@ def healthcheck_command() -> list[str]:
 
 def test_healthcheck_passes_on_a_live_app_and_fails_without_one():
     from ui.fake import FakePipeline
-    from ui.server import build_demo, launch_kwargs
+    from ui.server import build_demo, free_port, launch_kwargs
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable if c == "python" else c for c in healthcheck_command()]
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
     assert (

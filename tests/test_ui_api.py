@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -18,24 +17,14 @@ from gradio_client import Client, handle_file
 from models.pose import loads
 from ui import common
 from ui.fake import FakePipeline
-from ui.server import build_demo, launch_kwargs
+from ui.server import build_demo, launch_local
 
 NOBODY = Path(__file__).resolve().parents[2] / "shared" / "photos" / "39_no_person_coffee.jpg"
 
 
-def free_port() -> int:
-    """A port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client():
-    demo = build_demo(lambda: FakePipeline(size=64), model_status="")
-    demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs()
-    )
+    demo = launch_local(build_demo(lambda: FakePipeline(size=64), model_status=""))
     try:
         yield Client(demo.local_url, verbose=False)
     finally:

@@ -84,12 +84,18 @@ def launch_kwargs() -> dict[str, Any]:
     return {"max_file_size": f"{settings.MAX_UPLOAD_MB}mb", "css": CSS, "show_error": True}
 
 
-def launch_local(demo: gr.Blocks) -> gr.Blocks:
-    """Launch a built app on a free loopback port without blocking (the browser tests and the preview benchmark)."""
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+        return sock.getsockname()[1]
+
+
+def launch_local(demo: gr.Blocks) -> gr.Blocks:
+    """Launch a built app on a free loopback port without blocking (the tests and the preview benchmark)."""
+    demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_kwargs()
+    )
     return demo
 
 
