@@ -49,6 +49,15 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "background": _vocab.BACKGROUND_KINDS,
     "background_color": tuple(_vocab.BACKGROUNDS),
 }
+# Accessories may come together, so each is a two-class attribute of its own. The hairclip (2-3 px at
+# 128 px) is left out.
+ACCESSORIES: dict[str, str] = {
+    "glasses": "glasses",
+    "cat_ears": "cat ears",
+    "beret": "beret",
+    "hair_ribbon": "hair ribbon",
+}  # attribute -> the renderer's (and captions') word
+ATTRIBUTES.update({name: ("without", "with") for name in ACCESSORIES})
 
 DEFAULT_PATH = paths.ATTRIBUTES
 
@@ -61,8 +70,11 @@ def record_labels(record: Mapping[str, Any]) -> dict[str, str | None]:
         name: record.get(name) for name in ATTRIBUTES if name not in ("outfit_color", "outfit_color2")
     }
     out["outfit_color"], out["outfit_color2"] = colors[0], colors[1]
-    if record.get("yaw") == "back":  # the face is turned away: the eyes are not drawn
-        out["eye_color"] = None
+    worn = set(record.get("accessories") or ())
+    for name, word in ACCESSORIES.items():
+        out[name] = "with" if word in worn else "without"
+    if record.get("yaw") == "back":  # the face is turned away: the eyes and glasses are not drawn
+        out["eye_color"] = out["glasses"] = None
     if record.get("outfit") == "dress":  # a dress shows its second colour only as a 1 px belt line
         out["outfit_color2"] = None
     return out
@@ -97,6 +109,7 @@ def _phrases() -> list[tuple[str, str, str]]:
     out += [(f"{c} {g}", "outfit_color", c) for c in a["outfit_color"] for g in _TOPS]
     out += [(f"{c} {g}", "outfit_color2", c) for c in a["outfit_color2"] for g in _BOTTOMS]
     out += [("1girl", "gender", "girl"), ("1boy", "gender", "boy")]
+    out += [(word, name, "with") for name, word in ACCESSORIES.items()]
     return sorted(out, key=lambda t: -len(t[0]))
 
 
@@ -303,6 +316,7 @@ def load_attribute_classifier(
 
 
 __all__ = [
+    "ACCESSORIES",
     "ATTRIBUTES",
     "AttributeClassifier",
     "AttributeOutput",

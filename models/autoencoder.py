@@ -177,6 +177,14 @@ def decode(vae: Autoencoder, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(z).sample
 
 
+@torch.no_grad()
+def round_trip(vae: Autoencoder, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Images in [-1, 1] `(B, 3, H, W)` encoded (posterior mean) and decoded by `vae` on its device, `batch` at a
+    time -> the decodings in [-1, 1], float on the CPU."""
+    parts = [decode(vae, encode(vae, images[i : i + batch].to(vae.device))) for i in range(0, len(images), batch)]
+    return torch.cat([p.float().clamp(-1, 1).cpu() for p in parts])
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """Images in [-1, 1] `(B, 3, H, W)` -> PIL RGB images."""
     arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -109,6 +109,10 @@ def test_rendered_attributes_are_in_the_vocabulary(synth):
         assert labels["hair_color"] == rec["hair_color"] and labels["outfit_color"] == rec["outfit_colors"][0]
     assert record_labels({"yaw": "back", "eye_color": "red"})["eye_color"] is None  # no eyes drawn from behind
     assert record_labels({"outfit": "dress", "outfit_colors": ["red", "blue"]})["outfit_color2"] is None
+    worn = record_labels({"accessories": ["glasses", "cat ears", "hairclip"], "yaw": "front"})
+    assert [worn[k] for k in ("glasses", "cat_ears", "beret", "hair_ribbon")] == ["with", "with", "without", "without"]
+    behind = record_labels({"accessories": ["glasses", "beret"], "yaw": "back"})
+    assert behind["glasses"] is None and behind["beret"] == "with"  # glasses sit on the face; a beret shows anyway
 
 
 def test_attributes_in_text():
@@ -123,6 +127,7 @@ def test_attributes_in_text():
     }
     assert attributes_in_text("blue eyes and long hair") == {"eye_color": "blue", "hair_style": "long hair"}
     assert attributes_in_text("a cat 🐱") == {}
+    assert attributes_in_text("cat ears and a beret") == {"cat_ears": "with", "beret": "with"}
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -166,6 +171,41 @@ def test_fine_tune_on_decoded_renders(synth, tmp_path):
     assert info["config"]["hidden"] == 8 and info["args"]["init"] == str(first / "final")  # the init's architecture
     with pytest.raises(SystemExit, match="needs --ae"):
         train_attributes.main([*common, "--out", str(second), "--train-decoded", "0.5"])
+
+
+def test_an_older_judge_grows_heads_for_new_attributes(tmp_path):
+    """`--init` with a judge trained before an attribute existed: its heads keep their outputs, new ones are added."""
+    from training.train_attributes import build_parser, grown_classifier
+
+    torch.manual_seed(0)
+    old_names = {k: list(v) for k, v in ATTRIBUTES.items() if k not in ("glasses", "beret")}
+    old = AttributeClassifier(image_size=32, channels=(4, 8), depths=(0, 1), pool_stages=2, hidden=8,
+                              class_names=old_names).eval()  # fmt: skip
+    old.save_pretrained(tmp_path / "old")
+    run = ["--data", "x", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "old"), "--attend", "glasses=0+1"]
+    grown = grown_classifier(build_parser().parse_args(run)).eval()
+    assert set(grown.classes) == set(ATTRIBUTES) and grown.config.attend["glasses"] == [0, 1]
+    assert "beret" not in grown.config.attend  # not named: it reads the pooled features
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before, after = old(x), grown(x)
+    for name in old_names:
+        torch.testing.assert_close(after[name], before[name])
+    assert after["glasses"].shape == (2, 2)
+
+
+def test_balancing_weights_ask_for_every_class_equally():
+    """A 9:1 attribute weighs its rare class 9 times as much (mean 1); unbalanced attributes get no weights."""
+    from training.train_attributes import IGNORE, balancing_weights, classification_loss
+
+    classes = {"beret": ["without", "with"], "gender": ["female", "male"]}
+    labels = np.array([[0, 0]] * 9 + [[1, 1]] + [[IGNORE, 0]] * 5)
+    w = balancing_weights(labels, classes, ["beret"])
+    assert list(w) == ["beret"]
+    torch.testing.assert_close(w["beret"], torch.tensor([0.2, 1.8]))
+    logits = {k: torch.zeros(len(labels), 2, requires_grad=True) for k in classes}
+    loss = classification_loss(logits, torch.from_numpy(labels), list(classes), None, w)
+    assert torch.isfinite(loss)
 
 
 def test_augment_keeps_shape_range_and_is_seeded():

@@ -22,7 +22,8 @@ def publish(run: str | Path, dest: str | Path, card: Callable[[dict[str, Any]], 
 ATTRIBUTES_CARD = """# Attribute classifier (the judge of refinement and direction labels)
 
 A small CNN (`models/attributes.py`, `AttributeClassifier`) that names what a rendered character
-looks like: one softmax head per attribute of the renderer's vocabulary (`training/character.py`).
+looks like: one softmax head per attribute of the renderer's vocabulary (`training/character.py`; each accessory
+is a with/without head of its own).
 It is the independent judge of the CLIP refinement (`success`: does the refined image show the
 asked attribute?) and names the GANSpace / SeFa directions (which attribute's score moves most).
 It was trained on `training.render` characters{decoded_intro}, never on CLIP outputs or photos.
@@ -33,7 +34,7 @@ It was trained on `training.render` characters{decoded_intro}, never on CLIP out
 | architecture | {cfg[patch_size]}x{cfg[patch_size]} patch stem, 3x3 conv stages {channels} (extra convs {depths}), global average + max pooling of the last {cfg[pool_stages]} stages, a {cfg[hidden]}-wide shared layer, one linear head per attribute; an eye locator (trained on the renders' eye keypoints) whose map also pools stage features for {attend}; input resized to {cfg[image_size]} px |
 | data | {info[train_images]:,} renders of `{info[data]}` (`python -m training.synth --out data/train --n 17556 --seed 0`), the last {val_n:,} held out{decoded} |
 | augmentation | mirroring, small zoom and shift, blur, down-up resampling, noise, small brightness and contrast changes; no hue or saturation change (colour is the label) |
-| training | {info[steps]:,} steps of batch {info[batch]}{init}, AdamW lr {args[lr]} (cosine), cross-entropy over the heads weighted {weights} (eye colour skipped on back views, where no eye is drawn) |
+| training | {info[steps]:,} steps of batch {info[batch]}{init}, AdamW lr {args[lr]} (cosine), cross-entropy over the heads weighted {weights}{balance} (eye colour and glasses skipped on back views, where no face is drawn) |
 | time | {minutes:.1f} min wall ({budget_min:.1f} {clock} minutes budgeted), device `{info[device]}` |
 | machine | {info[machine]} |
 | command | `{command}` |
@@ -44,7 +45,9 @@ It was trained on `training.render` characters{decoded_intro}, never on CLIP out
 
 Held-out: {rep[heldout][source]}. {eval_src}{ae_src}Eye colour is scored only where the eyes are drawn
 (all views but the back), the outfit's second colour not on dresses (there it is a 1 px belt line).
-Chance is 1 / (number of classes).
+Chance is 1 / (number of classes). Two-class attributes (gender, each accessory) show the balanced accuracy
+in parentheses, the mean of each class's recall: an accessory is worn in 7-20 % of renders, so answering "without"
+always scores 0.8-0.93 accuracy but 0.5 balanced.
 
     from models.attributes import load_attribute_classifier
     clf = load_attribute_classifier("weights/attributes")
@@ -58,8 +61,14 @@ def accuracy_table(report: dict[str, Any], classes: dict[str, list[str]]) -> str
     sets = [(k, t) for k, t in (("heldout", "held-out renders"), ("eval_data", "data/det renders"),
                                  ("heldout_autoencoder", "held-out through the autoencoder")) if k in report]  # fmt: skip
     rows = ["| attribute | classes | " + " | ".join(t for _, t in sets) + " |", "| --- | --- |" + " --- |" * len(sets)]
+
+    def cell(rep: dict[str, Any], name: str, n_classes: int) -> str:
+        balanced = rep.get("balanced_accuracy", {}).get(name)
+        extra = f" ({balanced:.3f})" if n_classes == 2 and balanced is not None else ""
+        return f"{rep['accuracy'][name]:.3f}{extra}"
+
     for name, names in classes.items():
-        cells = " | ".join(f"{report[k]['accuracy'][name]:.3f}" for k, _ in sets)
+        cells = " | ".join(cell(report[k], name, len(names)) for k, _ in sets)
         rows.append(f"| {name} | {len(names)} | {cells} |")
     rows.append("| **mean** | | " + " | ".join(f"**{report[k]['mean_accuracy']:.3f}**" for k, _ in sets) + " |")
     return "\n".join(rows)
@@ -98,6 +107,7 @@ def attributes_card(info: dict[str, Any]) -> str:
         or "no head",
         val_n=rep["heldout"]["n"]["hair_color"],
         weights=args["loss_weights"] or "equally",
+        balance=f", the classes of {args['balance']} weighed by inverse frequency" if args.get("balance") else "",
         minutes=info["train_seconds"] / 60,
         budget_min=info["budget_seconds"] / 60,
         command=attributes_command(args),

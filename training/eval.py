@@ -103,7 +103,7 @@ def _fidelity(
     hits_r, total_r = pck_counts(det.detect([r.image for r in first]), [r.pose for r in first])
     # The same renders through the autoencoder alone: tells "the detector cannot read decoded
     # images" apart from "the denoiser does not follow the pose".
-    recon = autoencoder_round_trip(pipe, [r.image for r in first])
+    recon = round_trip(pipe.vae, [r.image for r in first]) if hasattr(pipe, "vae") and hasattr(pipe, "decode") else []
     pck_recon = pck(det.detect(recon), [r.pose for r in first]) if recon else None
     f_gen = det.embed(images)
     f_first = det.embed([r.image for r in first])
@@ -116,13 +116,6 @@ def _fidelity(
         "fd": frechet_distance(f_gen, f_second),
         "fd_ref": frechet_distance(f_first, f_second),
     }
-
-
-def autoencoder_round_trip(pipe: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
-    """The images encoded (posterior mean) and decoded by the pipeline's autoencoder; [] without one."""
-    if not hasattr(pipe, "vae") or not hasattr(pipe, "decode"):
-        return []
-    return round_trip(pipe.vae, images, batch)
 
 
 def _settings_of(state: Any) -> dict[str, Any]:

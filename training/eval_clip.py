@@ -12,11 +12,12 @@ gradient, stripes, dots, checkered) is reported besides. `clip_features` gives t
 
 Refinement (`refine`): does the character change as asked, and does it keep its pose? Pairs: pose `i` is held-out sample `i` of `EVAL_SEED` (the poses `python -m training.eval` uses),
 generated with seed `EVAL_SEED + i`; its prompt asks for one attribute, cycling over every attribute the judge
-reads (`--ask`, default all of PROMPT_ATTRIBUTES) in the captions' wording (`attribute_prompt`: "pink hair",
+reads (`--ask`, default every one of PROMPT_ATTRIBUTES that the judge has a head for) in the captions' wording (`attribute_prompt`: "pink hair",
 "twintails", "green eyes", "kimono", "red dress", "dots background", "dark background"). The asked value is
 drawn (seeded by `i`) among the values the attribute classifier does *not* see in the unrefined image, so every
-pair asks for a change. Accessories (glasses, cat ears, beret, hair ribbon) are not asked: the judge has no head
-for them yet (`NOT_JUDGED`), and a figure the judge cannot read is not reported.
+pair asks for a change. An accessory (glasses, cat ears, beret, hair ribbon: `models.attributes.ACCESSORIES`) is
+asked for by its word ("cat ears") where the judge sees none, and asked away by the same word at weight -1
+("cat ears:-1", the prompts' negative weight) where it sees one.
 
 Reported per mode (one row each, `--json`: one object with `rows`):
 * `success`: share of pairs where the attribute classifier (`models.attributes`, trained on renders,
@@ -29,6 +30,9 @@ Reported per mode (one row each, `--json`: one object with `rows`):
   `success` on a few pairs).
 * `seconds_median`, `seconds_max`: wall time of one `refine` call (default settings unless overridden);
   `cpu_seconds_median`: its process CPU time (with `--threads 1`, the wall time an idle core would take).
+Besides the rows, `judge_balanced_accuracy`: how well the judge reads each asked attribute on decoded renders (its
+`training_info.json`); a success rate is worth as much as that figure (the 128-px decodings erase eyes, so eye colour
+and glasses read near chance there).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ import torch
 from PIL import Image
 
 from models import paths
+from models.attributes import ACCESSORIES
+from models.autoencoder import from_pil
 from models.errors import InputError
 from training.eval_common import (
     DEFAULT_DETECTOR,
@@ -57,7 +63,6 @@ from training.eval_common import (
     output_frame_pose,
     pck_counts,
     report,
-    to_unit,
 )
 
 DEFAULT_CLIP = paths.CLIP
@@ -71,8 +76,8 @@ REFINE_DESCRIPTION = (
 )
 PROMPT_ATTRIBUTES = (
     "hair_color", "hair_style", "eye_color", "outfit", "outfit_color", "background", "background_color",
+    *ACCESSORIES,
 )  # fmt: skip
-NOT_JUDGED = {"accessories": "the attribute judge has no head for accessories (glasses, cat ears, beret, ribbon)"}
 # Attributes that change with the asked one by construction: a new outfit brings its own colours.
 TIED = {"outfit": ("outfit_color", "outfit_color2"), "outfit_color": ("outfit_color2",)}
 # The garment the captions colour with the outfit's main colour (`training.character.outfit_words`);
@@ -84,7 +89,8 @@ MAIN_GARMENT = {"dress": "dress", "blouse and skirt": "blouse", "shirt and trous
 # -- the captions' wording of an attribute --------------------------------------------------------
 def attribute_prompt(attribute: str, value: str, outfit: str | None = None) -> str:
     """The caption phrase (`training.character.tags`) asking for `value` of an attribute ('pink hair', 'twintails',
-    'green eyes', 'kimono', 'red dress' for the outfit `outfit`'s main colour, 'dots background')."""
+    'green eyes', 'kimono', 'red dress' for the outfit `outfit`'s main colour, 'dots background', 'cat ears' and
+    'cat ears:-1' to take them off)."""
     words = {
         "hair_color": f"{value} hair",
         "hair_style": value,
@@ -95,6 +101,8 @@ def attribute_prompt(attribute: str, value: str, outfit: str | None = None) -> s
     }
     if attribute in words:
         return words[attribute]
+    if attribute in ACCESSORIES and value in ("with", "without"):
+        return ACCESSORIES[attribute] + ("" if value == "with" else ":-1")
     if attribute == "outfit_color" and outfit in MAIN_GARMENT:
         return f"{value} {MAIN_GARMENT[outfit]}"
     raise InputError(f"No prompt for {attribute} (outfit {outfit}).")
@@ -142,7 +150,7 @@ def heldout_set(n: int, seed: int = CLIP_EVAL_SEED, size: int = 128) -> tuple[to
     if seed < EVAL_SEED:
         raise InputError(f"Held-out data set seeds start at {EVAL_SEED}; {seed} is a training seed.")
     samples = [make_sample(seed, i, size) for i in range(n)]
-    return to_unit([s["render"].image for s in samples]), [s["attributes"] for s in samples]
+    return from_pil([s["render"].image for s in samples]), [s["attributes"] for s in samples]
 
 
 def clip_features(images: Any, scorer: Any, batch_size: int = 128) -> np.ndarray:
@@ -153,7 +161,7 @@ def clip_features(images: Any, scorer: Any, batch_size: int = 128) -> np.ndarray
         for i in range(0, len(images), batch_size):
             batch = images[i : i + batch_size]
             pil = isinstance(batch, list | tuple) and hasattr(batch[0], "convert")
-            x = to_unit(batch) if pil else torch.as_tensor(batch).float()
+            x = from_pil(batch) if pil else torch.as_tensor(batch).float()
             feats.append(scorer.encode_image(x.to(scorer.device)).cpu())
     return torch.cat(feats).double().numpy()
 
@@ -199,8 +207,6 @@ def check_asked(names: list[str]) -> tuple[str, ...]:
     if not names:
         raise InputError(f"Give at least one attribute to ask for: {', '.join(PROMPT_ATTRIBUTES)}.")
     for name in names:
-        if name in NOT_JUDGED:
-            raise InputError(f"{name} cannot be evaluated: {NOT_JUDGED[name]}.")
         if name not in PROMPT_ATTRIBUTES:
             raise InputError(f"Unknown attribute {name!r}; choose from {', '.join(PROMPT_ATTRIBUTES)}.")
     return tuple(dict.fromkeys(names))
@@ -308,10 +314,10 @@ def evaluate_refine(
     device: str | None = None,
     save: str | Path | None = None,
     progress: bool = False,
-    ask: list[str] | tuple[str, ...] = PROMPT_ATTRIBUTES,
+    ask: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Generate `n` held-out poses, refine each with its prompt (one attribute of `ask`) in every mode, judge; the
-    metrics dict."""
+    """Generate `n` held-out poses, refine each with its prompt (one attribute of `ask`, default every attribute the
+    judge reads) in every mode, judge; the metrics dict."""
     from models.attributes import load_attribute_classifier
     from models.pipeline import PosePipeline
     from models.refine import REFINE_MODES, check_refine_inputs, resolve_clip
@@ -323,13 +329,18 @@ def evaluate_refine(
         raise InputError(f"Give at least one mode of {', '.join(REFINE_MODES)}.")
     for mode in modes:
         check_refine_inputs(mode, refine_steps, lr, pose_weight)
-    asked = check_asked(list(ask))
+    asked = check_asked(list(ask)) if ask is not None else None
 
     # 2. Models (float32 everywhere, so a GPU run judges the same computation as a CPU one).
     pipe = PosePipeline.from_pretrained(str(model), device=device, dtype=torch.float32)
     scorer = resolve_clip(str(clip)).to(pipe.device)
     judge = load_attribute_classifier(attributes, device=pipe.device)
     det = load_detector(detector).to(pipe.device)
+    unjudged = [a for a in asked or () if a not in judge.classes]
+    asked = asked or tuple(a for a in PROMPT_ATTRIBUTES if a in judge.classes)
+    if unjudged:
+        raise InputError(f"The judge in {Path(attributes).name} has no head for {', '.join(unjudged)}; "
+                         "leave it out of --ask or train the judge (python -m training.train_attributes).")  # fmt: skip
 
     # 3. The unrefined images and their prompts; 4. every mode on every pair, judged.
     pairs = make_pairs(pipe, judge, n, steps, progress, asked)
@@ -350,11 +361,22 @@ def evaluate_refine(
         "threads": torch.get_num_threads(),
         "split": f"synth data set seed {EVAL_SEED}, samples 0..{n - 1}, generation seeds {EVAL_SEED}+i",
         "judge": f"attribute classifier {attributes}",
+        "judge_balanced_accuracy": judge_reliability(attributes, asked),
         "asked": list(asked),
-        "not_measured": NOT_JUDGED,
         "model": str(model),
         "clip": str(clip),
     }
+
+
+def judge_reliability(attributes: str | Path, asked: tuple[str, ...]) -> dict[str, float]:
+    """The judge's balanced accuracy on held-out renders through the autoencoder (its `training_info.json`) for each
+    asked attribute: how far its verdict on a decoded image can be trusted ({} when the folder does not say)."""
+    info = Path(attributes) / "training_info.json"
+    if not info.is_file():
+        return {}
+    split = json.loads(info.read_text()).get("accuracy", {}).get("heldout_autoencoder", {})
+    figures = split.get("balanced_accuracy") or split.get("accuracy") or {}
+    return {a: round(float(figures[a]), 3) for a in asked if a in figures}
 
 
 def save_refine(
@@ -387,7 +409,11 @@ def main_refine(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
-        "--ask", default=",".join(PROMPT_ATTRIBUTES), help="comma-separated attributes to ask for (default: all)"
+        "--ask",
+        default="",
+        help="comma-separated attributes to ask for (default: every one the judge reads, of "
+        + ", ".join(PROMPT_ATTRIBUTES)
+        + ")",
     )
     parser.add_argument("--save", metavar="DIR", help="write a sheet (before, then each mode) and the pairs here")
     args = parser.parse_args(argv)
@@ -398,7 +424,7 @@ def main_refine(argv: list[str] | None = None) -> int:
             [m.strip() for m in args.modes.split(",") if m.strip()],
             args.n, args.model, args.clip, args.attributes, args.detector, args.steps,
             args.refine_steps, args.lr, args.pose_weight, args.device, args.save, progress=not args.json,
-            ask=[a.strip() for a in args.ask.split(",") if a.strip()],
+            ask=[a.strip() for a in args.ask.split(",") if a.strip()] or None,
         ),
         args.json,
         _show_refine,

@@ -130,24 +130,12 @@ def load_attributes(path: str | None = None) -> tuple[Any, dict[str, Sequence[st
     return clf, dict(getattr(clf, "classes", None) or ATTRIBUTES)
 
 
-def to_unit(images: Sequence[Image.Image]) -> Any:
-    """PIL images -> float tensor (B, 3, H, W) in [-1, 1] (the attribute classifier's input)."""
-    from models.autoencoder import from_pil
-
-    return from_pil(images)
-
-
 def round_trip(vae: Any, images: list[Image.Image], batch: int = 16) -> list[Image.Image]:
-    """The images encoded (posterior mean) and decoded by an autoencoder, on its device and in its dtype."""
-    import torch
+    """PIL images through `models.autoencoder.round_trip` (posterior mean, on the autoencoder's device)."""
+    from models.autoencoder import from_pil, to_pil
+    from models.autoencoder import round_trip as tensor_round_trip
 
-    from models.autoencoder import decode, encode, to_pil
-
-    out: list[Image.Image] = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            out += to_pil(decode(vae, encode(vae, to_unit(images[i : i + batch]).to(vae.device, vae.dtype))))
-    return out
+    return to_pil(tensor_round_trip(vae, from_pil(images), batch))
 
 
 def output_frame_pose(pipe: Any, state: Any, image: Image.Image) -> Pose:

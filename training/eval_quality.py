@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from models import paths
+from models.autoencoder import from_pil
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
@@ -57,7 +58,6 @@ from training.eval_common import (
     pck_counts,
     report,
     round_trip,
-    to_unit,
 )
 from training.eval_face import face_figures, train_face_check
 
@@ -109,7 +109,7 @@ def psnr_images(a: list[Image.Image], b: list[Image.Image], masks: np.ndarray | 
     from models.autoencoder import psnr
 
     m = torch.from_numpy(np.asarray(masks, dtype=np.float32))[:, None] if masks is not None else None
-    return psnr(to_unit(a), to_unit(b), m)
+    return psnr(from_pil(a), from_pil(b), m)
 
 
 # -- classifier two-sample test -------------------------------------------------------------------
@@ -142,7 +142,7 @@ def c2st(a: list[Image.Image], b: list[Image.Image], steps: int = 300, crop: int
     average pool the logit of a whole image is the mean of its crops' logits."""
     if min(len(a), len(b)) < 4:
         raise InputError("The two-sample test needs at least 4 images a set.")
-    x = torch.cat([to_unit(a), to_unit(b)])
+    x = torch.cat([from_pil(a), from_pil(b)])
     y = torch.cat([torch.zeros(len(a)), torch.ones(len(b))])
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x), generator=g)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import InputError
-from training.eval_common import DEFAULT_MODEL, EVAL_SEED, load_attributes, report, to_unit
+from training.eval_common import DEFAULT_MODEL, EVAL_SEED, load_attributes, report
 
 STYLE_EVAL_SEED = EVAL_SEED + 3  # data set seed of this evaluation's renders (+1: detector, +2: CLIP)
 COLOUR_ATTRIBUTES = ("hair_color", "background_color", "outfit_color", "eye_color", "skin")
@@ -42,10 +42,12 @@ def style_of(pipe: Any, images: Sequence[Any]) -> np.ndarray:
     """`(N, style_dim)`: the style encoder's posterior mean of s for each PIL image."""
     import torch
 
+    from models.autoencoder import from_pil
+
     if pipe.style_encoder is None:
         raise InputError("This model folder has no style_encoder/: s cannot be read off an image.")
     with torch.no_grad():
-        mu, _ = pipe.style_encoder(to_unit(images))
+        mu, _ = pipe.style_encoder(from_pil(images))
     return mu.float().numpy()
 
 

@@ -1,29 +1,21 @@
 """Train the attribute classifier (`models/attributes.py`) on a synth data folder, on a CPU or a GPU.
 
-    nohup python -m training.train_attributes --data data/train --out runs/attributes --minutes 40 \\
-        --eval-data data/det --ae weights/autoencoder --publish weights/attributes > runs/attributes.log 2>&1 &
+    python -m training.train_attributes --data data/train --out runs/attributes --init weights/attributes \
+        --ae weights/autoencoder --train-decoded 0.7 --decoded-n 3000 --minutes 25 --lr 1e-3 --publish weights/attributes
     python -m training.train_attributes --data data/train --out runs/attributes --resume   # after a stop
 
-Reads `images/*.png`, `attributes/*.json` and the eye points of `keypoints/*.json` (they supervise
-the eye locator; `models.attributes.eye_map_loss`); the last `--holdout` share of the folder (by
-name) is held out and never trained on. The classifier judges generated images, so training degrades the
-renders the ways a small autoencoder does (blur, down-and-up resampling, noise) on top of mirroring
-and small affine moves, and changes colours only a little (brightness and contrast, never the hue:
-the colour is the label). The run ends at `--steps` or after `--minutes`, whichever comes first
-(CPU time of this process on a CPU, so a shared machine learns as much as a quiet one; wall time on
-a GPU), and the cosine learning rate follows that progress, so it always ends annealed. Every
-`--checkpoint-every` steps `OUT/checkpoint/` holds weights, optimiser state and step; `--resume`
-carries on (batch and augmentation of step `t` depend only on `--seed` and `t`). At the end:
-`OUT/final/`, `OUT/accuracy.json` (per-attribute accuracy on the held-out split, on `--eval-data`
-and, with `--ae`, on held-out renders passed through that autoencoder), `OUT/training_info.json`.
-
-The judge reads generated images, which are always the autoencoder's decodings: `--train-decoded P` (with `--ae`)
-draws that share of every batch from training renders passed through that autoencoder (`--decoded-n` of them,
-cached in `OUT/decoded.npz`), so the judge learns the decoder's colours instead of flipping on them. `--init FOLDER`
-starts from a trained classifier (its architecture), e.g. to fine-tune the shipped one so:
-
-    python -m training.train_attributes --data data/train --out runs/attributes_dec --init weights/attributes \
-        --ae weights/autoencoder --train-decoded 0.7 --decoded-n 3000 --minutes 25 --lr 1e-3 --publish weights/attributes
+Reads `images/*.png`, `attributes/*.json` and the eye points of `keypoints/*.json` (they supervise the eye
+locator; `models.attributes.eye_map_loss`); the last `--holdout` share of the folder (by name) is never trained
+on. The judge reads generated images, which are always an autoencoder's decodings: `--train-decoded P` (with
+`--ae`) draws that share of every batch from training renders passed through it (`--decoded-n` of them, cached in
+`OUT/decoded.npz`), and augmentation degrades renders the ways a small autoencoder does (blur, down-and-up
+resampling, noise, mirroring, small affine moves, small brightness and contrast changes, never the hue: the colour
+is the label). `--init FOLDER` continues a trained classifier (attributes it lacks get fresh heads). The run ends
+at `--steps` or after `--minutes` (CPU time of this process on a CPU, wall time on a GPU), the cosine learning
+rate following that progress; `OUT/checkpoint/` every `--checkpoint-every` steps lets `--resume` carry on (batch
+and augmentation of step `t` depend only on `--seed` and `t`). At the end: `OUT/final/`, `OUT/accuracy.json`
+(held-out accuracy, on `--eval-data` and, with `--ae`, on held-out renders through that autoencoder),
+`OUT/training_info.json`.
 """
 
 from __future__ import annotations
@@ -43,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
 
-from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
+from models.attributes import ACCESSORIES, ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
 from training import cards, runs
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
@@ -62,11 +55,14 @@ DEFAULTS = {
     "eval_n": 2000,
     # Small or subtle attributes (2-5 px eyes, the hair's silhouette) learn last; more weight brings them
     # in within a CPU budget.
-    "loss_weights": "eye_color=3,hair_style=2",
+    "loss_weights": "eye_color=3,hair_style=2,glasses=2,cat_ears=2,beret=2,hair_ribbon=2",
+    # One character in seven or fewer wears each accessory: unweighted, its head learns "without" (balanced
+    # accuracy 0.50 in docs/EXPERIMENTS.md); weighing each class by its inverse frequency asks for both.
+    "balance": ",".join(ACCESSORIES),
     "eye_weight": 0.3,
-    # The face is where the eyes are: its skin and the hair around it are read there too (the hair
-    # from the coarser stages, whose cells see the whole head).
-    "attend": "eye_color=0+1,skin=0+1,hair_style=1+2,gender=1+2",
+    # The face is where the eyes are: its skin, the glasses and the hair around it are read there too (the
+    # hair and what sits on it from the coarser stages, whose cells see the whole head).
+    "attend": "eye_color=0+1,skin=0+1,hair_style=1+2,gender=1+2,glasses=0+1,cat_ears=1+2,beret=1+2,hair_ribbon=1+2",
 }
 
 
@@ -114,17 +110,6 @@ def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.T
 
 
 # -- augmentation ---------------------------------------------------------------------------------
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (reflect padding) of a (B, C, H, W) batch."""
-    r = max(1, math.ceil(2 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 def augment(
     x: torch.Tensor, rng: np.random.Generator, strength: float = 1.0, points: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -153,7 +138,8 @@ def augment(
         xy = ((points[..., :2] * 2 - 1) - t) * a
         points = torch.cat([(xy + 1) / 2, points[..., 2:]], dim=-1)
     # 2. Softness of decoded images: a blur or a down-and-up resampling.
-    x = torch.where(mask(0.35), _gaussian_blur(x, float(rng.uniform(0.4, 1.1))), x)
+    sigma = float(rng.uniform(0.4, 1.1))
+    x = torch.where(mask(0.35), gaussian_blur(x, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma]), x)
     low = int(rng.integers(s // 2, s * 3 // 4 + 1))
     down_up = F.interpolate(F.interpolate(x, size=(low, low), mode="area"), size=(s, s), mode="bilinear")
     x = torch.where(mask(0.3), down_up, x)
@@ -170,19 +156,40 @@ def augment(
 
 # -- loss and accuracy ----------------------------------------------------------------------------
 def classification_loss(
-    logits: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], weights: dict[str, float] | None = None
+    logits: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    names: list[str],
+    weights: dict[str, float] | None = None,
+    class_weights: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Weighted mean over attributes of the cross-entropy (unseen labels skipped); label column j is
-    `names[j]`; attributes missing from `weights` weigh 1."""
-    weights = weights or {}
+    `names[j]`; attributes missing from `weights` weigh 1; `class_weights[name]` weighs that head's classes."""
+    weights, class_weights = weights or {}, class_weights or {}
     total, norm = 0.0, 0.0
     for j, name in enumerate(names):
         y = labels[:, j]
         if (y != IGNORE).any():
             w = weights.get(name, 1.0)
-            total = total + w * F.cross_entropy(logits[name].float(), y, ignore_index=IGNORE)
+            cw = class_weights.get(name)
+            cw = cw.to(logits[name].device) if cw is not None else None
+            total = total + w * F.cross_entropy(logits[name].float(), y, weight=cw, ignore_index=IGNORE)
             norm += w
     return total / max(norm, 1e-8)
+
+
+def balancing_weights(
+    labels: np.ndarray, classes: dict[str, list[str]], balanced: list[str]
+) -> dict[str, torch.Tensor]:
+    """Per-class cross-entropy weights 1 / frequency (mean 1 over the classes present) of the `balanced` attributes
+    in the (N, A) training labels: the loss then asks for the mean recall, not the majority class."""
+    out = {}
+    for j, name in enumerate(classes):
+        if name in balanced:
+            seen = labels[:, j][labels[:, j] != IGNORE]
+            counts = np.bincount(seen, minlength=len(classes[name])).astype(np.float64)
+            inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+            out[name] = torch.tensor(inv * (counts > 0).sum() / max(inv.sum(), 1e-12), dtype=torch.float32)
+    return out
 
 
 @torch.no_grad()
@@ -201,35 +208,33 @@ def predict_indices(model: AttributeClassifier, images: np.ndarray, batch: int =
 
 
 def accuracy_report(preds: np.ndarray, labels: np.ndarray, classes: dict[str, list[str]]) -> dict[str, Any]:
-    """Per-attribute accuracy over the seen labels, their mean, counts and the top confusions."""
-    acc, counts, confusions = {}, {}, {}
+    """Per-attribute accuracy over the seen labels, their mean, the balanced accuracy (mean recall over the classes
+    present: a rare accessory's "with" counts as much as its "without"), counts and the top confusions."""
+    acc, balanced, counts, confusions = {}, {}, {}, {}
     for j, (name, names) in enumerate(classes.items()):
         seen = labels[:, j] != IGNORE
         y, p = labels[seen, j], preds[seen, j]
         counts[name] = int(seen.sum())
         acc[name] = float((y == p).mean()) if seen.any() else float("nan")
+        balanced[name] = float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)])) if seen.any() else float("nan")
         wrong = Counter(f"{names[a]} -> {names[b]}" for a, b in zip(y, p) if a != b)
         confusions[name] = dict(wrong.most_common(3))
     return {
         "accuracy": acc,
         "mean_accuracy": float(np.nanmean(list(acc.values()))),
+        "balanced_accuracy": balanced,
         "n": counts,
         "top_confusions": confusions,
     }
 
 
 def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, batch: int = 64) -> np.ndarray:
-    """uint8 images encoded (posterior mean) and decoded by the autoencoder `ae`: a folder, or an autoencoder
-    already loaded (callers that round-trip several sets load it once)."""
-    from models.autoencoder import decode, encode, load_autoencoder
+    """uint8 images through `models.autoencoder.round_trip`; `ae` a folder or an autoencoder already loaded."""
+    from models.autoencoder import load_autoencoder, round_trip
 
     vae = (load_autoencoder(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            y = decode(vae, encode(vae, to_tensor(images[i : i + batch], device))).clamp(-1, 1)
-            out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out)
+    y = round_trip(vae, to_tensor(images), batch)
+    return ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def decoded_renders(
@@ -244,10 +249,7 @@ def decoded_renders(
         d = np.load(cache)
         if str(d["key"]) == key:
             return d["train"], d["val"]
-    from models.autoencoder import load_autoencoder
-
-    vae = load_autoencoder(str(args.ae))
-    train, val = autoencoder_round_trip(images[:n], vae, device), autoencoder_round_trip(val_images, vae, device)
+    train, val = (autoencoder_round_trip(x, args.ae, device) for x in (images[:n], val_images))
     np.savez(cache, train=train, val=val, key=key)
     return train, val
 
@@ -264,20 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae", help="also report accuracy on held-out renders passed through this autoencoder folder")
     p.add_argument("--train-decoded", type=float, default=0.0, help="share of each batch drawn from training renders "
                    "passed through --ae (module docstring; default 0)")  # fmt: skip
-    p.add_argument(
-        "--decoded-n", type=int, default=4000, help="training renders passed through --ae (default: %(default)s)"
-    )
-    p.add_argument("--init", metavar="FOLDER", help="start from this trained classifier (its architecture wins)")
+    p.add_argument("--decoded-n", type=int, default=4000,
+                   help="training renders passed through --ae (default: %(default)s)")  # fmt: skip
+    p.add_argument("--init", metavar="FOLDER", help="start from this trained classifier (its architecture wins; "
+                   "attributes it lacks get fresh heads)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--holdout", type=float, default=d["holdout"], help="share held out, from the end (default: %(default)s)"
-    )
+    p.add_argument("--holdout", type=float, default=d["holdout"],
+                   help="share held out, from the end (default: %(default)s)")  # fmt: skip
     minutes = "budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at --steps, 0 = no limit"
     losses = [
         ("--eye-weight", {"type": float, "default": d["eye_weight"],
                           "help": "weight of the eye locator's loss against the eye keypoints (default: %(default)s)"}),
         ("--loss-weights", {"default": d["loss_weights"],
                             "help": "NAME=W,... cross-entropy weight per attribute, others 1 (default: %(default)s)"}),
+        ("--balance", {"default": d["balance"],
+                       "help": "NAME,...: attributes whose classes weigh 1 / frequency (default: %(default)s)"}),
     ]  # fmt: skip
     runs.add_run_options(p, d, (minutes, "use at most this many images of --data (0: all)"), losses)
     g = p.add_argument_group("model (AttributeClassifier config)")
@@ -287,9 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depths", default="1,1,2", help="extra 3x3 convs per stage (default: %(default)s)")
     g.add_argument("--pool-stages", type=int, default=3, help="last stages pooled (default: %(default)s)")
     g.add_argument("--hidden", type=int, default=256)
-    g.add_argument(
-        "--no-eye-attention", action="store_true", help="no eye locator: every head reads the pooled features"
-    )
+    g.add_argument("--no-eye-attention", action="store_true",
+                   help="no eye locator: every head reads the pooled features")  # fmt: skip
     g.add_argument("--attend", default=d["attend"], help="NAME=STAGE+STAGE,...: heads that also read those stages "
                    "pooled under the eye map (default: %(default)s)")  # fmt: skip
     return p
@@ -336,6 +338,23 @@ def new_classifier(args: argparse.Namespace) -> AttributeClassifier:
         attend=parse_attend(args.attend),
         class_names={k: list(v) for k, v in ATTRIBUTES.items()},
     )
+
+
+def grown_classifier(args: argparse.Namespace) -> AttributeClassifier:
+    """The trained classifier in `--init` with a head for every attribute of today's vocabulary: the heads it has
+    (same classes, same input width) keep their weights, new ones start fresh; `--attend` names the attention
+    pooling of the new heads (the kept ones keep theirs)."""
+    old = AttributeClassifier.from_pretrained(str(args.init))
+    new_heads = {k: v for k, v in parse_attend(args.attend).items() if k not in old.classes}
+    attend = {**old.config.attend, **new_heads} if old.config.eye_attention else {}
+    config = {k: v for k, v in old.config.items() if not k.startswith("_")}
+    torch.manual_seed(args.seed)
+    new = AttributeClassifier(
+        **{**config, "attend": attend, "class_names": {k: list(v) for k, v in ATTRIBUTES.items()}}
+    )
+    kept = {k: v for k, v in old.state_dict().items() if k in new.state_dict() and new.state_dict()[k].shape == v.shape}
+    new.load_state_dict(kept, strict=False)
+    return new
 
 
 @dataclass
@@ -427,11 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     run = runs.plain_run(args)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     model, opt, state = runs.resume_trainer(
-        run, AttributeClassifier, new_classifier, args.init, device, lr=args.lr, weight_decay=args.weight_decay
+        run,
+        AttributeClassifier,
+        grown_classifier if args.init else new_classifier,
+        None,
+        device,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
     )
     classes = model.classes  # a resumed model keeps its own vocabulary (and the labels follow it)
     loss_weights = parse_weights(args.loss_weights, list(classes))
+    balanced = [t.strip() for t in args.balance.split(",") if t.strip()]
+    if unknown := [n for n in balanced if n not in classes]:
+        raise SystemExit(f"--balance: {', '.join(unknown)} not among {', '.join(classes)}")
     data = load_data(run, classes, device)
+    class_weights = balancing_weights(data.labels, classes, balanced)
     if state:
         run.record({"event": "resume", "step": int(state["step"])})
 
@@ -446,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, eyes)
         outputs = model.forward_with_maps(x)
         loss = classification_loss(
-            outputs.logits, torch.from_numpy(data.labels[idx]).to(device), list(classes), loss_weights
+            outputs.logits, torch.from_numpy(data.labels[idx]).to(device), list(classes), loss_weights, class_weights
         )
         if outputs.eye_map is not None and args.eye_weight > 0:
             loss = loss + args.eye_weight * eye_map_loss(outputs.eye_map, eye_pts)
