@@ -266,3 +266,36 @@ def test_pair_training_keeps_the_init_bins_and_logs_the_pair_loss(data, tmp_path
     assert kept == info["style_guide"]["centres"][0]
     with pytest.raises(SystemExit, match="not a pair"):  # a folder of single images
         train_ldm.main([*args, "--out", str(tmp_path / "c"), "--pair-weight", "1", "--data", str(data)])
+
+
+@pytest.mark.parametrize("size", [32, 128, 256])
+def test_torch_condition_maps_are_the_reference_maps(size):
+    """The batched maps the trainers draw equal `models.condition.condition_map` of each pose (mirrored where asked),
+    hidden points and limbs included."""
+    from models.condition import condition_map
+    from models.pose import Pose, mirror
+    from training.data import condition_maps_torch
+
+    rng = np.random.default_rng(size)
+    kp = np.concatenate([rng.uniform(-0.1, 1.1, (6, 17, 2)), np.ones((6, 17, 1))], axis=2).astype(np.float32)
+    kp[rng.random((6, 17)) < 0.2, 2] = 0.0  # some points not visible
+    flip = np.array([False, True, False, True, True, False])
+    got = condition_maps_torch(torch.from_numpy(kp), size, torch.from_numpy(flip)).numpy()
+    poses = [Pose(k, size, size) for k in kp]
+    want = np.stack([condition_map(mirror(p) if f else p, size, size) for p, f in zip(poses, flip)])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_fresh_run_keeps_its_checkpoints_beside_an_earlier_runs(tmp_path):
+    """Checkpoints go by when they were written: a run started afresh in a folder with an earlier run's higher steps
+    keeps its own newest two and resumes from its own latest."""
+    import os
+
+    from training.runs import checkpoints_by_age
+
+    for age, step in ((300, 4500), (200, 4687), (100, 500), (0, 1000)):
+        folder = tmp_path / "checkpoints" / f"step_{step:07d}"
+        folder.mkdir(parents=True)
+        (folder / "step.json").write_text("{}")
+        os.utime(folder, (1e9 - age, 1e9 - age))
+    assert [f.name for f in checkpoints_by_age(tmp_path)][-2:] == ["step_0000500", "step_0001000"]

@@ -125,8 +125,10 @@ _LIMB_B = torch.tensor([b for _, b in LIMBS])
 def condition_maps_torch(keypoints: torch.Tensor, size: int = 128, flip: torch.Tensor | None = None) -> torch.Tensor:
     """`condition_maps` for a `(B, 17, 3)` tensor on its own device (a GPU draws a batch in microseconds).
 
-    The same maps as `models.condition.condition_map` to float32 rounding: keypoint Gaussians, then
-    limb Gaussians of the distance to each segment, cut to the segment's box grown by 4 sigma.
+    The same maps as `models.condition.condition_map` to float32 rounding: keypoint Gaussians, then limb Gaussians
+    of the distance to each segment, worked out only in the segment's box grown by 4 sigma; all limbs of the batch
+    at once in boxes of the largest box's size, added into their place (2.7x faster than the whole frame at 256 px
+    on the CPU, where these maps had cost a third of a training step).
     """
     from models.condition import default_sigma
 
@@ -135,34 +137,39 @@ def condition_maps_torch(keypoints: torch.Tensor, size: int = 128, flip: torch.T
         mirrored = kp[:, list(FLIP_INDEX)].clone()
         mirrored[..., 0] = 1.0 - mirrored[..., 0]
         kp = torch.where(flip.to(kp.device).view(-1, 1, 1), mirrored, kp)
-    device = kp.device
+    device, (n, k), n_limbs = kp.device, kp.shape[:2], len(_LIMB_A)
     s = default_sigma(size, size)
     inv = -0.5 / (s * s)
     pts = kp[..., :2] * size  # (B, 17, 2) pixels
     vis = kp[..., 2] >= VISIBLE
     grid = torch.arange(size, device=device, dtype=torch.float32) + 0.5  # pixel centres
+    out = torch.zeros(n, k + n_limbs, size, size, device=device)
     gx = torch.exp(inv * (grid - pts[..., 0:1]) ** 2)  # (B, 17, W)
-    gy = torch.exp(inv * (grid - pts[..., 1:2]) ** 2)  # (B, 17, H)
-    points = gy[..., :, None] * gx[..., None, :] * vis[..., None, None]
+    gy = torch.exp(inv * (grid - pts[..., 1:2]) ** 2) * vis[..., None]  # (B, 17, H)
+    torch.mul(gy[..., :, None], gx[..., None, :], out=out[:, :k])
 
     a, b = pts[:, _LIMB_A.to(device)], pts[:, _LIMB_B.to(device)]  # (B, L, 2)
     on = vis[:, _LIMB_A.to(device)] & vis[:, _LIMB_B.to(device)]
+    reach = 4.0 * s
+    lo = torch.floor(torch.minimum(a, b) - reach).clamp(0, size).long()
+    hi = (torch.ceil(torch.maximum(a, b) + reach) + 1).clamp(0, size).long()
+    bw, bh = (int(v) for v in ((hi - lo) * on[..., None]).amax(dim=(0, 1)))
+    if bw <= 0 or bh <= 0:
+        return out
     ab = b - a
     inv_len2 = 1.0 / (ab * ab).sum(-1).clamp(min=1e-6)
-    dx = grid.view(1, 1, 1, -1) - a[..., 0, None, None]  # (B, L, 1, W)
-    dy = grid.view(1, 1, -1, 1) - a[..., 1, None, None]  # (B, L, H, 1)
+    cols = lo[..., 0, None] + torch.arange(bw, device=device)  # (B, L, bw) pixel columns of each box
+    rows = lo[..., 1, None] + torch.arange(bh, device=device)
+    dx = (cols + 0.5 - a[..., 0, None])[..., None, :]  # (B, L, 1, bw)
+    dy = (rows + 0.5 - a[..., 1, None])[..., :, None]  # (B, L, bh, 1)
     abx, aby = ab[..., 0, None, None], ab[..., 1, None, None]
     t = ((dx * abx + dy * aby) * inv_len2[..., None, None]).clamp(0.0, 1.0)
     ex, ey = dx - t * abx, dy - t * aby
-    limbs = torch.exp(inv * (ex * ex + ey * ey))
-    reach = 4.0 * s
-    lo = torch.floor(torch.minimum(a, b) - reach).clamp(0, size)
-    hi = (torch.ceil(torch.maximum(a, b) + reach) + 1).clamp(0, size)
-    index = torch.arange(size, device=device, dtype=torch.float32)
-    in_x = (index >= lo[..., 0, None]) & (index < hi[..., 0, None])  # (B, L, W)
-    in_y = (index >= lo[..., 1, None]) & (index < hi[..., 1, None])  # (B, L, H)
-    limbs = limbs * (in_y[..., :, None] & in_x[..., None, :] & on[..., None, None])
-    return torch.cat([points, limbs], dim=1)
+    inside = (cols < hi[..., 0, None])[..., None, :] & (rows < hi[..., 1, None])[..., :, None] & on[..., None, None]
+    values = torch.exp(inv * (ex * ex + ey * ey)) * inside  # 0 past the box (and its clamped indices add nothing)
+    index = rows.clamp(max=size - 1)[..., :, None] * size + cols.clamp(max=size - 1)[..., None, :]
+    out[:, k:].view(n, n_limbs, -1).scatter_add_(2, index.view(n, n_limbs, -1), values.view(n, n_limbs, -1))
+    return out
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:

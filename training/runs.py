@@ -115,7 +115,7 @@ class Run:
         """With `--resume`, the newest checkpoint that finished saving (has `step.json`); else None."""
         if not self.args.resume:
             return None
-        done = [f for f in sorted((self.out / "checkpoints").glob("step_*")) if (f / "step.json").exists()]
+        done = [f for f in checkpoints_by_age(self.out) if (f / "step.json").exists()]
         return done[-1] if done else None
 
     def read_checkpoint(self, ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -134,8 +134,15 @@ class Run:
             model.save_pretrained(folder / name, safe_serialization=True)
         torch.save(trainer, folder / "optimizer.pt")
         (folder / "step.json").write_text(json.dumps({"step": self.step, **meta}))
-        for old in sorted((self.out / "checkpoints").glob("step_*"))[:-2]:
+        for old in checkpoints_by_age(self.out)[:-2]:
             shutil.rmtree(old)
+
+
+def checkpoints_by_age(out: Path) -> list[Path]:
+    """`OUT/checkpoints/step_*`, oldest first by the time each was written, not by its step: a run started afresh
+    (`--init`) in a folder that holds an earlier run's checkpoints counts from 0 again, and its checkpoints are the
+    newest."""
+    return sorted((out / "checkpoints").glob("step_*"), key=lambda f: (f.stat().st_mtime, f.name))
 
 
 def device_precision(wanted: str) -> str:
