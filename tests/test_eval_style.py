@@ -123,7 +123,8 @@ def test_look_agreement_counts_how_often_one_s_gives_one_look():
     class Pipe:
         unet = type("U", (), {"config": type("C", (), {"style_dim": 3})()})()
 
-        def prepare(self, pose, seed, steps, style):
+        def prepare(self, pose, seed, steps, style, **sampling):
+            assert sampling == asked
             return seed
 
         def render(self, state):
@@ -135,6 +136,9 @@ def test_look_agreement_counts_how_often_one_s_gives_one_look():
             out["hair_color"] = torch.eye(4)[[s % 2 for s in seeds]]
             return out
 
+    asked = {}
     look = look_agreement(Pipe(), Judge(), poses=[None, None], noises=8)
     assert look["hair_color"] == 0.5 and look["outfit"] == 1.0
+    asked = {"guidance": 4.0}  # the evaluation's sampling settings reach every image
+    assert look_agreement(Pipe(), Judge(), poses=[None], noises=2, sampling=asked)["outfit"] == 1.0
     assert np.isclose(look["look_follows_s"], (0.5 + 4 * 1.0) / 5)

@@ -1,6 +1,7 @@
 """What a person sees: samples against renders of the same held-out poses, at the model's output size.
 
-    python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--fast] [--sheet docs/quality.png]
+    python -m training.eval quality --json [--n 256] [--model weights] [--steps 8] [--fast] [--guidance G] \\
+        [--sheet docs/quality.png]
 
 Three sets of the reserved split (`training.eval_common.EVAL_SEED`): renders A of poses `[0, n)`, the autoencoder's
 round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`), and renders B of poses
@@ -244,9 +245,11 @@ def evaluate_quality(
     ae: str | Path | None = None,
     look_n: int = 16,
     fast: bool = False,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as one dict; with `ae` (an autoencoder folder) and no `model`, only
-    the round trip's figures, at the autoencoder's own size; `fast`: the samples of the few-step student."""
+    the round trip's figures, at the autoencoder's own size; `fast`: the samples of the few-step student;
+    `guidance`: the pose guidance scale of every sample (default: the pipeline's)."""
     # 1. Check inputs and load the models.
     if n < 8:
         raise InputError("--n must be at least 8.")
@@ -257,6 +260,9 @@ def evaluate_quality(
     from models.pipeline import PosePipeline
     from training.synth import make_sample
 
+    sampling = {"fast": True} if fast else {}  # what every sample of this evaluation is drawn with
+    if guidance is not None:
+        sampling["guidance"] = float(guidance)
     pipe = PosePipeline.from_pretrained(str(model)) if model else None
     vae = load_autoencoder(ae).eval() if ae else pipe.vae
     det = load_detector(detector)
@@ -271,7 +277,7 @@ def evaluate_quality(
     trips = round_trip(vae, renders_a)
     sets = {"ae_": (trips, poses)}
     if pipe is not None:
-        samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED, fast=fast)
+        samples, targets, _, seconds = generate(pipe, poses, steps, EVAL_SEED, **sampling)
         sets[""] = (samples, targets)
 
     # 3. Detail against renders A (whole image and figure), the round trip's PSNR, the distributions against B.
@@ -288,18 +294,19 @@ def evaluate_quality(
     if clf is not None:
         result["ae_eye_colour_ratio"] = _eye_colour_ratio(clf, first, renders_a, trips)
         if pipe is not None:
-            result.update(_look(pipe, clf, poses, steps, look_n, fast))
+            result.update(_look(pipe, clf, poses, steps, look_n, sampling))
 
     # 5. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
     hits_r, total_r = pck_counts(det.detect(renders_a), poses)
     result["pck_renders"] = hits_r / total_r
     if real:
-        result.update(_real_pck(pipe, det, steps, size, fast))
+        result.update(_real_pck(pipe, det, steps, size, sampling))
     if pipe is not None:
         result.update(_sample_figures(det, sets[""], seconds, renders_a, renders_b))
     result["machine"] = f"{torch.get_num_threads()} torch threads"
     result["model"] = str(model) if model else None
     result["fast"] = fast
+    result["guidance"] = guidance
     result["autoencoder"] = str(ae) if ae else "the model's"
     if sheet:
         rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]
@@ -316,11 +323,11 @@ def _load_judge(judge: str | Path | None) -> Any:
     return load_attribute_classifier(judge)
 
 
-def _look(pipe: Any, clf: Any, poses: list[Pose], steps: int, look_n: int, fast: bool = False) -> dict[str, Any]:
+def _look(pipe: Any, clf: Any, poses: list[Pose], steps: int, look_n: int, sampling: dict) -> dict[str, Any]:
     """The look from s on the first `look_n` poses: one s, eight noises a pose (`training.eval_style.look_agreement`)."""
     from training.eval_style import look_agreement
 
-    look = look_agreement(pipe, clf, poses[:look_n], steps=steps, fast=fast)
+    look = look_agreement(pipe, clf, poses[:look_n], steps=steps, sampling=sampling)
     return {"look_follows_s": look.pop("look_follows_s"), "look_follows_s_by_attribute": look, "look_n": look_n}
 
 
@@ -355,7 +362,7 @@ def _eye_colour_ratio(clf: Any, first: list[dict], renders: list[Image.Image], t
     return _ratio(acc[1], acc[0])
 
 
-def _real_pck(pipe: Any | None, det: Any, steps: int, size: int, fast: bool = False) -> dict[str, Any]:
+def _real_pck(pipe: Any | None, det: Any, steps: int, size: int, sampling: dict) -> dict[str, Any]:
     """PCK on poses people make: the detector's ceiling on renders of them and (with a pipeline) the samples'."""
     from models.pipeline import frame_pose
     from training.synth import make_sample
@@ -371,7 +378,7 @@ def _real_pck(pipe: Any | None, det: Any, steps: int, size: int, fast: bool = Fa
     out: dict[str, Any] = {"real_n": len(poses), "photo_n": sum(photo)}
     arms = {"pck_real_renders": (found, [r.pose for r in renders])}
     if pipe is not None:
-        samples, targets, _, _ = generate(pipe, poses, steps, EVAL_SEED + 10_000, fast=fast)
+        samples, targets, _, _ = generate(pipe, poses, steps, EVAL_SEED + 10_000, **sampling)
         arms["pck_real"] = (det.detect(samples), targets)
     for name, (pred, target) in arms.items():  # every real pose, then the photos' alone (the hardest)
         hits, total = pck_counts(pred, target)
@@ -413,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=256, help="held-out poses (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 8, with --fast 2)")
     parser.add_argument("--fast", action="store_true", help="the model's few-step student (its live previews)")
+    parser.add_argument("--guidance", type=float, default=None, help="pose guidance scale (default: the pipeline's)")
     parser.add_argument("--sheet", metavar="PNG", help="also write renders, round trips and samples side by side")
     parser.add_argument("--no-real", action="store_true", help="skip the real-photo poses")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
@@ -430,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             real=not args.no_real,
             ae=args.ae,
             fast=args.fast,
+            guidance=args.guidance,
         ),
         args.json,
     )

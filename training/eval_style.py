@@ -158,11 +158,11 @@ def look_agreement(
     noises: int = 8,
     steps: int = 8,
     seed: int = STYLE_EVAL_SEED,
-    fast: bool = False,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """With one s drawn from the prior per pose and `noises` seeds each, the share of the images in which the
     judge reads each LOOK_ATTRIBUTES class that most of that s's images show (1.0: the look comes from s alone),
-    and their mean as `look_follows_s` (`fast`: drawn by the few-step student)."""
+    and their mean as `look_follows_s` (`sampling`: further `prepare` settings, e.g. `fast`, `guidance`)."""
     if not len(poses) or noises < 2:
         raise InputError("The look agreement needs at least one pose and two noises a style code.")
     rng = np.random.default_rng(seed)
@@ -171,9 +171,7 @@ def look_agreement(
         style = rng.standard_normal(pipe.unet.config.style_dim).astype(np.float32)
         images = []
         for j in range(noises):
-            state = pipe.prepare(
-                pose, seed + 1000 * k + j, steps=steps, style=style, **({"fast": True} if fast else {})
-            )
+            state = pipe.prepare(pose, seed + 1000 * k + j, steps=steps, style=style, **(sampling or {}))
             images += pipe.render(state)[0]
         judged = classifier.predict(images)
         for a in LOOK_ATTRIBUTES:
