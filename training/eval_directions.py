@@ -79,7 +79,6 @@ from training.eval_common import (
     load_detector,
     output_frame_pose,
     pck_counts,
-    to_unit,
 )
 from training.eval_judge import CHANGE_TV, SUBTLE, attribute_changes, label_from_changes
 
@@ -113,12 +112,14 @@ def attribute_probs(classifier: Any, images: Sequence[Image.Image]) -> tuple[dic
     (the output of its `shared` layer, before the heads; None when it has no such layer)."""
     import torch
 
+    from models.autoencoder import from_pil
+
     captured: list[torch.Tensor] = []
     shared = getattr(classifier, "shared", None)
     hook = shared.register_forward_hook(lambda m, i, o: captured.append(o)) if shared is not None else None
     try:
         with torch.no_grad():
-            probs = classifier.predict(to_unit(images))
+            probs = classifier.predict(from_pil(images))
     finally:
         if hook is not None:
             hook.remove()
