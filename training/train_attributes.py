@@ -1,6 +1,6 @@
 """Train the attribute classifier (`models/attributes.py`) on a synth data folder, on a CPU or a GPU.
 
-    python -m training.train_attributes --data data/train --out runs/attributes --init weights/attributes \
+    python -m training.train_attributes --data data/train --out runs/attributes --init weights/attributes \\
         --ae weights/autoencoder --train-decoded 0.7 --decoded-n 3000 --minutes 25 --lr 1e-3 --publish weights/attributes
     python -m training.train_attributes --data data/train --out runs/attributes --resume   # after a stop
 
@@ -249,7 +249,8 @@ def decoded_renders(
         d = np.load(cache)
         if str(d["key"]) == key:
             return d["train"], d["val"]
-    train, val = (autoencoder_round_trip(x, args.ae, device) for x in (images[:n], val_images))
+    both = autoencoder_round_trip(np.concatenate([images[:n], val_images]), args.ae, device)  # one load, one pass
+    train, val = both[:n], both[n:]
     np.savez(cache, train=train, val=val, key=key)
     return train, val
 
