@@ -182,7 +182,7 @@ def check_limits(args: argparse.Namespace) -> None:
 
 def read_style_image(path: str | None) -> Image.Image | None:
     """The --style-image picture, read with the limits of every image the app takes (None: no picture)."""
-    from models.image_io import load_image
+    from models.pose_input import load_image
 
     if path is None:
         return None
@@ -211,8 +211,8 @@ def output_pose(state, image: Image.Image):
 
 def check_refine_args(args: argparse.Namespace) -> None:
     """Raise InputError for bad `--prompt`/`--refine-*` values before any model loads."""
-    from models.prompts import prompt_terms
     from models.refine import check_refine_inputs
+    from models.refine_settings import prompt_terms
 
     check_refine_inputs(args.refine_mode, args.refine_steps, None, None)
     prompt_terms(args.prompt, args.negative_prompt)

@@ -8,6 +8,8 @@
     images, done = backend.render(state, callback, wrap=wrap)    # the same state gives the same pixels
     images, states = backend(pose, seed=0, steps=8)              # check, prepare and render num_images seeds
 
+A `GenerationState` (pose, seed, s, z_T, settings, z_0) is what a back end prepares and renders.
+
 Every back end takes the same names in the same order (pose, seed, steps, guidance, sampler, style, eta,
 num_images or size); its own extras are keyword-only with defaults (ControlNet's prompt, negative_prompt,
 controlnet_scale). A back end refuses, with one sentence, what it lacks: a style code on the fork, a guidance
@@ -19,21 +21,22 @@ Heavy modules (torch, diffusers) are imported inside the helpers: `models.backen
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
+
 from models.errors import InputError
+from models.pose import Pose
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-    from models.pose import Pose
-    from models.state import GenerationState
 
 # model_fn(z_t, t) -> the model's output (noise, v): the denoiser `models.samplers.sample_loop` steps with.
 ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -95,7 +98,7 @@ class Backend(Protocol):
     def render(
         self, state: GenerationState, callback: Callback | None = None, **options: Any
     ) -> tuple[list[Image.Image], GenerationState]:
-        """Sample and decode a state; `wrap=` wraps its model_fn, `style_at(step)` (style codes only) is each step's s."""
+        """Sample and decode a state; `wrap=` wraps its model_fn, `style_at(step)` (style codes only): each step's s."""
 
     def __call__(self, pose: Pose, seed: int, **settings: Any) -> tuple[list[Image.Image], list[GenerationState]]:
         """Check, prepare and render `num_images` images (image i from seed `seed + i`): `generate`."""
@@ -207,8 +210,6 @@ class NoStyleBackend:
         import numpy as np
         import torch
 
-        from models.state import GenerationState
-
         side = settings["size"] // self.latent_factor
         g = torch.Generator("cpu").manual_seed(int(seed))
         z_T = torch.randn((1, self.unet.config.in_channels, side, side), generator=g, dtype=torch.float32)
@@ -221,7 +222,6 @@ class NoStyleBackend:
         import torch
 
         from models.samplers import make_scheduler, sample_loop
-        from models.state import GenerationState
 
         cfg = state.settings
         g = torch.Generator("cpu").manual_seed(state.seed)
@@ -365,3 +365,38 @@ def _unsafe_globals(path: Path) -> list[str]:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 -- only zip-format checkpoints can be listed
         return []
+
+
+# -- the state every back end prepares and renders -----------------------------------------------------------
+@dataclass
+class GenerationState:
+    """Everything needed to re-render one image exactly (pose, seed, s, z_T, settings, z_0).
+
+    Kept in `gr.State`, so a style slider or a CLIP refinement re-renders from the same noise and pose without
+    redoing the rest; `to_json()` holds only plain values (the tensors stay in the object)."""
+
+    pose: Pose  # the pose as given (before fitting to the square frame)
+    seed: int  # the seed of this image (the call's seed + image index)
+    style: np.ndarray  # s, float32 (style_dim,)
+    z_T: torch.Tensor  # the initial noise, (1, C, h, w) float32 on the CPU
+    settings: dict[str, Any] = field(default_factory=dict)  # steps, guidance, sampler, eta, size (plain values)
+    z_0: torch.Tensor | None = None  # the final latent, (1, C, h, w) float32 on the CPU
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able part: pose, seed, style as a list, settings (no tensors)."""
+        return {
+            "pose": self.pose.to_dict(),
+            "seed": int(self.seed),
+            "style": [float(v) for v in np.asarray(self.style, dtype=np.float32)],
+            "settings": dict(self.settings),
+        }
+
+    def to_json(self) -> str:
+        """`to_dict()` as a JSON string."""
+        return json.dumps(self.to_dict())
+
+    def with_style(self, style: np.ndarray) -> GenerationState:
+        """A copy with another s (same pose, seed, noise and settings); z_0 is cleared."""
+        return GenerationState(
+            self.pose, self.seed, np.asarray(style, dtype=np.float32).copy(), self.z_T, dict(self.settings), None
+        )

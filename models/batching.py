@@ -65,8 +65,8 @@ def denoise_batch(
     """`PosePipeline.denoise` for several states sharing steps, sampler, guidance, eta, size and `fast`, in one batch.
 
     `on_step(step, total, z0_estimates)` is called after every sampler step with the batch's z_0 estimates."""
+    from models.backend import GenerationState
     from models.samplers import sample_loop
-    from models.state import GenerationState
 
     cfg = states[0].settings
     keys = ("steps", "sampler", "guidance", "eta", "size", "fast")

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models.backend import GenerationState
 from models.errors import InputError
-from models.prompts import Term, colour_alternatives, prompt_terms, truncation_messages
+from models.refine_settings import Term, colour_alternatives, prompt_terms, truncation_messages
 from models.samplers import split_output
-from models.state import GenerationState
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # cond_fn(z_t, t, denoised) -> grad_{z_t} log p(prompt | z_t), the shape of z_t.

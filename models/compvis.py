@@ -36,6 +36,7 @@ from models.autoencoder import to_pil
 from models.backend import (
     Callback,
     Capabilities,
+    GenerationState,
     ModelFn,
     NoStyleBackend,
     Wrap,
@@ -47,7 +48,6 @@ from models.backend import (
 )
 from models.errors import InputError
 from models.pose import FORK_FRAME, NUM_KEYPOINTS, Pose, to_fork
-from models.state import GenerationState
 
 UNET_PREFIX = "model.diffusion_model."
 EMA_PREFIX = "model_ema."

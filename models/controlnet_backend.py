@@ -24,6 +24,7 @@ from PIL import Image
 from models.backend import (
     Callback,
     Capabilities,
+    GenerationState,
     ModelFn,
     NoStyleBackend,
     Wrap,
@@ -36,7 +37,6 @@ from models.backend import (
 )
 from models.errors import InputError
 from models.pose import Pose
-from models.state import GenerationState
 
 DEFAULT_PROMPT = "1girl, solo, full body, anime style, best quality"
 DEFAULT_NEGATIVE = "lowres, bad anatomy, bad hands, extra limbs, missing fingers, worst quality, low quality, blurry"

@@ -31,8 +31,8 @@ from torch import nn
 
 from models import paths
 from models.errors import InputError
-from models.image_io import pad_to_square
 from models.pose import NUM_KEYPOINTS, Pose
+from models.pose_input import pad_to_square
 
 # `KeypointDetector.figure_confidence` below this: no figure in the image (renders 0.53-0.75, generated 0.36, photos
 # of people 0.14-0.42, blank 0.03-0.06, noise 0.17: docs/EXPERIMENTS.md "A look from a picture").

@@ -291,7 +291,7 @@ def read_label_cache(path: str | Path) -> dict[str, Any]:
 
 
 def start_hash(model: Any) -> str | None:
-    """SHA-256 of the mean latent's weights rounded to float16 (`models.mean_latent`, where sampling starts), or
+    """SHA-256 of the mean latent's weights rounded to float16 (`models.unet`, where sampling starts), or
     None without one: the labels describe renders, and the start changes them while the directions stay."""
     mean = getattr(model, "mean_latent", None)
     if mean is None:

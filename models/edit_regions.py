@@ -18,15 +18,31 @@ forehead is hair and the backdrop round the head, the face and a hand raised bes
 Latent refinement moves only the regions its prompt names (as Blended Latent Diffusion, Avrahami et al.
 2023, confines an edit to a mask; here the pose and the image give the mask, not the user). Sizes scale
 with the torso (mid-shoulder to mid-hip), since the renderer's characters keep their proportions.
+
+The colours each part shows in the training data are the colour search's candidates (`models.recolour`):
+
+    palette = data_palette(images, poses)            # {"body": (K, 3) uint8, "background": (K, 3) uint8}
+    save_palette(palette, "weights/palette.json", source="synth 0:600")
+    colours = load_palette("weights/palette.json")   # {region: (K, 3) float32 in [-1, 1]}, {} when absent
+
+Over the decoder's whole gamut, CLIP's pick for "pink background" was often a colour no training image shows in that
+part, where no judge has learnt what the colour word means; restricted to the renderer's own colours of the part, the
+pick was the asked colour (issue 5's note). The palette approximates that set without labels: each image's part masks
+come from its pose and colours (`colour_keyed_masks`), and k-means in Lab over pixels drawn from them gives
+PALETTE_COLOURS colours per part. The hair keeps the decoder's gamut (its small, shaded masks mix in the outline).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from models.errors import InputError
 from models.pose import LIMBS, Pose
 
 REGIONS: tuple[str, ...] = ("hair", "face", "body", "background")
@@ -257,12 +273,85 @@ def region_mask(pose: Pose, size: int, regions: set[str] | None, soften: float =
     return _finish(np.max([masks[r] for r in regions], axis=0), soften)
 
 
+# -- the colours of each part in the training data: the colour search's candidates ---------------------------------
+PALETTE_FILE = "palette.json"  # in a pipeline folder, beside unet/ and autoencoder/
+PALETTE_REGIONS: tuple[str, ...] = ("body", "background")  # the parts whose search uses the palette
+PALETTE_COLOURS = 24  # colours per part: the renderer's data shows 10-14 named colours per part, plus shades
+PIXELS_PER_IMAGE = 40  # pixels drawn from each part of each image
+MIN_PIXELS = 10  # a part with fewer pixels in an image (hidden, tiny) gives none
+
+
+def data_palette(
+    images: Sequence[np.ndarray],
+    poses: Sequence[Pose],
+    regions: Sequence[str] = PALETTE_REGIONS,
+    colours: int = PALETTE_COLOURS,
+    pixels: int = PIXELS_PER_IMAGE,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """`{region: (K, 3) uint8}`: k-means (in Lab) over pixels drawn from each image's keyed part masks; `images`
+    are (S, S, 3) uint8 squares and `poses` their poses in those pixels."""
+
+    if len(images) != len(poses) or not len(images):
+        raise InputError("A palette needs as many poses as images, and at least one image.")
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, list[np.ndarray]] = {r: [] for r in regions}
+    for image, pose in zip(images, poses):
+        masks = colour_keyed_masks(np.ascontiguousarray(image[..., :3]), pose, set(regions), soften=0)
+        for region in regions:  # in the given order (not the set's, which varies by process): the same draws
+            mask = masks[region]
+            inside = image[mask > 0.5][:, :3]
+            if len(inside) >= MIN_PIXELS and mask.min() < 1.0:  # an all-ones mask means the pose placed nothing
+                drawn[region].append(inside[rng.integers(0, len(inside), pixels)])
+    return {r: _kmeans_colours(np.concatenate(v), colours) for r, v in drawn.items() if v}
+
+
+def _kmeans_colours(rgb: np.ndarray, k: int) -> np.ndarray:
+    """`(k', 3)` uint8: the mean RGB of each k-means cluster in Lab (k' <= k, empty clusters dropped)."""
+    k = min(k, len(rgb))
+    lab = cv2.cvtColor(rgb[None].astype(np.uint8), cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+    cv2.setRNGSeed(0)  # k-means++ seeding: the same pixels give the same palette
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.5)
+    _, labels, _ = cv2.kmeans(lab, k, None, criteria, 4, cv2.KMEANS_PP_CENTERS)
+    labels = labels[:, 0]
+    centres = [rgb[labels == c].mean(axis=0) for c in range(k) if (labels == c).any()]
+    return np.clip(np.round(centres), 0, 255).astype(np.uint8)
+
+
+def save_palette(palette: dict[str, np.ndarray], path: str | Path, source: str = "") -> None:
+    """Write the palette as JSON (`{"source": ..., "regions": {region: [[r, g, b], ...]}}`)."""
+    rows = [f"  {json.dumps(r)}: {json.dumps(np.asarray(c).astype(int).tolist())}" for r, c in palette.items()]
+    text = '{\n "source": ' + json.dumps(source) + ',\n "regions": {\n' + ",\n".join(rows) + "\n }\n}\n"
+    Path(path).write_text(text)  # one line per part: the file is read by people too
+
+
+def load_palette(path: str | Path) -> dict[str, np.ndarray]:
+    """`{region: (K, 3) float32 in [-1, 1]}` from `save_palette`'s JSON; {} when the file is absent (the colour
+    search then uses the decoder's gamut everywhere). InputError for a file that is not a palette."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        regions = json.loads(path.read_text())["regions"]
+        out = {r: np.asarray(c, dtype=np.float32).reshape(-1, 3) / 127.5 - 1.0 for r, c in regions.items()}
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path} is not a colour palette ({type(err).__name__}: {err}).") from err
+    if any(len(c) == 0 or np.abs(c).max() > 1.0 for c in out.values()):
+        raise InputError(f"{path} is not a colour palette: a region has no colours or values outside 0-255.")
+    return out
+
+
 __all__ = [
+    "PALETTE_FILE",
+    "PALETTE_REGIONS",
     "REGIONS",
     "REGION_WORDS",
     "colour_keyed_mask",
     "colour_keyed_masks",
+    "data_palette",
+    "load_palette",
     "part_masks",
     "prompt_regions",
     "region_mask",
+    "save_palette",
 ]

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.backend import GenerationState
 from models.directions import DEFAULT_K, Directions, EditKey, apply_amounts, check_amount, directions_for
 from models.errors import InputError
-from models.state import GenerationState
 
 
 def resolve_directions(

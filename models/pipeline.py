@@ -6,8 +6,10 @@
 
 A folder holds `autoencoder/` (`models.autoencoder.load_autoencoder`), `unet/` (PoseUNet), `scheduler/` (the training
 DDPMScheduler config, which every sampler is built from) and optionally `style_encoder/`, `mean_latent/`
-(E[z_0 | s, pose], where sampling starts: `models.mean_latent`), `parser/`, `palette.json` and `fast_unet/` (the
-few-step student of `training.train_distill`, stored in float16: `pipe(pose, seed, steps=2, fast=True)`).
+(E[z_0 | s, pose], where sampling starts: `models.unet`), `parser/`, `palette.json` and `fast_unet/` (the
+few-step student of `training.train_distill`, stored in float16: `pipe(pose, seed, steps=2, fast=True)`) and
+`detail_unet/` (a low-noise expert, as eDiff-I's: a copy of the UNet trained on small t only, which `predict` uses
+wherever t lies in its range).
 
 Symbols: z_T the initial noise, s the style code (prior N(0, I)), c the condition map of the pose,
 g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022, Eq. 6):
@@ -34,6 +36,7 @@ from models.backend import (
     PREVIEW_EVERY,
     Callback,
     Capabilities,
+    GenerationState,
     Wrap,
     check_style_code,
     default_device,
@@ -42,12 +45,11 @@ from models.backend import (
     state_settings,
 )
 from models.checks import check_common, check_size
-from models.colour_palette import PALETTE_FILE, load_palette, save_palette
+from models.edit_regions import PALETTE_FILE, load_palette, save_palette
 from models.errors import NO_FAST, NO_FIGURE, InputError
-from models.image_io import pad_to_square
 from models.pose import Pose, fit_to_square
+from models.pose_input import pad_to_square
 from models.samplers import MAX_FAST_STEPS, make_fast_scheduler, make_scheduler, sample_loop
-from models.state import GenerationState
 from models.unet import PoseUNet
 
 # Where a pose goes in the square frame: as the renderer frames its training data, whose visible
@@ -104,6 +106,7 @@ class PosePipeline:
         parser: Any = None,
         mean_latent: Any = None,
         fast_unet: PoseUNet | None = None,
+        detail_unet: PoseUNet | None = None,
     ):
         self.device = default_device(device)
         if dtype is None:
@@ -113,14 +116,18 @@ class PosePipeline:
         cast = {"dtype": dtype} if dtype != torch.float32 else {}
         self.vae = vae.to(self.device, **cast).eval().requires_grad_(False)
         self.unet = unet.to(self.device, **cast).eval().requires_grad_(False)
+        # the low-noise expert (`PoseUNet.covers` says for which t), or None: `self.unet` for every t
+        self.detail_unet = (
+            detail_unet.to(self.device, **cast).eval().requires_grad_(False) if detail_unet is not None else None
+        )
         self.style_encoder = style_encoder.eval() if style_encoder is not None else None
         # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
-        # (`models.colour_palette`); empty when the folder has no palette.json
+        # (`models.edit_regions`); empty when the folder has no palette.json
         self.palette = dict(palette or {})
         # the part parser (`models.part_parser`) that tells refinement where the hair, clothes and backdrop are;
         # None: refinement keys the pose's regions by the image's colours (`models.edit_regions`)
         self.parser = parser.to(self.device).eval().requires_grad_(False) if parser is not None else None
-        # E[z_0 | s, pose] (`models.mean_latent`): sampling starts at z_T + sqrt(alpha_bar_T) of it, so the look follows
+        # E[z_0 | s, pose] (`models.unet`): sampling starts at z_T + sqrt(alpha_bar_T) of it, so the look follows
         # s; None: from z_T alone (the model then takes its colours from the noise)
         self.mean_latent = (
             mean_latent.to(self.device, **cast).eval().requires_grad_(False) if mean_latent is not None else None
@@ -152,7 +159,7 @@ class PosePipeline:
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         style_encoder = None
         if (folder / "style_encoder").is_dir():
-            from models.style_encoder import StyleEncoder
+            from models.unet import StyleEncoder
 
             style_encoder = StyleEncoder.from_pretrained(folder / "style_encoder")
         palette = load_palette(folder / PALETTE_FILE)
@@ -163,10 +170,11 @@ class PosePipeline:
             parser = PartParser.from_pretrained(folder / "parser")
         mean_latent = None
         if (folder / "mean_latent").is_dir():
-            from models.mean_latent import MeanLatent
+            from models.unet import MeanLatent
 
             mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
         fast_unet = PoseUNet.from_pretrained(folder / "fast_unet") if (folder / "fast_unet").is_dir() else None
+        detail_unet = PoseUNet.from_pretrained(folder / "detail_unet") if (folder / "detail_unet").is_dir() else None
         return cls(
             vae,
             unet,
@@ -178,6 +186,7 @@ class PosePipeline:
             parser=parser,
             mean_latent=mean_latent,
             fast_unet=fast_unet,
+            detail_unet=detail_unet,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -195,6 +204,8 @@ class PosePipeline:
             self.parser.save_pretrained(folder / "parser", safe_serialization=True)
         if self.mean_latent is not None:
             self.mean_latent.save_pretrained(folder / "mean_latent", safe_serialization=True)
+        if self.detail_unet is not None:
+            self.detail_unet.save_pretrained(folder / "detail_unet", safe_serialization=True)
         if self.fast_unet is not None:  # float16 on disk (a copy: `.half()`, as `.float()` above, without a warning)
             copy.deepcopy(self.fast_unet).half().save_pretrained(folder / "fast_unet", safe_serialization=True)
 
@@ -291,13 +302,15 @@ class PosePipeline:
     def predict(
         self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, guidance: float
     ) -> torch.Tensor:
-        """The guided model output (module docstring); differentiable, one batched forward for both branches."""
+        """The guided model output (module docstring); differentiable, one batched forward for both branches; the
+        low-noise expert's where it covers every t."""
+        unet = self.detail_unet if self.detail_unet is not None and self.detail_unet.covers(t) else self.unet
         if guidance == 1.0:
-            return self.unet(z_t, t, cond, s)
+            return unet(z_t, t, cond, s)
         b = z_t.shape[0]
         if torch.is_tensor(t) and t.numel() == b > 1:  # one timestep per image (training), for both branches
             t = t.repeat(2)
-        out = self.unet(torch.cat([z_t, z_t]), t, torch.cat([cond, torch.zeros_like(cond)]), torch.cat([s, s]))
+        out = unet(torch.cat([z_t, z_t]), t, torch.cat([cond, torch.zeros_like(cond)]), torch.cat([s, s]))
         c, u = out[:b], out[b:]
         return u + guidance * (c - u)
 

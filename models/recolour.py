@@ -14,7 +14,7 @@ nearest minimum at purple, and the decoder cannot draw every colour an image edi
 gradient steps, a cheap zeroth-order search (as CLIP reranking picks among candidates):
 
 1. *Candidates in pixels.* The region of the decoded image is shifted to each candidate colour, keeping its shading:
-   the colours the training images show in that part where the pipeline has them (`models.colour_palette`), else
+   the colours the training images show in that part where the pipeline has them (`models.edit_regions`), else
    the decoder's gamut (`decoder_gamut`: flat latents decoded once per autoencoder, one latent per colour bin):
    `x + mask * (c - mean_mask(x))`. CLIP scores every candidate as a zero-shot classifier of the prompt against its
    other colours; no decoder runs for this, so ~100 colours cost one batch of CLIP's image tower.
@@ -43,11 +43,11 @@ from PIL import Image
 
 from models.autoencoder import decode as ae_decode
 from models.autoencoder import encode as ae_encode
+from models.backend import GenerationState
 from models.clip_guidance import class_prob, view_embeddings
 from models.edit_regions import REGIONS, colour_keyed_masks, prompt_regions
 from models.pipeline import frame_pose  # the one framing of a pose in the output square
-from models.prompts import Term
-from models.state import GenerationState
+from models.refine_settings import Term
 
 GAMUT_LEVELS = 6  # latent values per channel of the gamut's grid: 6^4 = 1,296 flat patches
 GAMUT_RANGE = (-4.0, 4.0)  # in scaled latent units (about unit variance), per channel
@@ -140,7 +140,7 @@ def colour_search(
     project_steps: int = PROJECT_STEPS,
 ) -> torch.Tensor:
     """The latent `z` `(1, C, h, w)` with its masked region recoloured to the candidate colour (`colours` `(G, 3)` in
-    [-1, 1]: `decoder_gamut`'s, or a `models.colour_palette` palette's) that CLIP, over `classes`
+    [-1, 1]: `decoder_gamut`'s, or a `models.edit_regions` palette's) that CLIP, over `classes`
     (a colour prompt, then its other colours), scores best once decoded (module docstring); `image` is z decoded in
     [-1, 1] and `mask` `(1, 1, H, W)` the region in its pixels. The decoded candidates are scored over `views`
     augmented views each (`make_cutouts`, seeded), as the gradient steps see them; `project_steps` are
@@ -209,7 +209,7 @@ def searched_start(
     top: int,
 ) -> torch.Tensor:
     """z_0 with each colour term's regions recoloured by `colour_search`, one term after another; the candidates are
-    the pipeline's palette for the term's part (`models.colour_palette`), else the decoder's gamut."""
+    the pipeline's palette for the term's part (`models.edit_regions`), else the decoder's gamut."""
     palette = getattr(pipeline, "palette", {})
     shown = z  # the latent `image` shows
     for text, _weight, classes in contrasts:

@@ -19,7 +19,7 @@ Two variables can move (ARCHITECTURE.md, "CLIP refinement"), each by normalised 
   "pink hair" stall at purple); a prompt that names no part moves a smooth offset of z_0 (`offset_grid`).
 * `both`: style first, then latent from the re-rendered z_0.
 
-The loss (`models.clip_guidance.prompt_loss`, summed over the weighted prompts of `models.prompts`):
+The loss (`models.clip_guidance.prompt_loss`, summed over the weighted prompts of `models.refine_settings`):
     L = prompt_loss + contrast * sum_{i: w_i > 0, colour} w_i * mean_cutouts CE(softmax(scale * E_img . [text_i,
         others]), 0) + pose_weight * L_pose + tether terms
 with `L_pose` the keypoint detector's heatmap loss (`models.detector.heatmap_loss`) of the decoded image against
@@ -45,23 +45,24 @@ from torch.utils.checkpoint import checkpoint
 from models import recolour
 from models.autoencoder import decode as ae_decode
 from models.autoencoder import to_pil
+from models.backend import GenerationState
 from models.backends import capabilities
 from models.clip import resolve_clip
 from models.clip_guidance import contrast_loss, make_cutouts, prompt_loss, text_embeddings
 from models.errors import InputError
 from models.pipeline import frame_pose  # the one framing of a pose in the output square
-from models.prompts import Term, prompt_terms
 from models.refine_settings import (
     DEFAULTS,
     REFINE_MODES,
     STYLE_DDIM_STEPS,
     RefineMode,
     RefineSettings,
+    Term,
     check_refine_inputs,
+    prompt_terms,
     stage_settings,
 )
 from models.samplers import make_scheduler, sample_loop
-from models.state import GenerationState
 
 # callback(step, total, image): after every optimisation step, with the image it produced.
 Callback = Callable[[int, int, Image.Image], None]
@@ -246,7 +247,7 @@ def _style_stage(
         return pipeline.predict(z_t.to(dtype), t, cond, s.to(dtype), guidance)
 
     def forward(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # the start moves with s too (E[z_0 | s, pose], `models.mean_latent`), so the gradient reaches s both ways
+        # the start moves with s too (E[z_0 | s, pose], `models.unet`), so the gradient reaches s both ways
         z_mean = pipeline.start_mean(cond, s[None].to(dtype))
         z0 = style_sample(model_fn, pipeline, z_T, s[None], z_mean, STYLE_DDIM_STEPS, checkpointing)
         image = ae_decode(pipeline.vae, z0.to(dtype)).float()

@@ -113,7 +113,7 @@ def _x0_from_output(
 
 def start_sample(z_T: torch.Tensor, alpha_bar: torch.Tensor | float, z_mean: torch.Tensor | None) -> torch.Tensor:
     """z_T + sqrt(alpha_bar_T) E[z_0]: unit noise moved to the mean of the training marginal q(z_T | E[z_0]) (in
-    DDPM units; `models.mean_latent` says why); `z_T` itself when no mean is given (or at zero terminal SNR)."""
+    DDPM units; `models.unet` says why); `z_T` itself when no mean is given (or at zero terminal SNR)."""
     if z_mean is None:
         return z_T
     return z_T + torch.as_tensor(alpha_bar, dtype=z_T.dtype, device=z_T.device).sqrt() * z_mean.to(z_T)
@@ -133,7 +133,7 @@ def sample_loop(
 
     `callback(step, total, z0_estimate)` is called after every step; ancestral noise (euler_a, ddim
     with eta > 0) is drawn from `generator`, so a seeded generator gives the same result every run.
-    `z_mean` (E[z_0 | s, pose], `models.mean_latent`), when given, moves the start to `start_sample`'s; a
+    `z_mean` (E[z_0 | s, pose], `models.unet`), when given, moves the start to `start_sample`'s; a
     sigma-space sampler (euler_a) scales the sum by its `init_noise_sigma`, sigma_T = sqrt((1 - a) / a), which puts
     the mean at sqrt(1 - a) E[z_0], i.e. E[z_0] to 0.3%, where x = z_0 + sigma eps wants it.
     """

@@ -24,7 +24,7 @@ from models.backends import capabilities, load_backend
 from models.errors import InputError
 from tests.test_pipeline import tiny_pipeline
 from tests.test_public_weights import FakeClip, build_sd_folders, fork_state_dict
-from ui import app_explore, app_generate, app_refine, common, outputs
+from ui import app_explore, app_generate, app_refine, common, settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -71,7 +71,7 @@ def clip():
 def served_files(tmp_path, monkeypatch):
     """The endpoints' files go to a temporary folder."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    monkeypatch.setattr(outputs, "_FOLDER", None)
+    monkeypatch.setattr(settings, "_FOLDER", None)
 
 
 def size_of(backend) -> int:

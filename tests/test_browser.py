@@ -40,7 +40,7 @@ def launch_app(model: str | None = None, clip: str | None = None):
 @pytest.fixture(scope="module")
 def page():
     sync_api = pytest.importorskip("playwright.sync_api")
-    import models.state  # noqa: F401 - torch, imported now rather than inside the first generation's wait
+    import models.backend  # noqa: F401 - torch, imported now rather than inside the first generation's wait
 
     demo = launch_app()
     with sync_api.sync_playwright() as p:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.colour_palette import PALETTE_FILE, data_palette, load_palette, save_palette
+from models.edit_regions import PALETTE_FILE, data_palette, load_palette, save_palette
 from models.errors import InputError
 from training.character import BACKGROUNDS, CLOTH_COLORS
 from training.palette import main as palette_main

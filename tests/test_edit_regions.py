@@ -10,7 +10,7 @@ import torch
 from models.clip_guidance import contrast_loss
 from models.edit_regions import colour_keyed_mask, part_masks, prompt_regions, region_mask
 from models.pose import Pose
-from models.prompts import COLOUR_WORDS, colour_alternatives
+from models.refine_settings import COLOUR_WORDS, colour_alternatives
 from tests.test_pipeline import STANDING
 
 POSE = Pose(STANDING, 1, 1)

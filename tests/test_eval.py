@@ -149,7 +149,7 @@ FAKE_MARGIN = 0.1
 
 
 class FakeState:
-    """Like `models.state.GenerationState`: the pose as given and the settings."""
+    """Like `models.backend.GenerationState`: the pose as given and the settings."""
 
     def __init__(self, pose: Pose):
         self.pose = pose

@@ -9,8 +9,7 @@ import pytest
 
 from models.errors import InputError
 from training.character import SWAPS, sample_character, swap
-from training.eval_common import load_attributes
-from training.eval_judge import crosstalk, main, pairs
+from training.eval_common import crosstalk, load_attributes, main_judge, pairs
 
 # the Character fields each swap may touch
 FIELDS = {"outfit_color": {"outfit_colors"}, "outfit_color2": {"outfit_colors"}}
@@ -71,8 +70,8 @@ def test_bad_input_is_refused():
 def test_command_line_json(capsys):
     if load_attributes() is None:
         pytest.skip("no attribute classifier in weights/attributes")
-    assert main(["--json", "--n", "2", "--attributes", "background", "--ae", ""]) == 0
+    assert main_judge(["--json", "--n", "2", "--attributes", "background", "--ae", ""]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows"]["background"]["pairs"] == 2 and out["through_autoencoder"] is None
-    assert main(["--n", "0"]) == 2
+    assert main_judge(["--n", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 
 from models.attributes import ACCESSORIES, ATTRIBUTES
 from models.errors import InputError
-from models.prompts import parse_prompts
+from models.refine_settings import parse_prompts
 from training import eval_clip
 from training.eval_clip import PROMPT_ATTRIBUTES, attribute_prompt, check_asked, choose_prompt, others_changed
 

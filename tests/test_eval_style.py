@@ -14,7 +14,7 @@ from PIL import Image
 from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
-from models.style_encoder import StyleEncoder
+from models.unet import StyleEncoder
 from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
 from training.eval_style import main, picture_reading, style_from_labels, style_of, style_reading
 

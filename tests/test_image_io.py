@@ -1,4 +1,4 @@
-"""models/image_io.py: every bad image gives one clear InputError; every mode comes out RGB."""
+"""models/pose_input.py: every bad image gives one clear InputError; every mode comes out RGB."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import image_io
+from models import pose_input
 from models.errors import InputError
-from models.image_io import load_image
+from models.pose_input import load_image
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -90,7 +90,7 @@ def test_huge_png_refused_from_its_header_before_decoding():
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limit_and_pil_bomb_guard():
     """One limit, named in every message: a header over it, and one past PIL's own bomb guard."""
-    side = f"{image_io.MAX_IMAGE_SIDE} pixels a side"
+    side = f"{pose_input.MAX_IMAGE_SIDE} pixels a side"
     assert "12000 x 12000 pixels" in refuse(png_header_only(12000, 12000), side)  # the issue's bomb
     refuse(png_header_only(5000, 40), side)
     refuse(png_header_only(8000, 30000), side)  # past PIL's own DecompressionBombError limit
@@ -124,7 +124,7 @@ def test_sixteen_bit_png_keeps_its_picture(tmp_path):
 
 
 def test_byte_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_io, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setattr(pose_input, "MAX_IMAGE_BYTES", 1000)
     data = encode(noise(128, 128))
     (tmp_path / "big.png").write_bytes(data)
     refuse(tmp_path / "big.png", "MB")
@@ -205,5 +205,5 @@ def test_arrays_of_other_dtypes():
 def test_looks_like_image(tmp_path):
     (tmp_path / "pose.json").write_text("{}")
     (tmp_path / "photo.dat").write_bytes(encode(noise(), "JPEG"))
-    assert not image_io.looks_like_image(tmp_path / "pose.json")
-    assert image_io.looks_like_image(tmp_path / "photo.dat")
+    assert not pose_input.looks_like_image(tmp_path / "pose.json")
+    assert pose_input.looks_like_image(tmp_path / "photo.dat")

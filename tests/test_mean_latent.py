@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from models.errors import InputError
-from models.mean_latent import MeanLatent
 from models.pipeline import PosePipeline
 from models.pose import Pose
 from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop, start_sample
+from models.unet import MeanLatent
 from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -139,7 +139,7 @@ def test_training_command_fits_and_publishes(tmp_path):
 
     folder = tmp_path / "pipe"
     pipe = tiny_pipeline()
-    from models.style_encoder import StyleEncoder
+    from models.unet import StyleEncoder
 
     torch.manual_seed(0)
     pipe.style_encoder = StyleEncoder(widths=(4, 8), style_dim=8, norm_num_groups=4)

@@ -10,8 +10,7 @@ import torch
 from models.autoencoder import build_autoencoder, decode, encode, measure_latent_stats, psnr, reconstruction_loss
 from models.errors import InputError
 from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop, training_scheduler
-from models.style_encoder import StyleEncoder
-from models.unet import HintEncoder, PoseUNet
+from models.unet import HintEncoder, PoseUNet, StyleEncoder
 from training.presets import LDM_PRESETS, lr_factor, parse_with_preset, run_progress
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

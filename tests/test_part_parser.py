@@ -83,9 +83,9 @@ class _FixedParser:
 
 
 def test_refinement_masks_come_from_the_parser_where_it_sees_the_part():
+    from models.backend import GenerationState
     from models.pose import Pose
     from models.recolour import region_pixel_masks
-    from models.state import GenerationState
     from tests.test_pipeline import STANDING
 
     state = GenerationState(Pose(STANDING, 512, 512), 0, torch.zeros(1, 4), torch.zeros(1, 4, 4, 4), {"size": 64})

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from models.autoencoder import build_autoencoder
+from models.backend import GenerationState
 from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
 from models.samplers import SAMPLER_NAMES, training_scheduler
-from models.state import GenerationState
 from models.unet import PoseUNet
 
 SIZE = 32  # the tiny model draws 32 px images (f2 autoencoder, 16 x 16 latent)
@@ -171,7 +171,7 @@ def test_style_from_image_reads_the_encoders_mean_and_any_frame(pipe, monkeypatc
     from PIL import Image
 
     from models import detector as detector_module
-    from models.style_encoder import StyleEncoder
+    from models.unet import StyleEncoder
 
     torch.manual_seed(0)
     pipe.style_encoder = StyleEncoder(widths=(4, 8), style_dim=8, norm_num_groups=4).eval()
@@ -192,7 +192,7 @@ def test_style_from_image_refuses_a_picture_without_a_figure(pipe, monkeypatch):
 
     from models import detector as detector_module
     from models.errors import NO_FIGURE
-    from models.style_encoder import StyleEncoder
+    from models.unet import StyleEncoder
 
     pipe.style_encoder = StyleEncoder(widths=(4, 8), style_dim=8, norm_num_groups=4).eval()
     monkeypatch.setattr(detector_module, "load_detector", lambda d=None: _Detector(0.05))
@@ -202,3 +202,21 @@ def test_style_from_image_refuses_a_picture_without_a_figure(pipe, monkeypatch):
     pipe.style_encoder = None
     with pytest.raises(InputError, match="no style encoder"):
         pipe.style_from_image(Image.new("RGB", (SIZE, SIZE), "white"))
+
+
+def test_the_low_noise_expert_takes_the_steps_it_covers_and_travels_with_the_folder(pose, tmp_path):
+    base = tiny_pipeline()
+    expert = tiny_pipeline(seed=1)
+    expert.unet.register_to_config(timesteps=[0, 300])
+    pipe = PosePipeline(base.vae, base.unet, base.scheduler, device="cpu", detail_unet=expert.unet)
+    z, cond, s = torch.randn(2, 4, 16, 16), torch.randn(2, 33, 32, 32), torch.randn(2, 8)
+    with torch.no_grad():
+        for t, owner in ((299, expert), (300, base), (999, base), ([100, 500], base), ([0, 299], expert)):
+            t = torch.tensor(t)  # a batch of timesteps goes to the expert only when it covers all of them
+            assert torch.equal(pipe.predict(z, t, cond, s, 2.0), owner.predict(z, t, cond, s, 2.0))
+    images, _ = pipe(pose, seed=3, steps=4)
+    assert not np.array_equal(_arrays(images)[0], _arrays(base(pose, seed=3, steps=4)[0])[0])  # the expert drew some
+    pipe.save_pretrained(tmp_path)
+    again = PosePipeline.from_pretrained(tmp_path, device="cpu")
+    assert again.detail_unet.config.timesteps == [0, 300] and again.unet.config.timesteps is None
+    assert np.array_equal(_arrays(again(pose, seed=3, steps=4)[0])[0], _arrays(images)[0])

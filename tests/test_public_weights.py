@@ -324,7 +324,7 @@ def test_fork_checkpoint_of_another_shape_names_the_key(tmp_path, fork_sd):
 
 def test_lazy_pipeline_serves_a_checkpoint_file(fork_ckpt, monkeypatch):
     """The app's loader takes a checkpoint file for --model (no 'missing folder' note) and loads the fork."""
-    from ui import loader as server
+    from ui import settings as server
 
     monkeypatch.setattr(server, "_PIPELINE", None)
     loader = server.LazyPipeline(str(fork_ckpt), "cpu")

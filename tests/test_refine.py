@@ -12,7 +12,6 @@ import torch
 from models.clip_guidance import make_cutouts, prompt_loss, spherical_dist
 from models.errors import InputError
 from models.pose import Pose
-from models.prompts import MAX_TERMS, parse_prompts, prompt_terms
 from models.refine import (
     DEFAULTS,
     REFINE_MODES,
@@ -21,6 +20,7 @@ from models.refine import (
     refine,
     style_sample,
 )
+from models.refine_settings import MAX_TERMS, parse_prompts, prompt_terms
 from tests.test_pipeline import STANDING
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

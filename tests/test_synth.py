@@ -100,7 +100,6 @@ def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch)
 
     from models import pose_input
     from models.pose import Pose
-    from training.prepare import main as prepare_main
 
     src = tmp_path / "photos"
     src.mkdir()
@@ -115,7 +114,7 @@ def test_prepare_crops_around_the_pose_and_skips_failures(tmp_path, monkeypatch)
 
     monkeypatch.setattr(pose_input, "extract_pose", fake)
     out = tmp_path / "out"
-    assert prepare_main(["--images", str(src), "--out", str(out), "--size", "64"]) == 0
+    assert main(["--images", str(src), "--out", str(out), "--size", "64"]) == 0
     assert [p.name for p in (out / "images").iterdir()] == ["000000.png"]
     got = load(out / "keypoints" / "000000.json")
     assert got.width == 64

@@ -135,6 +135,13 @@ def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh
         train_ldm.main([*args, "--out", str(tmp_path / "bad"), "--zero-snr", "true"])
     zero = train_ldm.main([*args, "--out", str(tmp_path / "zero"), "--init", str(ldm), "--zero-snr", "true",
                            "--min-snr-gamma", "0"])  # fmt: skip
+    # a low-noise expert (eDiff-I): trained on t in [0, 300) only, and says so in its config
+    with pytest.raises(SystemExit, match="LO,HI"):
+        train_ldm.main([*args, "--out", str(tmp_path / "bad_t"), "--timesteps", "300,300"])
+    expert = train_ldm.main([*args, "--out", str(tmp_path / "expert"), "--init", str(ldm), "--timesteps", "0,300",
+                             "--style-lr-mult", "0"])  # fmt: skip
+    assert PosePipeline.from_pretrained(expert, device="cpu").unet.config.timesteps == [0, 300]
+    assert PosePipeline.from_pretrained(ldm, device="cpu").unet.config.timesteps is None
     pipe = PosePipeline.from_pretrained(zero, device="cpu")
     assert pipe.scheduler.config.rescale_betas_zero_snr and float(pipe.scheduler.alphas_cumprod[-1]) < 1e-6
     kp = np.concatenate([np.random.default_rng(1).uniform(0.2, 0.8, (17, 2)), np.ones((17, 1))], axis=1)
@@ -146,8 +153,7 @@ def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh
 def test_ordered_kl_weights_ramp_geometrically():
     from diffusers import DDPMScheduler
 
-    from models.style_encoder import StyleEncoder
-    from models.unet import PoseUNet
+    from models.unet import PoseUNet, StyleEncoder
     from training.presets import LDM_PRESETS
 
     unet = PoseUNet(sample_size=8, latent_channels=4, cond_channels=33, hint_widths=(), hint_channels=8,
@@ -199,8 +205,7 @@ def test_pairs_share_noise_step_and_style_but_for_the_swapped_axis(monkeypatch):
     from diffusers import DDPMScheduler
 
     from models.attributes import ATTRIBUTES
-    from models.style_encoder import StyleEncoder
-    from models.unet import PoseUNet
+    from models.unet import PoseUNet, StyleEncoder
     from training.presets import LDM_PRESETS
     from training.style_guide import GUIDE_ORDER, make_layout
 

@@ -120,9 +120,9 @@ def test_bad_images_get_our_sentence_then_still_serving(client, tmp_path):
 
 
 def test_sixteen_bit_photo_reaches_the_finder_as_the_cli_reads_it(client, tmp_path, monkeypatch):
-    """A 16-bit PNG arrives unconverted and is scaled as models.image_io scales it (not re-encoded near white)."""
+    """A 16-bit PNG arrives unconverted and is scaled as models.pose_input scales it (not re-encoded near white)."""
     from models import pose_input
-    from models.image_io import load_image
+    from models.pose_input import load_image
 
     arr = np.zeros((96, 64), np.uint16)
     arr[:, 32:] = 40000

@@ -1,4 +1,4 @@
-"""Files the app serves (ui.outputs): one new, complete file per request, never rewritten, swept only when old."""
+"""Files the app serves (ui.settings): one new, complete file per request, never rewritten, swept only when old."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ui import app_generate, app_pose, common, outputs
+from ui import app_generate, app_pose, common, settings
 from ui.fake import FakePipeline
 
 FAKE = FakePipeline(size=48)
@@ -50,7 +50,7 @@ def png_pixels(path: str) -> bytes:
 def test_concurrent_generate_calls_get_their_own_complete_files():
     """Eight threads ask for the same picture (same pose, seed, settings) at once, as twenty users of one
     preset do: every file handed out is its own path, complete, and the same picture."""
-    run = outputs.served(app_generate.generate_handler(lambda: FAKE, api=True))
+    run = settings.served(app_generate.generate_handler(lambda: FAKE, api=True))
     pose = json.dumps(common.default_value())
 
     def call(_: int) -> tuple:
@@ -74,12 +74,12 @@ def test_concurrent_generate_calls_get_their_own_complete_files():
             png_pixels(f)
         else:
             assert json.loads(Path(f).read_text())["seed"] == 3
-    assert not list(outputs.output_folder().glob("*/.*.part"))  # every write was renamed into place
+    assert not list(settings.output_folder().glob("*/.*.part"))  # every write was renamed into place
 
 
 def test_concurrent_pose_drawings_are_distinct_files():
     """The `/pose` endpoint's drawing: identical for every caller, yet one file each, all intact."""
-    run = outputs.served(app_pose.pose_api)
+    run = settings.served(app_pose.pose_api)
     paths = [drawing for _, drawing in run_threads(lambda i: run(None, "standing"), 12)]
     assert len(set(paths)) == 12
     assert len({png_pixels(p) for p in paths}) == 1
@@ -87,7 +87,7 @@ def test_concurrent_pose_drawings_are_distinct_files():
 
 def test_streamed_rows_write_each_preview_once():
     """A growing row of previews re-yields earlier images: each keeps its one file."""
-    run = outputs.served(app_generate.generate_handler(lambda: FAKE))
+    run = settings.served(app_generate.generate_handler(lambda: FAKE))
     outs = list(run(common.default_value(), 1, False, 3, "ddim", 2.0, 1))
     rows = [o[0] for o in outs[:-1]]
     assert rows[1][0] == rows[0][0] and rows[2][:2] == rows[1][:2]  # (path, caption) kept across yields
@@ -95,19 +95,19 @@ def test_streamed_rows_write_each_preview_once():
 
 
 def test_files_are_swept_only_when_old():
-    fresh = outputs.save_text("{}", "fresh")
-    old = outputs.save_text("{}", "old")
-    kept = outputs.save_text("{}", "kept", keep=True)
+    fresh = settings.save_text("{}", "fresh")
+    old = settings.save_text("{}", "old")
+    kept = settings.save_text("{}", "kept", keep=True)
     hour_ago = time.time() - 3700
     os.utime(old, (hour_ago, hour_ago))
     os.utime(kept, (hour_ago, hour_ago))
-    outputs.sweep(max_age=3600)
+    settings.sweep(max_age=3600)
     assert Path(fresh).is_file() and not Path(old).exists() and Path(kept).is_file()
 
 
 def test_publish_replaces_images_everywhere():
     image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
     value = (image, [(image, "a")], {"__type__": "update", "value": image}, "text", None)
-    out = outputs.publish(value)
+    out = settings.publish(value)
     assert out[0] == out[1][0][0] == out[2]["value"] and out[3:] == ("text", None)
-    assert Path(out[0]).parent.parent == outputs.output_folder()
+    assert Path(out[0]).parent.parent == settings.output_folder()

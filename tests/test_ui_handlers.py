@@ -77,9 +77,9 @@ def test_upload_size_limit(tmp_path, monkeypatch):
 
 
 def test_photo_side_limit(tmp_path, monkeypatch):
-    from models import image_io
+    from models import pose_input
 
-    monkeypatch.setattr(image_io, "MAX_IMAGE_SIDE", 100)
+    monkeypatch.setattr(pose_input, "MAX_IMAGE_SIDE", 100)
     path = tmp_path / "big.png"
     Image.new("RGB", (200, 120)).save(path)
     with pytest.raises(gr.Error) as info:
@@ -219,7 +219,7 @@ def test_non_square_pose_is_fitted_for_the_model():
 
 
 def test_lazy_pipeline_loads_once_and_reports_missing_weights(tmp_path, monkeypatch):
-    from ui import loader as server
+    from ui import settings as server
 
     monkeypatch.setattr(server, "_PIPELINE", None)
     fake = server.LazyPipeline("fake")

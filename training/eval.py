@@ -134,7 +134,7 @@ def _settings_of(state: Any) -> dict[str, Any]:
 # -- command line ---------------------------------------------------------------------------------
 def main_detect(argv: list[str]) -> int:
     """`detect IMAGE...`: one JSON line per image (our pose JSON plus "input", or an "error")."""
-    from models.image_io import load_image
+    from models.pose_input import load_image
 
     parser = argparse.ArgumentParser(prog="python -m training.eval detect", description="Read the pose out of images.")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
@@ -189,7 +189,7 @@ SUBCOMMANDS = {
     "refine": ("training.eval_clip", "main_refine"),
     "directions": ("training.eval_directions", "main"),
     "style": ("training.eval_style", "main"),
-    "judge": ("training.eval_judge", "main"),
+    "judge": ("training.eval_common", "main_judge"),
     "quality": ("training.eval_quality", "main"),
 }
 

@@ -29,7 +29,7 @@ direction:
   sees). A label is a clear single-attribute label when it names exactly one attribute.
 
 `--pathways` tells where an edit's changes come from: s reaches the image twice, through the UNet's style affine
-and through the sampler's start E[z_0 | s, pose] (`models.mean_latent`). Each direction is rendered once more with
+and through the sampler's start E[z_0 | s, pose] (`models.unet`). Each direction is rendered once more with
 the edit given to the start alone (the UNet reads the unedited s) and once to the UNet alone (the start from the
 unedited s); `pathways.start` and `pathways.unet` hold those renders' `pixel_change`, `changes` (attribute: total
 variation) and `label`, so one sees which of the two mixes attributes.
@@ -71,16 +71,19 @@ from models.directions import (
 from models.editing import edit
 from models.errors import InputError
 from training.eval_common import (
+    CHANGE_TV,
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     EVAL_SEED,
+    SUBTLE,
+    attribute_changes,
     heldout_render,
+    label_from_changes,
     load_attributes,
     load_detector,
     output_frame_pose,
     pck_counts,
 )
-from training.eval_judge import CHANGE_TV, SUBTLE, attribute_changes, label_from_changes
 
 VISIBLE_PIXELS = 4.0  # mean |change| in [0, 255] units for an edit to count as visible (module docstring)
 NOISE_SIGMA = 0.1  # the isotropic perturbation of s that gives the noise floor

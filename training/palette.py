@@ -1,4 +1,4 @@
-"""Learn the colour search's palette (`models.colour_palette`) from training images.
+"""Learn the colour search's palette (`models.edit_regions`) from training images.
 
     python -m training.palette --synth 0:600 --out weights/palette.json     # 600 renders of data set seed 0
     python -m training.palette --data DIR --out weights/palette.json        # a synth/prepare data folder
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.colour_palette import PALETTE_COLOURS, data_palette, save_palette
+from models.edit_regions import PALETTE_COLOURS, data_palette, save_palette
 from models.errors import InputError
 
 

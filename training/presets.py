@@ -67,6 +67,10 @@ class LDMPreset:
     style_dim: int = 64  # dimension of the style code s (prior N(0, I))
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"  # v is steadier at few steps
     num_train_timesteps: int = 1000
+    # Train on t in [lo, hi) only: (0, 300) makes a low-noise expert (Balaji et al. 2022, eDiff-I) that spends every
+    # sample on the fine detail a small UNet learns last; it shares the base model's style encoder (freeze it with
+    # --style-lr-mult 0) and takes over from the base below `lo`'s counterpart at sampling time.
+    timesteps: tuple[int, ...] = (0, 1000)
     batch_size: int = 16
     steps: int = 6000  # at most this many steps
     minutes: float = 60.0  # and at most this many minutes: the schedule follows whichever ends first (0: steps only)
@@ -113,7 +117,7 @@ class LDMPreset:
     num_threads: int = 2
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     style_channels: tuple[int, ...] = (32, 64, 128, 128)  # style encoder CNN widths (128 -> 8 px)
-    style_input_size: int = 128  # the style encoder sees the images resized to this side (models.style_encoder)
+    style_input_size: int = 128  # the style encoder sees the images resized to this side (models.unet)
 
 
 # What the test presets share: two steps of two images, each step logged, saved and drawn.

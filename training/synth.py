@@ -1,8 +1,10 @@
-"""Write a synthetic data set of rendered characters with exact keypoints, captions and attributes.
+"""Write a data set: rendered characters with exact keypoints, captions and attributes, or real images with
+mediapipe's keypoints in the same layout.
 
     python -m training.synth --out data/synth --n 20000 --seed 0 [--size 128] [--poses FILE] [--workers 2]
     python -m training.synth --out data/pairs --n 12000 --seed 11 --pairs     # one-attribute pairs (below)
     python -m training.synth --out data/wide --n 20000 --seed 12 --wide       # poses as varied as photos
+    python -m training.synth --out data/real --images photos/ [--margin 0.08]  # real images (below)
 
 Layout: `images/000000.png`, `keypoints/000000.json` (`{"width", "height", "keypoints": [x, y, v] * 17}`
 in pixels, COCO flags v: 2 visible, 1 hidden, 0 absent), `captions/000000.txt` (tags line, then a
@@ -14,6 +16,11 @@ same bytes whatever the worker count. `--poses` takes JSON lines of poses (any f
 (`training.character.swap`; the attribute cycles with k), and both attribute files say `"pair": k, "swapped": name`.
 `train_ldm --pair-weight` trains on such pairs with shared noise, so the UNet is told what one attribute's change
 moves in the picture and what it leaves alone.
+
+`--images`: each real image is cropped to a square around its pose (mediapipe, `models.pose_input.extract_pose`),
+padded with its border colour where the square leaves the photo, and resized to `--size`. Images where no person is
+found (or that cannot be read) are skipped and counted. Captions are generic ("1person, photo"); attributes record
+the source file.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from models.errors import InputError
-from models.pose import Pose, from_dict, to_coco_flat
+from models.pose import NUM_KEYPOINTS, Pose, from_dict, to_coco_flat
 from training.character import SWAPS, sample_character, sentence, swap, tags
 from training.render import estimate_view, render
 from training.skeleton import Rig, sample_rig
@@ -181,7 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--pairs", action="store_true", help="n // 2 pairs differing in one attribute (module docstring)")
     ap.add_argument("--wide", action="store_true", help="poses from the wide sampler: free joints, pitch, crops")
+    ap.add_argument("--images", default=None, help="a folder of real images instead of renders (module docstring)")
+    ap.add_argument("--margin", type=float, default=0.08, help="with --images: room around the pose, share of side")
     a = ap.parse_args(argv)
+    if a.images is not None:
+        if a.poses or a.pairs or a.wide or a.n is not None:
+            print("error: --images takes the images' own poses (no --n, --poses, --pairs or --wide).", file=sys.stderr)
+            return 2
+        try:
+            print(json.dumps(prepare(a.images, a.out, a.size, a.margin)))
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         poses = read_poses(a.poses) if a.poses else None
     except (InputError, OSError) as err:
@@ -205,6 +225,64 @@ def main(argv: list[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     print(json.dumps({"out": str(a.out), "n": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}))
     return 0
+
+
+# -- real images ----------------------------------------------------------------------------------
+def crop_to_pose(image: Image.Image, pose: Pose, size: int = 128, margin: float = 0.08) -> tuple[Image.Image, Pose]:
+    """A `size` square crop around the pose's visible points (head room added), and the pose in it."""
+    x0, y0, x1, y1 = pose.bbox()
+    h = max(y1 - y0, 1.0)
+    y0 -= 0.14 * h  # the top keypoints are the eyes; leave room for the head
+    y1 += 0.05 * h  # and below the ankles for the feet
+    side = max(x1 - x0, y1 - y0) / (1 - 2 * margin)
+    side = max(side, 16.0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    s = round(side)
+    arr = np.asarray(image)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(axis=0)
+    canvas = Image.new("RGB", (s, s), tuple(int(v) for v in border))
+    canvas.paste(image, (-left, -top))
+    out = canvas.resize((size, size), Image.LANCZOS)
+    px = pose.pixels().astype(np.float64)
+    xy = (px - np.array([left, top])) / s
+    kp = np.concatenate([xy, pose.visibility[:, None].astype(np.float64)], axis=1)
+    far = ((xy < -1.0) | (xy > 2.0)).any(axis=1)
+    kp[far] = [0.5, 0.5, 0.0]  # far outside the crop: no information left
+    # A point outside the crop cannot be seen in it.
+    outside = ((xy < 0) | (xy > 1)).any(axis=1) & (kp[:, 2] >= 0.5)
+    kp[outside, 2] = 0.25
+    assert kp.shape == (NUM_KEYPOINTS, 3)
+    return out, Pose(kp.astype(np.float32), size, size)
+
+
+def prepare(images: str | Path, out: str | Path, size: int = 128, margin: float = 0.08) -> dict:
+    """Extract, crop and write every image of a folder; returns the counts."""
+    from models.pose_input import IMAGE_SUFFIXES, extract_pose, load_image
+
+    src, out = Path(images), Path(out)
+    if not src.is_dir():
+        raise InputError(f"{src} is not a folder.")
+    for sub in SUBDIRS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    written, skipped = 0, []
+    for path in files:
+        try:
+            im = load_image(path)
+            pose = extract_pose(im)
+        except Exception as err:  # noqa: BLE001 - any failure on one photo only skips it
+            skipped.append(f"{path.name}: {err}")
+            continue
+        crop, fitted = crop_to_pose(im, pose, size, margin)
+        name = f"{written:06d}"
+        crop.save(out / "images" / f"{name}.png")
+        (out / "keypoints" / f"{name}.json").write_text(json.dumps(keypoint_json(fitted)))
+        (out / "captions" / f"{name}.txt").write_text("1person, photo\nA photo of a person.\n")
+        attrs = {"source": str(path.relative_to(src)), "kind": "photo", "index": written, "size": size}
+        (out / "attributes" / f"{name}.json").write_text(json.dumps(attrs, sort_keys=True))
+        written += 1
+    return {"images": len(files), "written": written, "skipped": len(skipped), "skipped_files": skipped[:20]}
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 
 1. The data set's latents (and those of the mirrored images) are encoded once with the trained
    autoencoder and cached in `OUT/cache/`; condition maps are drawn per batch from the keypoints.
-2. Each step: s ~ q(s | x) from the style encoder, t ~ U{0..T-1}, z_t = sqrt(a_t) z_0 + sqrt(1-a_t) eps,
-   the pose map zeroed for `pose_dropout` of the batch (classifier-free guidance), and
+2. Each step: s ~ q(s | x) from the style encoder, t ~ U[timesteps) (all T; a low-noise expert: the small t),
+   z_t = sqrt(a_t) z_0 + sqrt(1-a_t) eps, the pose map zeroed for `pose_dropout` of the batch (classifier-free
+   guidance), and
        L = w(t) |v_theta(z_t, t, pose, s) - v|^2 + mean_i k_i KL(q(s_i|x) || N(0, 1)),
    w(t) = min(SNR, gamma) / (SNR + 1) (Min-SNR-gamma for v-prediction, Hang et al. 2023, Eq. 9; gamma = 0:
    w = 1, the plain v-loss, which keeps the high-noise steps where only s can tell the colours), and
@@ -19,8 +20,8 @@
    and one s but for the swapped axis, and the loss adds pair_weight |(v_a - v_b) - (pred_a - pred_b)|^2.
 3. EMA weights, checkpoints every N steps (`--resume` continues from the latest), sample grids.
 4. At the end `OUT/final/` is a complete pipeline folder (`models.pipeline.PosePipeline.from_pretrained`):
-   `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/`
-   (EMA), `scheduler/`, `training_info.json`.
+   `autoencoder/`, `unet/` (EMA PoseUNet incl. hint encoder and style affine), `style_encoder/` (EMA), `scheduler/`,
+   `training_info.json`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ from diffusers import DDPMScheduler
 from models.autoencoder import Autoencoder, autoencoder_index_entry, decode, load_autoencoder
 from models.errors import InputError
 from models.samplers import make_scheduler, sample_loop, training_scheduler
-from models.style_encoder import StyleEncoder
-from models.unet import PoseUNet
+from models.unet import PoseUNet, StyleEncoder
 from training.data import (
     condition_maps_torch,
     count_pairs,
@@ -137,7 +137,7 @@ class LDMLoss(torch.nn.Module):
                 guided_s[1::2] = torch.where(same, guided_s[0::2], guided_s[1::2])
             s = torch.cat([guided_s, free], dim=1)
             kl_dims = torch.cat([torch.zeros_like(kl_dims[:g]), kl_dims[g:]])
-        t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
+        t = torch.randint(*self.cfg.timesteps, (b,), device=z0.device)
         eps = torch.randn_like(z0)
         if self.paired:  # common noise: the pair's targets then differ only where the two pictures do
             t, eps = t[0::2].repeat_interleave(2), eps[0::2].repeat_interleave(2, dim=0)
@@ -313,19 +313,12 @@ def new_models(cfg: LDMPreset, data: Data) -> tuple[PoseUNet, StyleEncoder]:
     from models.condition import CONDITION_CHANNELS  # written by the pose front end; imported late
 
     size, latent_side = data.images.shape[1], data.latents.shape[-1]
+    same = ("hint_channels", "style_dim", "block_out_channels", "layers_per_block", "attention_head_dim", "prediction_type")
     unet = PoseUNet(
-        sample_size=latent_side,
-        latent_channels=data.latents.shape[2],
-        cond_channels=CONDITION_CHANNELS,
-        hint_widths=hint_widths(cfg, size // latent_side),
-        hint_channels=cfg.hint_channels,
-        style_dim=cfg.style_dim,
-        block_out_channels=cfg.block_out_channels,
-        layers_per_block=cfg.layers_per_block,
-        attention_head_dim=cfg.attention_head_dim,
-        norm_num_groups=min(32, min(cfg.block_out_channels)),
-        prediction_type=cfg.prediction_type,
-    )
+        sample_size=latent_side, latent_channels=data.latents.shape[2], cond_channels=CONDITION_CHANNELS,
+        hint_widths=hint_widths(cfg, size // latent_side), norm_num_groups=min(32, min(cfg.block_out_channels)),
+        **{name: getattr(cfg, name) for name in same},  # the preset's fields of the same names
+    )  # fmt: skip
     style_encoder = StyleEncoder(
         widths=cfg.style_channels, style_dim=cfg.style_dim, input_size=min(cfg.style_input_size, size)
     )
@@ -362,6 +355,8 @@ class Trainer:
             raise SystemExit("--zero-snr needs --prediction-type v_prediction and --min-snr-gamma 0 (at SNR 0 an "
                              "epsilon model's image estimate divides by zero, and Min-SNR weighs the terminal step "
                              "by zero).")  # fmt: skip
+        if len(cfg.timesteps) != 2 or not 0 <= cfg.timesteps[0] < cfg.timesteps[1] <= cfg.num_train_timesteps:
+            raise SystemExit(f"--timesteps takes LO,HI (t to train on) with 0 <= LO < HI <= {cfg.num_train_timesteps}.")
         self.noise_scheduler = training_scheduler(cfg.prediction_type, cfg.num_train_timesteps, cfg.zero_snr)
         self.rng = np.random.default_rng(cfg.seed + accelerator.process_index)
         torch.manual_seed(cfg.seed + accelerator.process_index)
@@ -373,6 +368,8 @@ class Trainer:
             self.ema_style = StyleEncoder.from_pretrained(ckpt / "ema" / "style_encoder")
         else:
             self.unet, self.style_encoder = init_models(run, data) if run.args.init else new_models(cfg, data)
+            expert = tuple(cfg.timesteps) != (0, cfg.num_train_timesteps)  # says so, for `PoseUNet.covers`
+            self.unet.register_to_config(timesteps=list(cfg.timesteps) if expert else None)
             self.ema_unet, self.ema_style = copy.deepcopy(self.unet), copy.deepcopy(self.style_encoder)
         self.ema_unet.eval().requires_grad_(False).to(accelerator.device)
         self.ema_style.eval().requires_grad_(False).to(accelerator.device)
@@ -477,7 +474,7 @@ class Trainer:
             "autoencoder": autoencoder_index_entry(data.vae),
             "unet": ["models.unet", "PoseUNet"],
             "scheduler": ["diffusers", "DDPMScheduler"],
-            "style_encoder": ["models.style_encoder", "StyleEncoder"],
+            "style_encoder": ["models.unet", "StyleEncoder"],
         }
         (final / "model_index.json").write_text(json.dumps(index, indent=2))
         run.log(

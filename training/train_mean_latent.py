@@ -1,4 +1,4 @@
-"""Train the sampler's start, E[z_0 | s, pose] (`models/mean_latent.py`), for a trained pipeline, on the CPU.
+"""Train the sampler's start, E[z_0 | s, pose] (`models/unet.py`), for a trained pipeline, on the CPU.
 
     python -m training.train_mean_latent --synth 0:12000 --out runs/mean_latent --minutes 20 --publish weights
     python -m training.train_mean_latent --data data/train --model runs/ldm/final --out runs/mean --resume
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models import paths
-from models.mean_latent import MeanLatent
+from models.unet import MeanLatent
 from training.eval_common import EVAL_SEED
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
@@ -63,7 +63,7 @@ def render_set(
 
 def folder_set(root: str | Path, size: int = 128, workers: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images, keypoints and labels (-1 where a folder has no attributes) of a data folder (`training.synth` or
-    `training.prepare` layout)."""
+    `training.synth` layout)."""
     from training.data import list_items, load_images, load_keypoints
 
     stems = list_items(root)
@@ -108,7 +108,7 @@ def encode_pairs(pipeline_folder: str | Path, images: np.ndarray, batch: int = 6
     log-variance `(n, 2, 2, D)` float32, with the pipeline folder's autoencoder and style encoder."""
     from models.autoencoder import encode, load_autoencoder
     from models.errors import InputError
-    from models.style_encoder import StyleEncoder
+    from models.unet import StyleEncoder
     from training.data import to_tensor
 
     folder = Path(pipeline_folder)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     free_prior = layout is not None and pipeline_free_style(a.model) == "prior"  # as the UNet saw the other axes
     kp, lat, sty, lab, vkp, vlat, vsty, vlab = pairs(run, size)
     data_mean = torch.from_numpy(lat.astype(np.float32).mean(axis=(0, 1), keepdims=False))[None]
-    cell = a.cell or 2 * factor  # default: half the latent grid (module docstring of models.mean_latent)
+    cell = a.cell or 2 * factor  # default: half the latent grid (module docstring of models.unet)
     pooled, vpooled = pooled_sets(run, kp, vkp, size, cell)
 
     def build(args: argparse.Namespace) -> MeanLatent:

@@ -38,10 +38,10 @@ from ui.common import (
     user_errors,
     write_outputs,
 )
-from ui.outputs import served
+from ui.settings import served
 
 if TYPE_CHECKING:  # the state module loads torch, which the UI's start-up does not
-    from models.state import GenerationState
+    from models.backend import GenerationState
 
 METHOD_NAMES = {"ganspace": "GANSpace", "sefa": "SeFa"}
 
@@ -358,7 +358,7 @@ def edit_api_handler(pipeline_loader: Callable[[], Any]) -> Callable:
 if __name__ == "__main__":
     import argparse
 
-    from ui.loader import LazyPipeline
+    from ui.settings import LazyPipeline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(paths.WEIGHTS))

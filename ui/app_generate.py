@@ -41,7 +41,7 @@ from ui.common import (
     user_errors,
     write_outputs,
 )
-from ui.outputs import served
+from ui.settings import served
 
 
 def build(
@@ -318,7 +318,7 @@ def select_result(results: list[Result] | None, evt: gr.SelectData) -> Result:
 if __name__ == "__main__":
     import argparse
 
-    from ui.loader import LazyPipeline
+    from ui.settings import LazyPipeline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(paths.WEIGHTS))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from models.errors import InputError
 from models.pose import Pose, mirror
-from ui import outputs, settings
+from ui import settings
 from ui.common import (
     default_pose,
     default_value,
@@ -36,7 +36,7 @@ from ui.common import (
     upload_path,
     user_errors,
 )
-from ui.outputs import served
+from ui.settings import served
 from ui.skeleton_editor import skeleton_editor
 
 
@@ -303,7 +303,7 @@ def load_pose_file(file: Any, value: Any) -> dict[str, Any]:
 @user_errors
 def save_pose_file(value: Any, keep: bool = False) -> str:
     """The editor's pose written to a new JSON file for download (`keep`: the page's first value, never swept)."""
-    return outputs.save_text(pose_json(pose_from_value(value)), "pose", keep=keep)
+    return settings.save_text(pose_json(pose_from_value(value)), "pose", keep=keep)
 
 
 def background_url(image: Image.Image, side: int = BACKGROUND_SIDE) -> str:

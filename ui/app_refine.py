@@ -40,7 +40,7 @@ from ui.common import (
     user_errors,
     write_outputs,
 )
-from ui.outputs import served
+from ui.settings import served
 
 MODE_CHOICES = [
     ("The look: the character's style code (hair, outfit, colours; the whole picture may change)", "style"),
@@ -284,7 +284,7 @@ def check_refine_request(
     prompt: Any, negative_prompt: Any, mode: Any, steps: Any, strength: Any, pose_weight: Any
 ) -> tuple[str, str, dict[str, Any]]:
     """The checked prompt, negative prompt and settings of a refinement, or InputError with one sentence."""
-    from models.prompts import prompt_terms
+    from models.refine_settings import prompt_terms
 
     prompt = settings.check_text(prompt, "The prompt")
     negative_prompt = settings.check_text(negative_prompt, "The negative prompt")
@@ -361,7 +361,7 @@ def refine_show(current: Result | None) -> tuple:
 if __name__ == "__main__":
     import argparse
 
-    from ui.loader import LazyPipeline
+    from ui.settings import LazyPipeline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(paths.WEIGHTS))

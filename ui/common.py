@@ -5,7 +5,7 @@ layout (`ui.app_pose`, `ui.app_generate`, `ui.app_refine`, `ui.app_explore`).
 Every handler checks the limits in `ui.settings` and turns a user's mistake (`InputError`) into a
 `gr.Error` carrying its one sentence (logged as one line); anything unexpected becomes a one-line
 `gr.Error` too, naming no exception class or path, and its traceback goes to the server log only.
-Handlers return PIL images; the app's wiring (`ui.outputs.served`) turns them into files of their own.
+Handlers return PIL images; the app's wiring (`ui.settings.served`) turns them into files of their own.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from PIL import Image
 
 from models.errors import InputError
 from models.pose import Pose, fit_to_square, from_dict, loads
-from ui import outputs, settings
+from ui import settings
 
 log = logging.getLogger("pose_studio.ui")
 
-PNG_KEY = outputs.PNG_KEY  # the PNG text chunk holding the settings (as `python app.py generate` writes)
+PNG_KEY = settings.PNG_KEY  # the PNG text chunk holding the settings (as `python app.py generate` writes)
 UNEXPECTED = "Something went wrong on the server; the server log has the details."
 PREVIEW_SIDE = 384  # the OpenPose drawing shown next to the editor
 MAX_PREVIEWS = 8  # denoising previews kept in the row
@@ -224,7 +224,7 @@ def upload_path(file: Any) -> Path:
 def load_photo(file: Any) -> Image.Image:
     """A user's photo (a path, as the upload arrives) as upright RGB, read as the command line reads it:
     the byte limit, then the pixel limit on the header before decoding, then 16-bit and other modes to RGB."""
-    from models.image_io import load_image
+    from models.pose_input import load_image
 
     if isinstance(file, Image.Image):
         return load_image(file)
@@ -284,11 +284,11 @@ def write_outputs(
 ) -> list[str]:
     """New PNG files carrying their record in a text chunk, and one new JSON that reproduces the whole call."""
     paths = [
-        outputs.save_png(image, f"pose_studio_{record.get('seed', i)}_{i + 1}", record)
+        settings.save_png(image, f"pose_studio_{record.get('seed', i)}_{i + 1}", record)
         for i, (image, record) in enumerate(zip(images, records))
     ]
     stem, suffix = Path(json_name).stem, Path(json_name).suffix or ".json"
-    return [*paths, outputs.save_text(json.dumps({**request, "images": records}, indent=1), stem, suffix)]
+    return [*paths, settings.save_text(json.dumps({**request, "images": records}, indent=1), stem, suffix)]
 
 
 def check_finite(states: list[Any]) -> None:

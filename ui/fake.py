@@ -34,7 +34,7 @@ CHANNELS = ("red", "green", "blue")
 
 
 def _state_class() -> type:
-    from models.state import GenerationState
+    from models.backend import GenerationState
 
     return GenerationState
 
@@ -239,7 +239,7 @@ def refine(
     **_: Any,
 ) -> FakeRefineResult:
     """`models.refine.refine` for the stand-in: s[:3] moves towards the prompt's colour, one image a step."""
-    from models.prompts import prompt_terms
+    from models.refine_settings import prompt_terms
 
     started = time.perf_counter()
     if mode not in ("style", "latent", "both"):

@@ -1,6 +1,6 @@
 """Assemble the tabs into one app and serve it: `python app.py [--host H] [--port P] [--share] [--model M] [--clip C]`.
 
-The pipeline is loaded once per process, lazily on the first generation (`ui.loader.LazyPipeline`): the only
+The pipeline is loaded once per process, lazily on the first generation (`ui.settings.LazyPipeline`): the only
 global state of the UI, with its micro-batcher (`models.batching`, made on the first generation), through which
 every generate request runs. `--model fake` serves a drawing stand-in (no weights) for demos and tests.
 """
@@ -20,8 +20,7 @@ import gradio as gr
 from models import paths
 from models.errors import InputError
 from ui import app_explore, app_generate, app_pose, app_refine, common, settings
-from ui.loader import LazyPipeline
-from ui.outputs import served
+from ui.settings import LazyPipeline, served
 
 log = logging.getLogger("pose_studio.ui")
 
@@ -47,7 +46,7 @@ def build_demo(
         model_status = status() if callable(status) else ""
     if clip_status is None:
         clip_status = app_refine.clip_status(str(getattr(pipeline_loader, "model", "")), clip)
-    # Gradio's copies go after an hour, as our own files do (ui.outputs): long after any page fetches them.
+    # Gradio's copies go after an hour, as our own files do (ui.settings): long after any page fetches them.
     age = settings.FILE_MAX_AGE
     with gr.Blocks(title="Pose Studio", delete_cache=(age, age)) as demo:
         gr.Markdown("# Pose Studio\nDraw or upload a pose, then draw an anime character in it.")

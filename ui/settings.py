@@ -1,13 +1,39 @@
-"""Limits of the web app and of `python app.py generate`, read once from the environment; every handler
-and the command line check them again. A photo's pixel limit is `models.image_io.MAX_IMAGE_SIDE`, the one
-every channel (web, API, command line) reads images through.
+"""What the app's process holds: its limits, its one pipeline, and the files it serves.
 
-MAX_STEPS=30 MAX_NUM_IMAGES=4 python app.py
+Limits of the web app and of `python app.py generate` are read once from the environment; every handler and the
+command line check them again. A photo's pixel limit is `models.pose_input.MAX_IMAGE_SIDE`, the one every channel
+(web, API, command line) reads images through.
+
+    MAX_STEPS=30 MAX_NUM_IMAGES=4 python app.py
+
+The pipeline (`LazyPipeline`) is loaded on the first generation: the UI's only global state, here so that
+`ui.server` (which assembles the tabs) and each tab's stand-alone `__main__` reach it without importing each other.
+
+Files the app serves are each written once, complete, under a name no other request shares. Gradio caches a
+returned PIL image under a hash of its bytes and rewrites that file in place, so two requests that make the same
+picture (the same preset's drawing, the same seed) rewrite a file while another response is still sending it ("Too
+little data for declared Content-Length"). So the app never hands Gradio a PIL image: `served` turns every image in
+a handler's outputs into a PNG of our own, written to a temporary name and renamed into place inside Gradio's cache
+folder (which Gradio then serves as it is, without copying), and files are removed only once they are an hour old
+(our sweep here, and `gr.Blocks(delete_cache=...)` for Gradio's own).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import logging
 import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
 
 from models.errors import InputError
 
@@ -154,3 +180,185 @@ def check_upload_bytes(size: int) -> None:
     """Refuse a file larger than MAX_UPLOAD_MB."""
     if size > MAX_UPLOAD_MB * 2**20:
         raise InputError(f"The file is {size / 2**20:.1f} MB; the largest we take is {MAX_UPLOAD_MB} MB.")
+
+
+# -- the one pipeline of this process, loaded lazily ----------------------------------------------
+log = logging.getLogger("pose_studio.ui")
+
+_PIPELINE: Any = None  # the one loaded pipeline of this process
+_PIPELINE_LOCK = threading.Lock()
+
+
+class LazyPipeline:
+    """Loads `model` (a folder, a Hub id, a keypoint-LDM checkpoint, or "fake"; `controlnet` for SD) on first call
+    through `models.backends.load_backend`, and returns the same back end after."""
+
+    def __init__(self, model: str | Path, device: str | None = None, controlnet: str | None = None) -> None:
+        self.model = str(model)
+        self.device = device
+        self.controlnet = controlnet
+        self.error: str | None = None
+
+    def status(self) -> str:
+        """One line for the Generate tab: empty when a model looks loadable, else why not."""
+        if self.model == "fake":
+            return "**Demo mode**: no model is loaded; the results are the pose drawings (`--model fake`)."
+        path = Path(self.model)
+        looks_local = path.is_absolute() or self.model.startswith(".") or path.exists() or self.model.count("/") != 1
+        if looks_local and not path.is_file() and (not path.is_dir() or not any(path.iterdir())):
+            return (
+                f"**No model is loaded**: the weights folder `{self.model}` is missing or empty, so Generate "
+                "cannot draw yet. The Pose tab works."
+            )
+        return ""
+
+    def __call__(self) -> Any:
+        """The process's pipeline, loading it on the first call."""
+        global _PIPELINE
+        with _PIPELINE_LOCK:
+            if _PIPELINE is not None:
+                return _PIPELINE
+            if self.error:
+                raise InputError(self.error)
+            note = self.status()
+            if note and self.model != "fake":
+                self.error = "No model is loaded: the weights folder is missing or empty."
+                raise InputError(self.error)
+            started = time.perf_counter()
+            try:
+                if self.model == "fake":
+                    from ui.fake import FakePipeline
+
+                    _PIPELINE = FakePipeline()
+                else:
+                    from models.backends import load_backend
+
+                    _PIPELINE = load_backend(self.model, self.controlnet, device=self.device)
+            except InputError as err:
+                self.error = f"No model is loaded: {err}"
+                raise InputError(self.error) from None
+            except Exception as err:
+                log.exception("loading %s failed", self.model)
+                self.error = f"No model is loaded: loading '{self.model}' failed ({type(err).__name__})."
+                raise InputError(self.error) from None
+            log.info("loaded %s in %.1f s", self.model, time.perf_counter() - started)
+            return _PIPELINE
+
+
+# -- the files the app serves ---------------------------------------------------------------------
+PNG_KEY = "pose_studio"  # the PNG text chunk holding the settings (as `python app.py generate` writes)
+_LOCK = threading.Lock()
+_FOLDER: Path | None = None
+_LAST_SWEEP = 0.0
+
+
+def output_folder() -> Path:
+    """This process's folder of served files, inside Gradio's cache (GRADIO_TEMP_DIR) so it is served uncopied."""
+    global _FOLDER
+    with _LOCK:
+        if _FOLDER is None or not _FOLDER.is_dir():
+            base = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+            base.mkdir(parents=True, exist_ok=True)
+            _FOLDER = Path(tempfile.mkdtemp(prefix=f"pose_studio_{os.getpid()}_", dir=base))
+        return _FOLDER
+
+
+def sweep(max_age: float | None = None, now: float | None = None) -> int:
+    """Remove this process's served files older than `max_age` seconds (default FILE_MAX_AGE); returns how many."""
+    max_age = FILE_MAX_AGE if max_age is None else max_age
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in output_folder().iterdir():
+        if folder.name == "kept" or not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            try:
+                if now - path.stat().st_mtime > max_age:
+                    path.unlink()
+                    removed += 1
+            except OSError:  # removed by Gradio's own sweep meanwhile
+                continue
+        try:
+            folder.rmdir()  # only once empty
+        except OSError:
+            pass
+    return removed
+
+
+def _maybe_sweep() -> None:
+    global _LAST_SWEEP
+    now = time.time()
+    if now - _LAST_SWEEP < SWEEP_EVERY:
+        return
+    _LAST_SWEEP = now
+    sweep(now=now)
+
+
+def write_file(stem: str, suffix: str, write: Callable[[Path], None], keep: bool = False) -> str:
+    """A new file `<uuid>/<stem><suffix>` (the download keeps its plain name), written by `write(temp_path)` and
+    renamed into place when complete.
+
+    `keep`: never swept (a component's value at build time, which every page load refers to)."""
+    _maybe_sweep()
+    folder = output_folder() / ("kept" if keep else "") / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    final = folder / f"{stem}{suffix}"
+    temp = folder / f".{final.name}.part"  # never handed out; swept like the rest if a write dies
+    try:
+        write(temp)
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    return str(final)
+
+
+def save_png(image: Image.Image, stem: str = "image", record: dict[str, Any] | None = None) -> str:
+    """`image` as a new PNG file (with `record` in its `pose_studio` text chunk when given)."""
+    info = None
+    if record is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PNG_KEY, json.dumps(record))
+    return write_file(stem, ".png", lambda p: image.save(p, format="PNG", pnginfo=info))
+
+
+def save_text(text: str, stem: str, suffix: str = ".json", keep: bool = False) -> str:
+    """`text` (UTF-8) as a new file (`keep`: never swept)."""
+    return write_file(stem, suffix, lambda p: p.write_text(text, encoding="utf-8"), keep)
+
+
+def publish(value: Any, saved: dict[int, tuple[Image.Image, str]] | None = None) -> Any:
+    """`value` with every PIL image in it (tuples, lists, gr.update dicts) replaced by a new PNG's path.
+
+    `saved` remembers the images of one call, so a streamed row of previews writes each image once."""
+    saved = {} if saved is None else saved
+    if isinstance(value, Image.Image):
+        hit = saved.get(id(value))
+        if hit is None or hit[0] is not value:
+            hit = saved[id(value)] = (value, save_png(value))  # the image is kept, so its id stays its own
+        return hit[1]
+    if isinstance(value, tuple):
+        return tuple(publish(v, saved) for v in value)
+    if isinstance(value, list):
+        return [publish(v, saved) for v in value]
+    if isinstance(value, dict) and value.get("__type__") == "update" and "value" in value:
+        return {**value, "value": publish(value["value"], saved)}
+    return value
+
+
+def served(fn: Callable) -> Callable:
+    """Wrap an event function so the images it returns or yields reach Gradio as files of their own (see above)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            saved: dict[int, tuple[Image.Image, str]] = {}
+            for item in fn(*args, **kwargs):
+                yield publish(item, saved)
+
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        return publish(fn(*args, **kwargs))
+
+    return plain
