@@ -1,4 +1,5 @@
-"""Where a prompt may change the picture: the hair, face, body or background, found from the pose.
+"""The parts of the picture: where a prompt may change it (hair, face, body, background) found from the pose, their
+colours in the training data, and a part parser that reads them off the pixels.
 
     prompt_regions("pink hair")              -> {"hair"}
     prompt_regions("red dress | blue sky")   -> {"body", "background"}
@@ -30,6 +31,18 @@ part, where no judge has learnt what the colour word means; restricted to the re
 pick was the asked colour (issue 5's note). The palette approximates that set without labels: each image's part masks
 come from its pose and colours (`colour_keyed_masks`), and k-means in Lab over pixels drawn from them gives
 PALETTE_COLOURS colours per part. The hair keeps the decoder's gamut (its small, shaded masks mix in the outline).
+
+Where the pose and the colours fail (white hair on a white wall, a head drawn smaller or lower than the pose's), a
+small part parser reads the parts off the pixels:
+
+    parser = PartParser.from_pretrained("weights/parser")
+    probs = parser.parse([Image.open("a.png")])        # (N, 4, H, W) float32, PARTS order, summing to 1
+
+The renderer knows every pixel's part exactly (`training.train_parser` renders each character again with its hair,
+then its clothes, in other colours); trained on the autoencoder's reconstructions of renders, the parser reads the
+generator's images as they look, soft edges and all. A four-level conv encoder (128 -> 8 px) with a U-Net decoder
+back to half the input's size, logits upsampled to the input's; BatchNorm, as in `models.detector`: the fastest norm
+on a CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +54,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from PIL import Image
+from torch import nn
 
 from models.errors import InputError
 from models.pose import LIMBS, Pose
@@ -341,16 +360,84 @@ def load_palette(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+# -- the part parser: the parts from the pixels ---------------------------------------------------
+PARTS: tuple[str, ...] = ("background", "hair", "clothes", "skin")  # "skin": the rest of the figure (face, hands)
+# The refinement region (`models.edit_regions.REGIONS`) each part stands for; the face keeps the pose's mask.
+REGION_PARTS: dict[str, str] = {"background": "background", "hair": "hair", "body": "clothes"}
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class PartParser(ModelMixin, ConfigMixin):
+    """U-Net: RGB in [-1, 1] `(B, 3, H, W)` (H, W divisible by 16) in, `(B, len(PARTS), H, W)` part logits out."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, image_size: int = 128, channels: tuple[int, ...] = (16, 32, 64, 96), num_parts: int = 4):
+        super().__init__()
+        if len(channels) != 4:
+            raise ValueError("channels must list 4 widths (1/2, 1/4, 1/8 and 1/16 of the input).")
+        c1, c2, c3, c4 = channels
+        self.down = nn.ModuleList(
+            [
+                nn.Sequential(_conv(3, c1, 2), _conv(c1, c1)),
+                nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2)),
+                nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3)),
+                nn.Sequential(_conv(c3, c4, 2), _conv(c4, c4), _conv(c4, c4)),  # 1/16 sees the whole figure
+            ]
+        )
+        self.up = nn.ModuleList([_conv(c4 + c3, c3), _conv(c3 + c2, c2), _conv(c2 + c1, c1)])
+        self.head = nn.Conv2d(c1, num_parts, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Part logits at the input's size."""
+        skips, x = [], images
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+        return F.interpolate(self.head(x), size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def parse(self, images: Sequence[Image.Image] | torch.Tensor) -> np.ndarray:
+        """`(N, P, H, W)` float32 part probabilities of PIL images (at `image_size`) or a `(N, 3, H, W)` tensor in
+        [-1, 1] (at its own size)."""
+        if not isinstance(images, torch.Tensor):
+            side = int(self.config.image_size)
+            arrays = [np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR)) for im in images]
+            images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        was_training = self.training
+        self.eval()
+        probs = self(images.to(self.device, self.dtype)).float().softmax(dim=1)
+        self.train(was_training)
+        return probs.cpu().numpy()
+
+
+def part_masks_from_probs(probs: np.ndarray, regions: set[str]) -> dict[str, np.ndarray]:
+    """`{region: (H, W) float32 in [0, 1]}`: each region's part probability (`REGION_PARTS`) from one image's
+    `(P, H, W)` parse; regions with no part (the face) are left out."""
+    return {r: probs[PARTS.index(REGION_PARTS[r])].astype(np.float32) for r in regions if r in REGION_PARTS}
+
+
 __all__ = [
     "PALETTE_FILE",
     "PALETTE_REGIONS",
+    "PARTS",
     "REGIONS",
+    "REGION_PARTS",
     "REGION_WORDS",
+    "PartParser",
     "colour_keyed_mask",
     "colour_keyed_masks",
     "data_palette",
     "load_palette",
     "part_masks",
+    "part_masks_from_probs",
     "prompt_regions",
     "region_mask",
     "save_palette",

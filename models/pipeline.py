@@ -124,7 +124,7 @@ class PosePipeline:
         # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
         # (`models.edit_regions`); empty when the folder has no palette.json
         self.palette = dict(palette or {})
-        # the part parser (`models.part_parser`) that tells refinement where the hair, clothes and backdrop are;
+        # the part parser (`models.edit_regions`) that tells refinement where the hair, clothes and backdrop are;
         # None: refinement keys the pose's regions by the image's colours (`models.edit_regions`)
         self.parser = parser.to(self.device).eval().requires_grad_(False) if parser is not None else None
         # E[z_0 | s, pose] (`models.unet`): sampling starts at z_T + sqrt(alpha_bar_T) of it, so the look follows
@@ -165,7 +165,7 @@ class PosePipeline:
         palette = load_palette(folder / PALETTE_FILE)
         parser = None
         if (folder / "parser").is_dir():
-            from models.part_parser import PartParser
+            from models.edit_regions import PartParser
 
             parser = PartParser.from_pretrained(folder / "parser")
         mean_latent = None

@@ -6,7 +6,7 @@ refinement (`models.refine`, latent mode) near the colour CLIP asks for.
     z = colour_search(vae, clip, z_0, image, mask, classes, gamut, top=4)
 
 *Regions.* A prompt that names a part ("pink hair", "red dress", "teal background") moves only that part: the part
-parser (`models.part_parser`) or the pose and the image's colours (`models.edit_regions`) give its pixels.
+parser (`models.edit_regions`) or the pose and the image's colours (`models.edit_regions`) give its pixels.
 
 *Colour search.*
 Gradient steps on a region's colour get stuck: from blue hair, CLIP's zero-shot loss for "pink hair" has its
@@ -159,7 +159,7 @@ def region_pixel_masks(
     state: GenerationState, terms: Sequence[Term], image: Image.Image, parser: Any = None
 ) -> dict[str, np.ndarray] | None:
     """`{region: (H, W) mask}` in the state's `image` pixels for each region the positive terms name: the `parser`'s
-    part probabilities (`models.part_parser`) for the hair, body and background when one is given and finds the
+    part probabilities (`models.edit_regions`) for the hair, body and background when one is given and finds the
     part, else the pose's regions without the backdrop's colours (`models.edit_regions.colour_keyed_masks`); None
     when a term names no region, or names one the pose cannot place (a face seen from behind): the change may then
     go anywhere."""
@@ -176,7 +176,7 @@ def region_pixel_masks(
     size = pixels.shape[0]
     keyed: dict[str, np.ndarray] = {}
     if parser is not None:
-        from models.part_parser import part_masks_from_probs
+        from models.edit_regions import part_masks_from_probs
 
         probs = parser.parse([image])[0]
         for region, mask in part_masks_from_probs(probs, regions).items():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.part_parser import PARTS, PartParser, part_masks_from_probs
+from models.edit_regions import PARTS, PartParser, part_masks_from_probs
 from training.train_parser import part_labels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py

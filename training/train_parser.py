@@ -1,4 +1,4 @@
-"""Train the part parser (`models/part_parser.py`) on renders whose every pixel's part is known, on the CPU.
+"""Train the part parser (`models/edit_regions.py`) on renders whose every pixel's part is known, on the CPU.
 
     python -m training.train_parser --synth 0:3000 --out runs/parser --minutes 15 --threads 1
     python -m training.train_parser --synth 0:3000 --out runs/parser --resume        # after a stop
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from models import paths
-from models.part_parser import PARTS, PartParser
+from models.edit_regions import PARTS, PartParser
 from training.data import to_tensor
 from training.eval_common import EVAL_SEED
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
