@@ -112,32 +112,29 @@ class PosePipeline:
         if dtype is None:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
-        # Cast only when needed: diffusers warns on any `.to(dtype)` of a loaded model.
-        cast = {"dtype": dtype} if dtype != torch.float32 else {}
-        self.vae = vae.to(self.device, **cast).eval().requires_grad_(False)
-        self.unet = unet.to(self.device, **cast).eval().requires_grad_(False)
+
+        # Every network computes in the pipeline's dtype whatever it was stored in (the students and experts are
+        # stored in float16). `.float()`, not `.to(dtype=float32)`: diffusers' `to` warns at any dtype cast.
+        def ready(module: Any) -> Any:
+            module = module.to(self.device, dtype=dtype) if dtype != torch.float32 else module.to(self.device).float()
+            return module.eval().requires_grad_(False)
+
+        self.vae, self.unet = ready(vae), ready(unet)
         # the low-noise expert (`PoseUNet.covers` says for which t), or None: `self.unet` for every t
-        self.detail_unet = (
-            detail_unet.to(self.device, **cast).eval().requires_grad_(False) if detail_unet is not None else None
-        )
+        self.detail_unet = ready(detail_unet) if detail_unet is not None else None
         self.style_encoder = style_encoder.eval() if style_encoder is not None else None
         # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
         # (`models.edit_regions`); empty when the folder has no palette.json
         self.palette = dict(palette or {})
-        # the part parser (`models.edit_regions`) that tells refinement where the hair, clothes and backdrop are;
-        # None: refinement keys the pose's regions by the image's colours (`models.edit_regions`)
+        # the part parser that tells refinement where the hair, clothes and backdrop are; None: refinement keys the
+        # pose's regions by the image's colours (both `models.edit_regions`)
         self.parser = parser.to(self.device).eval().requires_grad_(False) if parser is not None else None
         # E[z_0 | s, pose] (`models.unet`): sampling starts at z_T + sqrt(alpha_bar_T) of it, so the look follows
         # s; None: from z_T alone (the model then takes its colours from the noise)
-        self.mean_latent = (
-            mean_latent.to(self.device, **cast).eval().requires_grad_(False) if mean_latent is not None else None
-        )
-        # the distilled few-step student (`fast=True`), computed in the pipeline's dtype whatever it was stored in
-        self.fast_unet = None
+        self.mean_latent = ready(mean_latent) if mean_latent is not None else None
+        # the distilled few-step student (`fast=True`)
+        self.fast_unet = ready(fast_unet) if fast_unet is not None else None
         if fast_unet is not None:
-            # `.float()`, not `.to(dtype=...)`: diffusers' `to` warns about float32 modules at any dtype cast
-            fast = fast_unet.to(self.device, **cast) if cast else fast_unet.to(self.device).float()
-            self.fast_unet = fast.eval().requires_grad_(False)
             self.CAPABILITIES = dataclasses.replace(type(self).CAPABILITIES, fast=True)
         self.scheduler = scheduler
         self.scheduler_config = scheduler.config

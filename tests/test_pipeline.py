@@ -220,3 +220,6 @@ def test_the_low_noise_expert_takes_the_steps_it_covers_and_travels_with_the_fol
     again = PosePipeline.from_pretrained(tmp_path, device="cpu")
     assert again.detail_unet.config.timesteps == [0, 300] and again.unet.config.timesteps is None
     assert np.array_equal(_arrays(again(pose, seed=3, steps=4)[0])[0], _arrays(images)[0])
+    # stored in float16 (as checkpoints keep it), it computes in the pipeline's float32
+    expert.unet.half().save_pretrained(tmp_path / "detail_unet")
+    assert PosePipeline.from_pretrained(tmp_path, device="cpu").detail_unet.dtype == torch.float32
