@@ -106,6 +106,16 @@ def test_train_ae_then_ldm_then_pipeline(data, tmp_path):
     assert images[0].size == (32, 32)
 
 
+def test_compile_hands_the_loss_to_torch_compile(data, tmp_path, monkeypatch):
+    """`--compile true` hands the loss module to torch.compile (here a spy: inductor takes minutes on a CPU)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(type(module).__name__) or module)
+    ae = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
+    final = train_ldm.main(["--data", str(data), "--ae", str(ae), "--out", str(tmp_path / "ldm"), "--preset", "tiny",
+                            "--compile", "true"])  # fmt: skip
+    assert compiled == ["LDMLoss"] and (final / "unet").is_dir()
+
+
 def test_decoder_only_fine_tune_keeps_the_latent_space_and_ldm_init_starts_fresh(data, tmp_path):
     first = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae"), "--preset", "tiny"])
     tuned = train_ae.main(["--data", str(data), "--out", str(tmp_path / "ae2"), "--preset", "tiny",

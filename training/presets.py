@@ -116,6 +116,8 @@ class LDMPreset:
     seed: int = 0
     num_threads: int = 2
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # torch.compile the loss (UNet, style encoder and all): fused kernels, ~10% a CPU step after ~3 min of compiling
+    compile: bool = False
     style_channels: tuple[int, ...] = (32, 64, 128, 128)  # style encoder CNN widths (128 -> 8 px)
     style_input_size: int = 128  # the style encoder sees the images resized to this side (models.unet)
 

@@ -391,6 +391,7 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.rng.bit_generator.state = meta["rng"]
         loss = LDMLoss(self.unet, self.style_encoder, self.noise_scheduler, cfg, data.layout)
+        loss = torch.compile(loss) if cfg.compile else loss  # shares the weights that EMA, checkpoints and saving read
         self.train_module, self.optimizer = accelerator.prepare(loss, optimizer)
         millions = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (self.unet, self.style_encoder)]
         run.log(f"PoseUNet {millions[0]:.2f}M parameters (hint widths {self.unet.config.hint_widths}), style encoder "
