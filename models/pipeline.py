@@ -38,13 +38,14 @@ from models.backend import (
     Capabilities,
     GenerationState,
     Wrap,
+    check_common,
+    check_size,
     check_style_code,
     default_device,
     generate,
     model_sizes,
     state_settings,
 )
-from models.checks import check_common, check_size
 from models.edit_regions import PALETTE_FILE, load_palette, save_palette
 from models.errors import NO_FAST, NO_FIGURE, InputError
 from models.pose import Pose, fit_to_square
