@@ -75,7 +75,7 @@ class FakePipeline:
         """Raise InputError for what PosePipeline also refuses (PosePipeline's signature)."""
         if fast and steps > 4:
             raise InputError(f"The fast generator takes 1 to 4 steps; got {steps}.")
-        from models.checks import check_pose
+        from models.backend import check_pose
 
         check_pose(pose)
         if sampler not in ("ddim", "dpmpp_2m", "euler_a"):
