@@ -122,8 +122,6 @@ def model_sizes(latent_factor: int, unet_config: Any) -> tuple[int, int]:
 
 def check_style_code(style: Any, style_dim: int) -> None:
     """A style code, when given, is `style_dim` finite numbers."""
-    import numpy as np
-
     if style is not None:
         arr = np.asarray(style, dtype=np.float64)
         if arr.shape != (style_dim,) or not np.isfinite(arr).all():
@@ -197,8 +195,6 @@ class NoStyleBackend:
         size: int,
     ) -> None:
         """Raise InputError with one sentence for any input the back end cannot honour (any style code)."""
-        import numpy as np
-
         limits = {"max_steps": self.CAPABILITIES.max_steps, "max_guidance": self.CAPABILITIES.max_guidance}
         check_common(pose, seed, steps, guidance, sampler, eta, num_images, **limits)
         check_size(size, self.size_multiple, self.native_size)
@@ -207,7 +203,6 @@ class NoStyleBackend:
 
     def noise_state(self, pose: Pose, seed: int, settings: dict[str, Any]) -> GenerationState:
         """The state of one image before sampling: z_T drawn from `seed` at `settings["size"]`, no style code."""
-        import numpy as np
         import torch
 
         side = settings["size"] // self.latent_factor

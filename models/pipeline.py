@@ -46,12 +46,12 @@ from models.backend import (
     model_sizes,
     state_settings,
 )
-from models.edit_regions import PALETTE_FILE, load_palette, save_palette
+from models.edit_regions import PALETTE_FILE, PartParser, load_palette, save_palette
 from models.errors import NO_FAST, NO_FIGURE, InputError
 from models.pose import Pose, fit_to_square
 from models.pose_input import pad_to_square
 from models.samplers import MAX_FAST_STEPS, make_fast_scheduler, make_scheduler, sample_loop
-from models.unet import PoseUNet
+from models.unet import MeanLatent, PoseUNet, StyleEncoder
 
 # Where a pose goes in the square frame: as the renderer frames its training data, whose visible
 # keypoints' box spans a median 0.67 of the side (so a margin of 0.17) centred at y = 0.55 (the hair
@@ -157,19 +157,13 @@ class PosePipeline:
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         style_encoder = None
         if (folder / "style_encoder").is_dir():
-            from models.unet import StyleEncoder
-
             style_encoder = StyleEncoder.from_pretrained(folder / "style_encoder")
         palette = load_palette(folder / PALETTE_FILE)
         parser = None
         if (folder / "parser").is_dir():
-            from models.edit_regions import PartParser
-
             parser = PartParser.from_pretrained(folder / "parser")
         mean_latent = None
         if (folder / "mean_latent").is_dir():
-            from models.unet import MeanLatent
-
             mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
         fast_unet = PoseUNet.from_pretrained(folder / "fast_unet") if (folder / "fast_unet").is_dir() else None
         detail_unet = PoseUNet.from_pretrained(folder / "detail_unet") if (folder / "detail_unet").is_dir() else None

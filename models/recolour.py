@@ -45,7 +45,7 @@ from models.autoencoder import decode as ae_decode
 from models.autoencoder import encode as ae_encode
 from models.backend import GenerationState
 from models.clip_guidance import class_prob, view_embeddings
-from models.edit_regions import REGIONS, colour_keyed_masks, prompt_regions
+from models.edit_regions import REGIONS, colour_keyed_masks, part_masks_from_probs, prompt_regions
 from models.pipeline import frame_pose  # the one framing of a pose in the output square
 from models.refine_settings import Term
 
@@ -176,8 +176,6 @@ def region_pixel_masks(
     size = pixels.shape[0]
     keyed: dict[str, np.ndarray] = {}
     if parser is not None:
-        from models.edit_regions import part_masks_from_probs
-
         probs = parser.parse([image])[0]
         for region, mask in part_masks_from_probs(probs, regions).items():
             if mask.shape[0] != size:

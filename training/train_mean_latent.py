@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models import paths
-from models.unet import MeanLatent
+from models.unet import MeanLatent, StyleEncoder
 from training.eval_common import EVAL_SEED
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
@@ -108,7 +108,6 @@ def encode_pairs(pipeline_folder: str | Path, images: np.ndarray, batch: int = 6
     log-variance `(n, 2, 2, D)` float32, with the pipeline folder's autoencoder and style encoder."""
     from models.autoencoder import encode, load_autoencoder
     from models.errors import InputError
-    from models.unet import StyleEncoder
     from training.data import to_tensor
 
     folder = Path(pipeline_folder)

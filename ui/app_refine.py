@@ -18,7 +18,7 @@ from PIL import Image
 from models import paths
 from models.errors import InputError
 from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
-from models.refine_settings import REFINE_MODES, stage_settings
+from models.refine_settings import REFINE_MODES, prompt_terms, stage_settings
 from ui import settings
 from ui.common import (
     MAX_PREVIEWS,
@@ -284,8 +284,6 @@ def check_refine_request(
     prompt: Any, negative_prompt: Any, mode: Any, steps: Any, strength: Any, pose_weight: Any
 ) -> tuple[str, str, dict[str, Any]]:
     """The checked prompt, negative prompt and settings of a refinement, or InputError with one sentence."""
-    from models.refine_settings import prompt_terms
-
     prompt = settings.check_text(prompt, "The prompt")
     negative_prompt = settings.check_text(negative_prompt, "The negative prompt")
     args = settings.check_refine(mode, steps, strength, pose_weight)

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.backend import Capabilities, check_style_code, generate, state_settings
+from models.backend import Capabilities, GenerationState, check_pose, check_style_code, generate, state_settings
 from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
 from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
+from models.refine_settings import prompt_terms
 
 STYLE_DIM = 8
 # as PosePipeline's with a few-step student: a style code, both direction methods, both refinement modes, `fast`
@@ -31,12 +32,6 @@ CAPABILITIES = Capabilities(
     fast=True,
 )  # fmt: skip
 CHANNELS = ("red", "green", "blue")
-
-
-def _state_class() -> type:
-    from models.backend import GenerationState
-
-    return GenerationState
 
 
 class FakePipeline:
@@ -75,8 +70,6 @@ class FakePipeline:
         """Raise InputError for what PosePipeline also refuses (PosePipeline's signature)."""
         if fast and steps > 4:
             raise InputError(f"The fast generator takes 1 to 4 steps; got {steps}.")
-        from models.backend import check_pose
-
         check_pose(pose)
         if sampler not in ("ddim", "dpmpp_2m", "euler_a"):
             raise InputError(f"Unknown sampler {sampler!r}.")
@@ -105,7 +98,7 @@ class FakePipeline:
             s = np.asarray(style, dtype=np.float32).copy()
         z_T = torch.randn((1, 1, 4, 4), generator=torch.Generator("cpu").manual_seed(int(seed)))
         settings = state_settings(steps, guidance, sampler, eta, size or self.size, **({"fast": True} if fast else {}))
-        return _state_class()(pose=pose, seed=int(seed), style=s, z_T=z_T, settings=settings)
+        return GenerationState(pose=pose, seed=int(seed), style=s, z_T=z_T, settings=settings)
 
     def draw(self, pose: Pose, style: np.ndarray) -> Image.Image:
         """The pose drawing on a background coloured by s[:3]."""
@@ -239,8 +232,6 @@ def refine(
     **_: Any,
 ) -> FakeRefineResult:
     """`models.refine.refine` for the stand-in: s[:3] moves towards the prompt's colour, one image a step."""
-    from models.refine_settings import prompt_terms
-
     started = time.perf_counter()
     if mode not in ("style", "latent", "both"):
         raise InputError(f"Unknown refine mode {mode!r}; choose one of style, latent, both.")
