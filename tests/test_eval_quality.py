@@ -17,7 +17,7 @@ from training.eval_face import (
     shows_eyes,
     train_face_check,
 )
-from training.eval_quality import blurred, c2st, detail, psnr_images, real_poses
+from training.eval_quality import FD_MIN_N, blurred, c2st, detail, fd_clip_figure, psnr_images, real_poses
 from training.synth import make_sample
 
 
@@ -85,6 +85,12 @@ def test_two_sample_test_tells_blur_apart_and_not_renders_from_renders():
     assert c2st(a, b, steps=100, crop=32) <= 0.65
     with pytest.raises(InputError, match="at least 4"):
         c2st(a[:3], b, steps=1)
+
+
+def test_fd_clip_is_reported_only_where_its_sample_is_large_enough():
+    assert fd_clip_figure(3.0, 1.5, FD_MIN_N) == {"fd_clip_ratio": 2.0}
+    small = fd_clip_figure(3.0, 1.5, 64, "_ae")
+    assert small["fd_clip_ratio_ae"] is None and small["fd_clip_ratio_ae_biased"] == 2.0
 
 
 def test_real_poses_include_the_presets():
