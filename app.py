@@ -9,7 +9,7 @@ preset name (`python app.py pose --list-presets`).
 
 `pose` prints one JSON line per input on stdout, `{"input", "format": "coco17", "width", "height", "keypoints"}` or
 `{"input", "error"}`, and exits with 1 when any input failed; those lines are our own JSON, so each one (saved to a
-file) reads back as an input. `generate` writes PNG files (their settings in a text chunk, `read_png_record`) and
+file) reads back as an input. `generate` writes PNG files (their settings in a text chunk: `models.pose_input.read_png_record`) and
 prints one JSON line. Bad input gets one sentence on stdout, never a traceback; the limits are the web app's.
 """
 
@@ -26,10 +26,12 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from models import paths
+from models.backend import check_finite
 from models.errors import InputError
+from models.pose_input import png_info
 
 if TYPE_CHECKING:
     from models.pose import Pose
@@ -119,23 +121,6 @@ def _unique_stem(spec: str, used: set[str]) -> str:
 
 
 # -- `generate`: PNG files and one JSON line ----------------------------------------------------------
-PNG_KEY = "pose_studio"  # the PNG text chunk that carries the settings
-
-
-def png_info(record: dict) -> PngImagePlugin.PngInfo:
-    """A PNG text chunk holding `record` as JSON, so the file says how it was made."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_KEY, json.dumps(record))
-    return info
-
-
-def read_png_record(path: str | Path) -> dict | None:
-    """The settings stored in a PNG by `png_info`, or None."""
-    with Image.open(path) as im:
-        text = im.info.get(PNG_KEY)
-    return json.loads(text) if text else None
-
-
 def output_paths(out: str, n: int) -> list[Path]:
     """`FILE.png` for one image; `FILE_1.png ... FILE_n.png` for several."""
     path = Path(out)
@@ -240,16 +225,6 @@ def merge_refine_records(records: list[dict]) -> dict:
     return {**records[0], "messages": messages, "seconds": [r["seconds"] for r in records]}
 
 
-def check_finite(states: list) -> None:
-    """Refuse a result whose final latent is not finite: it would be written as a black image."""
-    import torch
-
-    for state in states:
-        z = getattr(state, "z_0", None)
-        if isinstance(z, torch.Tensor) and not bool(torch.isfinite(z).all()):
-            raise InputError("The model's output was not finite numbers, so no image was written.")
-
-
 def main_generate(args: argparse.Namespace) -> int:
     """Run `generate`: print one JSON line (the record, or an error) and return the exit code."""
     started = time.perf_counter()
@@ -317,7 +292,7 @@ def _generate(args: argparse.Namespace) -> tuple[list[Path], list[Any], list[Any
     extra, guided = _call_options(pipe, args, prompt, bool(edits), look)
     t0 = time.perf_counter()
     if edits:  # the edits and any clamping note land in settings["edit"]: the JSON line and the PNGs
-        from models.editing import generate_edited
+        from models.directions import generate_edited
 
         images, states = generate_edited(
             pipe, source.pose, args.seed, edits, args.steps, sampler=args.sampler,

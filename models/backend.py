@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from models.errors import InputError
+from models.errors import InputError, OutputError
 from models.pose import Pose
 
 if TYPE_CHECKING:
@@ -434,6 +434,19 @@ def check_guidance(guidance: Any, max_guidance: float | None) -> None:
             raise InputError("The guidance scale must be a number.")
     elif not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= max_guidance:
         raise InputError(f"The guidance scale must be a number from 0 to {max_guidance:g}.")
+
+
+def check_finite(states: list[Any]) -> None:
+    """Refuse a result whose final latent is not finite: it would decode to a black image shown as a success."""
+    import torch
+
+    for state in states:
+        z = getattr(state, "z_0", None)
+        if isinstance(z, torch.Tensor) and not bool(torch.isfinite(z).all()):
+            raise OutputError(
+                "The model's output was not finite numbers, so there is no picture; "
+                "try another seed, fewer steps or a smaller guidance."
+            )
 
 
 def check_sampler(sampler: Any) -> None:

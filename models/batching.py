@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.backend import PREVIEW_EVERY
 from models.errors import InputError
 
 log = logging.getLogger("pose_studio.batching")
 
 # the keyword arguments the batched path takes (PosePipeline.__call__'s); a request with others runs whole
 BATCHABLE = frozenset({"seed", "steps", "guidance", "sampler", "style", "eta", "num_images", "size", "fast"})
-PREVIEW_EVERY = 5  # as models.pipeline: a decoded preview every this many steps
 IDLE_EXIT_S = 30.0  # a worker with nothing to do for this long ends (a later request starts another)
 
 

@@ -1,7 +1,9 @@
-"""Latent directions on the style code s: SeFa and GANSpace behind one interface, and `--edit` parsing.
+"""Latent directions on the style code s (SeFa and GANSpace, `--edit` parsing), and style edits that move s along them.
 
     dirs = directions_for(pipe, "sefa")                  # Directions(method, vectors, scale, explained, labels)
     s2 = apply_amounts(s, {("sefa", 0): 2.0}, {"sefa": dirs})   # s + 2 * scale_0 * v_0
+    images, edited = edit(pipe, state, {("sefa", 0): 2.0, ("ganspace", 3): -1.5})  # same noise and pose
+    images, edited = edit(pipe, state, {("sefa", 0): 2.0}, step_range=(0, 5))   # only the first 5 steps
 
 The UNet reads s only through one affine layer, `A(s) = W s + b` (`PoseUNet.style_affine`,
 W: (D, d) = (time_embed_dim, style_dim)), whose output is added to the time embedding:
@@ -32,6 +34,11 @@ of s, clamped to +-MAX_SIGMA.
 Labels ("hair colour (pink -> blue)") come from `training.eval_directions --label`, cached in
 `weights/directions.json` under the SHA-256 of `style_affine.weight` (`model_hash`): after retraining the hash
 changes and stale labels are ignored.
+
+Edits render s' = s + sum_i amount_i * scale_i * v_i from the same z_T and pose. `step_range=(start, end)` uses s'
+only at sampler steps start <= i < end and the original s elsewhere: the analogue of GANSpace's layer range (early
+steps set the coarse layout and colours, late steps the details). Amounts are absolute: pass the unedited state each
+time a slider moves. The same state, amounts and range always give the same pixels.
 """
 
 from __future__ import annotations
@@ -41,19 +48,21 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from models import paths
+from models.backend import GenerationState
 from models.errors import InputError
 
-Method = Literal["sefa", "ganspace"]
-METHODS: tuple[str, ...] = get_args(Method)
+METHODS: tuple[str, ...] = ("sefa", "ganspace")
 GanspaceFeature = Literal["affine", "silu"]
+EditKey = tuple[str, int]  # (method, direction index)
 DEFAULT_K = 10  # directions offered per method (sliders, --edit indices)
 MAX_SIGMA = 3.0  # amounts are clamped to +-MAX_SIGMA standard deviations
 GANSPACE_SAMPLES = 10_000  # codes sampled for GANSpace's PCA
@@ -91,11 +100,13 @@ class Directions:
         return dataclasses.replace(self, labels=labels)
 
 
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    """A read-only float32 copy (the dataclass is frozen; so are its arrays)."""
-    out = np.array(arr, dtype=np.float32, copy=True)
-    out.flags.writeable = False
-    return out
+def _make_directions(method: str, vectors: np.ndarray, explained: np.ndarray, options: str) -> Directions:
+    """Directions with sign-fixed rows and scale 1 (the std of s along any unit vector under N(0, I))."""
+    k = len(vectors)
+    arrays = [np.array(a, dtype=np.float32) for a in (_fix_signs(vectors), np.ones(k), explained[:k])]
+    for arr in arrays:  # read-only copies: the dataclass is frozen, so are its arrays
+        arr.flags.writeable = False
+    return Directions(method, *arrays, options=options)
 
 
 def _fix_signs(vectors: np.ndarray) -> np.ndarray:
@@ -118,20 +129,12 @@ def sefa(weight: np.ndarray, k: int = DEFAULT_K) -> Directions:
     """SeFa (Shen & Zhou 2021, Eq. 6): top-k eigenvectors of A_n^T A_n, A_n = W with unit rows (per output unit)."""
     w = np.asarray(weight, dtype=np.float64)  # (D, d): nn.Linear.weight
     k = _check_k(k, w.shape[1])
-    # SeFa's code normalises the columns of style.weight.T (axis 0), i.e. the rows of nn.Linear.weight.
     a_n = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
     # A_n^T A_n is symmetric: eigh gives real, orthonormal eigenvectors (the paper's code uses eig).
     values, vectors = np.linalg.eigh(a_n.T @ a_n)
     order = np.argsort(values)[::-1]
     values, vectors = values[order], vectors[:, order].T
-    explained = values / values.sum()
-    return Directions(
-        method="sefa",
-        vectors=_frozen(_fix_signs(vectors[:k])),
-        scale=_frozen(np.ones(k)),
-        explained=_frozen(explained[:k]),
-        options="sefa(rows normalised)",
-    )
+    return _make_directions("sefa", vectors[:k], values / values.sum(), "sefa(rows normalised)")
 
 
 def ganspace(
@@ -144,9 +147,7 @@ def ganspace(
 ) -> Directions:
     """GANSpace (Harkonen et al. 2020, Sec. 2): PCA of features of sampled s ~ N(0, I), axes mapped back to s.
 
-    `time_embeddings` None: the feature is A(s) = W s + b ("affine"), axes mapped back by lstsq of W.
-    `time_embeddings` (m, D): the feature is SiLU(e_t + A(s)) for each of the m embeddings e_t ("silu"),
-    centred per t, axes mapped back by regressing s on the PCA coordinates (GANSpace's BigGAN route).
+    `time_embeddings` None: the "affine" feature A(s); (m, D) embeddings e_t: the "silu" feature SiLU(e_t + A(s)).
     """
     w = np.asarray(weight, dtype=np.float64)
     b = np.asarray(bias, dtype=np.float64)
@@ -162,8 +163,7 @@ def ganspace(
         feature = "affine"
     else:
         emb = np.asarray(time_embeddings, dtype=np.float64)
-        # Each sample is read at one timestep (round robin); centring per timestep removes the variance
-        # that t alone causes, so the PCA sees what s changes.
+        # Each sample is read at one timestep (round robin), centred per timestep (module docstring).
         which = np.arange(len(s)) % len(emb)
         pre = s @ w.T + b + emb[which]
         feats = pre / (1.0 + np.exp(-pre))  # SiLU
@@ -173,7 +173,6 @@ def ganspace(
     # PCA by SVD of the centred features: rows of vt are the principal axes, s_vals^2 their variances.
     _, s_vals, vt = np.linalg.svd(feats, full_matrices=False)
     var = s_vals**2
-    explained = var / var.sum()
     axes = vt[:k]  # (k, D)
     if time_embeddings is None:
         # v_k = argmin |W v - u_k|^2 (GANSpace maps w-space axes; here A is linear, so this is exact).
@@ -182,13 +181,7 @@ def ganspace(
         coords = feats @ axes.T  # x_j: PCA coordinates of each sample
         back = np.linalg.lstsq(coords, s, rcond=None)[0]  # U: (k, d), s_j ~ U^T x_j
     back /= np.maximum(np.linalg.norm(back, axis=1, keepdims=True), 1e-12)
-    return Directions(
-        method="ganspace",
-        vectors=_frozen(_fix_signs(back)),
-        scale=_frozen(np.ones(k)),
-        explained=_frozen(explained[:k]),
-        options=f"ganspace({feature}, n={int(n_samples)}, seed={seed})",
-    )
+    return _make_directions("ganspace", back, var / var.sum(), f"ganspace({feature}, n={int(n_samples)}, seed={seed})")
 
 
 # -- per model: computed once, memoised, labels attached ------------------------------------------
@@ -202,15 +195,6 @@ def _unet_of(model: Any) -> Any:
     if not hasattr(unet, "style_affine"):
         raise InputError("This model has no style layer, so it offers no SeFa or GANSpace directions.")
     return unet
-
-
-def _affine(unet: Any) -> tuple[np.ndarray, np.ndarray]:
-    """`style_affine`'s weight (D, d) and bias (D,) as float32 CPU arrays."""
-    lin = unet.style_affine
-    return (
-        lin.weight.detach().float().cpu().numpy(),
-        lin.bias.detach().float().cpu().numpy(),
-    )
 
 
 def model_hash(model: Any) -> str:
@@ -238,7 +222,8 @@ def compute_directions(
 ) -> Directions:
     """The directions of a PoseUNet or pipeline (no cache, no labels); `feature`: GANSpace's (default GANSPACE_FEATURE)."""
     unet = _unet_of(model)
-    weight, bias = _affine(unet)
+    # style_affine's weight (D, d) and bias (D,) as float32 CPU arrays
+    weight, bias = (p.detach().float().cpu().numpy() for p in (unet.style_affine.weight, unet.style_affine.bias))
     if method == "sefa":
         return sefa(weight, k)
     if method == "ganspace":
@@ -316,9 +301,6 @@ def cached_labels(weight_hash: str, dirs: Directions, path: str | Path, start: s
 
 
 # -- applying amounts -----------------------------------------------------------------------------
-EditKey = tuple[str, int]
-
-
 def apply_amounts(
     style: np.ndarray, amounts: Mapping[EditKey, float], directions: Mapping[str, Directions]
 ) -> np.ndarray:
@@ -374,3 +356,144 @@ def parse_edits(texts: list[str] | None, k: int = DEFAULT_K) -> tuple[dict[EditK
             messages.append(f"{method}:{index} was given twice; the last amount ({amount:g}) is used.")
         amounts[(method, index)] = amount
     return amounts, messages
+
+
+# -- edits: s moved, re-rendered from the same z_T and pose ---------------------------------------
+def resolve_amounts(
+    pipeline: Any, amounts: Mapping[EditKey, float], directions: Mapping[str, Directions] | None, notes: list[str]
+) -> tuple[dict[str, Directions], dict[EditKey, float]]:
+    """The directions each edited method needs (those given, else the model's) and the checked amounts."""
+    dirs = dict(directions or {})
+    for method, _ in amounts:
+        if method not in dirs:
+            dirs[method] = directions_for(pipeline, method, DEFAULT_K)
+    return dirs, {(m, int(i)): check_amount(m, i, a, len(dirs[m]), notes) for (m, i), a in amounts.items()}
+
+
+def check_step_range(step_range: tuple[int, int] | None, steps: int) -> tuple[int, int] | None:
+    """`(start, end)` with 0 <= start < end <= steps, or None (every step)."""
+    if step_range is None:
+        return None
+    try:
+        start, end = (int(v) for v in step_range)
+    except (TypeError, ValueError):
+        raise InputError("The step range must be two whole numbers (start, end).") from None
+    if not 0 <= start < end <= steps:
+        raise InputError(f"The step range must satisfy 0 <= start < end <= {steps} (the sampler's steps).")
+    return start, end
+
+
+def style_schedule(
+    base: np.ndarray, edited: np.ndarray, step_range: tuple[int, int] | None
+) -> Callable[[int], np.ndarray] | None:
+    """`style_at(step)` for `PosePipeline.render`: the edited s inside the range, the base s outside (None: all)."""
+    if step_range is None:
+        return None
+    start, end = step_range
+    return lambda step: edited if start <= step < end else base
+
+
+def edit_record(
+    amounts: Mapping[EditKey, float],
+    directions: Mapping[str, Directions],
+    step_range: tuple[int, int] | None,
+    base_style: np.ndarray,
+    messages: list[str] | None = None,
+) -> dict[str, Any]:
+    """Plain-JSON description of an edit (kept in the state's settings, the PNG metadata and the CLI line)."""
+    record: dict[str, Any] = {
+        "edits": [
+            {"method": m, "index": int(i), "amount": float(a), "label": directions[m].label(int(i))}
+            for (m, i), a in amounts.items()
+        ],
+        "step_range": list(step_range) if step_range is not None else None,
+    }
+    if step_range is not None:  # outside the range the original s is used: keep it to re-render
+        record["base_style"] = [float(v) for v in np.asarray(base_style, dtype=np.float32)]
+    if messages:
+        record["messages"] = list(messages)
+    return record
+
+
+def edit(
+    pipeline: Any,
+    state: GenerationState,
+    amounts: Mapping[EditKey, float],
+    directions: Mapping[str, Directions] | None = None,
+    step_range: tuple[int, int] | None = None,
+    callback: Any = None,
+    messages: list[str] | None = None,
+    render: Callable[..., tuple[list[Image.Image], GenerationState]] | None = None,
+) -> tuple[list[Image.Image], GenerationState]:
+    """Re-render `state` with s moved along directions (`{(method, index): amount}`); returns images and new state.
+
+    The new state carries s' and `settings["edit"]` (the edits, the step range, the original s), so
+    `rerender(pipeline, new_state)` reproduces it; with no step range `pipeline.render(new_state)` does too.
+    `render` renders the new state instead of `pipeline.render` (a `models.batching.Batcher`'s, so that edits share
+    the UNet's batches with generate requests).
+    """
+    # 1. Check inputs: methods, indices, finite amounts (clamped to +-MAX_SIGMA, noted in `messages`).
+    notes = messages if messages is not None else []
+    dirs, clean = resolve_amounts(pipeline, amounts, directions, notes)
+    step_range = check_step_range(step_range, int(state.settings["steps"]))
+    # 2. s' = s + sum amount * scale * v.
+    base = np.asarray(state.style, dtype=np.float32)
+    edited = apply_amounts(base, clean, dirs)
+    new_state = state.with_style(edited)
+    if clean or step_range is not None:
+        new_state.settings["edit"] = edit_record(clean, dirs, step_range, base, notes)
+    # 3. Re-render from the same z_T and pose; outside the step range the original s is used.
+    render = render or pipeline.render
+    if step_range is None:  # every step uses s': the plain render (back ends without `style_at` work too)
+        return render(new_state, callback)
+    return render(new_state, callback, style_at=style_schedule(base, edited, step_range))
+
+
+def rerender(pipeline: Any, state: GenerationState, callback: Any = None) -> tuple[list[Image.Image], GenerationState]:
+    """Render a state made by `edit`, honouring its step range (any other state renders as usual)."""
+    record = state.settings.get("edit") or {}
+    step_range = record.get("step_range")
+    if not step_range:
+        return pipeline.render(state, callback)
+    base = np.asarray(record["base_style"], dtype=np.float32)
+    edited = np.asarray(state.style, dtype=np.float32)
+    return pipeline.render(state, callback, style_at=style_schedule(base, edited, tuple(step_range)))
+
+
+def generate_edited(
+    pipeline: Any,
+    pose: Any,
+    seed: int,
+    amounts: Mapping[EditKey, float],
+    steps: int = 20,
+    guidance: float = 2.0,
+    sampler: str = "dpmpp_2m",
+    eta: float = 0.0,
+    num_images: int = 1,
+    size: int | None = None,
+    step_range: tuple[int, int] | None = None,
+    messages: list[str] | None = None,
+    style: Any = None,
+) -> tuple[list[Image.Image], list[GenerationState]]:
+    """`pipeline(...)` with edits applied to each image's own s (image i: seed + i; `style`: this s for every
+    image), rendering each image once."""
+    # 1. Check inputs (the pipeline's own checks, then the edits').
+    size = pipeline.native_size if size is None else size
+    pipeline.check_inputs(
+        pose=pose, seed=seed, steps=steps, guidance=guidance, sampler=sampler, style=style, eta=eta,
+        num_images=num_images, size=size,
+    )  # fmt: skip
+    notes = messages if messages is not None else []
+    dirs, clean = resolve_amounts(pipeline, amounts, None, notes)
+    images: list[Image.Image] = []
+    states: list[GenerationState] = []
+    for i in range(num_images):
+        # 2. z_T and s from the image's seed, 3. edit s and render (every image's record keeps the notes).
+        state = pipeline.prepare(
+            pose=pose, seed=int(seed) + i, steps=steps, guidance=float(guidance), sampler=sampler, style=style,
+            eta=float(eta), size=size,
+        )  # fmt: skip
+        image, done = edit(pipeline, state, clean, dirs, step_range, messages=list(notes))
+        images += image
+        states.append(done)
+    return images, states

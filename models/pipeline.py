@@ -319,7 +319,7 @@ class PosePipeline:
         """Sample z_0 for a state (its pose, noise, s and settings); returns the state with `z_0` set.
 
         `style_at(step)` (0-based sampler step), when given, is the s used at that step instead of the
-        state's (style edits over a range of steps, `models.editing`). `start_style`, when given, is the s the
+        state's (style edits over a range of steps, `models.directions`). `start_style`, when given, is the s the
         start E[z_0 | s, pose] is computed from instead of the first step's (to tell the start's part of an edit
         from the UNet's: `training.eval_directions --pathways`). `wrap(state, model_fn)`, when given, wraps the
         guided model (`models.backend.Wrap`)."""

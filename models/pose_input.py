@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from models.errors import InputError
 from models.pose import FORK_NAMES, Pose, from_mediapipe, load, loads
@@ -330,3 +330,21 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")  # L, P, 1, CMYK, YCbCr, LAB, HSV
+
+
+# -- the record a generated PNG carries (written by the command line and the web app alike) -------------------
+PNG_KEY = "pose_studio"  # the PNG text chunk that carries how the image was made, as JSON
+
+
+def png_info(record: dict[str, Any]) -> PngImagePlugin.PngInfo:
+    """A PNG text chunk holding `record` as JSON, so the file says how it was made."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_KEY, json.dumps(record))
+    return info
+
+
+def read_png_record(path: str | Path) -> dict[str, Any] | None:
+    """The record stored in a PNG by `png_info`, or None."""
+    with Image.open(path) as im:
+        text = im.info.get(PNG_KEY)
+    return json.loads(text) if text else None

@@ -83,7 +83,7 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_images(pipe, pose
 def test_an_edits_render_joins_a_generate_batch_and_a_step_range_runs_whole(pipe, pose):
     """`Batcher.render`: a plain edited state shares the batch of a generate request with its settings; a per-step
     style schedule (an edit's step range) runs whole; both give what `pipe.render` gives."""
-    from models.editing import style_schedule
+    from models.directions import style_schedule
 
     _, (source,) = pipe(pose, seed=7, steps=3)
     edited = source.with_style(np.asarray(source.style) + 1.0)

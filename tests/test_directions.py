@@ -14,14 +14,16 @@ from models.directions import (
     MAX_SIGMA,
     apply_amounts,
     directions_for,
+    edit,
     ganspace,
+    generate_edited,
     model_hash,
     parse_edit,
     parse_edits,
+    rerender,
     sefa,
     start_hash,
 )
-from models.editing import edit, generate_edited, rerender
 from models.errors import InputError
 from models.pose import Pose
 from tests.test_pipeline import STANDING
@@ -293,7 +295,8 @@ def test_pathways_split_an_edit_between_the_start_and_the_unet(pose):
 
 # -- command line ---------------------------------------------------------------------------------
 def test_cli_edit_records_edits_and_clamping(pipe, tmp_path, capsys):
-    from app import main, read_png_record
+    from app import main
+    from models.pose_input import read_png_record
 
     pipe.save_pretrained(tmp_path / "model")
     out = tmp_path / "x.png"

@@ -212,7 +212,7 @@ def test_command_line_records_the_refinement(pipe, clip, tmp_path, capsys):
     import json
 
     import app
-    from app import read_png_record
+    from models.pose_input import read_png_record
 
     pipe.save_pretrained(tmp_path / "model")
     clip.save_pretrained(tmp_path / "clip")

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from models.pose import Pose, loads
+from models.pose_input import PNG_KEY
 from ui import app_explore, app_generate, app_pose, app_refine, common, settings
 from ui.fake import FakePipeline
 
@@ -146,7 +147,7 @@ def test_generate_streams_then_writes_files():
     assert len(outs) == 2 * 3 + 1  # one yield per step of each image, then the results
     previews, gallery, files, seed, results, current = outs[-1]
     assert seed == 5 and len(gallery) == 2 and len(previews) == 6
-    record = json.loads(Image.open(files[0]).info[common.PNG_KEY])
+    record = json.loads(Image.open(files[0]).info[PNG_KEY])
     assert record["seed"] == 5 and record["sampler"] == "ddim" and len(record["style"]) == 8
     assert json.loads(Path(files[-1]).read_text())["images"][1]["seed"] == 6
     # Each result keeps its state, aligned with the gallery; the first is the current one.
@@ -285,7 +286,7 @@ def test_refine_streams_steps_then_before_and_after(result):
     assert len(shown) == 6 and after.size == (32, 32) and "Refined" in note
     assert not np.array_equal(np.asarray(after), np.asarray(result.image))  # it moved
     assert refined.state.seed == result.state.seed and refined.image is after
-    record = json.loads(Image.open(files[0]).info[common.PNG_KEY])
+    record = json.loads(Image.open(files[0]).info[PNG_KEY])
     assert record["refine"]["prompt"] == "pink hair | hat:-0.5" and record["refine"]["source"]["seed"] == 5
     assert [s["mode"] for s in json.loads(Path(files[1]).read_text())["refine"]["stages"]] == ["style", "latent"]
     assert common.use_result(refined) is refined
@@ -316,7 +317,7 @@ def test_refine_bad_input_is_one_sentence(result, overrides, words):
 def test_explore_setup_labels_sliders_and_step_range(result):
     out = app_explore.explore_setup_handler(fake_loader)(result, "ganspace")
     status, method, *sliders = out[: 2 + settings.NUM_DIRECTIONS]
-    assert "GANSpace and SeFa" in status and method["value"] == "ganspace"
+    assert "SeFa and GANSpace" in status and method["value"] == "ganspace"
     assert sliders[0]["label"] == "0: background red" and sliders[-1]["visible"] is False  # the fake has 8
     _, end, original = out[2 + settings.NUM_DIRECTIONS : 5 + settings.NUM_DIRECTIONS]
     assert end["maximum"] == 3 and original is result.image
@@ -415,7 +416,7 @@ def test_refine_and_explore_with_tiny_real_models():
     clip = build_clip(TINY_MODEL_CFG, seed=0).requires_grad_(False)
     *_, current = list(app_generate.generate_handler(lambda: pipe)(value(), 3, False, 2, "ddim", 2.0, 1))[-1]
     setup = app_explore.explore_setup_handler(lambda: pipe)(current, "sefa")
-    assert "GANSpace and SeFa" in setup[0]
+    assert "SeFa and GANSpace" in setup[0]
     amounts = [1.5] + [0] * (settings.NUM_DIRECTIONS - 1)
     image, *_ = app_explore.explore_render_handler(lambda: pipe)(current, "sefa", 0, 2, *amounts)
     assert not np.array_equal(np.asarray(image), np.asarray(current.image))

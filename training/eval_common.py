@@ -369,4 +369,3 @@ def main_judge(argv: list[str] | None = None) -> int:
             cells = " ".join(f"{r['tv'][h]:10.2f}" for h in heads) if r["pairs"] else "(no pairs)"
             print(f"{name:<17}{r['pairs']:5d} {cells}")
     return 0
-

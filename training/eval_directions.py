@@ -6,7 +6,7 @@
 
 For the top `--k` directions of each method, each of `--seeds` held-out poses (`training.eval`'s split,
 samples 0.. of `EVAL_SEED`, seed EVAL_SEED + i) is rendered with its own s and with s +- `--amount`
-standard deviations along the direction (`models.editing.edit`, `--steps` sampler steps). Reported per
+standard deviations along the direction (`models.directions.edit`, `--steps` sampler steps). Reported per
 direction:
 * `pixel_change`: mean |edited - unedited| over pixels and channels, in [0, 255] units; `visible` when
   it is at least VISIBLE_PIXELS on both sides (+ and -). Why 4/255: it is 8x the 8-bit rounding
@@ -65,10 +65,10 @@ from models.directions import (
     Directions,
     apply_amounts,
     directions_for,
+    edit,
     model_hash,
     start_hash,
 )
-from models.editing import edit
 from models.errors import InputError
 from training.eval_common import (
     CHANGE_TV,
@@ -155,7 +155,7 @@ def style_axes(pipe: Any, k: int) -> Directions:
 
 def edited_render(pipe: Any, state: Any, key: tuple[str, int], amount: float, dirs: Directions) -> Image.Image:
     """The render of `state` with s moved `amount` sigma along direction `key` (SeFa/GANSpace through
-    `models.editing.edit`; "axes", which the app does not offer, by moving s directly, as `edit` would)."""
+    `models.directions.edit`; "axes", which the app does not offer, by moving s directly, as `edit` would)."""
     if key[0] == "axes":
         moved = apply_amounts(np.asarray(state.style, dtype=np.float32), {key: amount}, {"axes": dirs})
         return pipe.render(state.with_style(moved))[0][0]

@@ -13,18 +13,19 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 from PIL import Image
 
 from models import paths
+from models.backend import GenerationState, check_finite
+from models.directions import MAX_SIGMA, METHODS
 from models.errors import InputError
 from ui import settings
 from ui.common import (
     NO_RESULT,
     Result,
-    check_finite,
     downloads,
     first_result_handler,
     generation_batcher,
@@ -39,9 +40,6 @@ from ui.common import (
     write_outputs,
 )
 from ui.settings import served
-
-if TYPE_CHECKING:  # the state module loads torch, which the UI's start-up does not
-    from models.backend import GenerationState
 
 METHOD_NAMES = {"ganspace": "GANSpace", "sefa": "SeFa"}
 
@@ -65,7 +63,7 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             method = gr.Radio(
-                [(METHOD_NAMES[m], m) for m in settings.DIRECTION_METHODS],
+                [(METHOD_NAMES[m], m) for m in METHODS],
                 value="sefa",
                 label="Directions",
                 info="SeFa: the ways the style layer stretches the look most. GANSpace: the ways the pictures vary most.",
@@ -73,8 +71,8 @@ def build(pipeline_loader: Callable[[], Any], current: gr.State) -> ExploreTab:
             )
             sliders = [
                 gr.Slider(
-                    -settings.MAX_SIGMA,
-                    settings.MAX_SIGMA,
+                    -MAX_SIGMA,
+                    MAX_SIGMA,
                     value=0,
                     step=0.1,
                     label=f"direction {i}",
@@ -160,7 +158,7 @@ def create_demo(pipeline_loader: Callable[[], Any]) -> gr.Blocks:
 def offered_methods(pipe: Any) -> list[str]:
     """The direction methods the loaded back end offers, in the UI's order."""
     caps = model_ops(pipe).capabilities
-    return [m for m in settings.DIRECTION_METHODS if m in caps]
+    return [m for m in METHODS if m in caps]
 
 
 def explore_setup_handler(pipeline_loader: Callable[[], Any]) -> Callable:
@@ -236,7 +234,7 @@ def check_amounts(method: str, amounts: Any) -> dict[tuple[str, int], float]:
     """Slider values -> `{(method, index): amount}` for the non-zero ones, each within +-MAX_SIGMA."""
     out = {}
     for i, amount in enumerate(amounts):
-        value = settings.check_float(amount, f"Slider {i}", -settings.MAX_SIGMA, settings.MAX_SIGMA)
+        value = settings.check_float(amount, f"Slider {i}", -MAX_SIGMA, MAX_SIGMA)
         if value:
             out[(method, i)] = value
     return out
@@ -279,8 +277,8 @@ def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
     def render(current: Result | None, method: Any, start: Any, end: Any, *amounts: Any, progress=gr.Progress()):  # noqa: B008
         if current is None:
             raise InputError(NO_RESULT)
-        if method not in settings.DIRECTION_METHODS:
-            raise InputError(f"The method must be one of {', '.join(settings.DIRECTION_METHODS)}; got {method!r}.")
+        if method not in METHODS:
+            raise InputError(f"The method must be one of {', '.join(METHODS)}; got {method!r}.")
         clean = check_amounts(method, amounts)
         step_range = check_step_range(start, end, int(current.state.settings["steps"]))
         if not clean and step_range is None:
@@ -307,7 +305,7 @@ def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
     note: an error box on every frame would be noise."""
 
     def preview(current: Result | None, method: Any, *amounts: Any) -> tuple[Any, Any]:
-        if current is None or method not in settings.DIRECTION_METHODS:
+        if current is None or method not in METHODS:
             return gr.skip(), gr.skip()
         try:
             pipe = pipeline_loader()

@@ -17,13 +17,13 @@ import gradio as gr
 from PIL import Image
 
 from models import paths
+from models.backend import check_finite
 from models.errors import NO_FAST, InputError
 from models.pose import Pose
 from ui import settings
 from ui.common import (
     MAX_PREVIEWS,
     Result,
-    check_finite,
     default_value,
     downloads,
     generation_batcher,

@@ -1,6 +1,11 @@
-"""The Pose tab: a photo (upload, webcam, clipboard), presets or a keypoint file give a pose; the
-skeleton editor fixes it; the OpenPose drawing and the JSON show what the model will get, and a live preview
-redraws the character after every edit (the newest edit only: edits made while a frame draws are skipped).
+"""The Pose tab: a photo (upload, webcam, clipboard), presets or a keypoint file give a pose; the skeleton editor
+fixes it; the OpenPose drawing and the JSON show what the model will get, and a live preview redraws the character.
+
+The skeleton editor is a `gr.HTML` drawing the pose as SVG; its value is `Pose.to_dict()` (x, y in [0, 1] of the
+frame) plus an optional `"background"` (a data URL of the photo). Drag a point (mouse, pen or touch), double-click
+it to hide or show it; "Undo" steps back through the last 50 edits. Pointer-up writes the value (`.change`); mid-drag
+a custom `drag` event carries the pose without re-rendering, at most every DRAG_EVERY_MS (`{"value": pose}` in
+`gr.EventData._data`).
 
     python -m ui.app_pose      # this tab alone
 """
@@ -17,8 +22,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from models import pose_input
+from models.condition import OPENPOSE_COLORS, skeleton_overlay
 from models.errors import InputError
-from models.pose import Pose, mirror
+from models.pose import COCO_NAMES, LIMBS, OPENPOSE18_TO_COCO, Pose, mirror
 from ui import settings
 from ui.common import (
     default_pose,
@@ -37,7 +44,6 @@ from ui.common import (
     user_errors,
 )
 from ui.settings import served
-from ui.skeleton_editor import skeleton_editor
 
 
 @dataclass
@@ -45,8 +51,6 @@ class PoseTab:
     """The components other tabs read."""
 
     editor: gr.HTML
-    drawing: gr.Image
-    json: gr.Code
 
 
 def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
@@ -55,25 +59,14 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     start = default_value()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            photo = photo_input(
-                label="Photo of a person",
-                sources=["upload", "webcam", "clipboard"],
-                height=300,
-            )
+            photo = photo_input(label="Photo of a person", sources=["upload", "webcam", "clipboard"], height=300)
             extract_btn = gr.Button("Find the pose in the photo", variant="primary")
             overlay = gr.Image(label="Skeleton over the photo", format="png", interactive=False, height=300)
         with gr.Column(scale=2, min_width=360):
             editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json = _editor_column(start)
         with gr.Column(scale=1, min_width=260):
             if pipeline_loader is not None:
-                preview = gr.Image(
-                    label="Live preview (the character in this pose)", format="png", interactive=False, height=300,
-                    elem_id="live-preview",
-                )  # fmt: skip
-                with gr.Row():
-                    live = gr.Checkbox(label="Live preview", value=True, min_width=100, elem_id="live-on")
-                    preview_seed = gr.Number(label="Preview seed", value=0, min_width=100)
-                preview_note = gr.Markdown(elem_id="live-note")
+                _live_preview(pipeline_loader, editor)
             first_drawing, first_json = show_pose(start)
             drawing = gr.Image(
                 value=first_drawing, label="OpenPose drawing", format="png", interactive=False, height=300
@@ -88,8 +81,7 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
             )
 
     # Every change of the editor (drag, preset, photo...) refreshes the views and the shared pose.
-    outputs = [drawing, json_box]
-    editor.change(served(show_pose), editor, outputs, api_visibility="private", queue=False)
+    editor.change(served(show_pose), editor, [drawing, json_box], api_visibility="private", queue=False)
     for event in (extract_btn.click, photo.upload):  # a photo is read when dropped, and again on the button
         event(
             served(extract_from_photo), [photo, editor], [overlay, editor, json_box], api_visibility="private",
@@ -102,15 +94,24 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     upload_json.upload(load_pose_file, [upload_json, editor], editor, api_visibility="private")
     # The file is written when the pose changes, so the download button always holds the current pose.
     editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
-    if pipeline_loader is not None:
-        _wire_live_preview(pipeline_loader, editor, live, preview_seed, preview, preview_note)
-    return PoseTab(editor=editor, drawing=drawing, json=json_box)
+    return PoseTab(editor=editor)
 
 
 def _editor_column(start: dict) -> tuple:
     """The skeleton editor with its preset, mirror, reset, hide-photo, load and save controls below it."""
     gr.Markdown("**Skeleton editor**: a pose found in a photo opens here for fixing.")
-    editor = skeleton_editor(start, elem_id="skeleton-editor")
+    editor = gr.HTML(
+        value=start,
+        html_template=HTML_TEMPLATE,
+        css_template=CSS_TEMPLATE,
+        js_on_load=JS_ON_LOAD,
+        names=list(COCO_NAMES),
+        limbs=[list(ab) for ab in LIMBS],
+        point_colors=POINT_COLORS,
+        limb_colors=LIMB_COLORS,
+        drag_every_ms=DRAG_EVERY_MS,
+        elem_id="skeleton-editor",
+    )
     with gr.Row(equal_height=False):
         # Gradio's dropdown has no placeholder: a first entry with an empty value plays that part.
         presets = gr.Dropdown(
@@ -137,15 +138,16 @@ def _editor_column(start: dict) -> tuple:
     return editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json
 
 
-def _wire_live_preview(
-    pipeline_loader: Callable[[], Any],
-    editor: Any,
-    live: gr.Checkbox,
-    preview_seed: gr.Number,
-    preview: gr.Image,
-    preview_note: gr.Markdown,
-) -> None:
-    """Redraw the preview after every edit, mid-drag (the editor's throttled `drag` event) and on its own settings."""
+def _live_preview(pipeline_loader: Callable[[], Any], editor: Any) -> None:
+    """The live preview, redrawn after every edit, mid-drag (the editor's throttled `drag` event) and on its knobs."""
+    preview = gr.Image(
+        label="Live preview (the character in this pose)", format="png", interactive=False, height=300,
+        elem_id="live-preview",
+    )  # fmt: skip
+    with gr.Row():
+        live = gr.Checkbox(label="Live preview", value=True, min_width=100, elem_id="live-on")
+        preview_seed = gr.Number(label="Preview seed", value=0, min_width=100)
+    preview_note = gr.Markdown(elem_id="live-note")
     # "always_last": while a frame draws, later edits collapse into the newest one (a drag storm queues one).
     redraw = live_preview_handler(pipeline_loader)
 
@@ -179,6 +181,146 @@ def create_demo() -> gr.Blocks:
         build()
         build_api()
     return demo
+
+
+# -- the skeleton editor ----------------------------------------------------------------------------
+# Each COCO point takes the colour OpenPose gives the same joint; limbs as in skeleton_overlay.
+_HEX = ["#{:02x}{:02x}{:02x}".format(*rgb) for rgb in OPENPOSE_COLORS]
+POINT_COLORS = [_HEX[OPENPOSE18_TO_COCO.index(i)] for i in range(len(COCO_NAMES))]
+LIMB_COLORS = [_HEX[i % len(_HEX)] for i in range(len(LIMBS))]
+
+# Evaluated in the browser as a JS template string (after Handlebars, so no double braces here).
+HTML_TEMPLATE = r"""
+<div class="pe-wrap">
+${(() => {
+  const v = value && typeof value === 'object' && Array.isArray(value.keypoints) && value.keypoints.length === 17 ? value : null;
+  if (!v) return '<div class="pe-empty">No pose yet: choose a preset, upload a photo or load a keypoint file.</div>';
+  const W = Number(v.width) || 512, H = Number(v.height) || 512;
+  const s = 512 / Math.max(W, H), vw = W * s, vh = H * s, pad = 24;
+  const kp = v.keypoints, shown = kp.map(p => (p.length < 3 || p[2] >= 0.5));
+  let out = `<svg class="pe-svg" viewBox="${-pad} ${-pad} ${vw + 2 * pad} ${vh + 2 * pad}" data-vw="${vw}" data-vh="${vh}" xmlns="http://www.w3.org/2000/svg">`;
+  out += `<rect class="pe-frame" x="0" y="0" width="${vw}" height="${vh}"/>`;
+  if (typeof v.background === 'string' && v.background.startsWith('data:image/')) {
+    out += `<image href="${v.background.replace(/"/g, '')}" x="0" y="0" width="${vw}" height="${vh}" preserveAspectRatio="none" opacity="0.75"/>`;
+  }
+  limbs.forEach((ab, i) => {
+    const a = ab[0], b = ab[1], on = shown[a] && shown[b];
+    out += `<line class="pe-limb${on ? '' : ' pe-off'}" data-a="${a}" data-b="${b}" x1="${kp[a][0] * vw}" y1="${kp[a][1] * vh}" x2="${kp[b][0] * vw}" y2="${kp[b][1] * vh}" stroke="${on ? limb_colors[i] : '#999'}"/>`;
+  });
+  kp.forEach((p, i) => {
+    out += `<circle class="pe-pt${shown[i] ? '' : ' pe-off'}" data-i="${i}" cx="${p[0] * vw}" cy="${p[1] * vh}" r="7" fill="${shown[i] ? point_colors[i] : 'none'}"><title>${names[i]}${shown[i] ? '' : ' (hidden)'}</title></circle>`;
+  });
+  return out + '</svg>';
+})()}
+<div class="pe-bar"><button type="button" class="pe-undo">Undo</button><span class="pe-hint">Drag a point to move it; double-click a point to hide or show it.</span></div>
+</div>
+"""
+
+CSS_TEMPLATE = """
+.pe-wrap { display: flex; flex-direction: column; gap: 6px; }
+.pe-svg { width: 100%; max-height: 560px; touch-action: none; user-select: none; background: #2a2a2a; border-radius: 8px; }
+.pe-frame { fill: #000; }
+.pe-limb { stroke-width: 6; stroke-linecap: round; opacity: 0.85; pointer-events: none; }
+.pe-limb.pe-off { stroke-width: 2; stroke-dasharray: 4 4; }
+.pe-pt { stroke: #fff; stroke-width: 2; cursor: grab; }
+.pe-pt.pe-off { stroke: #bbb; stroke-dasharray: 3 2; }
+.pe-pt.pe-drag { cursor: grabbing; stroke: #ff0; }
+.pe-bar { display: flex; align-items: center; gap: 10px; font-size: 0.85em; }
+.pe-undo { padding: 2px 12px; border-radius: 6px; border: 1px solid #888; background: transparent; color: inherit; cursor: pointer; }
+.pe-hint { opacity: 0.75; }
+.pe-empty { padding: 40px; text-align: center; border: 1px dashed #888; border-radius: 8px; opacity: 0.8; }
+"""
+
+DRAG_EVERY_MS = 150  # the live preview's frame budget: a drag sends at most this often
+
+JS_ON_LOAD = r"""
+const clone = (v) => (v == null ? v : JSON.parse(JSON.stringify(v)));
+let lastDragSent = 0;
+const history = [];
+let last = clone(props.value);
+let drag = null;
+
+function remember(next) {  // the last value goes on the Undo stack (50 at most); `next` is the last now
+  if (last != null) { history.push(last); if (history.length > 50) history.shift(); }
+  last = clone(next);
+}
+
+function commit(next) {
+  remember(next);
+  props.value = next;
+}
+
+// Python set a new pose (preset, mirror, photo...): remember the old one for Undo.
+watch('value', () => { if (JSON.stringify(props.value) !== JSON.stringify(last)) remember(props.value); });
+
+function svgPoint(svg, e) {
+  const pt = svg.createSVGPoint();
+  pt.x = e.clientX; pt.y = e.clientY;
+  return pt.matrixTransform(svg.getScreenCTM().inverse());
+}
+
+element.addEventListener('pointerdown', (e) => {
+  const c = e.target.closest && e.target.closest('circle.pe-pt');
+  if (!c || e.button > 0) return;
+  const svg = c.ownerSVGElement;
+  e.preventDefault();
+  svg.setPointerCapture(e.pointerId);
+  c.classList.add('pe-drag');
+  drag = { i: Number(c.dataset.i), c, svg, vw: Number(svg.dataset.vw), vh: Number(svg.dataset.vh), moved: false, x: 0, y: 0, sx: e.clientX, sy: e.clientY };
+});
+
+element.addEventListener('pointermove', (e) => {
+  if (!drag) return;
+  if (!drag.moved && Math.hypot(e.clientX - drag.sx, e.clientY - drag.sy) < 3) return;  // a click's jitter
+  const p = svgPoint(drag.svg, e);
+  // A point may leave the frame a little (a foot below the edge), not far.
+  const x = Math.min(Math.max(p.x / drag.vw, -0.04), 1.04), y = Math.min(Math.max(p.y / drag.vh, -0.04), 1.04);
+  drag.x = x; drag.y = y; drag.moved = true;
+  drag.c.setAttribute('cx', x * drag.vw); drag.c.setAttribute('cy', y * drag.vh);
+  drag.svg.querySelectorAll(`line[data-a="${drag.i}"]`).forEach((l) => { l.setAttribute('x1', x * drag.vw); l.setAttribute('y1', y * drag.vh); });
+  drag.svg.querySelectorAll(`line[data-b="${drag.i}"]`).forEach((l) => { l.setAttribute('x2', x * drag.vw); l.setAttribute('y2', y * drag.vh); });
+  const now = Date.now();
+  if (now - lastDragSent >= props.drag_every_ms) {  // the pose as it is now, for the live preview
+    lastDragSent = now;
+    const next = clone(props.value);
+    next.keypoints[drag.i] = [x, y, next.keypoints[drag.i][2] ?? 1];
+    trigger('drag', { value: next });
+  }
+});
+
+function toggle(i) {
+  const next = clone(props.value), v = next.keypoints[i][2] ?? 1;
+  next.keypoints[i] = [next.keypoints[i][0], next.keypoints[i][1], v >= 0.5 ? 0 : 1];
+  commit(next);
+}
+
+// A double click (or double tap) is two presses without a move on the same point. The native
+// dblclick event cannot be used: pointer capture retargets it to the <svg>.
+let lastTap = { i: -1, t: 0 };
+function endDrag() {
+  if (!drag) return;
+  const d = drag; drag = null;
+  d.c.classList.remove('pe-drag');
+  if (!d.moved) {
+    const now = Date.now();
+    if (lastTap.i === d.i && now - lastTap.t < 450) { lastTap = { i: -1, t: 0 }; toggle(d.i); }
+    else lastTap = { i: d.i, t: now };
+    return;
+  }
+  lastTap = { i: -1, t: 0 };
+  const next = clone(props.value);
+  next.keypoints[d.i] = [Math.round(d.x * 1e4) / 1e4, Math.round(d.y * 1e4) / 1e4, next.keypoints[d.i][2] ?? 1];
+  commit(next);
+}
+element.addEventListener('pointerup', endDrag);
+element.addEventListener('pointercancel', endDrag);
+
+element.addEventListener('click', (e) => {
+  if (!(e.target.closest && e.target.closest('.pe-undo')) || !history.length) return;
+  last = history.pop();
+  props.value = clone(last);
+});
+"""
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -270,12 +412,8 @@ def reset_pose(value: Any) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """The preset names (empty when the preset module is missing)."""
-    try:
-        from models.pose_input import list_presets
-    except ImportError:
-        return []
-    return list(list_presets())
+    """The preset names."""
+    return pose_input.list_presets()
 
 
 @user_errors
@@ -322,22 +460,18 @@ def extract_from_photo(file: Any, value: Any, progress: gr.Progress = gr.Progres
     When nobody is found the photo still goes behind the editor (with the current pose stretched to
     its frame) so the person can place the points by hand; a warning says so.
     """
-    from models.condition import skeleton_overlay
-    from models.pose_input import NoPersonError, extract_pose
-
     if file is None:
         return gr.skip(), gr.skip(), gr.skip()
     progress(0.1, desc="reading the photo")
     image = load_photo(file)
     progress(0.4, desc="finding the person")
     try:
-        pose = extract_pose(image)
-    except NoPersonError as err:
+        pose = Pose(pose_input.extract_pose(image).keypoints, image.width, image.height)
+    except pose_input.NoPersonError as err:
         gr.Warning(f"{err} Place the points on the photo by hand.")
         current = pose_from_value(value) if value else default_pose()
         pose = Pose(current.keypoints, image.width, image.height)
         return image, editor_value(pose, background_url(image)), pose_json(pose)
-    pose = Pose(pose.keypoints, image.width, image.height)
     return skeleton_overlay(image, pose), editor_value(pose, background_url(image)), pose_json(pose)
 
 
@@ -351,11 +485,8 @@ def clear_background(value: Any) -> dict[str, Any]:
 def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]:
     """A photo, or a keypoint JSON text, or a preset name -> (our pose JSON, OpenPose drawing)."""
     if image is not None:
-        from models.pose_input import extract_pose
-
         photo = load_photo(image)
-        pose = extract_pose(photo)
-        pose = Pose(pose.keypoints, photo.width, photo.height)
+        pose = Pose(pose_input.extract_pose(photo).keypoints, photo.width, photo.height)
     elif isinstance(text, str) and text.strip():
         pose = pose_from_text(text)
     else:

@@ -16,6 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from models import paths
+from models.backend import check_finite
 from models.errors import InputError
 from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
 from models.refine_settings import REFINE_MODES, prompt_terms, stage_settings
@@ -24,7 +25,6 @@ from ui.common import (
     MAX_PREVIEWS,
     NO_RESULT,
     Result,
-    check_finite,
     downloads,
     first_result_handler,
     log,
@@ -147,7 +147,7 @@ def _api_endpoint(pipeline_loader: Callable[[], Any], clip: Any, files: gr.File)
         state_text = gr.Textbox(label="state JSON (GenerationState.to_dict())")
         api_prompt = gr.Textbox(label="prompt")
         api_negative = gr.Textbox(label="negative prompt")
-        api_mode = gr.Dropdown(list(settings.REFINE_MODES), value="latent", label="mode", allow_custom_value=True)
+        api_mode = gr.Dropdown(list(REFINE_MODES), value="latent", label="mode", allow_custom_value=True)
         api_steps = gr.Number(label="steps", value=DEFAULT_STEPS["latent"])
         api_strength = gr.Number(label="strength", value=1.0)
         api_pose_weight = gr.Number(label="pose weight", value=DEFAULT_POSE_WEIGHT["latent"])

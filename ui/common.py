@@ -25,13 +25,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from models.errors import InputError
+from models.errors import InputError, OutputError
 from models.pose import Pose, fit_to_square, from_dict, loads
 from ui import settings
 
 log = logging.getLogger("pose_studio.ui")
 
-PNG_KEY = settings.PNG_KEY  # the PNG text chunk holding the settings (as `python app.py generate` writes)
 UNEXPECTED = "Something went wrong on the server; the server log has the details."
 PREVIEW_SIDE = 384  # the OpenPose drawing shown next to the editor
 MAX_PREVIEWS = 8  # denoising previews kept in the row
@@ -46,10 +45,6 @@ DEFAULT_KEYPOINTS = [
 
 
 # -- error handling --------------------------------------------------------------------------------
-class OutputError(InputError):
-    """The model's output is unusable (not finite): shown as one sentence like a refusal, logged as a warning."""
-
-
 def user_errors(fn: Callable) -> Callable:
     """Run `fn`, showing InputError (and any failure) as a one-sentence gr.Error; works for generators."""
 
@@ -291,19 +286,6 @@ def write_outputs(
     return [*paths, settings.save_text(json.dumps({**request, "images": records}, indent=1), stem, suffix)]
 
 
-def check_finite(states: list[Any]) -> None:
-    """Refuse a result whose final latent is not finite: it would decode to a black image shown as a success."""
-    import torch
-
-    for state in states:
-        z = getattr(state, "z_0", None)
-        if isinstance(z, torch.Tensor) and not bool(torch.isfinite(z).all()):
-            raise OutputError(
-                "The model's output was not finite numbers, so there is no picture; "
-                "try another seed, fewer steps or a smaller guidance."
-            )
-
-
 # -- results: what Refine and Explore start from ---------------------------------------------------
 NO_RESULT = "There is no current result yet: generate an image first (Generate tab), then pick it in the gallery."
 
@@ -355,14 +337,13 @@ class ModelOps:
 
 
 def model_ops(pipe: Any) -> ModelOps:
-    """`models.refine` / `models.editing` / `models.directions`, or the demo stand-in's own (`ui.fake`)."""
+    """`models.refine` / `models.directions`, or the demo stand-in's own (`ui.fake`)."""
     from models.backends import capabilities
 
     own = getattr(pipe, "own_ops", None)  # a stand-in model brings its own (`ui.fake`)
     if own is not None:
         return ModelOps(*own, frozenset(capabilities(pipe)))
-    from models.directions import directions_for
-    from models.editing import edit
+    from models.directions import directions_for, edit
     from models.refine import refine
 
     return ModelOps(refine, edit, directions_for, frozenset(capabilities(pipe)))

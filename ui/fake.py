@@ -181,10 +181,9 @@ def edit(
     messages: list[str] | None = None,
     render: Callable | None = None,
 ) -> tuple[list[Image.Image], Any]:
-    """`models.editing.edit` for the stand-in: s + sum amount * v, re-rendered by `render` (None: the stand-in's own;
+    """`models.directions.edit` for the stand-in: s + sum amount * v, re-rendered by `render` (None: the stand-in's own;
     the step range is recorded)."""
-    from models.directions import apply_amounts, check_amount
-    from models.editing import check_step_range, edit_record
+    from models.directions import apply_amounts, check_amount, check_step_range, edit_record
 
     dirs = {m: (directions or {}).get(m) or directions_for(pipeline, m) for m, _ in amounts}
     notes = messages if messages is not None else []

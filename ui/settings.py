@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
 import tempfile
@@ -33,9 +32,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from models.errors import InputError
+from models.pose_input import png_info
+from models.refine_settings import REFINE_MODES
 
 
 def _int(name: str, default: int) -> int:
@@ -66,7 +67,7 @@ BATCH_WINDOW_S = _float("BATCH_WINDOW_S", 0.05)  # how long the oldest request w
 GENERATE_WORKERS = _int("GENERATE_WORKERS", 2 * BATCH_IMAGES)
 # steps x images queued or running in the batcher beyond which a request is refused as busy: about 30 s of work
 MAX_WAITING_IMAGE_STEPS = _int("MAX_WAITING_IMAGE_STEPS", 4 * MAX_IMAGE_STEPS)
-MAX_SEED = 2**31 - 1
+MAX_SEED = 2**31 - 1  # the web form's seeds (JavaScript numbers; the back ends take up to 2**63)
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
 DEFAULT_STEPS = min(8, MAX_STEPS)  # the pipeline's default: ~0.9 s an image on 2 CPU cores
@@ -78,10 +79,7 @@ PREVIEW_BEHIND_S = _float("PREVIEW_BEHIND_S", 1.0)  # a frame slower than this s
 MAX_REFINE_STEPS = _int("MAX_REFINE_STEPS", 30)  # optimisation steps (a style step is ~1.5 s on 2 CPU cores)
 MAX_REFINE_STRENGTH = _float("MAX_REFINE_STRENGTH", 3.0)  # multiplier on the mode's default step size
 MAX_POSE_WEIGHT = _float("MAX_POSE_WEIGHT", 10.0)  # weight of the keep-the-pose term
-REFINE_MODES = ("style", "latent", "both")
 NUM_DIRECTIONS = _int("NUM_DIRECTIONS", 10)  # sliders in the Explore tab
-MAX_SIGMA = 3.0  # slider amounts, standard deviations of s (models.directions clamps to the same)
-DIRECTION_METHODS = ("ganspace", "sefa")
 
 
 def check_int(value: object, name: str, lo: int, hi: int) -> int:
@@ -246,7 +244,6 @@ class LazyPipeline:
 
 
 # -- the files the app serves ---------------------------------------------------------------------
-PNG_KEY = "pose_studio"  # the PNG text chunk holding the settings (as `python app.py generate` writes)
 _LOCK = threading.Lock()
 _FOLDER: Path | None = None
 _LAST_SWEEP = 0.0
@@ -314,10 +311,7 @@ def write_file(stem: str, suffix: str, write: Callable[[Path], None], keep: bool
 
 def save_png(image: Image.Image, stem: str = "image", record: dict[str, Any] | None = None) -> str:
     """`image` as a new PNG file (with `record` in its `pose_studio` text chunk when given)."""
-    info = None
-    if record is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text(PNG_KEY, json.dumps(record))
+    info = None if record is None else png_info(record)
     return write_file(stem, ".png", lambda p: image.save(p, format="PNG", pnginfo=info))
 
 
