@@ -313,18 +313,11 @@ def new_models(cfg: LDMPreset, data: Data) -> tuple[PoseUNet, StyleEncoder]:
     from models.condition import CONDITION_CHANNELS  # written by the pose front end; imported late
 
     size, latent_side = data.images.shape[1], data.latents.shape[-1]
-    same = (
-        "hint_channels",
-        "style_dim",
-        "block_out_channels",
-        "layers_per_block",
-        "attention_head_dim",
-        "prediction_type",
-    )
+    same = ("hint_channels", "style_dim", "block_out_channels", "layers_per_block", "attention_head_dim")
     unet = PoseUNet(
         sample_size=latent_side, latent_channels=data.latents.shape[2], cond_channels=CONDITION_CHANNELS,
         hint_widths=hint_widths(cfg, size // latent_side), norm_num_groups=min(32, min(cfg.block_out_channels)),
-        **{name: getattr(cfg, name) for name in same},  # the preset's fields of the same names
+        prediction_type=cfg.prediction_type, **{name: getattr(cfg, name) for name in same},  # the preset's names
     )  # fmt: skip
     style_encoder = StyleEncoder(
         widths=cfg.style_channels, style_dim=cfg.style_dim, input_size=min(cfg.style_input_size, size)
