@@ -3,6 +3,7 @@ a two-step training run on a tiny synth set, and the shipped weights on fresh re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 from models.attributes import (
+    ACCESSORIES,
     ATTRIBUTES,
     AttributeClassifier,
     attribute_index,
@@ -173,17 +175,34 @@ def test_fine_tune_on_decoded_renders(synth, tmp_path):
         train_attributes.main([*common, "--out", str(second), "--train-decoded", "0.5"])
 
 
+def test_preset_keeps_the_command_line(capsys):
+    """The preset's defaults are the command line's (the accessories are what `--balance` weighs) and its fields
+    are its flags, with their help; `--no-eye-attention` is still a bare switch."""
+    from training import train_attributes
+    from training.presets import ATTRIBUTES_PRESETS, parse_with_preset
+
+    assert ATTRIBUTES_PRESETS["cpu"].balance == ",".join(ACCESSORIES)
+    argv = ["--data", "x", "--out", "y", "--no-eye-attention", "--channels", "4,8", "--batch", "4", "--eval-n", "9"]
+    args, cfg = parse_with_preset(train_attributes.build_parser(), ATTRIBUTES_PRESETS, argv)
+    assert (args.data, args.eval_n, args.preset) == ("x", 9, "cpu")
+    assert cfg.no_eye_attention and cfg.channels == (4, 8) and cfg.batch == 4 and cfg.steps == 100_000
+    with pytest.raises(SystemExit):
+        train_attributes.main(["--help"])
+    assert "stem and stage widths (default: 32,64,128)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_an_older_judge_grows_heads_for_new_attributes(tmp_path):
     """`--init` with a judge trained before an attribute existed: its heads keep their outputs, new ones are added."""
-    from training.train_attributes import build_parser, grown_classifier
+    from training.presets import ATTRIBUTES_PRESETS
+    from training.train_attributes import grown_classifier
 
     torch.manual_seed(0)
     old_names = {k: list(v) for k, v in ATTRIBUTES.items() if k not in ("glasses", "beret")}
     old = AttributeClassifier(image_size=32, channels=(4, 8), depths=(0, 1), pool_stages=2, hidden=8,
                               class_names=old_names).eval()  # fmt: skip
     old.save_pretrained(tmp_path / "old")
-    run = ["--data", "x", "--out", str(tmp_path / "run"), "--init", str(tmp_path / "old"), "--attend", "glasses=0+1"]
-    grown = grown_classifier(build_parser().parse_args(run)).eval()
+    cfg = dataclasses.replace(ATTRIBUTES_PRESETS["cpu"], attend="glasses=0+1")
+    grown = grown_classifier(str(tmp_path / "old"), cfg).eval()
     assert set(grown.classes) == set(ATTRIBUTES) and grown.config.attend["glasses"] == [0, 1]
     assert "beret" not in grown.config.attend  # not named: it reads the pooled features
     x = torch.rand(2, 3, 32, 32) * 2 - 1

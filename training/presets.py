@@ -265,6 +265,127 @@ DISTILL_PRESETS: dict[str, DistillPreset] = {
 }
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A preset field with its `--help` text (`parse_with_preset` shows it before the default)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+# -- the plain trainers (no Accelerator; resumable state in OUT/checkpoint/) -----------------------
+@dataclass
+class DetectorPreset:
+    """Hyperparameters of the keypoint detector run (`training/train_detector.py`)."""
+
+    # Sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or the 22 CPU-minute
+    # budget (whichever comes first) is a ~22 minute run on a quiet core.
+    steps: int = _opt(2400, "optimiser steps")
+    minutes: float = _opt(22.0, "training budget in CPU minutes of this process; the run ends at --steps or here, "
+                          "whichever comes first, 0 = no limit")  # fmt: skip
+    batch: int = _opt(32, "batch size")
+    lr: float = _opt(2e-3, "AdamW peak learning rate")
+    warmup: int = _opt(100, "linear warm-up steps")
+    weight_decay: float = 1e-4
+    hidden_weight: float = _opt(0.25, "location loss weight of hidden (placed, unseen) points")
+    vis_weight: float = _opt(0.5, "visibility BCE weight")
+    augment: float = _opt(1.0, "augmentation strength, 0 = none")
+    max_images: int = _opt(0, "use at most this many images (0: all)")
+    checkpoint_every: int = 200
+    eval_every: int = 400
+    log_every: int = 25
+    threads: int = _opt(1, "torch CPU threads")
+    seed: int = 0
+    # the KeypointDetector config (`--init` brings its own)
+    image_size: int = _opt(128, "model: side the images are resized to")
+    channels: tuple[int, ...] = _opt((16, 32, 64, 128), "model: 4 encoder widths")
+    decoder_channels: int = _opt(32, "model: width of the upsampling path")
+    heatmap_stride: int = _opt(4, "model: input pixels per heatmap cell (2, 4 or 8)")
+    sigma: float = _opt(1.0, "model: target Gaussian std in heatmap cells")
+
+
+DETECTOR_PRESETS: dict[str, DetectorPreset] = {"cpu": DetectorPreset()}
+
+
+@dataclass
+class AttributesPreset:
+    """Hyperparameters of the attribute classifier run (`training/train_attributes.py`)."""
+
+    holdout: float = _opt(0.05, "share held out, from the end")
+    train_decoded: float = _opt(0.0, "share of each batch drawn from training renders passed through --ae (module "
+                                "docstring)")  # fmt: skip
+    decoded_n: int = _opt(4000, "training renders passed through --ae")
+    steps: int = _opt(100_000, "optimiser steps")
+    minutes: float = _opt(15.0, "budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at "
+                          "--steps, 0 = no limit")  # fmt: skip
+    batch: int = _opt(64, "batch size")
+    lr: float = _opt(2e-3, "AdamW peak learning rate")
+    warmup: int = _opt(100, "linear warm-up steps")
+    weight_decay: float = 0.01
+    eye_weight: float = _opt(0.3, "weight of the eye locator's loss against the eye keypoints")
+    # Small or subtle attributes (2-5 px eyes, the hair's silhouette) learn last; more weight brings them in within
+    # a CPU budget.
+    loss_weights: str = _opt("eye_color=3,hair_style=2,glasses=2,cat_ears=2,beret=2,hair_ribbon=2",
+                             "NAME=W,... cross-entropy weight per attribute, others 1")  # fmt: skip
+    # One character in seven or fewer wears each accessory (models.attributes.ACCESSORIES): unweighted, its head
+    # learns "without" (balanced accuracy 0.50 in docs/EXPERIMENTS.md); weighing each class by its inverse
+    # frequency asks for both.
+    balance: str = _opt("glasses,cat_ears,beret,hair_ribbon", "NAME,...: attributes whose classes weigh 1 / frequency")
+    augment: float = _opt(1.0, "augmentation strength, 0 = none")
+    max_images: int = _opt(0, "use at most this many images of --data (0: all)")
+    checkpoint_every: int = 200
+    eval_every: int = 300
+    log_every: int = 25
+    threads: int = _opt(1, "torch CPU threads")
+    seed: int = 0
+    # the AttributeClassifier config (`--init` brings its own)
+    image_size: int = _opt(128, "model: side every input is resized to")
+    patch_size: int = _opt(4, "model: stem kernel and stride")
+    channels: tuple[int, ...] = _opt((32, 64, 128), "model: stem and stage widths")
+    depths: tuple[int, ...] = _opt((1, 1, 2), "model: extra 3x3 convs per stage")
+    pool_stages: int = _opt(3, "model: last stages pooled")
+    hidden: int = _opt(256, "model: width of the shared layer before the heads")
+    no_eye_attention: bool = _opt(False, "model: no eye locator: every head reads the pooled features")
+    # The face is where the eyes are: its skin, the glasses and the hair around it are read there too (the hair and
+    # what sits on it from the coarser stages, whose cells see the whole head).
+    attend: str = _opt("eye_color=0+1,skin=0+1,hair_style=1+2,gender=1+2,glasses=0+1,cat_ears=1+2,beret=1+2,"
+                       "hair_ribbon=1+2", "model: NAME=STAGE+STAGE,...: heads that also read those stages pooled "
+                       "under the eye map")  # fmt: skip
+
+
+ATTRIBUTES_PRESETS: dict[str, AttributesPreset] = {"cpu": AttributesPreset()}
+
+
+@dataclass
+class ParserPreset:
+    """Hyperparameters of the part parser run (`training/train_parser.py`)."""
+
+    channels: tuple[int, ...] = _opt((16, 32, 64, 96), "model: widths at 1/2, 1/4, 1/8 and 1/16 of the input")
+    batch_size: int = 32
+    lr: float = 2e-3
+    steps: int = 3000
+    minutes: float = _opt(15.0, "wall-time budget; the cosine rate follows it")
+    checkpoint_every: int = 200
+    threads: int = 1
+
+
+PARSER_PRESETS: dict[str, ParserPreset] = {"cpu": ParserPreset()}
+
+
+@dataclass
+class MeanLatentPreset:
+    """Hyperparameters of the mean latent run (`training/train_mean_latent.py`)."""
+
+    channels: int = _opt(64, "model: width of the residual blocks")
+    cell: int = _opt(0, "pixels per working cell (0: two latent cells)")
+    batch_size: int = 64
+    lr: float = 2e-3
+    steps: int = 4000
+    minutes: float = _opt(20.0, "wall-time budget; the cosine rate follows it")
+    checkpoint_every: int = 250
+    threads: int = 1
+
+
+MEAN_LATENT_PRESETS: dict[str, MeanLatentPreset] = {"cpu": MeanLatentPreset()}
+
+
 def _parse_value(kind: Any, text: str) -> Any:
     """Parse one command-line value for a field of type `kind` (as written in the dataclass)."""
     kind = str(kind)
@@ -286,7 +407,8 @@ def _parse_value(kind: Any, text: str) -> Any:
 def parse_with_preset(
     parser: argparse.ArgumentParser, presets: dict[str, Any], argv: list[str] | None = None
 ) -> tuple[argparse.Namespace, Any]:
-    """Add `--preset` and one option per preset field (default = the chosen preset's value); parse."""
+    """Add `--preset` and one option per preset field (default = the chosen preset's value, help = the field's
+    `metadata["help"]`); parse."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(presets), default="cpu")
     known, _ = pre.parse_known_args(argv)
@@ -299,6 +421,7 @@ def parse_with_preset(
         choices = None
         if str(f.type).startswith("Literal"):
             choices = [c.strip().strip("'\"") for c in str(f.type)[8:-1].split(",")]
+        switch = {"nargs": "?", "const": True} if str(f.type) == "bool" else {}  # a bare `--flag` is true
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
@@ -306,7 +429,8 @@ def parse_with_preset(
             metavar="V",
             choices=choices,
             type=lambda t, k=f.type: _parse_value(k, t),
-            help=f"(default: {shown})",
+            help=f"{f.metadata.get('help', '')} (default: {shown})".lstrip(),
+            **switch,
         )
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if hasattr(args, f.name)}

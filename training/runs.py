@@ -1,5 +1,5 @@
 """What the trainers share besides their presets: the run folder and its log, the training loops, checkpoints,
-and the publishing of plain-flag trainers' weights."""
+and the publishing of the plain trainers' weights."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def pool_map(fn: Callable[[Any], Any], jobs: list[Any], workers: int = 2, chunks
         return pool.map(fn, jobs, chunksize=chunksize)
 
 
-# The options that every preset trainer spells alike: `start_run` takes their flags alone.
+# The options that every trainer of `start_run` spells alike: it takes their flags alone.
 COMMON_OPTIONS = {
     "--out": {"required": True, "help": "run folder"},
     "--resume": {"action": "store_true", "help": "continue from the latest checkpoint in --out"},
@@ -50,8 +50,8 @@ COMMON_OPTIONS = {
 
 @dataclass
 class Run:
-    """A trainer's run: its command line (and preset), `--out`, logs and Accelerator; for the preset trainers also
-    where training stands, the loop and the checkpoints `OUT/checkpoints/step_NNNNNNN/`."""
+    """A trainer's run: its command line and preset, `--out`, logs and Accelerator; for the trainers of `start_run`
+    also where training stands, the loop and the checkpoints `OUT/checkpoints/step_NNNNNNN/`."""
 
     args: argparse.Namespace
     cfg: Any
@@ -157,7 +157,7 @@ def device_precision(wanted: str) -> str:
 def start_run(
     name: str, doc: str, presets: dict[str, Any], argv: list[str] | None, options: list, accelerate: bool = False
 ) -> Run:
-    """Parse a preset trainer's command line (`options`: (flag, argparse keywords), or a flag of COMMON_OPTIONS; then
+    """Parse a trainer's command line (`options`: (flag, argparse keywords), or a flag of COMMON_OPTIONS; then
     the preset's fields), set torch's threads, make `--out` and its log, whose first line is the preset; with
     `accelerate` also the Accelerator (its main process logs)."""
     parser = argparse.ArgumentParser(
@@ -218,41 +218,26 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
-# -- the plain-flag trainers, whose resumable state is `OUT/checkpoint/` --------------------------
-def plain_run(args: argparse.Namespace) -> Run:
-    """The run of a plain-flag trainer: torch's threads (`--threads`), `--out` and its logs."""
-    torch.set_num_threads(args.threads)
+# -- the plain trainers (no Accelerator), whose resumable state is `OUT/checkpoint/` ---------------
+def plain_run(name: str, args: argparse.Namespace, cfg: Any) -> Run:
+    """The run of a plain trainer (`parse_with_preset`'s `args` and `cfg`): torch's threads (`cfg.threads`), `--out`
+    and its logs, whose first line is the preset."""
+    torch.set_num_threads(cfg.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return Run(args, None, out, RunLog(out / "log.txt"))
+    run = Run(args, cfg, out, RunLog(out / "log.txt"))
+    run.log(f"{name} preset={args.preset} {json.dumps(preset_dict(cfg))}")
+    return run
 
 
 def plain_parser(module: str, doc: str, data_help: str, out_help: str) -> argparse.ArgumentParser:
-    """The command line of a JSON-logging trainer, which starts with `--data`, `--out` and `--resume`."""
+    """The command line of a JSON-logging trainer, which starts with `--data`, `--out` and `--resume` (its preset's
+    fields follow, from `parse_with_preset`)."""
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when it exists")
     return p
-
-
-def add_run_options(p: argparse.ArgumentParser, d: dict[str, Any], helps: tuple[str, str], losses: list) -> None:
-    """The options that the JSON-logging trainers share (defaults `d` by name; `helps`: of `--minutes` and
-    `--max-images`), with their loss weights `losses` ((flag, argparse keywords)) after `--weight-decay`."""
-    p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (default: %(default)s)")
-    p.add_argument("--minutes", type=float, default=d["minutes"], help=f"{helps[0]} (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="AdamW peak learning rate (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="(default: %(default)s)")
-    for flag, keywords in losses:
-        p.add_argument(flag, **keywords)
-    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength, 0 = none (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=0, help=helps[1])
-    for name in ("checkpoint_every", "eval_every", "log_every"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=d[name], help="(default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def labelled_images(
@@ -296,18 +281,18 @@ def save_trainer_checkpoint(out: Any, model: Any, optimizer: Any, state: dict[st
 def resume_trainer(
     run: Run,
     cls: Any,
-    build: Callable[[argparse.Namespace], Any],
+    build: Callable[[], Any],
     init: str | None = None,
     device: Any = None,
     **adamw: Any,
 ) -> tuple[Any, torch.optim.AdamW, dict[str, Any]]:
-    """The model of `OUT/checkpoint` when `--resume` finds one, else the trained one in `init`, else `build(args)`, on
+    """The model of `OUT/checkpoint` when `--resume` finds one, else the trained one in `init`, else `build()`, on
     `device` in training mode; its AdamW optimiser (`adamw` options); the checkpoint's state ({} for a new run)."""
     ckpt = run.out / "checkpoint"
     if run.args.resume and (ckpt / "config.json").is_file():
         model = cls.from_pretrained(str(ckpt))
     else:
-        model = cls.from_pretrained(str(init)) if init else build(run.args)
+        model = cls.from_pretrained(str(init)) if init else build()
     model = (model if device is None else model.to(device)).train()
     optimizer = torch.optim.AdamW(model.parameters(), **adamw)
     state: dict[str, Any] = {}
@@ -328,7 +313,7 @@ def budget_loop(
     """Optimise `batch_loss()` until `--steps` or `--minutes` of wall time (0: no time budget), a 50-step warm-up then
     a cosine rate (peak `--lr`) over whichever ends first; a log line every 50 steps, `OUT/checkpoint` and `report()`
     every `--checkpoint-every`. `state`: the resumed checkpoint's ({} for a new run). Returns (step, seconds)."""
-    a, step = run.args, state.get("step", 0)
+    a, step = run.cfg, state.get("step", 0)
     t_start = time.time() - state.get("seconds", 0.0)
     while step < a.steps and (not a.minutes or time.time() - t_start < a.minutes * 60):
         progress = run_progress(step, a.steps, time.time() - t_start, a.minutes)
@@ -364,7 +349,7 @@ def seeded_loop(
     `evaluate(step)` every `--eval-every` and `OUT/checkpoint` every `--checkpoint-every`, all three also at the end.
     `state`: the resumed checkpoint's ({} for a new run); `keys`: the budget seconds' names in it and in the log.
     Returns the step, the wall seconds and the budget seconds."""
-    a, (spent_key, log_key) = run.args, keys
+    a, (spent_key, log_key) = run.cfg, keys
     step, elapsed0, spent0 = int(state.get("step", 0)), float(state.get("elapsed", 0)), float(state.get(spent_key, 0))
     start, clock_start, elapsed, spent, losses = time.perf_counter(), clock(), elapsed0, spent0, []
     done = run_progress(step, a.steps, spent, a.minutes) >= 1.0
@@ -397,9 +382,10 @@ def seeded_loop(
 
 
 def save_final(run: Run, model: Any, name: str, step: int, seconds: float, **fields: Any) -> None:
-    """`OUT/final/` (the model, in eval mode) and `OUT/training_info.json` (the run's figures and `fields`)."""
+    """`OUT/final/` (the model, in eval mode) and `OUT/training_info.json` (the run's figures, preset and `fields`)."""
     model.eval().save_pretrained(run.out / "final")
     info = {"model": name, "steps": step, "seconds": round(seconds, 1), "machine": machine(), **fields}
+    info["preset"] = preset_dict(run.cfg)
     (run.out / "training_info.json").write_text(json.dumps(info, indent=1))
 
 

@@ -37,33 +37,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-from models.attributes import ACCESSORIES, ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
+from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
 from training import cards, runs
+from training.presets import ATTRIBUTES_PRESETS, AttributesPreset, parse_with_preset, preset_dict
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
-DEFAULTS = {
-    "steps": 100_000,
-    "minutes": 15.0,
-    "batch": 64,
-    "lr": 2e-3,
-    "warmup": 100,
-    "weight_decay": 0.01,
-    "holdout": 0.05,
-    "checkpoint_every": 200,
-    "eval_every": 300,
-    "log_every": 25,
-    "eval_n": 2000,
-    # Small or subtle attributes (2-5 px eyes, the hair's silhouette) learn last; more weight brings them
-    # in within a CPU budget.
-    "loss_weights": "eye_color=3,hair_style=2,glasses=2,cat_ears=2,beret=2,hair_ribbon=2",
-    # One character in seven or fewer wears each accessory: unweighted, its head learns "without" (balanced
-    # accuracy 0.50 in docs/EXPERIMENTS.md); weighing each class by its inverse frequency asks for both.
-    "balance": ",".join(ACCESSORIES),
-    "eye_weight": 0.3,
-    # The face is where the eyes are: its skin, the glasses and the hair around it are read there too (the
-    # hair and what sits on it from the coarser stages, whose cells see the whole head).
-    "attend": "eye_color=0+1,skin=0+1,hair_style=1+2,gender=1+2,glasses=0+1,cat_ears=1+2,beret=1+2,hair_ribbon=1+2",
-}
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -238,12 +216,12 @@ def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, ba
 
 
 def decoded_renders(
-    out: Path, images: np.ndarray, val_images: np.ndarray, args: argparse.Namespace, device: torch.device
+    run: runs.Run, images: np.ndarray, val_images: np.ndarray, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first `--decoded-n` training images and all held-out ones through `--ae` (cached in OUT/decoded.npz,
     which a run with another data folder, count or autoencoder replaces)."""
-    n = min(args.decoded_n, len(images))
-    cache = out / "decoded.npz"
+    args, n = run.args, min(run.cfg.decoded_n, len(images))
+    cache = run.out / "decoded.npz"
     key = f"{Path(args.data).resolve()}|{Path(args.ae).resolve()}|{n}|{len(val_images)}"
     if cache.is_file():
         d = np.load(cache)
@@ -257,49 +235,17 @@ def decoded_renders(
 
 # -- main -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (defaults: the 1-thread CPU run)."""
-    d = DEFAULTS
+    """The command line but for the preset's fields (`AttributesPreset`, which `parse_with_preset` adds)."""
     out = "run folder (checkpoint/, final/, accuracy.json, log.jsonl)"
     p = runs.plain_parser("training.train_attributes", __doc__, "synth folder (images/, attributes/)", out)
     p.add_argument("--publish", metavar="DIR", help="at the end copy final/ here with a model card (README.md)")
     p.add_argument("--eval-data", help="a second synth folder (another seed) to report accuracy on, e.g. data/det")
-    p.add_argument("--eval-n", type=int, default=d["eval_n"], help="images of --eval-data used (default: %(default)s)")
+    p.add_argument("--eval-n", type=int, default=2000, help="images of --eval-data used (default: %(default)s)")
     p.add_argument("--ae", help="also report accuracy on held-out renders passed through this autoencoder folder")
-    p.add_argument("--train-decoded", type=float, default=0.0, help="share of each batch drawn from training renders "
-                   "passed through --ae (module docstring; default 0)")  # fmt: skip
-    p.add_argument("--decoded-n", type=int, default=4000,
-                   help="training renders passed through --ae (default: %(default)s)")  # fmt: skip
     p.add_argument("--init", metavar="FOLDER", help="start from this trained classifier (its architecture wins; "
                    "attributes it lacks get fresh heads)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--holdout", type=float, default=d["holdout"],
-                   help="share held out, from the end (default: %(default)s)")  # fmt: skip
-    minutes = "budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at --steps, 0 = no limit"
-    losses = [
-        ("--eye-weight", {"type": float, "default": d["eye_weight"],
-                          "help": "weight of the eye locator's loss against the eye keypoints (default: %(default)s)"}),
-        ("--loss-weights", {"default": d["loss_weights"],
-                            "help": "NAME=W,... cross-entropy weight per attribute, others 1 (default: %(default)s)"}),
-        ("--balance", {"default": d["balance"],
-                       "help": "NAME,...: attributes whose classes weigh 1 / frequency (default: %(default)s)"}),
-    ]  # fmt: skip
-    runs.add_run_options(p, d, (minutes, "use at most this many images of --data (0: all)"), losses)
-    g = p.add_argument_group("model (AttributeClassifier config)")
-    g.add_argument("--image-size", type=int, default=128)
-    g.add_argument("--patch-size", type=int, default=4)
-    g.add_argument("--channels", default="32,64,128", help="stem and stage widths (default: %(default)s)")
-    g.add_argument("--depths", default="1,1,2", help="extra 3x3 convs per stage (default: %(default)s)")
-    g.add_argument("--pool-stages", type=int, default=3, help="last stages pooled (default: %(default)s)")
-    g.add_argument("--hidden", type=int, default=256)
-    g.add_argument("--no-eye-attention", action="store_true",
-                   help="no eye locator: every head reads the pooled features")  # fmt: skip
-    g.add_argument("--attend", default=d["attend"], help="NAME=STAGE+STAGE,...: heads that also read those stages "
-                   "pooled under the eye map (default: %(default)s)")  # fmt: skip
     return p
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(c) for c in text.replace(",", " ").split())
 
 
 def parse_attend(text: str) -> dict[str, list[int]]:
@@ -325,31 +271,31 @@ def parse_weights(text: str, names: list[str]) -> dict[str, float]:
     return out
 
 
-def new_classifier(args: argparse.Namespace) -> AttributeClassifier:
-    """A fresh classifier of the command line's config and the renderer's vocabulary (seeded by `--seed`)."""
-    torch.manual_seed(args.seed)
+def new_classifier(cfg: AttributesPreset) -> AttributeClassifier:
+    """A fresh classifier of the preset's config and the renderer's vocabulary (seeded by `--seed`)."""
+    torch.manual_seed(cfg.seed)
     return AttributeClassifier(
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        channels=_ints(args.channels),
-        depths=_ints(args.depths),
-        pool_stages=args.pool_stages,
-        hidden=args.hidden,
-        eye_attention=not args.no_eye_attention,
-        attend=parse_attend(args.attend),
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        channels=cfg.channels,
+        depths=cfg.depths,
+        pool_stages=cfg.pool_stages,
+        hidden=cfg.hidden,
+        eye_attention=not cfg.no_eye_attention,
+        attend=parse_attend(cfg.attend),
         class_names={k: list(v) for k, v in ATTRIBUTES.items()},
     )
 
 
-def grown_classifier(args: argparse.Namespace) -> AttributeClassifier:
-    """The trained classifier in `--init` with a head for every attribute of today's vocabulary: the heads it has
+def grown_classifier(init: str, cfg: AttributesPreset) -> AttributeClassifier:
+    """The trained classifier in `init` with a head for every attribute of today's vocabulary: the heads it has
     (same classes, same input width) keep their weights, new ones start fresh; `--attend` names the attention
     pooling of the new heads (the kept ones keep theirs)."""
-    old = AttributeClassifier.from_pretrained(str(args.init))
-    new_heads = {k: v for k, v in parse_attend(args.attend).items() if k not in old.classes}
+    old = AttributeClassifier.from_pretrained(str(init))
+    new_heads = {k: v for k, v in parse_attend(cfg.attend).items() if k not in old.classes}
     attend = {**old.config.attend, **new_heads} if old.config.eye_attention else {}
     config = {k: v for k, v in old.config.items() if not k.startswith("_")}
-    torch.manual_seed(args.seed)
+    torch.manual_seed(cfg.seed)
     new = AttributeClassifier(
         **{**config, "attend": attend, "class_names": {k: list(v) for k, v in ATTRIBUTES.items()}}
     )
@@ -373,13 +319,13 @@ class Data:
 
 def load_data(run: runs.Run, classes: dict[str, list[str]], device: torch.device) -> Data:
     """`--data` in memory as uint8 (17.5k images of 128 px are ~0.9 GB); the held-out split is its end."""
-    args, t0 = run.args, time.perf_counter()
-    images, labels, eyes, names = load_folder(args.data, args.image_size, classes, args.max_images)
-    k = max(1, round(len(images) * args.holdout))
+    args, cfg, t0 = run.args, run.cfg, time.perf_counter()
+    images, labels, eyes, names = load_folder(args.data, cfg.image_size, classes, cfg.max_images)
+    k = max(1, round(len(images) * cfg.holdout))
     val_images, val_labels = images[-k:], labels[-k:]
     images, labels, eyes = images[:-k], labels[:-k], eyes[:-k]
     held_out = f"{args.data} images {names[-k]}..{names[-1]} (last {k}, never trained on)"
-    decoded = decoded_renders(run.out, images, val_images, args, device) if args.train_decoded > 0 else None
+    decoded = decoded_renders(run, images, val_images, device) if cfg.train_decoded > 0 else None
     run.record({"event": "data", "train": len(images), "val": k, "seconds": round(time.perf_counter() - t0, 1)})
     return Data(images, labels, eyes, val_images, val_labels, held_out, decoded)
 
@@ -392,7 +338,7 @@ def final_accuracy(run: runs.Run, model: AttributeClassifier, data: Data, device
     }
     report["heldout"]["source"] = data.held_out
     if args.eval_data:
-        ev_images, ev_labels, _, _ = load_folder(args.eval_data, args.image_size, classes, args.eval_n)
+        ev_images, ev_labels, _, _ = load_folder(args.eval_data, run.cfg.image_size, classes, args.eval_n)
         report["eval_data"] = accuracy_report(predict_indices(model, ev_images), ev_labels, classes)
         report["eval_data"]["source"] = f"{args.eval_data} (first {len(ev_images)} images)"
     if args.ae:
@@ -407,19 +353,19 @@ def finish(
     run: runs.Run, model: AttributeClassifier, data: Data, device: torch.device, step: int, elapsed: float, spent: float
 ) -> None:
     """`OUT/final/`, its accuracy (`final_accuracy`), `OUT/training_info.json` and, with `--publish`, the copy."""
-    args, on_gpu = run.args, device.type == "cuda"
+    args, cfg, on_gpu = run.args, run.cfg, device.type == "cuda"
     model.eval()
     model.save_pretrained(run.out / "final")
     report = final_accuracy(run, model, data, device)
-    machine = f"{platform.machine()} {os.cpu_count()}-core CPU, {args.threads} thread(s)"
+    machine = f"{platform.machine()} {os.cpu_count()}-core CPU, {cfg.threads} thread(s)"
     if on_gpu:
         machine = f"{torch.cuda.get_device_name(device)} (+ {os.cpu_count()}-core CPU)"
     info = {
         "steps": step,
-        "batch": args.batch,
+        "batch": cfg.batch,
         "train_images": len(data.images),
         "data": str(args.data),
-        "budget_minutes": args.minutes,
+        "budget_minutes": cfg.minutes,
         "budget_clock": "wall" if on_gpu else "cpu",
         "train_seconds": round(elapsed, 1),
         "budget_seconds": round(spent, 1),
@@ -427,7 +373,7 @@ def finish(
         "machine": f"{machine}, torch {torch.__version__}",
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": (run.out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
-        "args": vars(args),
+        "args": vars(args) | preset_dict(cfg),  # the command line and the preset, as one set of options
         "config": dict(model.config),
         "accuracy": report,
     }
@@ -439,25 +385,20 @@ def finish(
 
 def main(argv: list[str] | None = None) -> int:
     """Train; return 0."""
-    args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or not 0 < args.holdout < 1:
+    args, cfg = parse_with_preset(build_parser(), ATTRIBUTES_PRESETS, argv)
+    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.holdout < 1:
         raise SystemExit("--steps and --batch must be at least 1 and --holdout between 0 and 1")
-    if not 0 <= args.train_decoded <= 1 or (args.train_decoded > 0 and not args.ae):
+    if not 0 <= cfg.train_decoded <= 1 or (cfg.train_decoded > 0 and not args.ae):
         raise SystemExit("--train-decoded must be between 0 and 1, and above 0 it needs --ae (the autoencoder)")
-    run = runs.plain_run(args)
+    run = runs.plain_run("train_attributes", args, cfg)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    build = (lambda: grown_classifier(args.init, cfg)) if args.init else (lambda: new_classifier(cfg))
     model, opt, state = runs.resume_trainer(
-        run,
-        AttributeClassifier,
-        grown_classifier if args.init else new_classifier,
-        None,
-        device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
+        run, AttributeClassifier, build, None, device, lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     classes = model.classes  # a resumed model keeps its own vocabulary (and the labels follow it)
-    loss_weights = parse_weights(args.loss_weights, list(classes))
-    balanced = [t.strip() for t in args.balance.split(",") if t.strip()]
+    loss_weights = parse_weights(cfg.loss_weights, list(classes))
+    balanced = [t.strip() for t in cfg.balance.split(",") if t.strip()]
     if unknown := [n for n in balanced if n not in classes]:
         raise SystemExit(f"--balance: {', '.join(unknown)} not among {', '.join(classes)}")
     data = load_data(run, classes, device)
@@ -466,20 +407,20 @@ def main(argv: list[str] | None = None) -> int:
         run.record({"event": "resume", "step": int(state["step"])})
 
     def batch_loss(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = rng.integers(0, len(data.images), args.batch)
+        idx = rng.integers(0, len(data.images), cfg.batch)
         batch = data.images[idx]  # a copy (fancy indexing)
         if data.decoded is not None:  # this share of the batch as the autoencoder decodes it (module docstring)
-            take = rng.random(args.batch) < args.train_decoded
+            take = rng.random(cfg.batch) < cfg.train_decoded
             idx[take] = rng.integers(0, len(data.decoded[0]), int(take.sum()))  # decoded[0][j] is images[j] decoded
             batch[take] = data.decoded[0][idx[take]]
         eyes = torch.from_numpy(data.eyes[idx]).to(device)
-        x, eye_pts = augment(to_tensor(batch, device), rng, args.augment, eyes)
+        x, eye_pts = augment(to_tensor(batch, device), rng, cfg.augment, eyes)
         outputs = model.forward_with_maps(x)
         loss = classification_loss(
             outputs.logits, torch.from_numpy(data.labels[idx]).to(device), list(classes), loss_weights, class_weights
         )
-        if outputs.eye_map is not None and args.eye_weight > 0:
-            loss = loss + args.eye_weight * eye_map_loss(outputs.eye_map, eye_pts)
+        if outputs.eye_map is not None and cfg.eye_weight > 0:
+            loss = loss + cfg.eye_weight * eye_map_loss(outputs.eye_map, eye_pts)
         return loss, {}
 
     def evaluate(step: int) -> None:

@@ -40,23 +40,7 @@ from models.detector import KeypointDetector, gaussian_targets, heatmap_loss
 from models.pose import FLIP_INDEX, VISIBLE, Pose, load
 from training import cards, runs
 from training.eval_common import DETECTOR_VAL_SEED, heldout_renders, pck_counts
-
-# Defaults sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or
-# the 22 CPU-minute budget (whichever comes first) is a ~22 minute run on a quiet core.
-DEFAULTS = {
-    "steps": 2400,
-    "minutes": 22.0,
-    "batch": 32,
-    "lr": 2e-3,
-    "warmup": 100,
-    "weight_decay": 1e-4,
-    "hidden_weight": 0.25,
-    "vis_weight": 0.5,
-    "checkpoint_every": 200,
-    "eval_every": 400,
-    "log_every": 25,
-    "val_n": 256,
-}
+from training.presets import DETECTOR_PRESETS, DetectorPreset, parse_with_preset, preset_dict
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -211,47 +195,27 @@ def validate(model: KeypointDetector, images: np.ndarray, keypoints: np.ndarray,
 
 # -- main -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (defaults: the 1-thread CPU run)."""
-    d = DEFAULTS
+    """The command line but for the preset's fields (`DetectorPreset`, which `parse_with_preset` adds)."""
     out = "run folder (checkpoint/, final/, log.jsonl)"
     p = runs.plain_parser("training.train_detector", __doc__, "synth folder (images/, keypoints/)", out)
     p.add_argument("--init", metavar="DIR", help="start from this trained detector (its architecture, not the flags')")
     p.add_argument("--publish", metavar="DIR", help="at the end copy final/ here with a model card (README.md)")
     p.add_argument("--val-data", help="validation synth folder (default: held-out renders from training.eval's range)")
-    p.add_argument(
-        "--val-n", type=int, default=d["val_n"], help="held-out renders to validate on (default: %(default)s)"
-    )
-    minutes = "training budget in CPU minutes of this process; the run ends at --steps or here, whichever comes first, "
-    minutes += "0 = no limit"
-    losses = [
-        ("--hidden-weight", {"type": float, "default": d["hidden_weight"],
-                             "help": "location loss weight of hidden (placed, unseen) points (default: %(default)s)"}),
-        ("--vis-weight", {"type": float, "default": d["vis_weight"],
-                          "help": "visibility BCE weight (default: %(default)s)"}),
-    ]  # fmt: skip
-    runs.add_run_options(p, d, (minutes, "use at most this many images (0: all)"), losses)
-    g = p.add_argument_group("model (KeypointDetector config)")
-    g.add_argument("--image-size", type=int, default=128)
-    g.add_argument("--channels", default="16,32,64,128", help="4 encoder widths (default: %(default)s)")
-    g.add_argument("--decoder-channels", type=int, default=32)
-    g.add_argument("--heatmap-stride", type=int, default=4)
-    g.add_argument("--sigma", type=float, default=1.0, help="target Gaussian std in heatmap cells")
+    p.add_argument("--val-n", type=int, default=256, help="held-out renders to validate on (default: %(default)s)")
     return p
 
 
 def load_data(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Training images and keypoints (all in memory as uint8: 20k images of 128 px are ~1 GB), the validation ones,
     and where those come from."""
-    args, t0 = run.args, time.perf_counter()
-    images, keypoints = load_folder(args.data, args.image_size, args.max_images)
+    args, size, t0 = run.args, run.cfg.image_size, time.perf_counter()
+    images, keypoints = load_folder(args.data, size, run.cfg.max_images)
     val_source = args.val_data or f"{args.val_n} held-out renders (synth data set seed {DETECTOR_VAL_SEED})"
     if args.val_data:
-        val_images, val_kp = load_folder(args.val_data, args.image_size)
+        val_images, val_kp = load_folder(args.val_data, size)
     else:
         try:
-            val_images, val_kp = renders_to_arrays(
-                heldout_renders(0, args.val_n, args.image_size, seed=DETECTOR_VAL_SEED), args.image_size
-            )
+            val_images, val_kp = renders_to_arrays(heldout_renders(0, args.val_n, size, seed=DETECTOR_VAL_SEED), size)
         except ImportError:  # no renderer here: hold out the end of the training folder instead
             k = max(1, len(images) // 20)
             val_images, val_kp, images, keypoints = images[-k:], keypoints[-k:], images[:-k], keypoints[:-k]
@@ -263,43 +227,42 @@ def load_data(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return images, keypoints, val_images, val_kp, val_source
 
 
-def new_detector(args: argparse.Namespace) -> KeypointDetector:
-    """A fresh detector of the command line's config (seeded by `--seed`)."""
-    torch.manual_seed(args.seed)
-    channels = tuple(int(c) for c in args.channels.replace(",", " ").split())
+def new_detector(cfg: DetectorPreset) -> KeypointDetector:
+    """A fresh detector of the preset's config (seeded by `--seed`)."""
+    torch.manual_seed(cfg.seed)
     return KeypointDetector(
-        image_size=args.image_size,
-        channels=channels,
-        decoder_channels=args.decoder_channels,
-        heatmap_stride=args.heatmap_stride,
-        sigma=args.sigma,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        decoder_channels=cfg.decoder_channels,
+        heatmap_stride=cfg.heatmap_stride,
+        sigma=cfg.sigma,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train; return 0."""
-    args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.batch < 1:
+    args, cfg = parse_with_preset(build_parser(), DETECTOR_PRESETS, argv)
+    if cfg.steps < 1 or cfg.batch < 1:
         raise SystemExit("--steps and --batch must be at least 1")
-    run = runs.plain_run(args)
+    run = runs.plain_run("train_detector", args, cfg)
     images, keypoints, val_images, val_kp, val_source = load_data(run)
     # fine-tuning (e.g. the shipped detector on the wide sampler's poses): the --init model's architecture wins
     model, opt, state = runs.resume_trainer(
-        run, KeypointDetector, new_detector, args.init, lr=args.lr, weight_decay=args.weight_decay
+        run, KeypointDetector, lambda: new_detector(cfg), args.init, lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     if state:
         run.record({"event": "resume", "step": int(state["step"])})
     metrics: dict[str, float] = {}
 
     def batch_loss(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = rng.integers(0, len(images), args.batch)
-        x, kp = augment(images[idx], keypoints[idx], rng, args.augment)
-        heat_t, weight, vis_t = targets(model, kp, args.hidden_weight)
+        idx = rng.integers(0, len(images), cfg.batch)
+        x, kp = augment(images[idx], keypoints[idx], rng, cfg.augment)
+        heat_t, weight, vis_t = targets(model, kp, cfg.hidden_weight)
         outputs = model(x)
         loss_heat = heatmap_loss(outputs.heatmaps, heat_t, weight)
         loss_vis = F.binary_cross_entropy_with_logits(outputs.visibility, vis_t)
         parts = {"heat": round(loss_heat.item(), 4), "vis": round(loss_vis.item(), 4)}
-        return loss_heat + args.vis_weight * loss_vis, parts
+        return loss_heat + cfg.vis_weight * loss_vis, parts
 
     def evaluate(step: int) -> None:
         metrics.update(validate(model, val_images, val_kp))
@@ -315,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 def finish(run: runs.Run, model: KeypointDetector, metrics: dict[str, float], data: tuple, trained: tuple) -> None:
     """`OUT/final/`, `OUT/training_info.json` and, with `--publish`, the copy (`data`: the numbers of training and
     validation images, where the latter come from; `trained`: `seeded_loop`'s step and seconds)."""
-    args, (n_train, n_val, val_source), (step, elapsed, cpu) = run.args, data, trained
+    args, cfg, (n_train, n_val, val_source), (step, elapsed, cpu) = run.args, run.cfg, data, trained
     model.eval()
     model.save_pretrained(run.out / "final")
     info = {
         "steps": step,
-        "max_steps": args.steps,
-        "cpu_minutes_budget": args.minutes,
-        "batch": args.batch,
+        "max_steps": cfg.steps,
+        "cpu_minutes_budget": cfg.minutes,
+        "batch": cfg.batch,
         "train_images": n_train,
         "data": str(args.data),
         "validation": val_source,
@@ -332,11 +295,11 @@ def finish(run: runs.Run, model: KeypointDetector, metrics: dict[str, float], da
         "visibility_accuracy": metrics["vis_acc"],
         "train_seconds": round(elapsed, 1),
         "train_cpu_seconds": round(cpu, 1),
-        "threads": args.threads,
+        "threads": cfg.threads,
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": (run.out / "final" / "diffusion_pytorch_model.safetensors").stat().st_size,
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}",
-        "args": vars(args),
+        "args": vars(args) | preset_dict(cfg),  # the command line and the preset, as one set of options
         "config": dict(model.config),
     }
     (run.out / "training_info.json").write_text(json.dumps(info, indent=2, default=str))

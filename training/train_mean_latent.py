@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from models import paths
 from models.unet import MeanLatent, StyleEncoder
 from training.eval_common import EVAL_SEED
+from training.presets import MEAN_LATENT_PRESETS, parse_with_preset
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 from training.style_guide import GUIDE_ORDER, GuideLayout, label_indices, read_labels, read_layout, sample_guided
 
@@ -259,7 +260,7 @@ def pooled_sets(run: Run, kp: np.ndarray, vkp: np.ndarray, size: int, cell: int)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
+    """The command line but for the preset's fields (`MeanLatentPreset`, which `parse_with_preset` adds)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--synth", default="0:12000", help="training renders START:END of data set --seed")
@@ -269,14 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(paths.WEIGHTS), help="pipeline folder (autoencoder, style encoder)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--channels", type=int, default=64)
-    p.add_argument("--cell", type=int, default=0, help="pixels per working cell (0: two latent cells)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--minutes", type=float, default=20.0, help="wall-time budget; the cosine rate follows it")
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--style-source", choices=["encoder", "labels"], default="encoder",
                    help="where the guided axes of s come from (module docstring; default: %(default)s)")  # fmt: skip
@@ -286,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    a = build_parser().parse_args(argv)
-    run = plain_run(a)
+    a, cfg = parse_with_preset(build_parser(), MEAN_LATENT_PRESETS, argv)
+    run = plain_run("train_mean_latent", a, cfg)
     size, factor = geometry(a.model)
     layout = pipeline_layout(a.model) if a.style_source == "labels" else None
     if a.style_source == "labels" and layout is None:
@@ -295,14 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     free_prior = layout is not None and pipeline_free_style(a.model) == "prior"  # as the UNet saw the other axes
     kp, lat, sty, lab, vkp, vlat, vsty, vlab = pairs(run, size)
     data_mean = torch.from_numpy(lat.astype(np.float32).mean(axis=(0, 1), keepdims=False))[None]
-    cell = a.cell or 2 * factor  # default: half the latent grid (module docstring of models.unet)
+    cell = cfg.cell or 2 * factor  # default: half the latent grid (module docstring of models.unet)
     pooled, vpooled = pooled_sets(run, kp, vkp, size, cell)
 
-    def build(args: argparse.Namespace) -> MeanLatent:
+    def build() -> MeanLatent:
         return MeanLatent(latent_channels=lat.shape[2], style_dim=sty.shape[-1], latent_factor=factor, cell=cell,
-                          channels=args.channels, norm_num_groups=math.gcd(16, args.channels))  # fmt: skip
+                          channels=cfg.channels, norm_num_groups=math.gcd(16, cfg.channels))  # fmt: skip
 
-    model, opt, state = resume_trainer(run, MeanLatent, build, lr=a.lr, weight_decay=1e-4)
+    model, opt, state = resume_trainer(run, MeanLatent, build, lr=cfg.lr, weight_decay=1e-4)
     if state:
         run.log(f"resumed at step {state['step']} ({state['seconds']:.0f}s)")
 
@@ -311,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(state.get("step", 0))
 
     def batch_loss() -> torch.Tensor:
-        idx = rng.integers(0, len(kp), a.batch_size)
-        cond, s, z0 = _batch(pooled, lat, sty, lab, layout, idx, rng.random(a.batch_size) < 0.5, gen, free_prior)
+        idx = rng.integers(0, len(kp), cfg.batch_size)
+        cond, s, z0 = _batch(pooled, lat, sty, lab, layout, idx, rng.random(cfg.batch_size) < 0.5, gen, free_prior)
         return F.mse_loss(model.from_pooled(cond, s), z0)
 
     def report() -> dict:

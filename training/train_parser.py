@@ -28,6 +28,7 @@ from models import paths
 from models.edit_regions import PARTS, PartParser
 from training.data import to_tensor
 from training.eval_common import EVAL_SEED
+from training.presets import PARSER_PRESETS, parse_with_preset
 from training.runs import Run, budget_loop, plain_run, pool_map, resume_trainer, save_final, synth_range
 
 PARSER_VAL_SEED = EVAL_SEED + 4  # data set seed of the parser's validation renders (+3: the style evaluation)
@@ -119,7 +120,7 @@ def labelled_sets(run: Run) -> tuple[np.ndarray, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
+    """The command line but for the preset's fields (`ParserPreset`, which `parse_with_preset` adds)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--synth", default="0:3000", help="training samples START:END of data set --seed (default 0:3000)")
     p.add_argument("--seed", type=int, default=0, help="data set seed of the training renders (default 0)")
@@ -127,29 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae", default=str(paths.WEIGHTS / "autoencoder"), help="autoencoder folder ('' : raw renders)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--channels", default="16,32,64,96")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--minutes", type=float, default=15.0)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    a = build_parser().parse_args(argv)
-    run = plain_run(a)
+    a, cfg = parse_with_preset(build_parser(), PARSER_PRESETS, argv)
+    run = plain_run("train_parser", a, cfg)
     x, y, vx, vy = labelled_sets(run)
     share = np.bincount(y.ravel(), minlength=len(PARTS)) / y.size
     run.log("pixel shares " + ", ".join(f"{k} {v:.3f}" for k, v in zip(PARTS, share)))
 
-    def build(args: argparse.Namespace) -> PartParser:
-        return PartParser(channels=tuple(int(c) for c in args.channels.split(",")), num_parts=len(PARTS))
-
-    model, opt, state = resume_trainer(run, PartParser, build, lr=a.lr, weight_decay=1e-4)
+    model, opt, state = resume_trainer(
+        run, PartParser, lambda: PartParser(channels=cfg.channels, num_parts=len(PARTS)), lr=cfg.lr, weight_decay=1e-4
+    )
     if state:
         run.log(f"resumed at step {state['step']} ({state['seconds']:.0f}s)")
     # rare parts weigh more: the hair is a few percent of the pixels and the point of the model
@@ -157,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     gen = np.random.default_rng(state.get("step", 0))
 
     def batch_loss() -> torch.Tensor:
-        idx = gen.integers(0, len(x), a.batch_size)
+        idx = gen.integers(0, len(x), cfg.batch_size)
         xb, yb = to_tensor(x[idx]), torch.from_numpy(y[idx]).long()
-        flip = torch.from_numpy(gen.random(a.batch_size) < 0.5)
+        flip = torch.from_numpy(gen.random(cfg.batch_size) < 0.5)
         xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
         return F.cross_entropy(model(xb), yb, weight=weight)
 
