@@ -272,27 +272,33 @@ def _opt(default: Any, help: str) -> Any:
 
 # -- the plain trainers (no Accelerator; resumable state in OUT/checkpoint/) -----------------------
 @dataclass
-class DetectorPreset:
-    """Hyperparameters of the keypoint detector run (`training/train_detector.py`)."""
+class ClassifierRunPreset:
+    """The run options that the detector's and the attribute judge's trainers share (defaults: the detector's)."""
 
-    # Sized on this machine: ~0.5-0.6 CPU seconds a step of 32 on one thread, so 2400 steps or the 22 CPU-minute
-    # budget (whichever comes first) is a ~22 minute run on a quiet core.
+    # Sized on this machine: ~0.5-0.6 CPU seconds a detector step of 32 on one thread, so 2400 steps or the 22
+    # CPU-minute budget (whichever comes first) is a ~22 minute run on a quiet core.
     steps: int = _opt(2400, "optimiser steps")
-    minutes: float = _opt(22.0, "training budget in CPU minutes of this process; the run ends at --steps or here, "
-                          "whichever comes first, 0 = no limit")  # fmt: skip
+    minutes: float = _opt(22.0, "budget in CPU minutes of this process (wall minutes on a GPU); the run ends here "
+                          "or at --steps, whichever comes first, 0 = no limit")  # fmt: skip
     batch: int = _opt(32, "batch size")
     lr: float = _opt(2e-3, "AdamW peak learning rate")
     warmup: int = _opt(100, "linear warm-up steps")
     weight_decay: float = 1e-4
-    hidden_weight: float = _opt(0.25, "location loss weight of hidden (placed, unseen) points")
-    vis_weight: float = _opt(0.5, "visibility BCE weight")
     augment: float = _opt(1.0, "augmentation strength, 0 = none")
-    max_images: int = _opt(0, "use at most this many images (0: all)")
+    max_images: int = _opt(0, "use at most this many images of --data (0: all)")
     checkpoint_every: int = 200
     eval_every: int = 400
     log_every: int = 25
     threads: int = _opt(1, "torch CPU threads")
     seed: int = 0
+
+
+@dataclass
+class DetectorPreset(ClassifierRunPreset):
+    """Hyperparameters of the keypoint detector run (`training/train_detector.py`)."""
+
+    hidden_weight: float = _opt(0.25, "location loss weight of hidden (placed, unseen) points")
+    vis_weight: float = _opt(0.5, "visibility BCE weight")
     # the KeypointDetector config (`--init` brings its own)
     image_size: int = _opt(128, "model: side the images are resized to")
     channels: tuple[int, ...] = _opt((16, 32, 64, 128), "model: 4 encoder widths")
@@ -305,20 +311,14 @@ DETECTOR_PRESETS: dict[str, DetectorPreset] = {"cpu": DetectorPreset()}
 
 
 @dataclass
-class AttributesPreset:
-    """Hyperparameters of the attribute classifier run (`training/train_attributes.py`)."""
+class AttributesPreset(ClassifierRunPreset):
+    """Hyperparameters of the attribute classifier run (`training/train_attributes.py`; its run options' defaults
+    are in `ATTRIBUTES_PRESETS`)."""
 
     holdout: float = _opt(0.05, "share held out, from the end")
     train_decoded: float = _opt(0.0, "share of each batch drawn from training renders passed through --ae (module "
                                 "docstring)")  # fmt: skip
     decoded_n: int = _opt(4000, "training renders passed through --ae")
-    steps: int = _opt(100_000, "optimiser steps")
-    minutes: float = _opt(15.0, "budget (CPU minutes on a CPU, wall minutes on a GPU); the run ends here or at "
-                          "--steps, 0 = no limit")  # fmt: skip
-    batch: int = _opt(64, "batch size")
-    lr: float = _opt(2e-3, "AdamW peak learning rate")
-    warmup: int = _opt(100, "linear warm-up steps")
-    weight_decay: float = 0.01
     eye_weight: float = _opt(0.3, "weight of the eye locator's loss against the eye keypoints")
     # Small or subtle attributes (2-5 px eyes, the hair's silhouette) learn last; more weight brings them in within
     # a CPU budget.
@@ -328,13 +328,6 @@ class AttributesPreset:
     # learns "without" (balanced accuracy 0.50 in docs/EXPERIMENTS.md); weighing each class by its inverse
     # frequency asks for both.
     balance: str = _opt("glasses,cat_ears,beret,hair_ribbon", "NAME,...: attributes whose classes weigh 1 / frequency")
-    augment: float = _opt(1.0, "augmentation strength, 0 = none")
-    max_images: int = _opt(0, "use at most this many images of --data (0: all)")
-    checkpoint_every: int = 200
-    eval_every: int = 300
-    log_every: int = 25
-    threads: int = _opt(1, "torch CPU threads")
-    seed: int = 0
     # the AttributeClassifier config (`--init` brings its own)
     image_size: int = _opt(128, "model: side every input is resized to")
     patch_size: int = _opt(4, "model: stem kernel and stride")
@@ -350,7 +343,9 @@ class AttributesPreset:
                        "under the eye map")  # fmt: skip
 
 
-ATTRIBUTES_PRESETS: dict[str, AttributesPreset] = {"cpu": AttributesPreset()}
+ATTRIBUTES_PRESETS: dict[str, AttributesPreset] = {
+    "cpu": AttributesPreset(steps=100_000, minutes=15.0, batch=64, weight_decay=0.01, eval_every=300),
+}
 
 
 @dataclass

@@ -230,13 +230,8 @@ def load_data(run: runs.Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 def new_detector(cfg: DetectorPreset) -> KeypointDetector:
     """A fresh detector of the preset's config (seeded by `--seed`)."""
     torch.manual_seed(cfg.seed)
-    return KeypointDetector(
-        image_size=cfg.image_size,
-        channels=cfg.channels,
-        decoder_channels=cfg.decoder_channels,
-        heatmap_stride=cfg.heatmap_stride,
-        sigma=cfg.sigma,
-    )
+    config = ("image_size", "channels", "decoder_channels", "heatmap_stride", "sigma")  # the preset's names
+    return KeypointDetector(**{name: getattr(cfg, name) for name in config})
 
 
 def main(argv: list[str] | None = None) -> int:
