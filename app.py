@@ -1,15 +1,16 @@
 """Pose Studio: draw an anime character in a given pose.
 
     python app.py                          # serve the web app on http://127.0.0.1:7860
-    python app.py pose INPUT... [--preview DIR]
+    python app.py pose INPUT... [--preview DIR] [--format ours|openpose|coco|fork]
     python app.py generate --pose INPUT --seed N --out FILE.png [--steps N] [--guidance G] [--style-image IMG] ...
 
 INPUT is a photo, a keypoint JSON (ours, COCO-17, OpenPose-18, the keypoint-LDM fork's) or a
 preset name (`python app.py pose --list-presets`).
 
 `pose` prints one JSON line per input on stdout, `{"input", "format": "coco17", "width", "height", "keypoints"}` or
-`{"input", "error"}`, and exits with 1 when any input failed; those lines are our own JSON, so each one (saved to a
-file) reads back as an input. `generate` writes PNG files (their settings in a text chunk: `models.pose_input.read_png_record`) and
+`{"input", "error"}`, and exits with 1 when any input failed; `--format` writes each pose as OpenPose's JSON (what
+ControlNet pose editors load), a COCO annotation file or the fork's instead. Each line (saved to a file) reads back
+as an input. `generate` writes PNG files (their settings in a text chunk: `models.pose_input.read_png_record`) and
 prints one JSON line. Bad input gets one sentence on stdout, never a traceback; the limits are the web app's.
 """
 
@@ -24,18 +25,15 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
-from models import paths
+from models import paths, pose_input
 from models.backend import check_finite
 from models.errors import InputError
-from models.pose_input import png_info
-
-if TYPE_CHECKING:
-    from models.pose import Pose
-    from models.pose_input import PoseInput
+from models.pose import FILE_FORMATS, Pose, to_file
+from models.pose_input import PoseInput, list_presets, load_image, png_info
 
 DEFAULT_MODEL = paths.WEIGHTS
 # --model also takes the keypoint LDM's .ckpt/.safetensors file, or a Stable Diffusion 1.x folder or Hub id plus:
@@ -46,9 +44,9 @@ CONTROLNET_HELP = "OpenPose ControlNet (diffusers folder or Hub id) for a Stable
 PREVIEW_MAX_SIDE = 1024  # previews of large photos are drawn at most this big
 
 
-def pose_record(spec: str) -> dict[str, Any]:
-    """The CLI line for one input: the pose as our own JSON, or `{"input", "error": one sentence}`."""
-    return _record(spec)[0]
+def pose_record(spec: str, fmt: str = "ours") -> dict[str, Any]:
+    """The CLI line for one input: the pose as a file of `fmt` (ours by default), or `{"input", "error": ...}`."""
+    return _record(spec, fmt)[0]
 
 
 def write_previews(pose: Pose, image: Image.Image | None, out_dir: str | Path, stem: str) -> list[Path]:
@@ -70,15 +68,16 @@ def write_previews(pose: Pose, image: Image.Image | None, out_dir: str | Path, s
     return paths
 
 
-def main_pose(argv_inputs: list[str], preview: str | None = None) -> int:
-    """Run `app.py pose`: print one JSON line per input, write previews if asked; 1 if any input failed."""
+def main_pose(argv_inputs: list[str], preview: str | None = None, fmt: str = "ours") -> int:
+    """Run `app.py pose`: print one JSON line per input (a pose file of `fmt`), write previews if asked; 1 if any
+    input failed."""
     if not argv_inputs:
         print("Give at least one input: an image, a keypoint JSON file or a preset name.", file=sys.stderr)
         return 2
     failed = 0
     stems: set[str] = set()
     for spec in argv_inputs:
-        record, inp = _record(spec)
+        record, inp = _record(spec, fmt)
         if inp is not None and preview:
             try:
                 write_previews(inp.pose, inp.image, preview, _unique_stem(spec, stems))
@@ -92,18 +91,17 @@ def main_pose(argv_inputs: list[str], preview: str | None = None) -> int:
     return 1 if failed else 0
 
 
-def _record(spec: str) -> tuple[dict[str, Any], PoseInput | None]:
-    from models.pose_input import read_pose_input
+def _record(spec: str, fmt: str = "ours") -> tuple[dict[str, Any], PoseInput | None]:
 
     try:
-        inp = read_pose_input(spec)
+        inp = pose_input.read_pose_input(spec)  # through the module, so that tests can stand in for it
     except InputError as err:
         return {"input": spec, "error": _one_line(str(err))}, None
     except Exception as err:  # noqa: BLE001 - the CLI promises one sentence per input, never a traceback
         return {"input": spec, "error": f"Reading the input failed unexpectedly ({type(err).__name__})."}, None
-    record = {"input": spec, **inp.pose.to_dict()}
-    # float32 -> 6 decimals: a millionth of the frame, and lines people can read.
-    record["keypoints"] = [[round(c, 6) for c in point] for point in record["keypoints"]]
+    record = {"input": spec, **to_file(inp.pose, fmt)}
+    if fmt == "ours":  # float32 -> 6 decimals: a millionth of the frame, and lines people can read
+        record["keypoints"] = [[round(c, 6) for c in point] for point in record["keypoints"]]
     return record, inp
 
 
@@ -167,7 +165,6 @@ def check_limits(args: argparse.Namespace) -> None:
 
 def read_style_image(path: str | None) -> Image.Image | None:
     """The --style-image picture, read with the limits of every image the app takes (None: no picture)."""
-    from models.pose_input import load_image
 
     if path is None:
         return None
@@ -274,12 +271,11 @@ def _generate(args: argparse.Namespace) -> tuple[list[Path], list[Any], list[Any
     input, checked before the model loads wherever it can be."""
     from models.backends import load_backend, model_kind
     from models.directions import parse_edits
-    from models.pose_input import read_pose_input
 
     check_limits(args)
     paths = output_paths(args.out, args.num_images)
     check_writable(paths)
-    source = read_pose_input(args.pose)
+    source = pose_input.read_pose_input(args.pose)
     look = read_style_image(getattr(args, "style_image", None))  # a bad picture fails before the model loads
     edits, edit_messages = parse_edits(getattr(args, "edit", None))  # before loading: bad edits fail fast
     prompt = getattr(args, "prompt", None)
@@ -346,7 +342,6 @@ def _call_options(
 
 # -- the command line -----------------------------------------------------------------------------------
 def _pose_command(args: argparse.Namespace) -> int:
-    from models.pose_input import list_presets
 
     if args.list_presets:
         print("\n".join(list_presets()))
@@ -354,7 +349,7 @@ def _pose_command(args: argparse.Namespace) -> int:
     if not args.inputs:
         print("pose: give at least one INPUT (a photo, a keypoint JSON or a preset name).", file=sys.stderr)
         return 2
-    return main_pose(args.inputs, args.preview)
+    return main_pose(args.inputs, args.preview, args.format)
 
 
 def _generate_command(args: argparse.Namespace) -> int:
@@ -390,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="INPUT")
     p.add_argument("--preview", metavar="DIR", help="write the OpenPose drawing (and the skeleton over photos) here")
     p.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
+    p.add_argument("--format", default="ours", choices=FILE_FORMATS, help="each line as this file format: ours, "
+                   "OpenPose's JSON (ControlNet editors), a COCO annotation file, the fork's (default: %(default)s)")  # fmt: skip
     p.set_defaults(func=_pose_command)
 
     g = sub.add_parser("generate", help="draw a character in a pose; print one JSON line")

@@ -270,6 +270,40 @@ def to_fork(pose: Pose) -> dict[str, list[float]]:
     return {name: [float(y * FORK_FRAME), float(x * FORK_FRAME)] for name, (x, y) in zip(FORK_NAMES, pose.xy)}
 
 
+# The files a pose is saved as, each read back by `from_dict`: ours; OpenPose's JSON (what ControlNet pose editors
+# load); a COCO keypoint annotation file; the keypoint-LDM fork's (a 512 x 512 frame, no visibility).
+FILE_FORMATS: tuple[str, ...] = ("ours", "openpose", "coco", "fork")
+
+
+def to_file(pose: Pose, fmt: str = "ours") -> dict[str, Any]:
+    """The pose as the JSON object of a file in `fmt` (one of FILE_FORMATS)."""
+    if fmt == "ours":
+        return pose.to_dict()
+    if fmt == "openpose":
+        people = [{"pose_keypoints_2d": to_openpose18(pose)}]
+        return {"canvas_width": pose.width, "canvas_height": pose.height, "people": people}
+    if fmt == "coco":
+        annotation = {"id": 1, "image_id": 1, "category_id": 1, "keypoints": to_coco_flat(pose)}
+        annotation["num_keypoints"] = int((pose.visibility > 0).sum())
+        return {
+            "images": [{"id": 1, "width": pose.width, "height": pose.height}],
+            "annotations": [annotation],
+            "categories": [{"id": 1, "name": "person", "keypoints": list(COCO_NAMES),
+                            "skeleton": [[a + 1, b + 1] for a, b in LIMBS]}],  # COCO counts points from 1
+        }  # fmt: skip
+    if fmt == "fork":
+        return to_fork(pose)
+    raise InputError(f"Unknown pose file format {fmt!r}; choose one of {', '.join(FILE_FORMATS)}.")
+
+
+def file_text(pose: Pose, fmt: str = "ours") -> str:
+    """The text of a pose file in `fmt`; ours with one keypoint a line and 4 decimals (what the Pose tab shows)."""
+    if fmt != "ours":
+        return json.dumps(to_file(pose, fmt), indent=1)
+    points = ",\n".join(f"  [{x:.4f}, {y:.4f}, {v:.4g}]" for x, y, v in pose.to_dict()["keypoints"])
+    return f'{{"format": "coco17",\n "width": {pose.width}, "height": {pose.height},\n "keypoints": [\n{points}\n]}}'
+
+
 def from_dict(obj: Any) -> Pose:
     """From any JSON object we read: ours, COCO (annotation or flat list), OpenPose, or the fork's."""
     if isinstance(obj, list):

@@ -110,3 +110,11 @@ def test_photo_previews(photos_dir, tmp_path, capsys):
 
 def test_no_inputs():
     assert main_pose([], None) == 2
+
+
+@pytest.mark.parametrize("fmt", ["openpose", "coco", "fork"])
+def test_pose_lines_in_another_format_read_back(fmt, tmp_path, capsys):
+    assert main_pose(["waving"], fmt=fmt) == 0
+    line = capsys.readouterr().out.strip()
+    (tmp_path / "line.json").write_text(line)
+    assert load(tmp_path / "line.json").isclose(load_preset("waving"), atol=1e-4)

@@ -61,6 +61,25 @@ def test_fork_round_trip(pose):
 
 
 @FAST
+@given(poses(vis=st.sampled_from([0.0, 0.25, 1.0])), st.sampled_from(P.FILE_FORMATS))
+def test_every_file_format_reads_back(pose, fmt):
+    back = P.from_dict(json.loads(P.file_text(pose, fmt)))
+    if fmt == "fork":  # a 512 x 512 frame without visibility: the points, scaled to it, all shown
+        assert (back.width, back.height) == (512, 512) and back.visible.all()
+        assert np.allclose(back.xy, pose.xy, atol=1e-4)
+        return
+    present = pose.visibility > 0  # OpenPose writes an absent point as zeros, so only present ones keep their place
+    assert (back.width, back.height) == (pose.width, pose.height)
+    assert np.allclose(back.xy[present], pose.xy[present], atol=1e-4)  # ours: 4 decimals
+    assert (back.visible == pose.visible).all() and ((back.visibility > 0) == present).all()
+
+
+def test_an_unknown_file_format_is_one_sentence():
+    with pytest.raises(InputError, match="Unknown pose file format 'bvh'; choose one of ours, openpose"):
+        P.to_file(P.Pose(np.zeros((17, 3))), "bvh")
+
+
+@FAST
 @given(poses())
 def test_mediapipe_round_trip(pose):
     arr = P.to_mediapipe(pose)

@@ -25,7 +25,7 @@ from PIL import Image
 from models import pose_input
 from models.condition import OPENPOSE_COLORS, skeleton_overlay
 from models.errors import InputError
-from models.pose import COCO_NAMES, LIMBS, OPENPOSE18_TO_COCO, Pose, mirror
+from models.pose import COCO_NAMES, FILE_FORMATS, LIMBS, OPENPOSE18_TO_COCO, Pose, file_text, mirror
 from ui import settings
 from ui.common import (
     default_pose,
@@ -63,7 +63,7 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
             extract_btn = gr.Button("Find the pose in the photo", variant="primary")
             overlay = gr.Image(label="Skeleton over the photo", format="png", interactive=False, height=300)
         with gr.Column(scale=2, min_width=360):
-            editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json = _editor_column(start)
+            editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json, save_as = _editor_column(start)
         with gr.Column(scale=1, min_width=260):
             if pipeline_loader is not None:
                 _live_preview(pipeline_loader, editor)
@@ -71,14 +71,8 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
             drawing = gr.Image(
                 value=first_drawing, label="OpenPose drawing", format="png", interactive=False, height=300
             )
-            json_box = gr.Code(
-                value=first_json,
-                label="Pose JSON",
-                language="json",
-                interactive=False,
-                max_lines=24,
-                elem_id="pose-json",
-            )
+            json_box = gr.Code(value=first_json, label="Pose JSON", language="json", interactive=False, max_lines=24,
+                               elem_id="pose-json")  # fmt: skip
 
     # Every change of the editor (drag, preset, photo...) refreshes the views and the shared pose.
     editor.change(served(show_pose), editor, [drawing, json_box], api_visibility="private", queue=False)
@@ -92,8 +86,9 @@ def build(pipeline_loader: Callable[[], Any] | None = None) -> PoseTab:
     reset_btn.click(reset_pose, editor, editor, api_visibility="private", queue=False)
     nophoto_btn.click(clear_background, editor, editor, api_visibility="private", queue=False)
     upload_json.upload(load_pose_file, [upload_json, editor], editor, api_visibility="private")
-    # The file is written when the pose changes, so the download button always holds the current pose.
-    editor.change(save_pose_file, editor, save_json, api_visibility="private", queue=False)
+    # The file is written when the pose or its format changes, so the download button always holds the current pose.
+    for event in (editor.change, save_as.change):
+        event(save_pose_file, [editor, save_as], save_json, api_visibility="private", queue=False)
     return PoseTab(editor=editor)
 
 
@@ -132,10 +127,13 @@ def _editor_column(start: dict) -> tuple:
         )
         # The first file is the page's own value, so it is kept (not swept after an hour).
         save_json = gr.DownloadButton(
-            "Save pose as JSON", value=save_pose_file(start, keep=True), size="md",
-            elem_id="save-json",
+            "Save pose as JSON", value=save_pose_file(start, keep=True), size="md", elem_id="save-json"
+        )
+        save_as = gr.Dropdown(
+            [(SAVE_FORMATS[f], f) for f in FILE_FORMATS], value="ours", label="Save as", min_width=160,
+            elem_id="save-format",
         )  # fmt: skip
-    return editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json
+    return editor, presets, mirror_btn, reset_btn, nophoto_btn, upload_json, save_json, save_as
 
 
 def _live_preview(pipeline_loader: Callable[[], Any], editor: Any) -> None:
@@ -375,18 +373,11 @@ def editor_value(pose: Pose, background: str | None = None) -> dict[str, Any]:
     return value
 
 
-def pose_json(pose: Pose) -> str:
-    """The pose as JSON text, one keypoint a line, 4 decimals (what the JSON panel shows and Save writes)."""
-    d = pose.to_dict()
-    points = ",\n".join(f"  [{x:.4f}, {y:.4f}, {v:.4g}]" for x, y, v in d["keypoints"])
-    return f'{{"format": "coco17",\n "width": {d["width"]}, "height": {d["height"]},\n "keypoints": [\n{points}\n]}}'
-
-
 @user_errors
 def show_pose(value: Any) -> tuple[Image.Image, str]:
     """Editor value -> (OpenPose drawing, pose JSON text)."""
     pose = pose_from_value(value)
-    return drawing(pose), pose_json(pose)
+    return drawing(pose), file_text(pose)
 
 
 def keep_background(old: Any, pose: Pose) -> dict[str, Any]:
@@ -438,10 +429,17 @@ def load_pose_file(file: Any, value: Any) -> dict[str, Any]:
     return keep_background(value, load_json_text(text, "The keypoint file"))
 
 
+# What the Save menu calls each file format of models.pose.FILE_FORMATS.
+SAVE_FORMATS = {"ours": "Pose Studio JSON", "openpose": "OpenPose JSON (ControlNet editors)", "coco": "COCO keypoints",
+                "fork": "keypoint-LDM fork (512 px, no hidden points)"}  # fmt: skip
+
+
 @user_errors
-def save_pose_file(value: Any, keep: bool = False) -> str:
-    """The editor's pose written to a new JSON file for download (`keep`: the page's first value, never swept)."""
-    return settings.save_text(pose_json(pose_from_value(value)), "pose", keep=keep)
+def save_pose_file(value: Any, fmt: str = "ours", keep: bool = False) -> str:
+    """The editor's pose written to a new JSON file of `fmt` for download (`keep`: the page's first value, never
+    swept)."""
+    stem = "pose" if fmt == "ours" else f"pose_{fmt}"
+    return settings.save_text(file_text(pose_from_value(value), fmt), stem, keep=keep)
 
 
 def background_url(image: Image.Image, side: int = BACKGROUND_SIDE) -> str:
@@ -471,8 +469,8 @@ def extract_from_photo(file: Any, value: Any, progress: gr.Progress = gr.Progres
         gr.Warning(f"{err} Place the points on the photo by hand.")
         current = pose_from_value(value) if value else default_pose()
         pose = Pose(current.keypoints, image.width, image.height)
-        return image, editor_value(pose, background_url(image)), pose_json(pose)
-    return skeleton_overlay(image, pose), editor_value(pose, background_url(image)), pose_json(pose)
+        return image, editor_value(pose, background_url(image)), file_text(pose)
+    return skeleton_overlay(image, pose), editor_value(pose, background_url(image)), file_text(pose)
 
 
 @user_errors
