@@ -41,6 +41,15 @@ def test_pose_from_json_text(client):
     assert Image.open(drawing).size == (384, 384)
 
 
+def test_pose_in_every_file_format_reads_back(client):
+    want = loads(pose_text())
+    for fmt in ("openpose", "coco"):
+        pose, _ = client.predict(None, pose_text(), fmt, api_name="/pose")
+        assert loads(json.dumps(pose)).isclose(want, atol=1e-4), fmt
+    with pytest.raises(Exception, match="Unknown pose file format 'bvh'"):
+        client.predict(None, pose_text(), "bvh", api_name="/pose")
+
+
 def test_pose_from_other_format(client):
     fork = {
         name: [256.0, 256.0]

@@ -25,7 +25,7 @@ from PIL import Image
 from models import pose_input
 from models.condition import OPENPOSE_COLORS, skeleton_overlay
 from models.errors import InputError
-from models.pose import COCO_NAMES, FILE_FORMATS, LIMBS, OPENPOSE18_TO_COCO, Pose, file_text, mirror
+from models.pose import COCO_NAMES, FILE_FORMATS, LIMBS, OPENPOSE18_TO_COCO, Pose, file_text, mirror, to_file
 from ui import settings
 from ui.common import (
     default_pose,
@@ -163,14 +163,16 @@ def _live_preview(pipeline_loader: Callable[[], Any], editor: Any) -> None:
 
 
 def build_api() -> None:
-    """The `pose` endpoint for API clients: a photo, keypoint JSON text or preset name -> pose + drawing."""
+    """The `pose` endpoint for API clients: a photo, keypoint JSON text or preset name (and a file format) -> pose +
+    drawing."""
     with gr.Group(visible=False):
         image = photo_input(label="photo")
         text = gr.Textbox(label="keypoint JSON text or preset name")
+        fmt = gr.Dropdown(list(FILE_FORMATS), value="ours", label="format", allow_custom_value=True)  # ours says no
         pose = gr.JSON(label="pose")
         picture = gr.Image(label="OpenPose drawing", format="png")
         button = gr.Button("pose")
-    button.click(served(pose_api), [image, text], [pose, picture], api_name="pose", concurrency_id="pose")
+    button.click(served(pose_api), [image, text, fmt], [pose, picture], api_name="pose", concurrency_id="pose")
 
 
 def create_demo() -> gr.Blocks:
@@ -480,8 +482,8 @@ def clear_background(value: Any) -> dict[str, Any]:
 
 
 @user_errors
-def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]:
-    """A photo, or a keypoint JSON text, or a preset name -> (our pose JSON, OpenPose drawing)."""
+def pose_api(image: Any, text: str | None, fmt: str = "ours") -> tuple[dict[str, Any], Image.Image]:
+    """A photo, or a keypoint JSON text, or a preset name -> (the pose as a file of `fmt`, OpenPose drawing)."""
     if image is not None:
         photo = load_photo(image)
         pose = Pose(pose_input.extract_pose(photo).keypoints, photo.width, photo.height)
@@ -489,7 +491,7 @@ def pose_api(image: Any, text: str | None) -> tuple[dict[str, Any], Image.Image]
         pose = pose_from_text(text)
     else:
         raise InputError("Give a photo, a keypoint JSON or a preset name.")
-    return pose.to_dict(), drawing(pose)
+    return to_file(pose, fmt if isinstance(fmt, str) else "ours"), drawing(pose)
 
 
 if __name__ == "__main__":
