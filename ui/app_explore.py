@@ -261,8 +261,8 @@ def edit_result(
     return images[0], files, Result(images[0], state, record), notes
 
 
-def check_step_range(start: Any, end: Any, steps: int) -> tuple[int, int] | None:
-    """(start, end) of the edited sampler steps, None for every step; `end` 0 means the last step."""
+def step_range_of_fields(start: Any, end: Any, steps: int) -> tuple[int, int] | None:
+    """The Explore fields' (start, end) of the edited sampler steps, None for every step; `end` 0 means the last step."""
     start = settings.check_int(start, "The first edited step", 0, max(steps - 1, 0))
     end = settings.check_int(end, "The end of the edited steps", 0, steps) or steps
     if start >= end:
@@ -280,7 +280,7 @@ def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
         if method not in METHODS:
             raise InputError(f"The method must be one of {', '.join(METHODS)}; got {method!r}.")
         clean = check_amounts(method, amounts)
-        step_range = check_step_range(start, end, int(current.state.settings["steps"]))
+        step_range = step_range_of_fields(start, end, int(current.state.settings["steps"]))
         if not clean and step_range is None:
             return current.image, None, None, ""
         progress(0, desc="re-rendering")
@@ -344,7 +344,7 @@ def edit_api_handler(pipeline_loader: Callable[[], Any]) -> Callable:
         amounts, notes = parse_edits([t for t in re.split(r"[,;\s]+", text) if t], settings.NUM_DIRECTIONS)
         pipe = pipeline_loader()
         state = state_from_json(pipe, state_text)
-        step_range = check_step_range(start, end, int(state.settings["steps"]))
+        step_range = step_range_of_fields(start, end, int(state.settings["steps"]))
         progress(0, desc="re-rendering")
         source = Result(None, state, state_record(state, {}))
         image, files, result, more = edit_result(pipe, source, amounts, step_range)
