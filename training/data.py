@@ -62,9 +62,11 @@ def read_image(path: str | Path, size: int = 128) -> np.ndarray:
         return np.array(im, dtype=np.uint8)
 
 
-def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 `(..., H, W, 3)` (array, or tensor on any device) -> float32 `(..., 3, H, W)` in [-1, 1]."""
+def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 `(..., H, W, 3)` (array, or tensor on any device) -> float32 `(..., 3, H, W)` in [-1, 1], on `device`
+    (default: where the images are; they move as uint8, a quarter of the bytes)."""
     t = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+    t = t if device is None else t.to(device)
     t = t.float().div_(127.5).sub_(1.0)
     return t.movedim(-1, -3)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from PIL import Image
 
+from models.detector import load_detector
 from models.errors import InputError
 from training.eval_common import (
     DEFAULT_DETECTOR,
@@ -42,7 +43,6 @@ from training.eval_common import (
     frechet_distance,
     generate,
     heldout_render,
-    load_detector,
     pck,
     pck_counts,
     report,

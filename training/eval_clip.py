@@ -52,6 +52,7 @@ from PIL import Image
 from models import paths
 from models.attributes import ACCESSORIES
 from models.autoencoder import from_pil
+from models.detector import load_detector
 from models.errors import InputError
 from training.eval_common import (
     DEFAULT_DETECTOR,
@@ -59,7 +60,6 @@ from training.eval_common import (
     EVAL_SEED,
     heldout_renders,
     image_grid,
-    load_detector,
     output_frame_pose,
     pck_counts,
     report,

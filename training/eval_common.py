@@ -31,7 +31,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,13 +123,6 @@ def heldout_renders(start: int, n: int, size: int = 128, seed: int = EVAL_SEED) 
 
 
 # -- models and images ----------------------------------------------------------------------------
-def load_detector(path: str | Path) -> Any:
-    """The keypoint detector from a folder (config.json + safetensors), on the CPU, in eval mode."""
-    from models.detector import load_detector as load
-
-    return load(path)
-
-
 def load_attributes(path: str | None = None) -> tuple[Any, dict[str, Sequence[str]]] | None:
     """The attribute classifier and its class names (`models.attributes`), or None when it is not available."""
     try:

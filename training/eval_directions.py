@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from models.detector import load_detector
 from models.directions import (
     DEFAULT_K,
     LABELS_PATH,
@@ -80,7 +81,6 @@ from training.eval_common import (
     heldout_render,
     label_from_changes,
     load_attributes,
-    load_detector,
     output_frame_pose,
     pck_counts,
 )

@@ -46,6 +46,7 @@ from PIL import Image, ImageFilter
 
 from models import paths
 from models.autoencoder import from_pil
+from models.detector import load_detector
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
@@ -57,7 +58,6 @@ from training.eval_common import (
     frechet_distance,
     generate,
     image_grid,
-    load_detector,
     pck_counts,
     report,
     round_trip,

@@ -39,6 +39,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
 from training import cards, runs
+from training.data import to_tensor
 from training.presets import ATTRIBUTES_PRESETS, AttributesPreset, parse_with_preset, preset_dict
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
@@ -79,12 +80,6 @@ def load_folder(
             w, h = kp.get("width", frame[0]), kp.get("height", frame[1])
             eyes[i] = np.stack([flat[:, 0] / w, flat[:, 1] / h, (flat[:, 2] == 2).astype(np.float32)], axis=1)
     return images, labels, eyes, names
-
-
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 # -- augmentation ---------------------------------------------------------------------------------
