@@ -252,6 +252,7 @@ def screenshots(folder: Path, model: str | None = None, clip: str | None = None)
                 box.fill(amount)
                 box.press("Tab")
             pg.wait_for_selector("#explore-downloads a")
+            pg.wait_for_function("() => !document.body.innerText.includes('re-rendering')")  # the last edit's too
             pg.wait_for_timeout(1500)
             pg.screenshot(path=str(folder / "explore.png"), full_page=True)
             browser.close()
