@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,15 @@ def to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str | No
     t = t if device is None else t.to(device)
     t = t.float().div_(127.5).sub_(1.0)
     return t.movedim(-1, -3)
+
+
+def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, batch: int = 64) -> np.ndarray:
+    """uint8 images through `models.autoencoder.round_trip`; `ae` a folder or an autoencoder already loaded."""
+    from models.autoencoder import load_autoencoder, round_trip
+
+    vae = (load_autoencoder(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
+    y = round_trip(vae, to_tensor(images), batch)
+    return ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def _read_chunk(paths: list[Path], size: int) -> np.ndarray:

@@ -284,7 +284,7 @@ def crosstalk(
     reads (the autoencoder's round trip; None: the renders themselves)."""
     import torch
 
-    from training.train_attributes import to_tensor
+    from training.data import to_tensor
 
     if n < 1:
         raise InputError("--n must be at least 1.")
@@ -323,7 +323,7 @@ def main_judge(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from training.train_attributes import autoencoder_round_trip
+    from training.data import autoencoder_round_trip
 
     torch.set_num_threads(a.threads)
     started = time.perf_counter()

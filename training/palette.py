@@ -20,14 +20,10 @@ from models.errors import InputError
 
 def synth_images(spec: str) -> tuple[list[np.ndarray], list, str]:
     """Renders `SEED:N` of the training renderer: images, poses and a description."""
+    from training.data import parse_synth
     from training.synth import make_sample
 
-    try:
-        seed, n = (int(v) for v in spec.split(":"))
-    except ValueError as err:
-        raise InputError(f"--synth takes SEED:N (e.g. 0:600), not {spec!r}.") from err
-    if n < 1:
-        raise InputError("--synth needs N >= 1 images.")
+    seed, n = parse_synth(spec)  # a training seed: the palette must not learn the held-out renders
     renders = [make_sample(seed, i)["render"] for i in range(n)]
     return [np.asarray(r.image.convert("RGB")) for r in renders], [r.pose for r in renders], f"synth {seed}:{n}"
 

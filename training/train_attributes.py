@@ -39,7 +39,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from models.attributes import ATTRIBUTES, AttributeClassifier, eye_map_loss, record_labels
 from training import cards, runs
-from training.data import to_tensor
+from training.data import autoencoder_round_trip, to_tensor
 from training.presets import ATTRIBUTES_PRESETS, AttributesPreset, parse_with_preset, preset_dict
 
 IGNORE = -100  # label of an attribute that cannot be seen (cross-entropy skips it)
@@ -199,15 +199,6 @@ def accuracy_report(preds: np.ndarray, labels: np.ndarray, classes: dict[str, li
         "n": counts,
         "top_confusions": confusions,
     }
-
-
-def autoencoder_round_trip(images: np.ndarray, ae: Any, device: torch.device, batch: int = 64) -> np.ndarray:
-    """uint8 images through `models.autoencoder.round_trip`; `ae` a folder or an autoencoder already loaded."""
-    from models.autoencoder import load_autoencoder, round_trip
-
-    vae = (load_autoencoder(str(ae)) if isinstance(ae, (str, Path)) else ae).to(device).eval()
-    y = round_trip(vae, to_tensor(images), batch)
-    return ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def decoded_renders(

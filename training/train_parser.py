@@ -111,7 +111,7 @@ def labelled_sets(run: Run) -> tuple[np.ndarray, ...]:
     vx, vy = make_set(PARSER_VAL_SEED, 0, a.val, workers=a.workers)
     run.log(f"rendered {n} + {a.val} labelled images in {time.time() - t0:.0f}s")
     if a.ae:
-        from training.train_attributes import autoencoder_round_trip
+        from training.data import autoencoder_round_trip
 
         x, vx = (autoencoder_round_trip(v, a.ae, "cpu", batch=32) for v in (x, vx))
         run.log(f"reconstructed them with {a.ae} ({time.time() - t0:.0f}s)")
