@@ -349,10 +349,9 @@ ATTRIBUTES_PRESETS: dict[str, AttributesPreset] = {
 
 
 @dataclass
-class ParserPreset:
-    """Hyperparameters of the part parser run (`training/train_parser.py`)."""
+class BudgetRunPreset:
+    """The run options of the small CPU trainers on a wall-time budget (defaults: the part parser's)."""
 
-    channels: tuple[int, ...] = _opt((16, 32, 64, 96), "model: widths at 1/2, 1/4, 1/8 and 1/16 of the input")
     batch_size: int = 32
     lr: float = 2e-3
     steps: int = 3000
@@ -361,24 +360,28 @@ class ParserPreset:
     threads: int = 1
 
 
+@dataclass
+class ParserPreset(BudgetRunPreset):
+    """Hyperparameters of the part parser run (`training/train_parser.py`)."""
+
+    channels: tuple[int, ...] = _opt((16, 32, 64, 96), "model: widths at 1/2, 1/4, 1/8 and 1/16 of the input")
+
+
 PARSER_PRESETS: dict[str, ParserPreset] = {"cpu": ParserPreset()}
 
 
 @dataclass
-class MeanLatentPreset:
-    """Hyperparameters of the mean latent run (`training/train_mean_latent.py`)."""
+class MeanLatentPreset(BudgetRunPreset):
+    """Hyperparameters of the mean latent run (`training/train_mean_latent.py`; its run options' defaults are in
+    `MEAN_LATENT_PRESETS`)."""
 
     channels: int = _opt(64, "model: width of the residual blocks")
     cell: int = _opt(0, "pixels per working cell (0: two latent cells)")
-    batch_size: int = 64
-    lr: float = 2e-3
-    steps: int = 4000
-    minutes: float = _opt(20.0, "wall-time budget; the cosine rate follows it")
-    checkpoint_every: int = 250
-    threads: int = 1
 
 
-MEAN_LATENT_PRESETS: dict[str, MeanLatentPreset] = {"cpu": MeanLatentPreset()}
+MEAN_LATENT_PRESETS: dict[str, MeanLatentPreset] = {
+    "cpu": MeanLatentPreset(batch_size=64, steps=4000, minutes=20.0, checkpoint_every=250),
+}
 
 
 def _parse_value(kind: Any, text: str) -> Any:
