@@ -23,7 +23,7 @@ from models.backend import Capabilities, GenerationState, check_pose, check_styl
 from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
 from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
-from models.refine_settings import prompt_terms
+from models.refine_settings import REFINE_MODES, prompt_terms
 
 STYLE_DIM = 8
 # as PosePipeline's with a few-step student: a style code, both direction methods, both refinement modes, `fast`
@@ -232,8 +232,8 @@ def refine(
 ) -> FakeRefineResult:
     """`models.refine.refine` for the stand-in: s[:3] moves towards the prompt's colour, one image a step."""
     started = time.perf_counter()
-    if mode not in ("style", "latent", "both"):
-        raise InputError(f"Unknown refine mode {mode!r}; choose one of style, latent, both.")
+    if mode not in REFINE_MODES:
+        raise InputError(f"Unknown refine mode {mode!r}; choose one of {', '.join(REFINE_MODES)}.")
     messages: list[str] = []
     terms = prompt_terms(prompt, negative_prompt, messages)
     steps = int(steps or 4)
