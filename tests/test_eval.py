@@ -1,20 +1,17 @@
-"""The evaluation: PCK and Frechet distance on known values, the held-out split, and `evaluate`
-end to end with a fake pipeline and fake renders (no trained weights needed)."""
+"""The evaluation's measures: PCK and Frechet distance on known values, the held-out split, the output frame, and
+the command line's dispatch (`training.eval_quality` end to end: tests/test_eval_quality.py)."""
 
 from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from models.errors import InputError
-from models.pose import LIMBS, Pose, fit_to_square
-from training import eval as ev
+from models.pose import Pose
 from training import eval_common as ec
 
 
@@ -110,7 +107,7 @@ def test_frechet_rejects_bad_shapes():
         ec.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
 
 
-# -- the split and evaluate() ---------------------------------------------------------------------
+# -- the split -----------------------------------------------------------------------------------------
 def test_heldout_seeds_are_reserved():
     assert ec.EVAL_SEED >= 10_000_000
     assert ec.DETECTOR_VAL_SEED >= ec.EVAL_SEED and ec.DETECTOR_VAL_SEED != ec.EVAL_SEED
@@ -126,67 +123,12 @@ def test_heldout_render_is_deterministic():
     assert a.image.size == (64, 64)
 
 
-@dataclass
-class FakeRender:
-    image: Image.Image
-    pose: Pose
-
-
-def fake_render(index: int, size: int = 128, seed: int = ec.EVAL_SEED) -> FakeRender:
-    """A stick figure drawn from a seeded random pose framed as the pipeline frames poses (stands in
-    for training.render)."""
-    rng = np.random.default_rng([seed, index])
-    raw = np.concatenate([rng.uniform(0.2, 0.8, (17, 2)), np.ones((17, 1))], axis=1).astype(np.float32)
-    kp = fit_to_square(Pose(raw, size, size), size, FAKE_MARGIN).keypoints
-    im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(120, 255, 3)))
-    draw = ImageDraw.Draw(im)
-    for a, b in LIMBS:
-        draw.line([tuple(kp[a, :2] * size), tuple(kp[b, :2] * size)], fill=(30, 30, 60), width=3)
-    return FakeRender(im, Pose(kp, size, size))
-
-
-FAKE_MARGIN = 0.1
-
-
 class FakeState:
     """Like `models.backend.GenerationState`: the pose as given and the settings."""
 
     def __init__(self, pose: Pose):
         self.pose = pose
         self.settings = {"sampler": "fake", "guidance": 1.0}
-
-
-class FakePipeline:
-    """Returns the render of the asked pose: the ideal generator."""
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs):
-        return cls()
-
-    def __call__(self, pose, seed=0, steps=20, num_images=1, **kwargs):
-        return [fake_render(seed - ec.EVAL_SEED).image], [FakeState(pose)]
-
-
-def test_evaluate_with_an_ideal_fake_generator(tmp_path, monkeypatch):
-    from tests.test_detector import tiny_detector
-
-    tiny_detector(image_size=128).save_pretrained(tmp_path / "det")
-    monkeypatch.setattr(ev, "heldout_render", fake_render)
-    fake_module = types.SimpleNamespace(
-        PosePipeline=FakePipeline, frame_pose=lambda pose, size: fit_to_square(pose, size, FAKE_MARGIN)
-    )
-    monkeypatch.setitem(sys.modules, "models.pipeline", fake_module)
-    torch.manual_seed(0)
-    result = ev.evaluate(model="fake", detector=tmp_path / "det", n=4, steps=3)
-    # The fake generator returns the renders themselves: generated = first half of the renders.
-    assert result["pck"] == pytest.approx(result["pck_renders"])
-    assert result["fd"] == pytest.approx(result["fd_ref"], rel=1e-6)
-    assert result["n"] == 4 and result["steps"] == 3 and result["sampler"] == "fake"
-    assert result["seconds_per_image"] >= 0
-    assert result["pck_reconstructions"] is None  # the fake pipeline has no autoencoder
-    assert "detector" in result["fd_features"]
-    with pytest.raises(InputError):
-        ev.evaluate(model="fake", detector=tmp_path / "det", n=1)
 
 
 def test_output_frame_pose_fits_the_given_pose_to_the_square_frame(monkeypatch):
@@ -206,3 +148,12 @@ def test_output_frame_pose_fits_the_given_pose_to_the_square_frame(monkeypatch):
 
     same = ec.output_frame_pose(WithFramePose(), FakeState(given), Image.new("RGB", (64, 64)))
     assert np.allclose(same.keypoints, given.keypoints)
+
+
+def test_eval_without_a_subcommand_runs_the_quality_evaluation(monkeypatch):
+    from training import eval as ev
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "training.eval_quality", types.SimpleNamespace(main=calls.append))
+    assert ev.main(["--json", "--n", "8"]) == 0 and ev.main(["quality", "--n", "8"]) == 0
+    assert calls == [["--json", "--n", "8"], ["--n", "8"]]

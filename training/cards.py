@@ -130,7 +130,7 @@ DETECTOR_CARD = """# Keypoint detector (pose fidelity metric)
 
 A small heatmap CNN (`models/detector.py`, `KeypointDetector`) that reads the 17 COCO keypoints
 and their visibility out of 128 px images of our rendered characters. It measures how well
-generated images follow the requested pose (PCK in `python -m training.eval`), and its pooled
+generated images follow the requested pose (PCK in `python -m training.eval quality`), and its pooled
 bottleneck is the feature space of our Frechet distance. It is not a general human pose model:
 it has seen only `training.render` characters, never photos.
 

@@ -24,7 +24,9 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
 * `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
 * `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files;
   `pck_photo` the photos' alone), each with the detector's ceiling on renders of those poses (`pck_renders`,
-  `pck_real_renders`, `pck_photo_renders`).
+  `pck_real_renders`, `pck_photo_renders`); `pck_ae` on the round trips (the part of the gap due to decoding).
+  PCK@0.1 (`training.eval_common.pck_counts`): a visible point counts when it lies within 0.1 of the longer side of
+  the target's visible box, both poses in the output's frame.
 * `look_follows_s`: with one s and eight noises per pose (`look_n` poses), how often the judge reads the same hair
   colour, hair style, outfit, outfit colour and background colour (`training.eval_style.look_agreement`); the share
   of an s read off a render that gives back the render's attributes is `python -m training.eval style`'s `look_from_s`.
@@ -58,6 +60,7 @@ from training.eval_common import (
     frechet_distance,
     generate,
     image_grid,
+    pck,
     pck_counts,
     report,
     round_trip,
@@ -308,8 +311,8 @@ def evaluate_quality(
             result.update(_look(pipe, clf, poses, steps, look_n, sampling))
 
     # 5. Pose fidelity on synthetic and on real poses, and the old detector-feature FD (secondary).
-    hits_r, total_r = pck_counts(det.detect(renders_a), poses)
-    result["pck_renders"] = hits_r / total_r
+    result["pck_renders"] = pck(det.detect(renders_a), poses)
+    result["pck_ae"] = pck(det.detect(trips), poses)  # what decoding alone costs the pose
     if real:
         result.update(_real_pck(pipe, det, steps, size, sampling))
     if pipe is not None:
