@@ -211,17 +211,22 @@ def reconstruction_loss(
     grad_weight: float = 0.5,
     multiscale_weight: float = 0.5,
     return_recon: bool = False,
+    latents: torch.Tensor | None = None,
 ):
-    """The training loss (module docstring) of one batch and its parts for the log (and the reconstructions)."""
-    dist = vae.encode(images).latent_dist
-    # Decode the posterior mean: with a tiny KL weight the sampled noise only drowns the colour
-    # signal early on (measured: grey reconstructions after 800 steps); the LDM encodes means too.
-    z = dist.mode()
-    recon = vae.decode(z).sample
+    """The training loss (module docstring) of one batch and its parts for the log (and the reconstructions);
+    given scaled `latents`, the decoder's loss on them against `images` (no encoder, no KL)."""
+    if latents is None:
+        dist = vae.encode(images).latent_dist
+        # Decode the posterior mean: with a tiny KL weight the sampled noise only drowns the colour
+        # signal early on (measured: grey reconstructions after 800 steps); the LDM encodes means too.
+        z = dist.mode()
+        recon = vae.decode(z).sample
+        kl = dist.kl().mean() / z[0].numel()  # per latent element
+    else:
+        recon, kl = decode(vae, latents), torch.zeros((), device=images.device)
     l1 = (recon - images).abs().mean()
     ms = sum((F.avg_pool2d(recon, k) - F.avg_pool2d(images, k)).abs().mean() for k in (2, 4))
     grad = _grad_l1(recon, images)
-    kl = dist.kl().mean() / z[0].numel()  # per latent element
     loss = l1 + multiscale_weight * ms + grad_weight * grad + kl_weight * kl
     parts = {k: float(v.detach()) for k, v in {"loss": loss, "l1": l1, "ms": ms, "grad": grad, "kl": kl}.items()}
     return (loss, parts, recon) if return_recon else (loss, parts)

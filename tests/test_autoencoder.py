@@ -74,3 +74,29 @@ def test_transplant_keeps_the_unet_body_and_starts_its_ends_afresh():
     kept = [k for k in unet.state_dict() if k not in fresh]
     assert kept and all(torch.equal(unet.state_dict()[k], theirs[k]) for k in kept)
     assert "style_affine.weight" in kept
+
+
+def test_denoising_decoder_learns_from_its_unets_latents_and_keeps_the_encoder(tmp_path):
+    from models.condition import CONDITION_CHANNELS
+    from models.pipeline import PosePipeline
+    from models.samplers import training_scheduler
+
+    vae = tiny_ae()
+    vae.register_to_config(scaling_factor=0.5, shift_factor=0.1)
+    unet = PoseUNet(sample_size=4, latent_channels=4, cond_channels=CONDITION_CHANNELS, hint_widths=(4, 4),
+                    hint_channels=4, style_dim=6, block_out_channels=(8, 16), attention_head_dim=4,
+                    norm_num_groups=4)  # fmt: skip
+    PosePipeline(vae, unet, training_scheduler(zero_snr=True), device="cpu").save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "dd"
+    final = train_ae.main(["--out", str(out), "--preset", "tiny", "--init", str(tmp_path / "pipe" / "autoencoder"),
+                           "--denoiser", str(tmp_path / "pipe"), "--denoise-clean", "0"])  # fmt: skip
+    info = json.loads((final / "training_info.json").read_text())
+    assert info["curve"]["columns"][-1] == "denoised_psnr_figure_db" and len(info["curve"]["rows"][-1]) == 6
+    assert "from denoised latents" in (out / "log.txt").read_text()
+    trained = load_autoencoder(final / "autoencoder")
+    assert trained.config.scaling_factor == 0.5 and trained.config.shift_factor == 0.1  # the UNet's latent space
+    before, after = vae.state_dict(), trained.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
+    drawn = PosePipeline.from_pretrained(final / "pipeline")  # the denoiser's pipeline with the new decoder
+    assert all(torch.equal(drawn.vae.state_dict()[k], after[k]) for k in after)

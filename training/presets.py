@@ -46,6 +46,14 @@ class AEPreset:
     gan_start: int = 0
     data: str = ""  # a folder of images (images/*.png) instead of fresh renders; "" streams the renderer
     max_images: int = 0  # with `data`: use at most this many images (0: all)
+    # A pipeline folder: the decoder (only) learns to draw fresh renders from the latents that this pipeline's UNet
+    # denoises them back to, so that it draws through the UNet's own errors (a denoising decoder, as DALL-E 3's
+    # consistency decoder, Betker et al. 2023). "": plain round trips.
+    denoiser: str = ""
+    denoise_steps: int = 8  # the sampler's schedule: renders are noised to one of its steps, then DDIM to t = 0
+    denoise_max_t: int = 374  # ... a step with t at most this (SDEdit, Meng et al. 2021): the layout stays the render's
+    denoise_clean: float = 0.25  # share of batches decoded from the encoder's own latents, so round trips stay sharp
+    denoise_guidance: float = 2.0  # pose guidance of the denoiser (the pipeline's default)
     checkpoint_every: int = 500  # steps between resumable checkpoints
     sample_every: int = 1000  # steps between validation PSNRs and reconstruction grids (PNG)
     log_every: int = 50  # steps between log lines

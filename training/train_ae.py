@@ -9,6 +9,11 @@ percent of the pixels). Writes `OUT/log.txt`, `OUT/samples/step_NNNNNNN.png` (to
 round trips), resumable checkpoints `OUT/checkpoints/step_NNNNNNN/`, and at the end `OUT/final/autoencoder/`
 (`save_pretrained`, safetensors, with the measured `scaling_factor` / `shift_factor`) and
 `OUT/final/training_info.json`. The same script runs on CPU and (through accelerate) on GPUs.
+
+    python -m training.train_ae --out runs/dd --init checkpoints/autoencoder_256 --denoiser runs/ldm256/final
+
+trains the decoder alone to draw renders from the latents that a pipeline's UNet denoises them back to (`--denoiser`,
+`DenoisedCrops`), and writes that pipeline with the new decoder to `OUT/final/pipeline/`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from models.autoencoder import (
     Autoencoder,
     ShuffleAutoencoder,
     build_autoencoder,
+    decode,
+    downsample_factor,
+    encode,
     load_autoencoder,
     measure_latent_stats,
     psnr,
@@ -38,6 +46,8 @@ from training.runs import Run, machine, start_run
 
 NUM_VAL = 16  # held-out renders for the PSNR in the log and the sample grids
 VAL_SEED = 90_001  # renderer seed of the held-out renders (training streams seed `cfg.seed`)
+# the validation curve's columns: round trips, then (a denoising decoder) decodings of the denoised latents
+CURVE_COLUMNS = ["step", "hours", "psnr_db", "psnr_figure_db", "denoised_psnr_db", "denoised_psnr_figure_db"]
 
 
 class PatchDiscriminator(nn.Module):
@@ -117,6 +127,73 @@ class RenderCrops:
         return to_tensor(np.stack(out[: self.cfg.batch_size]))
 
 
+class DenoisedCrops(RenderCrops):
+    """Crops of the latents that a pipeline's UNet denoises fresh renders back to, with the renders' crops: the
+    render's latent noised to a step of the sampler's schedule (t <= `denoise_max_t`), then DDIM to t = 0 with the
+    render's pose and style code (SDEdit, Meng et al. 2021), so the errors are the sampler's own on a known layout."""
+
+    def __init__(self, cfg: AEPreset, start: int = 0):
+        from models.pipeline import PosePipeline
+        from models.samplers import make_scheduler
+
+        super().__init__(cfg, start)
+        self.pipe = PosePipeline.from_pretrained(cfg.denoiser)
+        self.scheduler = make_scheduler("ddim", self.pipe.scheduler_config)
+        self.scheduler.set_timesteps(cfg.denoise_steps)
+        self.starts = [k for k, t in enumerate(self.scheduler.timesteps) if int(t) <= cfg.denoise_max_t]
+        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+
+    @torch.no_grad()
+    def denoised(self, renders: list, start: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scaled latents `(B, C, h, w)` of the renders after noising to sampler step `start` and DDIM to t = 0
+        (`start` None: the encoder's own latents)."""
+        from training.data import condition_maps_torch
+
+        pipe, size = self.pipe, self.cfg.image_size
+        images = to_tensor(np.stack([np.asarray(r.image.convert("RGB")) for r in renders]))
+        z = encode(pipe.vae, images)
+        if start is None:
+            return z.float()
+        cond = condition_maps_torch(torch.from_numpy(np.stack([r.pose.keypoints for r in renders])), size)
+        with self.autocast:
+            # the posterior mean, as the UNet was trained to read; the prior's mean for a pipeline without an encoder
+            s = pipe.style_encoder(images)[0].float() if pipe.style_encoder else torch.zeros(len(z), pipe.style_dim)
+            timesteps = self.scheduler.timesteps[start:]
+            a = self.scheduler.alphas_cumprod[int(timesteps[0])]
+            noise = torch.randn(z.shape, generator=generator)
+            z = a.sqrt() * z + (1 - a).sqrt() * noise
+            for t in timesteps:
+                out = pipe.predict(z, t, cond, s, self.cfg.denoise_guidance)
+                z = self.scheduler.step(out.float(), t, z).prev_sample
+        return z.float()
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """`batch_size` crops (two a render, centred on a figure pixel with probability `figure_crops`) of the
+        denoised latents and of the renders, aligned on the latent grid."""
+        from training.synth import make_sample
+
+        cfg, f = self.cfg, downsample_factor(self.pipe.vae)
+        renders = [make_sample(cfg.seed, self.index + i, cfg.image_size, wide=True)["render"]
+                   for i in range(cfg.batch_size // 2)]  # fmt: skip
+        self.index += len(renders)
+        clean = rng.random() < cfg.denoise_clean
+        z = self.denoised(renders, None if clean else int(rng.choice(self.starts)))
+        c, side = cfg.crop // f, cfg.image_size // f
+        latents, images = [], []
+        for r, zi in zip(renders, z):
+            image = to_tensor(np.array(r.image.convert("RGB"))[None])[0]
+            for _ in range(2):
+                if r.mask.any() and rng.random() < cfg.figure_crops:
+                    ys, xs = np.nonzero(r.mask)
+                    k = rng.integers(len(ys))
+                    y, x = (int(np.clip(v // f - c // 2, 0, side - c)) for v in (ys[k], xs[k]))
+                else:
+                    y, x = (int(rng.integers(0, side - c + 1)) for _ in range(2))
+                latents.append(zi[:, y : y + c, x : x + c])
+                images.append(image[:, y * f : (y + c) * f, x * f : (x + c) * f])
+        return torch.stack(latents), torch.stack(images)
+
+
 def held_out(size: int, n: int = NUM_VAL) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` held-out renders (seed VAL_SEED) as [-1, 1] tensors and their figure masks `(n, 1, H, W)`."""
     from training.synth import make_sample
@@ -125,6 +202,11 @@ def held_out(size: int, n: int = NUM_VAL) -> tuple[torch.Tensor, torch.Tensor]:
     images = to_tensor(np.stack([np.asarray(r.image.convert("RGB")) for r in renders]))
     masks = torch.from_numpy(np.stack([r.mask for r in renders]))[:, None]
     return images, masks
+
+
+def encoder_trains(cfg: AEPreset) -> bool:
+    """Whether the run trains the encoder (a denoising decoder keeps it, and so the latent space, as it is)."""
+    return cfg.train_encoder and not cfg.denoiser
 
 
 def build(cfg: AEPreset) -> Autoencoder:
@@ -143,12 +225,15 @@ class AELoss(nn.Module):
         super().__init__()
         self.vae, self.cfg, self.disc = vae, cfg, disc
 
-    def forward(self, images: torch.Tensor, adversarial: bool) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """The loss of one batch, its parts, and the reconstructions (for the discriminator's step)."""
+    def forward(
+        self, images: torch.Tensor, adversarial: bool, latents: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """The loss of one batch (decoded from `latents` when given), its parts, and the reconstructions (for the
+        discriminator's step)."""
         cfg = self.cfg
         loss, parts, recon = reconstruction_loss(
             self.vae, images, kl_weight=cfg.kl_weight, grad_weight=cfg.grad_weight,
-            multiscale_weight=cfg.multiscale_weight, return_recon=True,
+            multiscale_weight=cfg.multiscale_weight, return_recon=True, latents=latents,
         )  # fmt: skip
         if adversarial and self.disc is not None:
             self.disc.requires_grad_(False)
@@ -195,7 +280,7 @@ class Trainer:
             run.log(f"initialised from {init}")
         else:
             vae = build(cfg)
-        if not cfg.train_encoder:
+        if not encoder_trains(cfg):
             for name, p in vae.named_parameters():
                 p.requires_grad_(not name.startswith(("encoder", "quant_conv")))
             run.log("decoder only: the encoder (and so the latent space and its scaling) stays as it is")
@@ -218,7 +303,9 @@ class Trainer:
         n_params = sum(p.numel() for p in vae.parameters()) / 1e6
         run.log(f"autoencoder: {type(vae).__name__}, {n_params:.2f}M parameters, {cfg.latent_channels} latent channels")
         # The stream continues where the run left off (each step renders `batch_size / 2` images).
-        self.crops = RenderCrops(cfg, start=accelerator.process_index * 10**8 + run.step * cfg.batch_size // 2)
+        start = accelerator.process_index * 10**8 + run.step * cfg.batch_size // 2
+        self.crops = DenoisedCrops(cfg, start) if cfg.denoiser else RenderCrops(cfg, start)
+        self.val_denoised = self._denoised_val() if cfg.denoiser else None
 
     def step(self, step: int, lr: float) -> dict[str, float]:
         """One step of the autoencoder (and, from `gan_start`, of the discriminator); returns the loss parts."""
@@ -226,10 +313,13 @@ class Trainer:
         for o in optimizers.values():
             for group in o.param_groups:
                 group["lr"] = lr
-        batch = self.crops.batch(self.rng).to(accelerator.device)
+        batch, latents = self.crops.batch(self.rng), None
+        if isinstance(batch, tuple):  # a denoising decoder: latents and the images to draw from them
+            latents, batch = (x.to(accelerator.device) for x in batch)
+        batch = batch.to(accelerator.device)
         adversarial = self.disc is not None and step >= cfg.gan_start
         with accelerator.autocast():
-            loss, parts, recon = self.train_module(batch, adversarial)
+            loss, parts, recon = self.train_module(batch, adversarial, latents)
         optimizers["optimizer"].zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(self.vae.parameters(), 1.0)
@@ -243,14 +333,34 @@ class Trainer:
             parts["d"] = float(d_loss.detach())
         return parts
 
+    def _denoised_val(self) -> torch.Tensor:
+        """The held-out renders' latents as the denoiser leaves them from each start step in turn (fixed noise)."""
+        from training.synth import make_sample
+
+        crops, g = self.crops, torch.Generator().manual_seed(VAL_SEED)
+        renders = [make_sample(VAL_SEED, i, self.run.cfg.image_size)["render"] for i in range(NUM_VAL)]
+        starts = [crops.starts[i % len(crops.starts)] for i in range(NUM_VAL)]
+        return torch.cat([crops.denoised([r], k, g) for r, k in zip(renders, starts)])
+
     def sample(self) -> None:
-        """PSNRs of the held-out renders' round trips (logged and kept for the curve) and a grid of them."""
+        """PSNRs of the held-out renders' round trips (and, for a denoising decoder, of their denoised latents'
+        decodings), logged and kept for the curve, and a grid of them."""
         run = self.run
         whole, figure, recon = _validate(self.vae, self.val, self.val_masks, run.accelerator.device)
         hours = run.seconds() / 3600
-        self.curve.append([run.step, round(hours, 4), round(whole, 2), round(figure, 2)])
-        save_grid(torch.cat([self.val[:8], recon[:8]]), run.out / "samples" / f"step_{run.step:07d}.png", nrow=8)
-        run.log(f"step {run.step} val PSNR {whole:.2f} dB, figure {figure:.2f} dB ({hours:.2f} h)")
+        row = [run.step, round(hours, 4), round(whole, 2), round(figure, 2)]
+        rows = [self.val[:8], recon[:8]]
+        text = f"step {run.step} val PSNR {whole:.2f} dB, figure {figure:.2f} dB"
+        if self.val_denoised is not None:
+            with torch.no_grad():
+                drawn = decode(self.vae, self.val_denoised.to(run.accelerator.device)).float().cpu().clamp(-1, 1)
+            d, d_fig = psnr(drawn, self.val), psnr(drawn, self.val, self.val_masks)
+            row += [round(d, 2), round(d_fig, 2)]
+            rows.append(drawn[:8])
+            text += f"; from denoised latents {d:.2f} dB, figure {d_fig:.2f} dB"
+        self.curve.append(row)
+        save_grid(torch.cat(rows), run.out / "samples" / f"step_{run.step:07d}.png", nrow=8)
+        run.log(f"{text} ({hours:.2f} h)")
 
     def checkpoint(self, seconds: float | None = None) -> None:
         """A resumable checkpoint: the autoencoder, the optimisers, the discriminator and both random states."""
@@ -267,13 +377,17 @@ class Trainer:
         """Measure the latent statistics on full-size renders; the last checkpoint and `OUT/final/`."""
         run, cfg, vae, final = self.run, self.run.cfg, self.vae, self.run.out / "final"
         vae.eval()
-        if cfg.train_encoder:  # a frozen encoder keeps the scaling its UNet was trained with
+        if encoder_trains(cfg):  # a frozen encoder keeps the scaling its UNet was trained with
             whole = dataclasses.replace(cfg, crop=cfg.image_size, batch_size=16, figure_crops=0.0)
             stats = RenderCrops(whole, start=10**9)
             mean, std = measure_latent_stats(vae, (stats.batch(self.rng) for _ in range(25)))
             vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
         whole, figure, _ = _validate(vae, self.val, self.val_masks, run.accelerator.device)
         vae.save_pretrained(final / "autoencoder", safe_serialization=True)
+        if cfg.denoiser:  # the denoiser's pipeline drawing through this decoder: what to evaluate, and to ship
+            pipe = self.crops.pipe
+            pipe.vae = vae
+            pipe.save_pretrained(final / "pipeline")
         self.checkpoint(seconds)
         info = {
             "model": "autoencoder",
@@ -285,7 +399,7 @@ class Trainer:
             "final_losses": run.losses,
             "val_psnr_db": round(whole, 2),
             "val_psnr_figure_db": round(figure, 2),
-            "curve": {"columns": ["step", "hours", "psnr_db", "psnr_figure_db"], "rows": self.curve},
+            "curve": {"columns": CURVE_COLUMNS[: len(self.curve[-1]) if self.curve else 4], "rows": self.curve},
             "latent_mean": float(vae.config.shift_factor),
             "latent_std": 1.0 / float(vae.config.scaling_factor),
             "preset": run.args.preset,
