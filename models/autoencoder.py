@@ -8,8 +8,8 @@ training on crops and decoding whole images see the same statistics. It speaks `
 (`encode(x).latent_dist`, `decode(z).sample`, `config.scaling_factor`), so the functions below serve both, and
 `load_autoencoder` picks the class from the saved config.
 
-The latent the UNet sees is `(mean(x) - shift_factor) * scaling_factor`, both measured on the data
-after training (`measure_latent_stats`) and stored in the diffusers config, so a saved folder is
+The latent the UNet sees is `(mean(x) - shift_factor) * scaling_factor` (per channel when both are lists), both
+measured on the data after training (`measure_latent_stats`) and stored in the diffusers config, so a saved folder is
 self-describing: `load_autoencoder(folder)` then `encode`/`decode` below.
 
 Training loss (`reconstruction_loss`), LPIPS-free because no pretrained network may be downloaded:
@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,8 +159,15 @@ def downsample_factor(vae: Autoencoder) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _shift(vae: Autoencoder) -> float:
-    return float(vae.config.shift_factor or 0.0)
+def latent_factors(vae: Autoencoder, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`shift_factor` and `scaling_factor` as tensors that broadcast over latents `(B, C, h, w)` like `like`: one
+    number for every channel, or a list with one per channel (as Wan's VAE keeps `latents_mean` / `latents_std`)."""
+
+    def tensor(value: Any, default: float) -> torch.Tensor:
+        t = torch.as_tensor(default if value is None else value, dtype=like.dtype, device=like.device)
+        return t.view(-1, 1, 1) if t.ndim else t
+
+    return tensor(vae.config.shift_factor, 0.0), tensor(vae.config.scaling_factor, 1.0)
 
 
 def encode(
@@ -168,13 +176,15 @@ def encode(
     """Images in [-1, 1] `(B, 3, H, W)` -> scaled latents `(B, C, H/f, W/f)` (the posterior mean unless `sample`)."""
     dist = vae.encode(images.to(vae.dtype)).latent_dist
     z = dist.sample(generator) if sample else dist.mean
-    return (z - _shift(vae)) * vae.config.scaling_factor
+    shift, scale = latent_factors(vae, z)
+    return (z - shift) * scale
 
 
 def decode(vae: Autoencoder, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> images in [-1, 1] (not clamped)."""
-    z = latents.to(vae.dtype) / vae.config.scaling_factor + _shift(vae)
-    return vae.decode(z).sample
+    z = latents.to(vae.dtype)
+    shift, scale = latent_factors(vae, z)
+    return vae.decode(z / scale + shift).sample
 
 
 @torch.no_grad()
@@ -233,19 +243,22 @@ def reconstruction_loss(
 
 
 @torch.no_grad()
-def measure_latent_stats(vae: Autoencoder, batches, max_batches: int = 50) -> tuple[float, float]:
-    """Mean and std of the unscaled posterior means over some batches: `shift_factor`, `1 / scaling_factor`."""
+def measure_latent_stats(
+    vae: Autoencoder, batches, max_batches: int = 50, per_channel: bool = False
+) -> tuple[Any, Any]:
+    """Mean and std of the unscaled posterior means over some batches: `shift_factor`, `1 / scaling_factor`; with
+    `per_channel`, lists of one per channel (so every channel reaches the UNet at unit variance)."""
     total, total_sq, count = 0.0, 0.0, 0
     for i, images in enumerate(batches):
         if i >= max_batches:
             break
         z = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean.double()
-        total += z.sum().item()
-        total_sq += (z * z).sum().item()
-        count += z.numel()
+        dims = (0, 2, 3) if per_channel else (0, 1, 2, 3)
+        total, total_sq = total + z.sum(dims), total_sq + (z * z).sum(dims)
+        count += z.numel() // (z.shape[1] if per_channel else 1)
     mean = total / count
-    std = max((total_sq / count - mean * mean) ** 0.5, 1e-6)
-    return mean, std
+    std = (total_sq / count - mean * mean).clamp(min=1e-12).sqrt().clamp(min=1e-6)
+    return (mean.tolist(), std.tolist()) if per_channel else (float(mean), float(std))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, masks: torch.Tensor | None = None) -> float:

@@ -15,6 +15,7 @@ from models.autoencoder import (
     downsample_factor,
     encode,
     load_autoencoder,
+    measure_latent_stats,
 )
 from models.unet import PoseUNet
 from training import train_ae
@@ -100,3 +101,31 @@ def test_denoising_decoder_learns_from_its_unets_latents_and_keeps_the_encoder(t
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
     drawn = PosePipeline.from_pretrained(final / "pipeline")  # the denoiser's pipeline with the new decoder
     assert all(torch.equal(drawn.vae.state_dict()[k], after[k]) for k in after)
+
+
+def test_per_channel_latent_factors_give_every_channel_unit_spread(tmp_path):
+    vae = tiny_ae().eval()
+    torch.manual_seed(1)
+    images = [torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(3)]
+    mean, std = measure_latent_stats(vae, iter(images), per_channel=True)
+    assert len(mean) == len(std) == 4
+    g_mean, g_std = measure_latent_stats(vae, iter(images))
+    assert isinstance(g_mean, float) and min(std) <= g_std <= max(std) * 1.5
+    vae.register_to_config(scaling_factor=[1.0 / v for v in std], shift_factor=mean)
+    vae.save_pretrained(tmp_path / "ae")
+    again = load_autoencoder(tmp_path / "ae")  # the lists survive the config
+    with torch.no_grad():
+        z = torch.cat([encode(again, x) for x in images])
+        assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+        assert torch.allclose(z.std(dim=(0, 2, 3), correction=0), torch.ones(4), atol=1e-3)
+        # decode undoes the channel affine: the same image as decoding the raw posterior mean
+        raw = again.encode(images[0]).latent_dist.mean
+        assert torch.allclose(decode(again, encode(again, images[0])), again.decode(raw).sample, atol=1e-5)
+
+
+def test_train_ae_measures_per_channel_factors_when_asked(tmp_path):
+    final = train_ae.main(["--out", str(tmp_path / "ae"), "--preset", "tiny", "--latent-norm", "channel"])
+    vae = load_autoencoder(final / "autoencoder")
+    assert len(vae.config.scaling_factor) == len(vae.config.shift_factor) == 4
+    info = json.loads((final / "training_info.json").read_text())
+    assert len(info["latent_std"]) == 4

@@ -380,8 +380,10 @@ class Trainer:
         if encoder_trains(cfg):  # a frozen encoder keeps the scaling its UNet was trained with
             whole = dataclasses.replace(cfg, crop=cfg.image_size, batch_size=16, figure_crops=0.0)
             stats = RenderCrops(whole, start=10**9)
-            mean, std = measure_latent_stats(vae, (stats.batch(self.rng) for _ in range(25)))
-            vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean)
+            per_channel = cfg.latent_norm == "channel"
+            mean, std = measure_latent_stats(vae, (stats.batch(self.rng) for _ in range(25)), per_channel=per_channel)
+            scale = [1.0 / v for v in std] if per_channel else 1.0 / std
+            vae.register_to_config(scaling_factor=scale, shift_factor=mean)
         whole, figure, _ = _validate(vae, self.val, self.val_masks, run.accelerator.device)
         vae.save_pretrained(final / "autoencoder", safe_serialization=True)
         if cfg.denoiser:  # the denoiser's pipeline drawing through this decoder: what to evaluate, and to ship
@@ -400,8 +402,8 @@ class Trainer:
             "val_psnr_db": round(whole, 2),
             "val_psnr_figure_db": round(figure, 2),
             "curve": {"columns": CURVE_COLUMNS[: len(self.curve[-1]) if self.curve else 4], "rows": self.curve},
-            "latent_mean": float(vae.config.shift_factor),
-            "latent_std": 1.0 / float(vae.config.scaling_factor),
+            "latent_mean": vae.config.shift_factor,
+            "latent_std": np.round(1.0 / np.asarray(vae.config.scaling_factor), 6).tolist(),
             "preset": run.args.preset,
             "config": preset_dict(cfg),
         }
