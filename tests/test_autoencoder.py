@@ -123,9 +123,11 @@ def test_per_channel_latent_factors_give_every_channel_unit_spread(tmp_path):
         assert torch.allclose(decode(again, encode(again, images[0])), again.decode(raw).sample, atol=1e-5)
 
 
-def test_train_ae_measures_per_channel_factors_when_asked(tmp_path):
-    final = train_ae.main(["--out", str(tmp_path / "ae"), "--preset", "tiny", "--latent-norm", "channel"])
+def test_train_ae_measures_per_channel_factors(tmp_path):
+    final = train_ae.main(["--out", str(tmp_path / "ae"), "--preset", "tiny"])  # per channel by default
     vae = load_autoencoder(final / "autoencoder")
     assert len(vae.config.scaling_factor) == len(vae.config.shift_factor) == 4
     info = json.loads((final / "training_info.json").read_text())
     assert len(info["latent_std"]) == 4
+    again = train_ae.main(["--out", str(tmp_path / "g"), "--preset", "tiny", "--latent-norm", "global"])
+    assert isinstance(load_autoencoder(again / "autoencoder").config.scaling_factor, float)

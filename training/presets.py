@@ -37,7 +37,7 @@ class AEPreset:
     kl_weight: float = 1e-6  # KL(q(z|x) || N(0, I)) per latent element: keeps the latent bounded, no more
     # "channel": every latent channel scaled to unit variance on its own (the detail channels of a 16-channel latent
     # have a quarter of the colour channels' spread, so noise drowns them first); "global": one scale for all
-    latent_norm: Literal["global", "channel"] = "global"
+    latent_norm: Literal["global", "channel"] = "channel"
     # False: fine-tune the decoder only, so the latent space (and any UNet trained on it) stays valid
     train_encoder: bool = True
     grad_weight: float = 0.5  # L1 on image gradients (edge sharpness)
