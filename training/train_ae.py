@@ -87,6 +87,26 @@ def discriminator_loss(disc: PatchDiscriminator, real: torch.Tensor, fake: torch
     return F.relu(1 - disc(real)[0]).mean() + F.relu(1 + disc(fake.detach())[0]).mean()
 
 
+def crop_corner(
+    mask: np.ndarray | None,
+    rng: np.random.Generator,
+    crop: int,
+    shape: tuple[int, int],
+    figure_share: float,
+    grid: int = 1,
+) -> tuple[int, int]:
+    """The top-left corner of a `crop`-cell crop of an image of `shape` cells of `grid` pixels: centred on a random
+    figure pixel of `mask` with probability `figure_share` (faces are rare pixels), else anywhere."""
+    h, w = shape
+    if mask is not None and mask.any() and rng.random() < figure_share:
+        ys, xs = np.nonzero(mask)
+        k = rng.integers(len(ys))
+        return int(np.clip(ys[k] // grid - crop // 2, 0, h - crop)), int(
+            np.clip(xs[k] // grid - crop // 2, 0, w - crop)
+        )
+    return int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+
+
 class RenderCrops:
     """Batches of random crops of fresh renders (or of a folder's images), as [-1, 1] tensors."""
 
@@ -115,13 +135,7 @@ class RenderCrops:
             image, mask = self._draw()
             h, w, _ = image.shape
             for _ in range(2):
-                if mask is not None and mask.any() and rng.random() < self.cfg.figure_crops:
-                    ys, xs = np.nonzero(mask)
-                    k = rng.integers(len(ys))
-                    y = int(np.clip(ys[k] - c // 2, 0, h - c))
-                    x = int(np.clip(xs[k] - c // 2, 0, w - c))
-                else:
-                    y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+                y, x = crop_corner(mask, rng, c, (h, w), self.cfg.figure_crops)
                 patch = image[y : y + c, x : x + c]
                 out.append(patch[:, ::-1] if rng.random() < 0.5 else patch)
         return to_tensor(np.stack(out[: self.cfg.batch_size]))
@@ -141,31 +155,36 @@ class DenoisedCrops(RenderCrops):
         self.scheduler = make_scheduler("ddim", self.pipe.scheduler_config)
         self.scheduler.set_timesteps(cfg.denoise_steps)
         self.starts = [k for k, t in enumerate(self.scheduler.timesteps) if int(t) <= cfg.denoise_max_t]
-        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
 
     @torch.no_grad()
-    def denoised(self, renders: list, start: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scaled latents `(B, C, h, w)` of the renders after noising to sampler step `start` and DDIM to t = 0
-        (`start` None: the encoder's own latents)."""
+    def denoised(
+        self,
+        renders: list,
+        start: int | None,
+        generator: torch.Generator | None = None,
+        images: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scaled latents `(B, C, h, w)` (on the CPU) of the renders (`images`: theirs as a [-1, 1] tensor, when
+        already made) after noising to sampler step `start` and DDIM to t = 0 (`start` None: the encoder's own)."""
         from training.data import condition_maps_torch
 
         pipe, size = self.pipe, self.cfg.image_size
-        images = to_tensor(np.stack([np.asarray(r.image.convert("RGB")) for r in renders]))
+        images = (_images(renders) if images is None else images).to(pipe.device)
         z = encode(pipe.vae, images)
         if start is None:
-            return z.float()
-        cond = condition_maps_torch(torch.from_numpy(np.stack([r.pose.keypoints for r in renders])), size)
-        with self.autocast:
+            return z.float().cpu()
+        keypoints = torch.from_numpy(np.stack([r.pose.keypoints for r in renders])).to(pipe.device)
+        cond = condition_maps_torch(keypoints, size)
+        with torch.autocast(pipe.device.type, torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16"):
             # the posterior mean, as the UNet was trained to read; the prior's mean for a pipeline without an encoder
             s = pipe.style_encoder(images)[0].float() if pipe.style_encoder else torch.zeros(len(z), pipe.style_dim)
             timesteps = self.scheduler.timesteps[start:]
-            a = self.scheduler.alphas_cumprod[int(timesteps[0])]
-            noise = torch.randn(z.shape, generator=generator)
-            z = a.sqrt() * z + (1 - a).sqrt() * noise
+            a = self.scheduler.alphas_cumprod[int(timesteps[0])].to(z)
+            z = a.sqrt() * z + (1 - a).sqrt() * torch.randn(z.shape, generator=generator).to(z)
             for t in timesteps:
-                out = pipe.predict(z, t, cond, s, self.cfg.denoise_guidance)
+                out = pipe.predict(z, t, cond, s.to(z), self.cfg.denoise_guidance)
                 z = self.scheduler.step(out.float(), t, z).prev_sample
-        return z.float()
+        return z.float().cpu()
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """`batch_size` crops (two a render, centred on a figure pixel with probability `figure_crops`) of the
@@ -176,22 +195,22 @@ class DenoisedCrops(RenderCrops):
         renders = [make_sample(cfg.seed, self.index + i, cfg.image_size, wide=True)["render"]
                    for i in range(cfg.batch_size // 2)]  # fmt: skip
         self.index += len(renders)
+        images = _images(renders)
         clean = rng.random() < cfg.denoise_clean
-        z = self.denoised(renders, None if clean else int(rng.choice(self.starts)))
+        z = self.denoised(renders, None if clean else int(rng.choice(self.starts)), images=images)
         c, side = cfg.crop // f, cfg.image_size // f
-        latents, images = [], []
-        for r, zi in zip(renders, z):
-            image = to_tensor(np.array(r.image.convert("RGB"))[None])[0]
+        latents, crops = [], []
+        for r, image, zi in zip(renders, images, z):
             for _ in range(2):
-                if r.mask.any() and rng.random() < cfg.figure_crops:
-                    ys, xs = np.nonzero(r.mask)
-                    k = rng.integers(len(ys))
-                    y, x = (int(np.clip(v // f - c // 2, 0, side - c)) for v in (ys[k], xs[k]))
-                else:
-                    y, x = (int(rng.integers(0, side - c + 1)) for _ in range(2))
+                y, x = crop_corner(r.mask, rng, c, (side, side), cfg.figure_crops, grid=f)
                 latents.append(zi[:, y : y + c, x : x + c])
-                images.append(image[:, y * f : (y + c) * f, x * f : (x + c) * f])
-        return torch.stack(latents), torch.stack(images)
+                crops.append(image[:, y * f : (y + c) * f, x * f : (x + c) * f])
+        return torch.stack(latents), torch.stack(crops)
+
+
+def _images(renders: list) -> torch.Tensor:
+    """The renders' images as one [-1, 1] tensor `(B, 3, H, W)`."""
+    return to_tensor(np.stack([np.asarray(r.image.convert("RGB")) for r in renders]))
 
 
 def held_out(size: int, n: int = NUM_VAL) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +218,7 @@ def held_out(size: int, n: int = NUM_VAL) -> tuple[torch.Tensor, torch.Tensor]:
     from training.synth import make_sample
 
     renders = [make_sample(VAL_SEED, i, size)["render"] for i in range(n)]
-    images = to_tensor(np.stack([np.asarray(r.image.convert("RGB")) for r in renders]))
+    images = _images(renders)
     masks = torch.from_numpy(np.stack([r.mask for r in renders]))[:, None]
     return images, masks
 
