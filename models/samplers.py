@@ -25,10 +25,21 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 SamplerName = Literal["ddim", "dpmpp_2m", "euler_a"]
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
 
+
+def _ddim(cfg: Any) -> DDIMScheduler:
+    """DDIM (Song et al. 2021); eta = 0 is deterministic, eta = 1 is DDPM-like."""
+    scheduler = DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False)
+    if scheduler.config.rescale_betas_zero_snr:
+        # With alpha_bar_T = 0 the first step's sigma^2 equals 1 - alpha_bar_prev, and the rounding of
+        # sqrt(1 - alpha_bar_prev - sigma^2) gives NaN (black images at eta > 0); diffusers' Euler schedulers take
+        # 2^-24 for alpha_bar_T for the same reason.
+        scheduler.alphas_cumprod[-1] = 2.0**-24
+    return scheduler
+
+
 # name -> factory from the training scheduler's config (beta schedule, prediction type, timestep spacing).
 SAMPLERS: dict[str, Callable[[Any], SchedulerMixin]] = {
-    # Song et al. 2021 (DDIM); eta = 0 is deterministic, eta = 1 is DDPM-like.
-    "ddim": lambda cfg: DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False),
+    "ddim": _ddim,
     # Lu et al. 2022 (DPM-Solver++(2M)): second-order multistep, good at 15-25 steps.
     "dpmpp_2m": lambda cfg: DPMSolverMultistepScheduler.from_config(
         cfg, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"

@@ -108,6 +108,21 @@ def test_sample_loop_is_seeded(name):
     assert torch.equal(run(0), run(0))
 
 
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_ancestral_sampling_on_a_zero_snr_schedule_stays_finite(name):
+    cfg = training_scheduler(zero_snr=True).config  # alpha_bar_T = 0: DDIM with eta > 0 gave NaN (black images)
+    g = torch.Generator().manual_seed(0)
+    z = sample_loop(
+        lambda x, t: torch.randn(x.shape, generator=g),
+        make_scheduler(name, cfg),
+        torch.randn(1, 4, 8, 8),
+        25,
+        g,
+        eta=1.0,
+    )
+    assert torch.isfinite(z).all()
+
+
 def test_presets_overrides_and_schedule():
     args, cfg = parse_with_preset(
         argparse.ArgumentParser(),
