@@ -52,6 +52,7 @@ from models.detector import load_detector
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
+from models.samplers import SAMPLER_NAMES
 from training.eval_clip import clip_features
 from training.eval_common import (
     DEFAULT_DETECTOR,
@@ -260,10 +261,11 @@ def evaluate_quality(
     look_n: int = 16,
     fast: bool = False,
     guidance: float | None = None,
+    sampler: str | None = None,
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as one dict; with `ae` (an autoencoder folder) and no `model`, only
     the round trip's figures, at the autoencoder's own size; `fast`: the samples of the few-step student;
-    `guidance`: the pose guidance scale of every sample (default: the pipeline's)."""
+    `guidance`, `sampler`: the pose guidance scale and sampler of every sample (default: the pipeline's)."""
     # 1. Check inputs and load the models.
     if n < 8:
         raise InputError("--n must be at least 8.")
@@ -277,6 +279,8 @@ def evaluate_quality(
     sampling = {"fast": True} if fast else {}  # what every sample of this evaluation is drawn with
     if guidance is not None:
         sampling["guidance"] = float(guidance)
+    if sampler is not None:
+        sampling["sampler"] = sampler
     pipe = PosePipeline.from_pretrained(str(model)) if model else None
     vae = load_autoencoder(ae).eval() if ae else pipe.vae
     det = load_detector(detector)
@@ -321,6 +325,7 @@ def evaluate_quality(
     result["model"] = str(model) if model else None
     result["fast"] = fast
     result["guidance"] = guidance
+    result["sampler"] = sampler
     result["autoencoder"] = str(ae) if ae else "the model's"
     if sheet:
         rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]
@@ -435,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: 8, with --fast 2)")
     parser.add_argument("--fast", action="store_true", help="the model's few-step student (its live previews)")
     parser.add_argument("--guidance", type=float, default=None, help="pose guidance scale (default: the pipeline's)")
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, help="sampler (default: the pipeline's)")
     parser.add_argument("--sheet", metavar="PNG", help="also write renders, round trips and samples side by side")
     parser.add_argument("--no-real", action="store_true", help="skip the real-photo poses")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
@@ -453,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             ae=args.ae,
             fast=args.fast,
             guidance=args.guidance,
+            sampler=args.sampler,
         ),
         args.json,
     )
