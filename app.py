@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image
 
 from models import paths, pose_input
-from models.backend import check_finite
+from models.backend import DEFAULT_SAMPLER, SAMPLER_NAMES, check_finite
 from models.errors import InputError
 from models.pose import FILE_FORMATS, Pose, to_file
 from models.pose_input import PoseInput, list_presets, load_image, png_info
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw with the few-step student (weights/fast_unet: a quick preview in 1 to 4 steps)",
     )  # fmt: skip
     g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's: 2 ours, 7.5 SD)")
-    g.add_argument("--sampler", default="dpmpp_2m", help="ddim, dpmpp_2m or euler_a (default: %(default)s)")
+    g.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"{', '.join(SAMPLER_NAMES)} (default: %(default)s)")
     g.add_argument("--num-images", type=int, default=1, help="images to draw, 1 to 8 (default: %(default)s)")
     g.add_argument(
         "--edit",

@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from models.backend import DEFAULT_SAMPLER, SAMPLER_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/pose", "/generate", "/edit")
 REFUSALS = ("queue is full", "server is busy")  # Gradio's max_size, and models.batching's waiting limit
@@ -97,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=20, help="how long users keep asking (default: %(default)s)")
     parser.add_argument("--model", default="weights", help="the started app's --model (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=8, help="sampler steps per generation (default: %(default)s)")
-    parser.add_argument("--sampler", default="dpmpp_2m", help="sampler of each generation (default: %(default)s)")
+    parser.add_argument(
+        "--sampler",
+        default=DEFAULT_SAMPLER,
+        choices=SAMPLER_NAMES,
+        help="sampler of each generation (default: %(default)s)",
+    )
     parser.add_argument("--pose-share", type=float, default=0.4, help="share of /pose calls (default: %(default)s)")
     parser.add_argument("--edit-share", type=float, default=0.2, help="share of /edit calls (default: %(default)s)")
     parser.add_argument(

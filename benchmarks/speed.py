@@ -3,10 +3,10 @@
     python -m benchmarks.speed render [--n 400] [--size 128] [--workers 2]
     python -m benchmarks.speed extract [--photos ../shared/photos] [--repeats 3]
     python -m benchmarks.speed detector [--detector weights/detector] [--repeats 20] [--threads 1]
-    python -m benchmarks.speed generate [--model weights] [--steps 8] [--sampler dpmpp_2m] [--guidance 2.0]
+    python -m benchmarks.speed generate [--model weights] [--steps 8] [--sampler S] [--guidance 2.0]
                                         [--repeats 3] [--threads 2]
     python -m benchmarks.speed preview [--model weights] [--frames 24] [--threads 2] [--seed 0] [--app-seconds S] [--json]
-    python -m benchmarks.speed throughput [--model weights] [--requests 8] [--steps 8] [--sampler dpmpp_2m]
+    python -m benchmarks.speed throughput [--model weights] [--requests 8] [--steps 8] [--sampler S]
                                           [--rounds 3] [--threads N] [--window 0.05]
 
 render: the renderer alone (one process), then the data set writer with its PNG files (`--workers` processes).
@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from models.backend import DEFAULT_SAMPLER, SAMPLER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(generate)
     p.add_argument("--model", default=str(paths.WEIGHTS))
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--sampler", default="dpmpp_2m")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -419,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="weights", help="a pipeline folder (default: %(default)s)")
     p.add_argument("--requests", type=int, default=8, help="requests of one image (default: %(default)s)")
     p.add_argument("--steps", type=int, default=8, help="sampler steps (default: %(default)s)")
-    p.add_argument("--sampler", default="dpmpp_2m", help="sampler (default: %(default)s)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES, help="sampler (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="sequence-then-concurrent rounds (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--window", type=float, default=0.05, help="the batcher's window, s (default: %(default)s)")

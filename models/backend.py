@@ -47,6 +47,8 @@ Wrap = Callable[["GenerationState", ModelFn], ModelFn]
 # callback(step, total, preview_image or None): after every sampler step, a preview every few steps.
 Callback = Callable[[int, int, "Image.Image | None"], None]
 PREVIEW_EVERY = 5  # decode (or approximate) the z_0 estimate for the callback every this many steps
+SAMPLER_NAMES = ("dpmpp_2m", "euler_a", "ddim")  # every back end takes them by name (`models.samplers`); default first
+DEFAULT_SAMPLER = SAMPLER_NAMES[0]
 
 
 @dataclass(frozen=True)
@@ -450,9 +452,7 @@ def check_finite(states: list[Any]) -> None:
 
 
 def check_sampler(sampler: Any) -> None:
-    """One of `models.samplers.SAMPLER_NAMES` (imported here: the contract stays torch-free)."""
-    from models.samplers import SAMPLER_NAMES
-
+    """One of SAMPLER_NAMES."""
     if sampler not in SAMPLER_NAMES:
         raise InputError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
 

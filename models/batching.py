@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backend import PREVIEW_EVERY
+from models.backend import DEFAULT_SAMPLER, PREVIEW_EVERY
 from models.errors import InputError
 
 log = logging.getLogger("pose_studio.batching")
@@ -174,7 +174,7 @@ class Batcher:
         if self.batched and set(kwargs) <= BATCHABLE:
             pipe = self.pipe
             args = {"pose": pose, "seed": kwargs["seed"], "steps": steps, "guidance": kwargs.get("guidance", 2.0),
-                    "sampler": kwargs.get("sampler", "dpmpp_2m"), "style": kwargs.get("style"),
+                    "sampler": kwargs.get("sampler", DEFAULT_SAMPLER), "style": kwargs.get("style"),
                     "eta": kwargs.get("eta", 0.0), "size": kwargs.get("size") or pipe.native_size}  # fmt: skip
             if kwargs.get("fast"):  # only then: a pipeline without the option still takes the rest
                 args["fast"] = True

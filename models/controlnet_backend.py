@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from models.backend import (
+    DEFAULT_SAMPLER,
     Callback,
     Capabilities,
     GenerationState,
@@ -172,7 +173,7 @@ class ControlNetBackend(NoStyleBackend):
         seed: int,
         steps: int = DEFAULT_STEPS,
         guidance: float = DEFAULT_GUIDANCE,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
@@ -249,7 +250,7 @@ class ControlNetBackend(NoStyleBackend):
         seed: int,
         steps: int = DEFAULT_STEPS,
         guidance: float | None = None,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         num_images: int = 1,

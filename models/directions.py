@@ -57,7 +57,7 @@ import numpy as np
 from PIL import Image
 
 from models import paths
-from models.backend import GenerationState
+from models.backend import DEFAULT_SAMPLER, GenerationState
 from models.errors import InputError
 
 METHODS: tuple[str, ...] = ("sefa", "ganspace")
@@ -467,7 +467,7 @@ def generate_edited(
     amounts: Mapping[EditKey, float],
     steps: int = 20,
     guidance: float = 2.0,
-    sampler: str = "dpmpp_2m",
+    sampler: str = DEFAULT_SAMPLER,
     eta: float = 0.0,
     num_images: int = 1,
     size: int | None = None,

@@ -1,7 +1,7 @@
 """`PosePipeline`: pose + seed (+ style code) -> anime character image, with the trained latent diffusion model.
 
     pipe = PosePipeline.from_pretrained("weights")            # or a run's final/ folder, or a Hub id
-    images, states = pipe(pose, seed=0, steps=20, guidance=2.0, sampler="dpmpp_2m")
+    images, states = pipe(pose, seed=0, steps=20, guidance=2.0, sampler="euler_a")
     images2, _ = pipe.render(states[0].with_style(new_s))    # same noise and pose, another style
 
 A folder holds `autoencoder/` (`models.autoencoder.load_autoencoder`), `unet/` (PoseUNet), `scheduler/` (the training
@@ -33,6 +33,7 @@ from PIL import Image
 from models.autoencoder import Autoencoder, downsample_factor, from_pil, load_autoencoder, to_pil
 from models.autoencoder import decode as ae_decode
 from models.backend import (
+    DEFAULT_SAMPLER,
     PREVIEW_EVERY,
     Callback,
     Capabilities,
@@ -255,7 +256,7 @@ class PosePipeline:
         seed: int,
         steps: int = DEFAULT_STEPS,
         guidance: float = 2.0,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
@@ -408,7 +409,7 @@ class PosePipeline:
         seed: int,
         steps: int = DEFAULT_STEPS,
         guidance: float = 2.0,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         num_images: int = 1,

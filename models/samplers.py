@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from diffusers import (
@@ -21,9 +21,6 @@ from diffusers import (
     LCMScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-
-SamplerName = Literal["ddim", "dpmpp_2m", "euler_a"]
-SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
 
 
 def _ddim(cfg: Any) -> DDIMScheduler:

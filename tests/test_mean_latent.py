@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from models.backend import SAMPLER_NAMES
 from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
-from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop, start_sample
+from models.samplers import make_scheduler, sample_loop, start_sample
 from models.unet import MeanLatent
 from tests.test_pipeline import SIZE, STANDING, tiny_pipeline
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from models.autoencoder import build_autoencoder, decode, encode, measure_latent_stats, psnr, reconstruction_loss
+from models.backend import SAMPLER_NAMES
 from models.errors import InputError
-from models.samplers import SAMPLER_NAMES, make_scheduler, sample_loop, training_scheduler
+from models.samplers import SAMPLERS, make_scheduler, sample_loop, training_scheduler
 from models.unet import HintEncoder, PoseUNet, StyleEncoder
 from training.presets import LDM_PRESETS, lr_factor, parse_with_preset, run_progress
 
@@ -90,6 +91,10 @@ def test_style_encoder_reads_large_images_at_its_input_size(tmp_path):
         assert not torch.allclose(enc(big)[0], enc(torch.rand(2, 3, 64, 64))[0])
     enc.save_pretrained(tmp_path)  # the size is part of the saved config
     assert StyleEncoder.from_pretrained(tmp_path).config.input_size == 32
+
+
+def test_every_sampler_the_contract_names_is_built():
+    assert set(SAMPLERS) == set(SAMPLER_NAMES)
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)

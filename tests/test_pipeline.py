@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from models.autoencoder import build_autoencoder
-from models.backend import GenerationState
+from models.backend import SAMPLER_NAMES, GenerationState
 from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
-from models.samplers import SAMPLER_NAMES, training_scheduler
+from models.samplers import training_scheduler
 from models.unet import PoseUNet
 
 SIZE = 32  # the tiny model draws 32 px images (f2 autoencoder, 16 x 16 latent)

@@ -48,11 +48,11 @@ from PIL import Image, ImageFilter
 
 from models import paths
 from models.autoencoder import from_pil
+from models.backend import SAMPLER_NAMES
 from models.detector import load_detector
 from models.errors import InputError
 from models.pose import COCO_NAMES as KEYPOINT_NAMES
 from models.pose import Pose
-from models.samplers import SAMPLER_NAMES
 from training.eval_clip import clip_features
 from training.eval_common import (
     DEFAULT_DETECTOR,

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.backend import Capabilities, GenerationState, check_pose, check_style_code, generate, state_settings
+from models.backend import (
+    DEFAULT_SAMPLER,
+    Capabilities,
+    GenerationState,
+    check_pose,
+    check_sampler,
+    check_style_code,
+    generate,
+    state_settings,
+)
 from models.errors import NO_FIGURE, InputError
 from models.pose import Pose
 from models.refine_settings import DEFAULTS as REFINE_DEFAULTS
@@ -71,8 +80,7 @@ class FakePipeline:
         if fast and steps > 4:
             raise InputError(f"The fast generator takes 1 to 4 steps; got {steps}.")
         check_pose(pose)
-        if sampler not in ("ddim", "dpmpp_2m", "euler_a"):
-            raise InputError(f"Unknown sampler {sampler!r}.")
+        check_sampler(sampler)
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 200:
             raise InputError("The number of steps must be a whole number from 1 to 200.")
         check_style_code(style, STYLE_DIM)
@@ -83,7 +91,7 @@ class FakePipeline:
         seed: int,
         steps: int = 10,
         guidance: float = 2.0,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         size: int | None = None,
@@ -136,7 +144,7 @@ class FakePipeline:
         seed: int,
         steps: int = 20,
         guidance: float = 2.0,
-        sampler: str = "dpmpp_2m",
+        sampler: str = DEFAULT_SAMPLER,
         style: Any = None,
         eta: float = 0.0,
         num_images: int = 1,

@@ -34,6 +34,7 @@ from typing import Any
 
 from PIL import Image
 
+from models.backend import SAMPLER_NAMES
 from models.errors import InputError
 from models.pose_input import png_info
 from models.refine_settings import REFINE_MODES
@@ -69,7 +70,7 @@ GENERATE_WORKERS = _int("GENERATE_WORKERS", 2 * BATCH_IMAGES)
 MAX_WAITING_IMAGE_STEPS = _int("MAX_WAITING_IMAGE_STEPS", 4 * MAX_IMAGE_STEPS)
 MAX_SEED = 2**31 - 1  # the web form's seeds (JavaScript numbers; the back ends take up to 2**63)
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
-SAMPLERS = ("dpmpp_2m", "ddim", "euler_a")
+SAMPLERS = SAMPLER_NAMES  # the default first
 DEFAULT_STEPS = min(8, MAX_STEPS)  # the pipeline's default: ~0.9 s an image on 2 CPU cores
 DEFAULT_GUIDANCE = 2.0
 # The Pose tab's live preview: the model's few-step student when it has one, else this many steps of the full model.
