@@ -157,3 +157,11 @@ def test_eval_without_a_subcommand_runs_the_quality_evaluation(monkeypatch):
     monkeypatch.setitem(sys.modules, "training.eval_quality", types.SimpleNamespace(main=calls.append))
     assert ev.main(["--json", "--n", "8"]) == 0 and ev.main(["quality", "--n", "8"]) == 0
     assert calls == [["--json", "--n", "8"], ["--n", "8"]]
+
+
+def test_frechet_bootstrap_se_shrinks_with_the_sample():
+    rng = np.random.default_rng(4)
+    small = [rng.normal(size=(100, 4)), rng.normal(loc=0.5, size=(100, 4))]
+    large = [rng.normal(size=(1600, 4)), rng.normal(loc=0.5, size=(1600, 4))]
+    se_small, se_large = ec.frechet_bootstrap_se(*small, rounds=60), ec.frechet_bootstrap_se(*large, rounds=60)
+    assert 0 < se_large < se_small / 2  # 1/sqrt(n): 16 x the sample, about a quarter of the spread

@@ -13,7 +13,8 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
 * `fd_clip_ratio`: Frechet distance (Heusel et al. 2017) in the domain CLIP's image features between samples and
   renders B, over the floor between renders A and B; only at n >= `FD_MIN_N` (below it the estimator's bias is
   most of the figure: 1.3 at n = 64 read 3.1 at n = 256), else null and the small sample's value as
-  `fd_clip_ratio_biased`, for comparing runs at one n only.
+  `fd_clip_ratio_biased`, for comparing runs at one n only; `fd_clip_ratio_se`: its bootstrap standard error (two
+  models differ when their figures are several of these apart).
 * `c2st`: held-out accuracy of a small CNN trained to tell samples from renders B (Lopez-Paz & Oquab 2017): 0.5 is
   indistinguishable, 1.0 always told apart; `c2st_ae` the same for round trips, `c2st_floor` renders against renders.
 * `face`: the share of samples with two eyes where the pose puts them, by `training.eval_face`'s check (trained at
@@ -58,6 +59,7 @@ from training.eval_common import (
     DEFAULT_DETECTOR,
     DEFAULT_MODEL,
     EVAL_SEED,
+    frechet_bootstrap_se,
     frechet_distance,
     generate,
     image_grid,
@@ -242,8 +244,9 @@ def distribution_figures(
     out["c2st_floor"] = c2st(renders_a, renders_b)
     for name, (images, _) in sets.items():
         suffix = "_ae" if name else ""
-        fd = frechet_distance(clip_features(images, scorer, CLIP_BATCH), fb)
-        out.update(fd_clip_figure(fd, out["fd_clip_floor"], len(images), suffix))
+        fa = clip_features(images, scorer, CLIP_BATCH)
+        out.update(fd_clip_figure(frechet_distance(fa, fb), out["fd_clip_floor"], len(images), suffix))
+        out[f"fd_clip_ratio{suffix}_se"] = _ratio(frechet_bootstrap_se(fa, fb), out["fd_clip_floor"])
         out[f"c2st{suffix}"] = c2st(images, renders_b)
     return out
 
