@@ -197,6 +197,9 @@ def test_guided_style_axes_train_and_record_their_layout(data, tmp_path):
     final = train_ldm.main([*args, "--out", str(tmp_path / "labels"), "--style-guide", "labels"])
     log = (tmp_path / "labels" / "log.txt").read_text()
     assert "style guide: axes" in log and "guide=" not in log  # the axes come from the labels: no loss to log
+    # with a weight, the guide trains the encoder's mean alone, so a look read off a picture names the classes
+    train_ldm.main([*args, "--out", str(tmp_path / "reader"), "--style-guide", "labels", "--style-guide-weight", "0.1"])
+    assert "guide_acc=" in (tmp_path / "reader" / "log.txt").read_text()
     layout = json.loads((final / "training_info.json").read_text())["style_guide"]
     assert len(layout["names"]) == 8 == len(layout["centres"])  # the tiny preset's style_dim
     assert layout["names"][:2] == ["background_color", "hair_color"]

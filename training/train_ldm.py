@@ -120,7 +120,7 @@ class LDMLoss(torch.nn.Module):
         """The loss of one batch and its parts for the log."""
         b = z0.shape[0]
         mu, logvar = (x.float() for x in self.style_encoder(images))  # fp32 under bf16 autocast: the KL's exp
-        s = StyleEncoder.sample(mu, logvar)
+        s = s_encoded = StyleEncoder.sample(mu, logvar)
         kl_dims = StyleEncoder.kl_per_dim(mu, logvar)
         guided = self.layout is not None and labels is not None and self.cfg.style_guide == "labels"
         if guided:
@@ -164,11 +164,15 @@ class LDMLoss(torch.nn.Module):
             pair_weight = weight[0::2] if torch.is_tensor(weight) else weight
             parts["pair"] = (pair_weight * (diff**2).mean(dim=(1, 2, 3))).mean()
             loss = loss + self.cfg.pair_weight * parts["pair"]
-        if self.layout is not None and labels is not None and self.cfg.style_guide == "loss":
-            # On the sample s, not its mean: the axis must tell the class through the posterior noise the UNet
-            # sees (with mu alone, sigma stayed at 0.9 and the UNet could not read the bins).
-            parts["guide"] = guide_loss(s, labels, self.layout)
-            parts["guide_acc"] = guide_accuracy(s.detach(), labels, self.layout)
+        reads = self.cfg.style_guide == "loss" or (self.cfg.style_guide == "labels" and self.cfg.style_guide_weight > 0)
+        if self.layout is not None and labels is not None and reads:
+            # "loss": on the sample s, not its mean: the axis must tell the class through the posterior noise the
+            # UNet sees (with mu alone, sigma stayed at 0.9 and the UNet could not read the bins). "labels": the UNet
+            # reads the labels, so the guide trains only the encoder's mean, which a look read off a picture
+            # (`PosePipeline.style_from_image`) puts on those axes: without it they drift with the encoder.
+            read = s_encoded if self.cfg.style_guide == "loss" else mu
+            parts["guide"] = guide_loss(read, labels, self.layout)
+            parts["guide_acc"] = guide_accuracy(read.detach(), labels, self.layout)
             loss = loss + self.cfg.style_guide_weight * parts["guide"]
         if self.cfg.affine_reg_weight > 0:
             parts["affine"] = affine_penalty(self.unet.style_affine.weight, self.affine_norms)
