@@ -279,11 +279,9 @@ def evaluate_quality(
     from models.pipeline import PosePipeline
     from training.synth import make_sample
 
-    sampling = {"fast": True} if fast else {}  # what every sample of this evaluation is drawn with
-    if guidance is not None:
-        sampling["guidance"] = float(guidance)
-    if sampler is not None:
-        sampling["sampler"] = sampler
+    # what every sample of this evaluation is drawn with (the pipeline's defaults for what is not given)
+    given = {"fast": True if fast else None, "guidance": guidance, "sampler": sampler}
+    sampling = {k: v for k, v in given.items() if v is not None}
     pipe = PosePipeline.from_pretrained(str(model)) if model else None
     vae = load_autoencoder(ae).eval() if ae else pipe.vae
     det = load_detector(detector)
@@ -327,8 +325,7 @@ def evaluate_quality(
     result["machine"] = f"{torch.get_num_threads()} torch threads"
     result["model"] = str(model) if model else None
     result["fast"] = fast
-    result["guidance"] = guidance
-    result["sampler"] = sampler
+    result |= {"guidance": guidance, "sampler": sampler}
     result["autoencoder"] = str(ae) if ae else "the model's"
     if sheet:
         rows = [(renders_a, poses)] + [sets[k] for k in ("ae_", "") if k in sets]

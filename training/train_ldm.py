@@ -166,10 +166,9 @@ class LDMLoss(torch.nn.Module):
             loss = loss + self.cfg.pair_weight * parts["pair"]
         reads = self.cfg.style_guide == "loss" or (self.cfg.style_guide == "labels" and self.cfg.style_guide_weight > 0)
         if self.layout is not None and labels is not None and reads:
-            # "loss": on the sample s, not its mean: the axis must tell the class through the posterior noise the
-            # UNet sees (with mu alone, sigma stayed at 0.9 and the UNet could not read the bins). "labels": the UNet
-            # reads the labels, so the guide trains only the encoder's mean, which a look read off a picture
-            # (`PosePipeline.style_from_image`) puts on those axes: without it they drift with the encoder.
+            # "loss": on the sample s, not its mean (with mu alone sigma stayed at 0.9 and the UNet could not read the
+            # bins). "labels": the UNet reads the labels, so the guide trains only the encoder's mean, which a look read
+            # off a picture (`PosePipeline.style_from_image`) puts there: else those outputs drift with the encoder.
             read = s_encoded if self.cfg.style_guide == "loss" else mu
             parts["guide"] = guide_loss(read, labels, self.layout)
             parts["guide_acc"] = guide_accuracy(read.detach(), labels, self.layout)
