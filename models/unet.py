@@ -73,21 +73,25 @@ class PoseUNet(ModelMixin, ConfigMixin):
         style_dim: int = 64,  # dimension of the style code s, prior N(0, I)
         block_out_channels: tuple[int, ...] = (96, 192, 256),  # UNet widths, one level per entry
         layers_per_block: int = 1,
-        attention_head_dim: int = 32,  # attention only at the lowest resolution
+        attention_head_dim: int = 32,  # channels per attention head
         norm_num_groups: int = 32,
         prediction_type: str = "v_prediction",  # what the network predicts ("v_prediction" or "epsilon")
         # the timesteps [lo, hi) it was trained on: all (None), or a low-noise expert's (`training.train_ldm --timesteps`)
         timesteps: tuple[int, int] | None = None,
+        attention_levels: int = 1,  # levels with self-attention, counted from the lowest resolution up
     ):
         super().__init__()
         n = len(block_out_channels)
+        if not 1 <= attention_levels <= n:
+            raise InputError(f"attention_levels must be between 1 and {n} (the UNet's levels), not {attention_levels}.")
+        k = attention_levels
         self.hint_encoder = HintEncoder(cond_channels, tuple(hint_widths), hint_channels)
         self.unet = UNet2DModel(
             sample_size=sample_size,
             in_channels=latent_channels + hint_channels,
             out_channels=latent_channels,
-            down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-            up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+            down_block_types=("DownBlock2D",) * (n - k) + ("AttnDownBlock2D",) * k,
+            up_block_types=("AttnUpBlock2D",) * k + ("UpBlock2D",) * (n - k),
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             attention_head_dim=attention_head_dim,

@@ -17,6 +17,7 @@ from models.autoencoder import (
     load_autoencoder,
     measure_latent_stats,
 )
+from models.errors import InputError
 from models.unet import PoseUNet
 from training import train_ae
 from training.train_ldm import transplant
@@ -75,6 +76,20 @@ def test_transplant_keeps_the_unet_body_and_starts_its_ends_afresh():
     kept = [k for k in unet.state_dict() if k not in fresh]
     assert kept and all(torch.equal(unet.state_dict()[k], theirs[k]) for k in kept)
     assert "style_affine.weight" in kept
+
+
+def test_transplant_adds_attention_that_starts_as_the_identity():
+    torch.manual_seed(0)
+    src = PoseUNet(sample_size=8, latent_channels=4, hint_widths=(4,), hint_channels=4, style_dim=5,
+                   block_out_channels=(8, 16, 16), attention_head_dim=4, norm_num_groups=8)  # fmt: skip
+    unet, fresh = transplant(src, attention_levels=2)
+    assert unet.config.attention_levels == 2 and fresh
+    assert all(".attentions." in k for k in fresh)  # nothing of src is lost
+    x, cond, s = torch.randn(2, 4, 8, 8), torch.randn(2, 33, 32, 32), torch.randn(2, 5)
+    with torch.no_grad():
+        assert torch.allclose(unet(x, 500, cond, s), src(x, 500, cond, s), atol=1e-5)  # the new layers add nothing yet
+    with pytest.raises(InputError, match="attention_levels"):
+        PoseUNet(block_out_channels=(8, 16), norm_num_groups=8, attention_levels=3)
 
 
 def test_denoising_decoder_learns_from_its_unets_latents_and_keeps_the_encoder(tmp_path):

@@ -73,7 +73,10 @@ class LDMPreset:
     # UNet widths (32, 16, 8 latent px for f4; ~9.4 GFLOP fwd+bwd a sample)
     block_out_channels: tuple[int, ...] = (64, 128, 256)
     layers_per_block: int = 1
-    attention_head_dim: int = 32  # channels per attention head (attention only at the lowest resolution)
+    attention_head_dim: int = 32  # channels per attention head
+    # Levels with self-attention, counted from the lowest resolution up (2: also at 16 x 16 for a 32 x 32 latent, where
+    # one garment spans several cells). `--init` from a UNet with fewer adds them, their outputs starting at zero.
+    attention_levels: int = 1
     hint_channels: int = 32  # channels of the encoded pose condition concatenated with the latent
     style_dim: int = 64  # dimension of the style code s (prior N(0, I))
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"  # v is steadier at few steps

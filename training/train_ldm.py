@@ -77,15 +77,19 @@ def trained_autoencoder(path: str | Path) -> Autoencoder:
 
 
 def transplant(src: PoseUNet, **changes) -> tuple[PoseUNet, list[str]]:
-    """A PoseUNet of `src`'s config with `changes` (e.g. another autoencoder's latent channels and side), holding
-    every weight of `src` whose shape still fits; returns it and the names of the tensors that start afresh (for a
-    new autoencoder: the first and last convolutions and the hint encoder's new layers)."""
+    """A PoseUNet of `src`'s config with `changes` (e.g. another autoencoder's latent channels and side, or more
+    `attention_levels`), holding every weight of `src` whose shape still fits; returns it and the names of the tensors
+    that start afresh (for a new autoencoder: the first and last convolutions and the hint encoder's new layers).
+    New attention layers start with a zero output projection: on their residual path they add nothing until trained,
+    so the new UNet first computes exactly what `src` did."""
     cfg = {k: v for k, v in src.config.items() if not k.startswith("_")}
     unet = PoseUNet(**{**cfg, **changes})
     own, theirs = unet.state_dict(), src.state_dict()
     kept = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-    unet.load_state_dict(kept, strict=False)
-    return unet, sorted(k for k in own if k not in kept)
+    fresh = sorted(k for k in own if k not in kept)
+    zeros = {k: torch.zeros_like(own[k]) for k in fresh if ".attentions." in k and ".to_out." in k}
+    unet.load_state_dict({**kept, **zeros}, strict=False)
+    return unet, fresh
 
 
 class LDMLoss(torch.nn.Module):
@@ -317,6 +321,7 @@ def new_models(cfg: LDMPreset, data: Data) -> tuple[PoseUNet, StyleEncoder]:
 
     size, latent_side = data.images.shape[1], data.latents.shape[-1]
     same = ("hint_channels", "style_dim", "block_out_channels", "layers_per_block", "attention_head_dim")
+    same += ("attention_levels",)
     unet = PoseUNet(
         sample_size=latent_side, latent_channels=data.latents.shape[2], cond_channels=CONDITION_CHANNELS,
         hint_widths=hint_widths(cfg, size // latent_side), norm_num_groups=min(32, min(cfg.block_out_channels)),
@@ -341,6 +346,9 @@ def init_models(run: Run, data: Data) -> tuple[PoseUNet, StyleEncoder]:
         # Another autoencoder: keep the UNet's body, start its ends afresh (the latent grid stays 32 x 32).
         unet, fresh = transplant(unet, **fits, hint_widths=hint_widths(run.cfg, factor))
         run.log(f"--init for a new autoencoder {fits}: {len(fresh)} tensors start afresh ({', '.join(fresh[:8])} ...)")
+    if run.cfg.attention_levels > unet.config.attention_levels:  # added levels, never removed (presets say 1)
+        unet, fresh = transplant(unet, attention_levels=run.cfg.attention_levels)
+        run.log(f"--init with attention at {run.cfg.attention_levels} levels: {len(fresh)} new tensors")
     style_encoder = StyleEncoder.from_pretrained(src / "style_encoder")
     if style_encoder.config.input_size is None:  # an encoder of the 128-px model, which saw 128-px images
         style_encoder.register_to_config(input_size=run.cfg.style_input_size)
@@ -452,26 +460,16 @@ class Trainer:
         with torch.no_grad():  # posterior statistics of s on some training images (should be ~N(0, I))
             mu, logvar = self.ema_style(to_tensor(data.images[:256]))
         posterior = {
-            "mu_mean": float(mu.mean()),
-            "mu_std": float(mu.std()),
-            "sigma_mean": float((0.5 * logvar).exp().mean()),
+            "mu_mean": float(mu.mean()), "mu_std": float(mu.std()), "sigma_mean": float((0.5 * logvar).exp().mean()),
             "kl_per_dim": [round(float(v), 4) for v in StyleEncoder.kl_per_dim(mu, logvar)],
-        }
+        }  # fmt: skip
         info = {
-            "model": "pose-ldm",
-            "steps": run.step,
-            "seconds": round(seconds, 1),
-            "steps_per_second": round(run.steps_per_second(), 4),
-            "data": str(run.args.data),
-            "num_images": len(data.stems),
-            "machine": machine(),
-            "final_losses": run.losses,
-            "style_posterior": posterior,
-            "style_guide": data.layout.to_json() if data.layout is not None else None,
-            "autoencoder": str(run.args.ae),
-            "preset": run.args.preset,
-            "config": preset_dict(run.cfg),
-        }
+            "model": "pose-ldm", "steps": run.step, "seconds": round(seconds, 1),
+            "steps_per_second": round(run.steps_per_second(), 4), "data": str(run.args.data),
+            "num_images": len(data.stems), "machine": machine(), "final_losses": run.losses,
+            "style_posterior": posterior, "style_guide": data.layout.to_json() if data.layout is not None else None,
+            "autoencoder": str(run.args.ae), "preset": run.args.preset, "config": preset_dict(run.cfg),
+        }  # fmt: skip
         (final / "training_info.json").write_text(json.dumps(info, indent=2))
         index = {
             "_class_name": "PosePipeline",
