@@ -17,7 +17,17 @@ from training.eval_face import (
     shows_eyes,
     train_face_check,
 )
-from training.eval_quality import FD_MIN_N, blurred, c2st, detail, fd_clip_figure, psnr_images, real_poses
+from training.eval_quality import (
+    FD_MIN_N,
+    blurred,
+    c2st,
+    detail,
+    detail_figures,
+    fd_clip_figure,
+    flat_colours,
+    psnr_images,
+    real_poses,
+)
 from training.synth import make_sample
 
 
@@ -76,6 +86,27 @@ def test_detail_and_psnr_fall_with_blur(renders):
     sharp, smooth = detail(images), detail(soft)
     assert smooth["laplacian_var"] < 0.5 * sharp["laplacian_var"] and smooth["hf_power"] < 0.5 * sharp["hf_power"]
     assert psnr_images(images, images) > 100 and psnr_images(soft, images) < 35
+
+
+def test_flat_colours_count_patchwork_and_not_a_slight_blur():
+    from PIL import Image
+
+    made = [make_sample(EVAL_SEED, i, 256)["render"] for i in range(6)]
+    images, masks = [r.image.convert("RGB") for r in made], np.stack([r.mask > 0 for r in made])
+    rng = np.random.default_rng(0)
+    patched = []
+    for im, m in zip(images, masks):  # every third 8 x 8 cell of the figure shifted to another colour
+        a = np.asarray(im, dtype=np.int16).copy()
+        for y, x in zip(*np.nonzero(m[::8, ::8])):
+            if rng.random() < 1 / 3:
+                a[8 * y : 8 * y + 8, 8 * x : 8 * x + 8] += rng.integers(-80, 80, 3)
+        patched.append(Image.fromarray(a.clip(0, 255).astype(np.uint8)))
+    base = flat_colours(images, masks).mean()
+    assert base >= 2 and flat_colours(patched, masks).mean() > 1.5 * base
+    assert flat_colours(blurred(images, 1.0), masks).mean() < 1.25 * base
+    assert flat_colours([Image.new("RGB", (8, 8), "red")], np.ones((1, 8, 8), bool)).tolist() == [1]
+    figures = detail_figures(images, masks, {"": (patched, None), "ae_": (images, None)})
+    assert figures["flat_colours_ratio"] > 1.5 and figures["ae_flat_colours_ratio"] == 1.0
 
 
 def test_two_sample_test_tells_blur_apart_and_not_renders_from_renders():

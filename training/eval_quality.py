@@ -21,6 +21,10 @@ round trips of A, samples of the model in the same poses (seed `EVAL_SEED + i`),
   evaluation time on renders against the same renders without eyes and hard negatives), among the faces the renderer
   drew with eyes (`face_n`); `face_ae` the same on round trips, and the check's own control on the held-out renders
   and their eyeless twins: `face_renders` (1 when it works) and `face_eyeless` (0 when it works).
+* `flat_colours_ratio`: how many colours (bins of 24 levels a channel) cover 90% of the figure's flat pixels (all four
+  neighbours within `FLAT_STEP` levels) in a sample, over that in its render: 1 is the renderer's flat fills,
+  patchwork (a garment in two or three colours) reads 1.8; a Gaussian blur of 1 px leaves it at 1.0, but one of 2 px
+  lets smooth ramps count as flat and reads 2.5, so read it beside the sharpness. `ae_` the same for round trips.
 * `ae_psnr`, `ae_psnr_figure`: the round trip's PSNR on the whole image and on the figure's pixels.
 * `ae_eye_colour_ratio`: the attribute judge's eye-colour accuracy on round trips over that on renders.
 * `pck` (synthetic poses) and `pck_real` (poses read from photos, the presets and the fork's keypoint files;
@@ -112,6 +116,29 @@ def detail(images: list[Image.Image], masks: np.ndarray | None = None) -> dict[s
     lap_var = masked_mean((lap - mean[:, None, None]) ** 2, inner)
     hf = masked_mean(high_pass(g) ** 2, masks)
     return {"laplacian_var": float(lap_var.mean()), "hf_power": float(hf.mean())}
+
+
+FLAT_STEP = 10  # a pixel is flat when its four neighbours differ from it by less than this in every channel
+COLOUR_BIN = 24  # levels a channel per colour bin
+COLOUR_SHARE = 0.9  # the share of the flat pixels the counted colours cover
+
+
+def flat_colours(images: list[Image.Image], masks: np.ndarray) -> np.ndarray:
+    """Per image, the fewest colour bins that cover COLOUR_SHARE of its flat pixels inside its mask (0 with none)."""
+    counts = []
+    for im, m in zip(images, masks):
+        a = np.asarray(im.convert("RGB"), dtype=np.int16)
+        step = np.zeros(a.shape[:2], np.int16)
+        for axis in (0, 1):
+            diff = np.abs(np.diff(a, axis=axis)).max(-1)
+            for pad in ((0, 1), (1, 0)):  # the step to the next and to the previous pixel along the axis
+                step = np.maximum(step, np.pad(diff, [pad if ax == axis else (0, 0) for ax in (0, 1)]))
+        q = (a // COLOUR_BIN).astype(np.int32)
+        codes = (q[..., 0] * 256 + q[..., 1]) * 256 + q[..., 2]
+        _, n = np.unique(codes[(step < FLAT_STEP) & m], return_counts=True)
+        cover = np.cumsum(np.sort(n)[::-1]) / max(1, n.sum())
+        counts.append(int(np.searchsorted(cover, COLOUR_SHARE) + 1) if n.size else 0)
+    return np.asarray(counts, dtype=np.float64)
 
 
 def psnr_images(a: list[Image.Image], b: list[Image.Image], masks: np.ndarray | None = None) -> float:
@@ -215,7 +242,8 @@ def _ratio(a: float, b: float) -> float:
 def detail_figures(
     renders: list[Image.Image], masks: np.ndarray, sets: dict[str, tuple[list[Image.Image], Any]]
 ) -> dict[str, float]:
-    """`<set>sharpness_ratio[_figure]` and `<set>hf_ratio[_figure]` of each set against `renders`."""
+    """`<set>sharpness_ratio[_figure]`, `<set>hf_ratio[_figure]` and `<set>flat_colours_ratio` of each set against
+    `renders`."""
     out = {}
     for region, m in (("", None), ("_figure", masks)):
         ref = detail(renders, m)
@@ -223,6 +251,9 @@ def detail_figures(
             d = detail(images, m)
             out[f"{name}sharpness_ratio{region}"] = _ratio(d["laplacian_var"], ref["laplacian_var"])
             out[f"{name}hf_ratio{region}"] = _ratio(d["hf_power"], ref["hf_power"])
+    ref_colours = flat_colours(renders, masks).mean()
+    for name, (images, _) in sets.items():
+        out[f"{name}flat_colours_ratio"] = _ratio(flat_colours(images, masks).mean(), ref_colours)
     return out
 
 
