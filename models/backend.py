@@ -65,6 +65,7 @@ class Capabilities:
     prompt: bool = False  # a text prompt and negative prompt (Stable Diffusion)
     clip_guidance: bool = False  # CLIP-guided sampling through `render(wrap=...)` (`models.clip_guidance`)
     fast: bool = False  # a few-step student for previews (`fast=True`: `models.pipeline`, `training.train_distill`)
+    upscale: bool = False  # an upscale pass draws finished pictures larger (`models.upscale`; not `draft=True`)
 
     @property
     def names(self) -> frozenset[str]:
@@ -75,6 +76,7 @@ class Capabilities:
             "prompt": self.prompt,
             "clip_guidance": self.clip_guidance,
             "fast": self.fast,
+            "upscale": self.upscale,
         }
         named = [*self.directions, *(f"refine_{mode}" for mode in self.refine)]
         return frozenset([name for name, on in flags.items() if on] + named)
@@ -99,9 +101,7 @@ class Backend(Protocol):
     def prepare(self, **settings: Any) -> GenerationState:
         """The state of one image before sampling (check_inputs' names but num_images): its noise from `seed`."""
 
-    def render(
-        self, state: GenerationState, callback: Callback | None = None, **options: Any
-    ) -> tuple[list[Image.Image], GenerationState]:
+    def render(self, state: GenerationState, callback: Callback | None = None, **options: Any) -> tuple[list, Any]:
         """Sample and decode a state; `wrap=` wraps its model_fn, `style_at(step)` (style codes only): each step's s."""
 
     def __call__(self, pose: Pose, seed: int, **settings: Any) -> tuple[list[Image.Image], list[GenerationState]]:
@@ -394,9 +394,8 @@ class GenerationState:
 
     def with_style(self, style: np.ndarray) -> GenerationState:
         """A copy with another s (same pose, seed, noise and settings); z_0 is cleared."""
-        return GenerationState(
-            self.pose, self.seed, np.asarray(style, dtype=np.float32).copy(), self.z_T, dict(self.settings), None
-        )
+        s = np.asarray(style, dtype=np.float32).copy()
+        return GenerationState(self.pose, self.seed, s, self.z_T, dict(self.settings), None)
 
 
 # -- the input checks every back end shares: pure functions that raise InputError with one sentence -

@@ -39,7 +39,7 @@ from models.errors import InputError
 log = logging.getLogger("pose_studio.batching")
 
 # the keyword arguments the batched path takes (PosePipeline.__call__'s); a request with others runs whole
-BATCHABLE = frozenset({"seed", "steps", "guidance", "sampler", "style", "eta", "num_images", "size", "fast"})
+BATCHABLE = frozenset({"seed", "steps", "guidance", "sampler", "style", "eta", "num_images", "size", "fast", "draft"})
 IDLE_EXIT_S = 30.0  # a worker with nothing to do for this long ends (a later request starts another)
 
 
@@ -105,7 +105,8 @@ def render_batch(
 ) -> tuple[list[Any], list[Any]]:
     """`PosePipeline.render` for a batch of compatible states: (images, finished states), in the states' order."""
     done = denoise_batch(pipe, states, on_step)
-    return decode_chunks(pipe, torch.cat([d.z_0 for d in done])), done
+    decoded = decode_chunks(pipe, torch.cat([d.z_0 for d in done]))
+    return [pipe.picture(d, image) for d, image in zip(done, decoded)], done
 
 
 def decode_chunks(pipe: Any, latents: torch.Tensor, chunk: int = 4) -> list[Any]:
@@ -168,7 +169,7 @@ class Batcher:
     # -- the caller's side ---------------------------------------------------------------------------
     def __call__(self, pose: Any, callback: Callable | None = None, **kwargs: Any) -> tuple[list, list]:
         """Queue one request (the pipeline's keyword arguments: seed, steps, guidance, sampler, style, eta,
-        num_images, size, fast) and wait for its batch: (images, states), image i from seed `seed + i`."""
+        num_images, size, fast, draft) and wait for its batch: (images, states), image i from seed `seed + i`."""
         states: list[Any] = []
         steps, num_images = int(kwargs.get("steps", 8)), int(kwargs.get("num_images", 1))
         if self.batched and set(kwargs) <= BATCHABLE:
@@ -176,8 +177,9 @@ class Batcher:
             args = {"pose": pose, "seed": kwargs["seed"], "steps": steps, "guidance": kwargs.get("guidance", 2.0),
                     "sampler": kwargs.get("sampler", DEFAULT_SAMPLER), "style": kwargs.get("style"),
                     "eta": kwargs.get("eta", 0.0), "size": kwargs.get("size") or pipe.native_size}  # fmt: skip
-            if kwargs.get("fast"):  # only then: a pipeline without the option still takes the rest
-                args["fast"] = True
+            for flag in ("fast", "draft"):  # only when set: a pipeline without the option still takes the rest
+                if kwargs.get(flag):
+                    args[flag] = True
             pipe.check_inputs(num_images=num_images, **args)
             args["guidance"], args["eta"] = float(args["guidance"]), float(args["eta"])
             states = [pipe.prepare(**{**args, "seed": int(args["seed"]) + i}) for i in range(num_images)]

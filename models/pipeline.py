@@ -9,7 +9,8 @@ DDPMScheduler config, which every sampler is built from) and optionally `style_e
 (E[z_0 | s, pose], where sampling starts: `models.unet`), `parser/`, `palette.json` and `fast_unet/` (the
 few-step student of `training.train_distill`, stored in float16: `pipe(pose, seed, steps=2, fast=True)`) and
 `detail_unet/` (a low-noise expert, as eDiff-I's: a copy of the UNet trained on small t only, which `predict` uses
-wherever t lies in its range).
+wherever t lies in its range) and `upscaler/` (a pose LDM at twice the size, itself such a folder, whose upscale pass,
+`models.upscale`, redraws every finished picture at its size; previews stay at the base size).
 
 Symbols: z_T the initial noise, s the style code (prior N(0, I)), c the condition map of the pose,
 g the guidance scale; classifier-free guidance over the pose (Ho & Salimans 2022, Eq. 6):
@@ -53,6 +54,7 @@ from models.pose import Pose, fit_to_square
 from models.pose_input import pad_to_square
 from models.samplers import MAX_FAST_STEPS, make_fast_scheduler, make_scheduler, sample_loop
 from models.unet import MeanLatent, PoseUNet, StyleEncoder
+from models.upscale import UpscaleSettings, read_settings, upscale, write_settings
 
 # Where a pose goes in the square frame: as the renderer frames its training data, whose visible
 # keypoints' box spans a median 0.67 of the side (so a margin of 0.17) centred at y = 0.55 (the hair
@@ -109,6 +111,8 @@ class PosePipeline:
         mean_latent: Any = None,
         fast_unet: PoseUNet | None = None,
         detail_unet: PoseUNet | None = None,
+        upscaler: PosePipeline | None = None,
+        upscale_settings: UpscaleSettings | None = None,
     ):
         self.device = default_device(device)
         if dtype is None:
@@ -124,7 +128,7 @@ class PosePipeline:
         self.vae, self.unet = ready(vae), ready(unet)
         # the low-noise expert (`PoseUNet.covers` says for which t), or None: `self.unet` for every t
         self.detail_unet = ready(detail_unet) if detail_unet is not None else None
-        self.style_encoder = style_encoder.eval() if style_encoder is not None else None
+        self.style_encoder = ready(style_encoder) if style_encoder is not None else None
         # {region: (K, 3) in [-1, 1]}: the training data's colours per part, the colour search's candidates
         # (`models.edit_regions`); empty when the folder has no palette.json
         self.palette = dict(palette or {})
@@ -142,6 +146,12 @@ class PosePipeline:
         self.scheduler_config = scheduler.config
         self.latent_factor = downsample_factor(vae)
         self.native_size, self.size_multiple = model_sizes(self.latent_factor, unet.config)
+        # the upscale pass's model and settings (`models.upscale`), or None: pictures at the native size
+        self.upscaler, self.upscale_settings = upscaler, upscale_settings or UpscaleSettings()
+        # the side of a finished picture at the native size
+        self.output_size = upscaler.native_size if upscaler is not None else self.native_size
+        if upscaler is not None:
+            self.CAPABILITIES = dataclasses.replace(self.CAPABILITIES, upscale=True)
 
     # -- loading and saving ------------------------------------------------------------------------
     @classmethod
@@ -168,6 +178,7 @@ class PosePipeline:
             mean_latent = MeanLatent.from_pretrained(folder / "mean_latent")
         fast_unet = PoseUNet.from_pretrained(folder / "fast_unet") if (folder / "fast_unet").is_dir() else None
         detail_unet = PoseUNet.from_pretrained(folder / "detail_unet") if (folder / "detail_unet").is_dir() else None
+        upscaler = cls.from_pretrained(folder / "upscaler", device, dtype) if (folder / "upscaler").is_dir() else None
         return cls(
             vae,
             unet,
@@ -180,6 +191,8 @@ class PosePipeline:
             mean_latent=mean_latent,
             fast_unet=fast_unet,
             detail_unet=detail_unet,
+            upscaler=upscaler,
+            upscale_settings=read_settings(folder / "upscaler") if upscaler is not None else None,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -201,6 +214,9 @@ class PosePipeline:
             self.detail_unet.save_pretrained(folder / "detail_unet", safe_serialization=True)
         if self.fast_unet is not None:  # float16 on disk (a copy: `.half()`, as `.float()` above, without a warning)
             copy.deepcopy(self.fast_unet).half().save_pretrained(folder / "fast_unet", safe_serialization=True)
+        if self.upscaler is not None:
+            self.upscaler.save_pretrained(folder / "upscaler")
+            write_settings(self.upscale_settings, folder / "upscaler")
 
     @property
     def style_dim(self) -> int:
@@ -221,8 +237,11 @@ class PosePipeline:
         size: int,
         *,
         fast: bool = False,
+        draft: bool = False,
     ) -> None:
         """Raise InputError with one sentence for any input the pipeline cannot honour."""
+        if draft not in (True, False):
+            raise InputError(f"draft must be true or false; got {draft!r}.")
         check_common(
             pose, seed, steps, guidance, sampler, eta, num_images, max_steps=MAX_STEPS, max_guidance=MAX_GUIDANCE
         )
@@ -262,15 +281,17 @@ class PosePipeline:
         size: int | None = None,
         *,
         fast: bool = False,
+        draft: bool = False,
     ) -> GenerationState:
         """The state of one image before sampling: z_T and s from `seed` (s given overrides the drawn one); `fast`:
-        drawn by the few-step student."""
+        drawn by the few-step student; `draft`: a preview, left at the base size by the upscale pass."""
         size = size or self.native_size
         side = size // self.latent_factor
         _, z_T, s = self._generator(seed, (1, self.vae.config.latent_channels, side, side))
         s_np = np.asarray(style, dtype=np.float32).copy() if style is not None else s[0].numpy()
         # `fast` only when set: a full model's states stay as they were
-        settings = state_settings(steps, guidance, sampler, eta, size, **({"fast": True} if fast else {}))
+        extras = {"fast": True} if fast else {}
+        settings = state_settings(steps, guidance, sampler, eta, size, **extras, **({"draft": True} if draft else {}))
         return GenerationState(pose=pose, seed=int(seed), style=s_np, z_T=z_T, settings=settings)
 
     def start_mean(self, cond: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
@@ -389,6 +410,16 @@ class PosePipeline:
         """Scaled latents `(B, C, h, w)` -> PIL images."""
         return to_pil(ae_decode(self.vae, latent.to(self.device, self.dtype)))
 
+    def picture(self, state: GenerationState, image: Image.Image | None = None) -> Image.Image:
+        """A finished state's picture: its decoded z_0 (or `image`, already decoded), redrawn by the upscale pass when
+        the folder has one and the state is at the native size; a preview (a draft, or the few-step student's) stays
+        as decoded."""
+        image = self.decode(state.z_0)[0] if image is None else image
+        cfg = state.settings
+        if self.upscaler is None or cfg.get("fast") or cfg.get("draft") or cfg.get("size") != self.native_size:
+            return image
+        return upscale(self.upscaler, image, state.pose, state.seed, self.upscale_settings)
+
     def render(
         self,
         state: GenerationState,
@@ -400,7 +431,7 @@ class PosePipeline:
         """Re-render a state (e.g. `state.with_style(s)`): same noise and pose give the same pixels (`denoise`'s
         `style_at`, `start_style` and `wrap`)."""
         done = self.denoise(state, callback, style_at=style_at, start_style=start_style, wrap=wrap)
-        return self.decode(done.z_0), done
+        return [self.picture(done)], done
 
     # -- the one way to run it ---------------------------------------------------------------------
     def __call__(
@@ -417,10 +448,11 @@ class PosePipeline:
         size: int | None = None,
         wrap: Wrap | None = None,
         fast: bool = False,
+        draft: bool = False,
     ) -> tuple[list[Image.Image], list[GenerationState]]:
         """Draw `num_images` characters in `pose`; image i uses seed `seed + i` (`wrap`: `render`'s; `fast`: the
-        few-step student, 1 to MAX_FAST_STEPS steps). Returns images and states."""
+        few-step student, 1 to MAX_FAST_STEPS steps; `draft`: without the upscale pass). Returns images and states."""
         return generate(
             self, pose=pose, seed=seed, num_images=num_images, callback=callback, wrap=wrap, steps=steps,
-            guidance=guidance, sampler=sampler, style=style, eta=eta, size=size, fast=fast,
+            guidance=guidance, sampler=sampler, style=style, eta=eta, size=size, fast=fast, draft=draft,
         )  # fmt: skip

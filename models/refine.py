@@ -396,7 +396,7 @@ def refine(
                 current = _latent_stage(pipeline, current, objective, settings, on_image, messages, log, terms)
 
     # 5. The final image of the refined state.
-    images.append(pipeline.decode(current.z_0)[0])
+    images.append(pipeline.picture(current))
     record["messages"] = messages
     return RefineResult(current, images, messages, time.perf_counter() - started, record, log)
 

@@ -9,6 +9,7 @@ Symbols (DDPM/DDIM notation; diffusers names in brackets):
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -148,14 +149,48 @@ def sample_loop(
     scheduler.set_timesteps(steps, device=z_T.device)
     if z_mean is not None:
         z_T = start_sample(z_T, scheduler.alphas_cumprod[int(scheduler.timesteps[0])], z_mean)
+    return _run(model_fn, scheduler, z_T * scheduler.init_noise_sigma, scheduler.timesteps, generator, eta, callback)
+
+
+def resample_loop(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: SchedulerMixin,
+    z_0: torch.Tensor,
+    strength: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """SDEdit (Meng et al. 2022): `z_0` noised to t = strength T and denoised again by the last `steps` steps of a
+    schedule of ceil(steps / strength) steps, as diffusers' image-to-image pipelines do; returns the new z_0. The
+    noise is drawn from `generator`."""
+    total = max(steps, math.ceil(steps / strength))
+    scheduler.set_timesteps(total, device=z_0.device)
+    begin = (total - steps) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):  # the multistep and sigma-space schedulers count their steps
+        scheduler.set_begin_index(begin)
+    timesteps = scheduler.timesteps[begin:]
+    noise = torch.randn(z_0.shape, generator=generator, dtype=torch.float32).to(z_0)
+    x = scheduler.add_noise(z_0, noise, timesteps[:1])
+    return _run(model_fn, scheduler, x, timesteps, generator, eta, None)
+
+
+def _run(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: SchedulerMixin,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    generator: torch.Generator | None,
+    eta: float,
+    callback: Callable[[int, int, torch.Tensor], None] | None,
+) -> torch.Tensor:
+    """The denoising steps over `timesteps` from `x` (in the scheduler's own space); returns z_0."""
     params = inspect.signature(scheduler.step).parameters
     extra: dict[str, Any] = {}
     if "generator" in params:
         extra["generator"] = generator
     if "eta" in params:
         extra["eta"] = eta
-    x = z_T * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(x, t)
         out = model_fn(model_in, t)

@@ -42,6 +42,7 @@ FEATURES = (
     "prompt",
     "clip_guidance",
     "fast",
+    "upscale",
 )
 
 
@@ -227,6 +228,12 @@ def _feature(backend, name: str, pose, clip) -> None:
             raise InputError("This model has no fast generator.")
         _, (done,) = backend(pose, seed=3, steps=2, fast=True)
         assert done.settings["fast"] is True
+    elif name == "upscale":
+        if getattr(backend, "upscaler", None) is None:
+            raise InputError("This model has no upscale pass.")
+        images, _ = backend(pose, seed=3, steps=2)
+        drafts, (draft,) = backend(pose, seed=3, steps=2, draft=True)
+        assert images[0].width > drafts[0].width and draft.settings["draft"] is True
     elif name == "clip_guidance":
         _, (done,) = generate_guided(
             backend, pose, 3, FakeClip(), "red hair", cutouts=1, steps=2, size=size_of(backend)

@@ -186,7 +186,7 @@ def test_explore_slider_rerenders(page):
         page.mouse.down()
         for k in range(1, 6):
             page.mouse.move(box["x"] + box["width"] * (0.5 + 0.06 * k), y, steps=2)
-        page.get_by_text("Preview by the fast student").first.wait_for()
+        page.get_by_text("the full picture is drawn when you let go").first.wait_for()
         page.mouse.up()
         page.wait_for_selector("#explore-downloads a")
 

@@ -15,7 +15,8 @@ from models.errors import InputError
 from models.pipeline import PosePipeline
 from models.pose import Pose
 from models.samplers import training_scheduler
-from models.unet import PoseUNet
+from models.unet import PoseUNet, StyleEncoder
+from models.upscale import UpscaleSettings
 
 SIZE = 32  # the tiny model draws 32 px images (f2 autoencoder, 16 x 16 latent)
 STANDING = np.array([
@@ -29,15 +30,15 @@ STANDING = np.array([
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
-def tiny_pipeline(seed: int = 0) -> PosePipeline:
+def tiny_pipeline(seed: int = 0, size: int = SIZE, style_encoder: StyleEncoder | None = None) -> PosePipeline:
     """A seeded random pipeline small enough to sample in milliseconds on a CPU."""
     from models.condition import CONDITION_CHANNELS
 
     torch.manual_seed(seed)
-    vae = build_autoencoder((8, 16), 1, 4, 4, sample_size=SIZE)
+    vae = build_autoencoder((8, 16), 1, 4, 4, sample_size=size)
     vae.register_to_config(scaling_factor=2.0, shift_factor=0.1)
     unet = PoseUNet(
-        sample_size=SIZE // 2,
+        sample_size=size // 2,
         latent_channels=4,
         cond_channels=CONDITION_CHANNELS,
         hint_widths=(),
@@ -47,7 +48,7 @@ def tiny_pipeline(seed: int = 0) -> PosePipeline:
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    return PosePipeline(vae, unet, training_scheduler(), device="cpu")
+    return PosePipeline(vae, unet, training_scheduler(), style_encoder, device="cpu")
 
 
 def _arrays(images) -> list[np.ndarray]:
@@ -223,3 +224,31 @@ def test_the_low_noise_expert_takes_the_steps_it_covers_and_travels_with_the_fol
     # stored in float16 (as checkpoints keep it), it computes in the pipeline's float32
     expert.unet.half().save_pretrained(tmp_path / "detail_unet")
     assert PosePipeline.from_pretrained(tmp_path, device="cpu").detail_unet.dtype == torch.float32
+
+
+def test_the_upscale_pass_draws_finished_pictures_at_its_size_and_travels_with_the_folder(pose, tmp_path):
+    import dataclasses
+
+    from models.batching import Batcher
+
+    base = tiny_pipeline()
+    upscaler = tiny_pipeline(seed=1, size=2 * SIZE, style_encoder=StyleEncoder(widths=(8, 8), style_dim=8))
+    settings = UpscaleSettings(strength=0.5, steps=2)
+    pipe = PosePipeline(base.vae, base.unet, base.scheduler, device="cpu", upscaler=upscaler, upscale_settings=settings)
+    assert (pipe.native_size, pipe.output_size) == (SIZE, 2 * SIZE)
+    images, states = pipe(pose, seed=3, steps=3)
+    assert images[0].size == (2 * SIZE, 2 * SIZE) and states[0].settings["size"] == SIZE  # the state is the base's
+    plain = base(pose, seed=3, steps=3)[0][0]
+    assert np.array_equal(_arrays(pipe.decode(states[0].z_0))[0], np.asarray(plain))  # the base drew the same z_0
+    assert np.array_equal(_arrays(pipe.render(states[0])[0])[0], _arrays(images)[0])  # one state, one picture
+    assert np.array_equal(
+        _arrays(Batcher(pipe, max_images=2, window=0.0)(pose, seed=3, steps=3)[0])[0], _arrays(images)[0]
+    )
+    preview = dataclasses.replace(states[0], settings={**states[0].settings, "fast": True})
+    assert pipe.picture(preview).size == (SIZE, SIZE)  # a student's preview stays as decoded
+    pipe.save_pretrained(tmp_path)
+    again = PosePipeline.from_pretrained(tmp_path, device="cpu")
+    assert again.upscale_settings == settings and again.output_size == 2 * SIZE
+    assert np.array_equal(_arrays(again(pose, seed=3, steps=3)[0])[0], _arrays(images)[0])
+    with pytest.raises(InputError, match="upscale.json"):
+        UpscaleSettings(strength=0.0)

@@ -348,7 +348,7 @@ def test_explore_preview_draws_the_slider_edit_with_the_student_and_the_release_
     preview = app_explore.explore_preview_handler(fake_loader)
     amounts = [2.0] + [0] * (settings.NUM_DIRECTIONS - 1)
     frame, note = preview(result, "ganspace", *amounts)
-    assert "fast student" in note and frame.size == result.image.size
+    assert "Preview" in note and frame.size == result.image.size
     assert np.asarray(frame)[0, 0, 0] > np.asarray(result.image)[0, 0, 0]  # the edit shows while the slider moves
     full, _, edited, _ = app_explore.explore_render_handler(fake_loader)(result, "ganspace", 0, 3, *amounts)
     assert full.size == frame.size
@@ -356,6 +356,9 @@ def test_explore_preview_draws_the_slider_edit_with_the_student_and_the_release_
     fast = app_explore.preview_state(edited.state)
     assert fast.settings["fast"] is True and "edit" not in fast.settings and fast.seed == result.state.seed
     assert np.array_equal(fast.z_T, edited.state.z_T) and np.array_equal(fast.style, edited.state.style)
+    draft = app_explore.preview_state(edited.state, ("upscale",))  # no student: the full model, without the upscale
+    assert draft.settings["draft"] is True and "fast" not in draft.settings
+    assert draft.settings["steps"] == edited.state.settings["steps"]
     assert preview(None, "sefa", *amounts) == (gr.skip(), gr.skip())  # nothing to move yet
     frame, note = preview(result, "sefa", float("nan"), *amounts[1:])
     assert frame == gr.skip() and "Slider 0" in note  # a refused value says why, without an error box

@@ -207,9 +207,8 @@ def explore_setup_handler(pipeline_loader: Callable[[], Any]) -> Callable:
             for i in range(k)
         ]  # fmt: skip
         steps = int(current.state.settings["steps"])
-        moving = (
-            "; while it moves, the fast student previews the edit" if "fast" in model_ops(pipe).capabilities else ""
-        )
+        quick = {"fast", "upscale"} & set(model_ops(pipe).capabilities)
+        moving = "; while it moves, a quick preview follows it" if quick else ""
         status = (
             f"This model offers {' and '.join(METHOD_NAMES[m] for m in methods)}. Letting go of a slider re-renders "
             f"the current result (seed {current.state.seed}) from its own noise{moving}."
@@ -291,12 +290,15 @@ def explore_render_handler(pipeline_loader: Callable[[], Any]) -> Callable:
     return render
 
 
-def preview_state(state: GenerationState) -> GenerationState:
-    """The same image (pose, noise, s) as the few-step student draws it: a slider's frame while it moves."""
+def preview_state(state: GenerationState, offered: Any = ("fast",)) -> GenerationState:
+    """The same image (pose, noise, s) as a slider's frame while it moves: drawn by the few-step student when the
+    model has one (`offered`: its capabilities), else as a draft (the full model without its upscale pass)."""
     from models.samplers import DEFAULT_FAST_STEPS
 
-    fast = {k: v for k, v in state.settings.items() if k != "edit"} | {"fast": True, "steps": DEFAULT_FAST_STEPS}
-    return dataclasses.replace(state, settings=fast, z_0=None)
+    quick = {"fast": True, "steps": DEFAULT_FAST_STEPS} if "fast" in offered else {"draft": True}
+    return dataclasses.replace(
+        state, settings={k: v for k, v in state.settings.items() if k != "edit"} | quick, z_0=None
+    )
 
 
 def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
@@ -310,20 +312,22 @@ def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
         try:
             pipe = pipeline_loader()
             ops = model_ops(pipe)
-            if "fast" not in ops.capabilities:
+            if not {"fast", "upscale"} & set(ops.capabilities):  # no quicker way to draw it than on release
                 return gr.skip(), gr.skip()
             clean = check_amounts(method, amounts)
             dirs = {method: ops.directions_for(pipe, method, settings.NUM_DIRECTIONS)}
             started = time.perf_counter()
             images, _ = ops.edit(
-                pipe, preview_state(current.state), clean, dirs, render=generation_batcher(pipe).render
+                pipe,
+                preview_state(current.state, ops.capabilities),
+                clean,
+                dirs,
+                render=generation_batcher(pipe).render,
             )
         except InputError as err:
             return gr.skip(), notes_markdown([str(err)])
         seconds = time.perf_counter() - started
-        return images[0], notes_markdown(
-            [f"Preview by the fast student ({seconds:.2f} s); the full model draws it when you let go."]
-        )
+        return images[0], notes_markdown([f"Preview ({seconds:.2f} s); the full picture is drawn when you let go."])
 
     return preview
 

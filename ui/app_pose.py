@@ -358,13 +358,14 @@ def live_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
 
 def preview_settings(pipe: Any, seed: int) -> dict[str, Any]:
     """The generation settings of a preview frame: the few-step student when the model has one, else a few steps of
-    the full model."""
+    the full model; a draft (no upscale pass) where the model has one."""
     from models.backends import capabilities
     from models.samplers import DEFAULT_FAST_STEPS
 
-    if "fast" in capabilities(pipe):
+    offered = capabilities(pipe)
+    if "fast" in offered:
         return {"seed": seed, "steps": DEFAULT_FAST_STEPS, "fast": True}
-    return {"seed": seed, "steps": settings.PREVIEW_STEPS}
+    return {"seed": seed, "steps": settings.PREVIEW_STEPS, **({"draft": True} if "upscale" in offered else {})}
 
 
 def editor_value(pose: Pose, background: str | None = None) -> dict[str, Any]:
