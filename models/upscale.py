@@ -9,7 +9,7 @@ t = strength T and denoised by the upscaler in the same pose (same frame), with 
 off the enlarged picture. Why two models: the 128-px model lays down one colour a garment but draws soft figures
 without faces; the 256-px one draws eyes, outlines and flat fills, but left to choose the colours itself paints a
 garment in two or three (docs/EXPERIMENTS.md, "The patchwork"). Colours are set at high noise and detail at low, so
-a pass from t = 0.4 T keeps the first model's colours and takes the second's detail ("An upscale pass").
+a pass from t = 0.45 T keeps the first model's colours and takes the second's detail ("An upscale pass").
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ SETTINGS_FILE = "upscale.json"  # in the upscaler's folder, beside its unet/
 class UpscaleSettings:
     """How the upscale pass runs (stored as `upscale.json` in the upscaler's folder)."""
 
-    strength: float = 0.4  # t_start / T: at 0.3 the faces stay soft, from 0.6 the upscaler's colours creep in
-    steps: int = 6
+    strength: float = 0.45  # t_start / T: at 0.3 the faces stay soft, from 0.6 the upscaler's colours creep in
+    steps: int = 8
     guidance: float = 2.0  # classifier-free guidance over the pose, as the base model's
     sampler: str = "euler_a"  # stochastic: fewer two-coloured patches than the deterministic samplers
 

@@ -55,7 +55,7 @@ def weights_fingerprint(folder: Path = WEIGHTS) -> dict[str, str]:
     out = {}
     for sub in FINGERPRINTED:
         for path in sorted((folder / sub).rglob("*")):  # the upscaler's folders hold folders
-            if path.suffix == ".safetensors" or path.name in ("config.json", "scheduler_config.json"):
+            if path.suffix == ".safetensors" or path.name in ("config.json", "scheduler_config.json", "upscale.json"):
                 out[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
