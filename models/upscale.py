@@ -42,6 +42,7 @@ class UpscaleSettings:
     sampler: str = "euler_a"  # stochastic: fewer two-coloured patches than the deterministic samplers
 
     def __post_init__(self):
+        """One sentence for a setting out of range (a hand-edited upscale.json)."""
         if not 0.0 < self.strength <= 1.0 or self.steps < 1 or self.guidance < 0 or self.sampler not in SAMPLER_NAMES:
             raise InputError(
                 f"upscale.json: strength in (0, 1], steps >= 1, guidance >= 0, a known sampler; got {self}."
@@ -53,7 +54,12 @@ def read_settings(folder: str | Path) -> UpscaleSettings:
     path = Path(folder) / SETTINGS_FILE
     if not path.is_file():
         return UpscaleSettings()
-    given = json.loads(path.read_text())
+    try:
+        given = json.loads(path.read_text())
+    except ValueError:
+        given = None
+    if not isinstance(given, dict):
+        raise InputError(f"{SETTINGS_FILE} in the upscaler's folder is not a JSON object of settings.")
     known = {f.name for f in dataclasses.fields(UpscaleSettings)}
     return UpscaleSettings(**{k: v for k, v in given.items() if k in known})
 

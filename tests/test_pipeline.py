@@ -252,3 +252,6 @@ def test_the_upscale_pass_draws_finished_pictures_at_its_size_and_travels_with_t
     assert np.array_equal(_arrays(again(pose, seed=3, steps=3)[0])[0], _arrays(images)[0])
     with pytest.raises(InputError, match="upscale.json"):
         UpscaleSettings(strength=0.0)
+    (tmp_path / "upscaler" / "upscale.json").write_text("[0.5")
+    with pytest.raises(InputError, match="not a JSON object"):
+        PosePipeline.from_pretrained(tmp_path, device="cpu")
