@@ -302,9 +302,9 @@ def preview_state(state: GenerationState, offered: Any = ("fast",)) -> Generatio
 
 
 def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
-    """A slider moving: the current result with every slider's amount, drawn by the model's few-step student (image,
-    note); nothing changes when there is no result or the model has no student. A refused value says why in the
-    note: an error box on every frame would be noise."""
+    """A slider moving: the current result with every slider's amount, drawn quickly (`preview_state`: the model's
+    few-step student, or a draft without its upscale pass) -> (image, note); nothing changes when there is no result
+    or the model has neither. A refused value says why in the note: an error box on every frame would be noise."""
 
     def preview(current: Result | None, method: Any, *amounts: Any) -> tuple[Any, Any]:
         if current is None or method not in METHODS:
