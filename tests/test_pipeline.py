@@ -250,8 +250,9 @@ def test_the_upscale_pass_draws_finished_pictures_at_its_size_and_travels_with_t
     again = PosePipeline.from_pretrained(tmp_path, device="cpu")
     assert again.upscale_settings == settings and again.output_size == 2 * SIZE
     assert np.array_equal(_arrays(again(pose, seed=3, steps=3)[0])[0], _arrays(images)[0])
-    with pytest.raises(InputError, match="upscale.json"):
-        UpscaleSettings(strength=0.0)
+    for bad in ({"strength": 0.0}, {"steps": "8"}, {"guidance": None}, {"sampler": "heun"}):
+        with pytest.raises(InputError, match="upscale.json"):
+            UpscaleSettings(**bad)
     (tmp_path / "upscaler" / "upscale.json").write_text("[0.5")
     with pytest.raises(InputError, match="not a JSON object"):
         PosePipeline.from_pretrained(tmp_path, device="cpu")
