@@ -43,11 +43,9 @@ class UpscaleSettings:
 
     def __post_init__(self):
         """One sentence for a setting out of range (a hand-edited upscale.json)."""
-        numbers = all(type(v) in (int, float) for v in (self.strength, self.steps, self.guidance))
+        numbers = type(self.steps) is int and all(type(v) in (int, float) for v in (self.strength, self.guidance))
         if not numbers or not 0.0 < self.strength <= 1.0 or self.steps < 1 or self.guidance < 0:
-            raise InputError(
-                f"upscale.json: strength in (0, 1], steps >= 1, guidance >= 0, a known sampler; got {self}."
-            )
+            raise InputError(f"upscale.json: strength in (0, 1], whole steps >= 1 and guidance >= 0; got {self}.")
         if self.sampler not in SAMPLER_NAMES:
             raise InputError(
                 f"upscale.json: the sampler must be one of {', '.join(SAMPLER_NAMES)}; got {self.sampler!r}."
