@@ -148,8 +148,6 @@ class PosePipeline:
         self.native_size, self.size_multiple = model_sizes(self.latent_factor, unet.config)
         # the upscale pass's model and settings (`models.upscale`), or None: pictures at the native size
         self.upscaler, self.upscale_settings = upscaler, upscale_settings or UpscaleSettings()
-        # the side of a finished picture at the native size
-        self.output_size = upscaler.native_size if upscaler is not None else self.native_size
         if upscaler is not None:
             self.CAPABILITIES = dataclasses.replace(self.CAPABILITIES, upscale=True)
 
@@ -217,6 +215,11 @@ class PosePipeline:
         if self.upscaler is not None:
             self.upscaler.save_pretrained(folder / "upscaler")
             write_settings(self.upscale_settings, folder / "upscaler")
+
+    @property
+    def output_size(self) -> int:
+        """The side of a finished picture drawn at the native size: the upscaler's, when there is one."""
+        return self.upscaler.native_size if self.upscaler is not None else self.native_size
 
     @property
     def style_dim(self) -> int:

@@ -313,10 +313,10 @@ def evaluate_quality(
     given = {"fast": True if fast else None, "guidance": guidance, "sampler": sampler}  # else the pipeline's own
     sampling = {k: v for k, v in given.items() if v is not None}
     pipe = PosePipeline.from_pretrained(str(model)) if model else None
-    last = getattr(pipe, "upscaler", None) or pipe  # the model that draws the pictures (`models.upscale`)
-    vae = load_autoencoder(ae).eval() if ae else last.vae
+    drawer = getattr(pipe, "upscaler", None) or pipe  # the model whose decoder draws the pictures (`models.upscale`)
+    vae = load_autoencoder(ae).eval() if ae else drawer.vae
     det = load_detector(detector)
-    size = int(last.native_size) if pipe else int(vae.config.sample_size)
+    size = int(pipe.output_size) if pipe else int(vae.config.sample_size)
 
     # 2. Renders A (the poses to draw), B (the reference), the round trips of A, the samples.
     first = [make_sample(EVAL_SEED, i, size) for i in range(n)]

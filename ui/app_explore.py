@@ -42,6 +42,8 @@ from ui.common import (
 from ui.settings import served
 
 METHOD_NAMES = {"ganspace": "GANSpace", "sefa": "SeFa"}
+# the capabilities that draw a slider's frame quicker than the full picture (`preview_state`): a student, or a draft
+QUICK = frozenset({"fast", "upscale"})
 
 
 @dataclass
@@ -207,8 +209,7 @@ def explore_setup_handler(pipeline_loader: Callable[[], Any]) -> Callable:
             for i in range(k)
         ]  # fmt: skip
         steps = int(current.state.settings["steps"])
-        quick = {"fast", "upscale"} & set(model_ops(pipe).capabilities)
-        moving = "; while it moves, a quick preview follows it" if quick else ""
+        moving = "; while it moves, a quick preview follows it" if QUICK & set(model_ops(pipe).capabilities) else ""
         status = (
             f"This model offers {' and '.join(METHOD_NAMES[m] for m in methods)}. Letting go of a slider re-renders "
             f"the current result (seed {current.state.seed}) from its own noise{moving}."
@@ -312,7 +313,7 @@ def explore_preview_handler(pipeline_loader: Callable[[], Any]) -> Callable:
         try:
             pipe = pipeline_loader()
             ops = model_ops(pipe)
-            if not {"fast", "upscale"} & set(ops.capabilities):  # no quicker way to draw it than on release
+            if not QUICK & set(ops.capabilities):  # no quicker way to draw it than on release
                 return gr.skip(), gr.skip()
             clean = check_amounts(method, amounts)
             dirs = {method: ops.directions_for(pipe, method, settings.NUM_DIRECTIONS)}
